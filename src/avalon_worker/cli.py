@@ -1,0 +1,304 @@
+"""Command line: `avalon-worker serve|signup|submit|run-orders|demo|verify`, and `wo-processor`.
+
+The only place that configures logging. Errors a person can fix are printed as one line,
+without a traceback, and give exit status 2 (bad setup) or 1 (a failed work order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .client import DEFAULT_TIMEOUT_S, WorkerClient, WorkerUnavailable
+from .crypto import SigningKey
+from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, IdentityError, load_or_create
+from .requester import VerificationError, WorkOrderFailed
+from .server import DEFAULT_MAX_REQUEST_BYTES, StopFlag, serve
+from .workload.registry import RegistryError, WorkloadRegistry
+
+logger = logging.getLogger("avalon_worker")
+
+DEFAULT_BIND = "tcp://*:7777"
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:7777"
+READY_PREFIX = "listening on "
+
+
+class UsageError(Exception):
+    """A setup problem the user can fix; printed as one line."""
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "avalon-worker")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# serve ----------------------------------------------------------------------------------------
+
+
+def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = False) -> None:
+    parser.add_argument("--bind", default=DEFAULT_BIND, help=f"ZMQ endpoint to listen on (default {DEFAULT_BIND})")
+    if legacy:
+        parser.add_argument("--workload", dest="workloads", help="workloads.json registry (default: built-in workloads)")
+    else:
+        parser.add_argument("--workloads", help="workloads.json registry (default: built-in workloads)")
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("AVALON_WORKER_STATE_DIR") or default_state_dir(),
+        help="where the worker's identity is kept (default $AVALON_WORKER_STATE_DIR or %(default)s)",
+    )
+    parser.add_argument(
+        "--rsa-bits", type=int, default=DEFAULT_RSA_BITS, choices=ALLOWED_RSA_BITS,
+        help="size of a newly created encryption key (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+        help="larger requests are refused (default %(default)s, room for a 16 MiB input)",
+    )
+    parser.add_argument(
+        "--insecure-reuse-session-iv", action="store_true",
+        help="INSECURE legacy mode: encrypt results under the request's sessionKeyIv, as the original worker did, "
+        "for old clients that ignore each item's iv. The same AES-GCM key and nonce then protect the request "
+        "hash, the inputs and the outputs: anyone who sees the traffic can recover plaintext. Use only with such clients.",
+    )
+    parser.add_argument(
+        "--attestation", choices=("auto", "none", "gramine"), default="auto",
+        help="quote provider: gramine (/dev/attestation), none, or auto-detect (default)",
+    )
+    parser.add_argument("--attestation-root", default="/dev/attestation", help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+
+
+def _attestation_provider(mode: str, root: str) -> Any:
+    try:
+        from .attestation import select_provider
+    except ImportError:
+        if mode == "gramine":
+            raise UsageError("this build has no Gramine attestation support") from None
+        return None
+    return select_provider(mode, root)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    _configure_logging(args.log_level)
+    try:
+        registry = WorkloadRegistry.from_file(args.workloads) if args.workloads else WorkloadRegistry.builtin()
+        identity, created = load_or_create(args.state_dir, args.rsa_bits)
+        attestation = _attestation_provider(args.attestation, args.attestation_root)
+    except (RegistryError, IdentityError) as exc:
+        raise UsageError(str(exc)) from None
+    from .processor import Processor
+
+    logger.info(
+        "%s identity %s (RSA-%d) in %s", "created" if created else "loaded", identity.worker_id[:16],
+        identity.rsa_bits, args.state_dir,
+    )
+    logger.info("workloads: %s", ", ".join(registry.names()))
+    if attestation is None or getattr(attestation, "kind", "none") == "none":
+        logger.warning("attestation: none (no SGX quote; requesters cannot verify what code this worker runs)")
+    if args.insecure_reuse_session_iv:
+        logger.warning("--insecure-reuse-session-iv: results are encrypted with a reused AES-GCM nonce")
+    processor = Processor(identity, registry, attestation=attestation, reuse_session_iv=args.insecure_reuse_session_iv)
+    stop = StopFlag()
+    stop.install()
+
+    def ready(endpoint: str) -> None:
+        print(READY_PREFIX + endpoint, flush=True)
+
+    try:
+        serve(processor, args.bind, max_request_bytes=args.max_request_bytes, stop=stop, on_ready=ready)
+    except Exception as exc:  # zmq.ZMQError for a bad or busy address
+        raise UsageError(f"cannot serve on {args.bind}: {exc}") from None
+    return 0
+
+
+# requester commands ---------------------------------------------------------------------------
+
+
+def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"the worker's ZMQ endpoint (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for each reply")
+
+
+def run_signup(args: argparse.Namespace) -> int:
+    with WorkerClient(args.endpoint, args.timeout_s) as client:
+        worker = client.worker()
+    print(json.dumps(dict(worker.signup), indent=2))
+    print(f"encryption key signature: verified (worker id {worker.worker_id})", file=sys.stderr)
+    return 0
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    key = SigningKey.generate() if args.sign else None
+    inputs = [text.encode("utf-8") for text in args.inputs]
+    with WorkerClient(args.endpoint, args.timeout_s) as client:
+        outputs = client.submit(args.workload, inputs, requester_key=key)
+    for output in outputs:
+        print(output.decode("utf-8", errors="replace"))
+    return 0
+
+
+def load_work_orders(path: str | Path) -> list[tuple[str, str]]:
+    """(workloadId, params) pairs from a file shaped like the original tests/test_work_orders.json."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from None
+    orders = document.get("workOrders") if isinstance(document, dict) else None
+    if not isinstance(orders, list):
+        raise UsageError(f'{path} must hold {{"workOrders": [{{"workloadId": ..., "params": ...}}, ...]}}')
+    pairs = []
+    for number, order in enumerate(orders, 1):
+        if not isinstance(order, dict) or not isinstance(order.get("workloadId"), str):
+            raise UsageError(f"{path}: work order {number} has no workloadId")
+        params = order.get("params", "")
+        pairs.append((order["workloadId"], params if isinstance(params, str) else json.dumps(params)))
+    return pairs
+
+
+def run_orders(client: WorkerClient, orders: Sequence[tuple[str, str]], out: Any = sys.stdout) -> int:
+    """Send each order, print a table row per order; return how many failed."""
+    client.worker()  # fetch and verify the signup before sending any input
+    rows = []
+    failures = 0
+    started = time.perf_counter()
+    for workload, params in orders:
+        t0 = time.perf_counter()
+        try:
+            result = client.submit(workload, [params.encode("utf-8")])[0].decode("utf-8", errors="replace")
+            status = "verified"
+        except (WorkOrderFailed, VerificationError) as exc:
+            result, status = str(exc), "FAILED"
+            failures += 1
+        rows.append((workload, params, status, result, (time.perf_counter() - t0) * 1000))
+    total = time.perf_counter() - started
+    widths = [max(len(str(row[i])) for row in rows + [("workload", "input", "status", "result", 0)]) for i in range(4)]
+    header = ("workload", "input", "status", "result")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  ms", file=out)
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths)) + f"  {row[4]:.1f}", file=out)
+    rate = len(rows) / total if total > 0 else 0.0
+    print(f"{len(rows) - failures} of {len(rows)} work orders verified in {total:.2f} s ({rate:.0f} work orders/s)", file=out)
+    return failures
+
+
+def run_orders_command(args: argparse.Namespace) -> int:
+    orders = load_work_orders(args.file)
+    with WorkerClient(args.endpoint, args.timeout_s) as client:
+        failures = run_orders(client, orders)
+    return 1 if failures else 0
+
+
+# demo -----------------------------------------------------------------------------------------
+
+
+def start_worker_process(state_dir: str, extra: Sequence[str] = (), timeout_s: float = 60.0) -> tuple[subprocess.Popen[str], str]:
+    """Start `avalon-worker serve` on a free loopback port; return the process and its endpoint."""
+    command = [sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir, *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith(READY_PREFIX):
+            return process, line[len(READY_PREFIX):].strip()
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    process.wait()
+    raise UsageError("the demo worker did not start (see its log above)")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    orders_file = resources.files("avalon_worker").joinpath("data/test_work_orders.json")
+    orders = load_work_orders(str(orders_file))
+    with tempfile.TemporaryDirectory(prefix="avalon-worker-demo-") as state_dir:
+        print("starting a worker with a new identity (this creates its RSA key) ...", flush=True)
+        process, endpoint = start_worker_process(state_dir, ["--log-level", "ERROR", "--attestation", "none"])
+        try:
+            print(f"worker listening on {endpoint}; sending {len(orders)} work orders\n", flush=True)
+            with WorkerClient(endpoint, args.timeout_s) as client:
+                failures = run_orders(client, orders)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    return 1 if failures else 0
+
+
+# entry points ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avalon-worker", description="EEA Trusted Compute v1.1 worker and requester tools")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("serve", help="run the worker")
+    _add_server_arguments(p)
+    p.set_defaults(func=run_server)
+
+    p = commands.add_parser("signup", help="fetch a worker's signup and verify its encryption-key signature")
+    _add_client_arguments(p)
+    p.set_defaults(func=run_signup)
+
+    p = commands.add_parser("submit", help="run one work order and print its verified result")
+    _add_client_arguments(p)
+    p.add_argument("--workload", required=True, help="workload id, e.g. python-hello")
+    p.add_argument("--sign", action="store_true", help="sign the request with a fresh requester key")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input items (UTF-8 text), in index order")
+    p.set_defaults(func=run_submit)
+
+    p = commands.add_parser("run-orders", help="run every work order in a test_work_orders.json file")
+    _add_client_arguments(p)
+    p.add_argument("file", help='a file like tests/test_work_orders.json: {"workOrders": [...]}')
+    p.set_defaults(func=run_orders_command)
+
+    p = commands.add_parser("demo", help="start a worker, run the nine sample work orders, stop it")
+    p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help=argparse.SUPPRESS)
+    p.set_defaults(func=run_demo)
+    return parser
+
+
+def _run(func: Any, args: argparse.Namespace) -> int:
+    try:
+        return int(func(args))
+    except UsageError as exc:
+        print(f"avalon-worker: {exc}", file=sys.stderr)
+        return 2
+    except (WorkerUnavailable, VerificationError, WorkOrderFailed) as exc:
+        print(f"avalon-worker: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run(args.func, args)
+
+
+def wo_processor_main(argv: Sequence[str] | None = None) -> int:
+    """The original worker's command: `wo-processor --bind URL --workload FILE`."""
+    parser = argparse.ArgumentParser(prog="wo-processor", description="Run the work-order processor (avalon-worker serve)")
+    _add_server_arguments(parser, legacy=True)
+    return _run(run_server, parser.parse_args(argv))

@@ -1,0 +1,177 @@
+"""The worker's side of a work order, with no I/O: open a request, then seal the results.
+
+`open_work_order` uses the worker's keys to check integrity and decrypt the inputs;
+`seal_result` encrypts the workload's outputs and signs the response. Between the two the
+caller runs the workload wherever it likes (in-process, or in an isolated process).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import crypto
+from .crypto import CryptoError
+from .errors import IntegrityError, WorkloadError
+from .hashing import request_hash, response_hash
+from .models import DataItem, ItemMode, WorkOrderRequest
+
+# Output items returned when the request does not say how it wants them (§6.5): one item,
+# index 0, under the session key, marked the way Avalon's clients mark it.
+DEFAULT_OUTPUT = DataItem(
+    index=0, mode=ItemMode.SESSION_KEY, data=b"", data_hash=None, iv=None, wrapped_key=None, key_text="null"
+)
+
+WORKER_NONCE_BYTES = 16
+
+
+class WorkerKeys(Protocol):
+    """What the core needs from the worker's identity."""
+
+    def decrypt_session_key(self, encrypted: bytes) -> bytes: ...
+
+    def sign_digest(self, digest: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """A decrypted input: its index and plaintext."""
+
+    index: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class OpenedWorkOrder:
+    """A request that passed every integrity check, with its inputs in index order."""
+
+    request: WorkOrderRequest
+    session_key: bytes
+    inputs: tuple[InputItem, ...]
+    output_keys: tuple[bytes | None, ...]  # per requested output item: its data key, if any
+
+    @property
+    def outputs_requested(self) -> tuple[DataItem, ...]:
+        return self.request.out_data or (DEFAULT_OUTPUT,)
+
+
+def _unwrap_data_key(wrapped: bytes, session_key: bytes, keys: WorkerKeys) -> bytes:
+    # §6.5: a per-item key, RSA-OAEP to the worker, then AES-GCM under the session key (IV prefixed).
+    data_key = keys.decrypt_session_key(crypto.aes_gcm_decrypt_prefixed(session_key, wrapped))
+    if len(data_key) != crypto.AES_KEY_BYTES:
+        raise CryptoError("data key is not 32 bytes")
+    return data_key
+
+
+def _decrypt_item(item: DataItem, session_key: bytes, session_iv: bytes | None, keys: WorkerKeys) -> bytes:
+    if item.mode is ItemMode.PLAINTEXT:
+        return item.data
+    key = session_key if item.mode is ItemMode.SESSION_KEY else _unwrap_data_key(item.wrapped_key or b"", session_key, keys)
+    iv = item.iv or session_iv
+    if iv is None:
+        return crypto.aes_gcm_decrypt_prefixed(key, item.data)
+    return crypto.aes_gcm_decrypt(key, iv, item.data)
+
+
+def open_work_order(request: WorkOrderRequest, keys: WorkerKeys) -> OpenedWorkOrder:
+    """Check the request's integrity and decrypt its inputs.
+
+    Every failure raises `IntegrityError` (code 4) with one fixed message; its `step` says
+    which check failed, for the worker's log only.
+    """
+    wo_id = request.work_order_id
+    step = "session key"
+    try:
+        session_key = keys.decrypt_session_key(request.encrypted_session_key)
+        if len(session_key) != crypto.AES_KEY_BYTES:
+            raise CryptoError("session key is not 32 bytes")
+        step = "request hash"
+        if request.session_key_iv is None:
+            sent_hash = crypto.aes_gcm_decrypt_prefixed(session_key, request.encrypted_request_hash)
+        else:
+            sent_hash = crypto.aes_gcm_decrypt(session_key, request.session_key_iv, request.encrypted_request_hash)
+        digest = request_hash(request.params)
+        if not crypto.digests_equal(sent_hash, digest):
+            raise CryptoError("request hash mismatch")
+        if request.requester_signature is not None and request.requester_verifying_key is not None:
+            step = "requester signature"
+            request.requester_verifying_key.verify_digest(request.requester_signature, digest)
+        inputs = []
+        for item in request.in_data:
+            step = f"inData[{item.index}]"
+            plaintext = _decrypt_item(item, session_key, request.session_key_iv, keys)
+            if item.data_hash is not None and not crypto.digests_equal(crypto.sha256(plaintext), item.data_hash):
+                raise CryptoError("dataHash mismatch")
+            inputs.append(InputItem(item.index, plaintext))
+        output_keys = []
+        for item in request.out_data:
+            step = f"outData[{item.index}] data key"
+            output_keys.append(
+                _unwrap_data_key(item.wrapped_key, session_key, keys) if item.wrapped_key is not None else None
+            )
+    except CryptoError:
+        raise IntegrityError(step, work_order_id=wo_id) from None
+    return OpenedWorkOrder(request, session_key, tuple(inputs), tuple(output_keys) or (None,))
+
+
+def seal_result(
+    opened: OpenedWorkOrder,
+    outputs: Sequence[bytes],
+    keys: WorkerKeys,
+    *,
+    random_bytes: Callable[[int], bytes] = crypto.random_bytes,
+    reuse_session_iv: bool = False,
+) -> dict[str, Any]:
+    """Encrypt the workload's outputs as the request asked and sign the response (§6.6.2).
+
+    Each encrypted output gets a fresh random IV in its `iv` field. `reuse_session_iv` is the
+    legacy behaviour of the original worker (outputs under `sessionKeyIv`), which reuses an
+    AES-GCM nonce and leaks plaintext; it exists only for old clients that ignore `iv`.
+    """
+    request = opened.request
+    wanted = opened.outputs_requested
+    if len(outputs) != len(wanted):
+        raise WorkloadError(
+            f"workload {request.workload_id!r} returned {len(outputs)} result(s) "
+            f"but the request's outData asks for {len(wanted)}",
+            work_order_id=request.work_order_id,
+        )
+    out_data = []
+    for item, data_key, plaintext in zip(wanted, opened.output_keys, outputs):
+        iv_text = ""
+        if item.mode is ItemMode.PLAINTEXT:
+            data = plaintext
+        elif item.mode is ItemMode.SESSION_KEY and reuse_session_iv:
+            if request.session_key_iv is not None:
+                data = crypto.aes_gcm_encrypt(opened.session_key, request.session_key_iv, plaintext)
+            else:
+                iv = random_bytes(crypto.GCM_IV_BYTES)
+                data = iv + crypto.aes_gcm_encrypt(opened.session_key, iv, plaintext)
+        else:
+            key = opened.session_key if data_key is None else data_key
+            iv = random_bytes(crypto.GCM_IV_BYTES)
+            data = crypto.aes_gcm_encrypt(key, iv, plaintext)
+            iv_text = iv.hex()
+        out_data.append(
+            {
+                "index": item.index,
+                "dataHash": crypto.sha256(plaintext).hex(),
+                "data": base64.b64encode(data).decode("ascii"),
+                "encryptedDataEncryptionKey": item.key_text,
+                "iv": iv_text,
+            }
+        )
+    params = request.params
+    result: dict[str, Any] = {
+        "workOrderId": params["workOrderId"],
+        "workloadId": params["workloadId"],
+        "workerId": params["workerId"],
+        "requesterId": params["requesterId"],
+        "workerNonce": base64.b64encode(random_bytes(WORKER_NONCE_BYTES)).decode("ascii"),
+        "outData": out_data,
+    }
+    signature = keys.sign_digest(response_hash(result))
+    result["workerSignature"] = base64.b64encode(signature).decode("ascii")
+    return {"jsonrpc": "2.0", "id": request.jsonrpc_id, "result": result}

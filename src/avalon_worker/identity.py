@@ -1,0 +1,156 @@
+"""The worker's identity: its signing and encryption keys, kept in a state directory.
+
+Created once, loaded on every later start. Private keys never leave this object except into
+the state file (mode 0600, in a 0700 directory, written atomically). A state directory that
+exists but cannot be read is an error, never a reason to make a new identity over an old one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from . import crypto
+from .crypto import SigningKey
+
+STATE_FILE = "identity.json"
+STATE_VERSION = 1
+DEFAULT_RSA_BITS = 3072
+ALLOWED_RSA_BITS = (2048, 3072, 4096)
+
+
+class IdentityError(Exception):
+    """The state directory holds no usable identity and must not be overwritten."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A worker's keys and the public values derived from them."""
+
+    signing_key: SigningKey
+    encryption_key: rsa.RSAPrivateKey
+    encryption_key_pem: str
+    encryption_key_signature: str
+
+    @classmethod
+    def from_keys(cls, signing_key: SigningKey, encryption_key: rsa.RSAPrivateKey) -> Identity:
+        pem = crypto.public_pem(encryption_key)
+        # PROTOCOL §6: the digest of the PEM string is signed directly, DER, hex.
+        signature = signing_key.sign_digest(crypto.sha256(pem.encode("utf-8"))).hex()
+        return cls(signing_key, encryption_key, pem, signature)
+
+    @classmethod
+    def generate(cls, rsa_bits: int = DEFAULT_RSA_BITS) -> Identity:
+        if rsa_bits not in ALLOWED_RSA_BITS:
+            raise ValueError(f"RSA key size must be one of {ALLOWED_RSA_BITS}")
+        return cls.from_keys(SigningKey.generate(), crypto.generate_rsa_key(rsa_bits))
+
+    @property
+    def verifying_key_pem(self) -> str:
+        return self.signing_key.verifying_key_pem
+
+    @property
+    def worker_id(self) -> str:
+        """Hex SHA-256 of the verifying key PEM: a stable name for this identity."""
+        return crypto.sha256(self.verifying_key_pem.encode("utf-8")).hex()
+
+    @property
+    def rsa_bits(self) -> int:
+        return self.encryption_key.key_size
+
+    def decrypt_session_key(self, encrypted: bytes) -> bytes:
+        return crypto.rsa_oaep_decrypt(self.encryption_key, encrypted)
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        return self.signing_key.sign_digest(digest)
+
+    def to_state(self) -> str:
+        return json.dumps(
+            {
+                "version": STATE_VERSION,
+                "signing_key": self.signing_key.to_pem(),
+                "encryption_key": crypto.private_pem(self.encryption_key),
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_state(cls, text: str, source: str) -> Identity:
+        try:
+            state = json.loads(text)
+            if state.get("version") != STATE_VERSION:
+                raise ValueError(f"unknown state version {state.get('version')!r}")
+            signing_key = SigningKey.from_pem(state["signing_key"])
+            encryption_key = serialization.load_pem_private_key(
+                state["encryption_key"].encode("ascii"), password=None
+            )
+            if not isinstance(encryption_key, rsa.RSAPrivateKey):
+                raise ValueError("encryption key is not RSA")
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeError) as exc:
+            raise IdentityError(
+                f"{source} is corrupt ({exc.__class__.__name__}: {exc}); restore it from a backup, "
+                "or point --state-dir at an empty directory to create a new identity"
+            ) from None
+        return cls.from_keys(signing_key, encryption_key)
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write `path` completely or not at all, and never over an existing file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".identity-", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)  # fails if another process created the identity first
+        except FileExistsError:
+            raise
+        except OSError:
+            # Some file systems (Gramine's encrypted mounts among them) have no hard links.
+            if path.exists():
+                raise FileExistsError(str(path)) from None
+            os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_or_create(state_dir: str | Path, rsa_bits: int = DEFAULT_RSA_BITS) -> tuple[Identity, bool]:
+    """The identity kept in `state_dir`, created there if the directory holds none.
+
+    Returns (identity, created). Raises `IdentityError` when the state cannot be read.
+    """
+    folder = Path(state_dir)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IdentityError(f"cannot create state directory {folder}: {exc.strerror}") from None
+    path = folder / STATE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = None
+    except (OSError, UnicodeError) as exc:
+        raise IdentityError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if text is not None:
+        return Identity.from_state(text, str(path)), False
+    identity = Identity.generate(rsa_bits)
+    try:
+        _write_new(path, identity.to_state())
+    except FileExistsError:
+        return load_or_create(folder, rsa_bits)
+    except OSError as exc:
+        raise IdentityError(f"cannot write {path}: {exc.strerror}") from None
+    return identity, True

@@ -1,0 +1,253 @@
+"""Parsed, validated work-order requests (EEA TC 1.1 §6.1, §6.5), as frozen typed models.
+
+Parsing checks only shape: types, encodings and supported modes. Any fault here raises
+`InvalidParameterError` (code 2) or `UnsupportedModeError` (code 6), before any key is used.
+The raw JSON params are kept, unmodified, because hashes are computed over the strings as sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .crypto import GCM_IV_BYTES, VerifyingKey
+from .errors import InvalidParameterError, UnsupportedModeError
+
+SUPPORTED_PAYLOAD_FORMAT = "JSON-RPC"
+SUPPORTED_DATA_ALGORITHM = "AES-GCM-256"
+
+# Values of encryptedDataEncryptionKey that select the session key (§6.5).
+SESSION_KEY_MARKERS = frozenset({"", "null"})
+PLAINTEXT_MARKER = "-"
+
+
+class ItemMode(Enum):
+    """How a data item's `data` is protected (§6.5 encryptedDataEncryptionKey)."""
+
+    SESSION_KEY = "session-key"
+    PLAINTEXT = "plaintext"
+    DATA_KEY = "data-key"
+
+
+def strip_0x(value: str) -> str:
+    return value[2:] if value[:2] in ("0x", "0X") else value
+
+
+def decode_hex(value: Any, field: str, *, work_order_id: str | None = None) -> bytes:
+    """Decode a hex string (an optional `0x` prefix allowed) or raise code 2 naming the field."""
+    if not isinstance(value, str):
+        raise InvalidParameterError(f"{field} must be a hex string", work_order_id=work_order_id)
+    try:
+        return bytes.fromhex(strip_0x(value))
+    except ValueError:
+        raise InvalidParameterError(f"{field} is not valid hex", work_order_id=work_order_id) from None
+
+
+def decode_base64(value: Any, field: str, *, work_order_id: str | None = None) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidParameterError(f"{field} must be a base64 string", work_order_id=work_order_id)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidParameterError(f"{field} is not valid base64", work_order_id=work_order_id) from None
+
+
+def _optional_str(params: Mapping[str, Any], field: str, where: str, wo_id: str | None) -> str:
+    value = params.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidParameterError(f"{where}{field} must be a string", work_order_id=wo_id)
+    return value
+
+
+def _id_field(params: Mapping[str, Any], field: str, wo_id: str | None) -> str:
+    value = params.get(field)
+    if not isinstance(value, str) or not value:
+        raise InvalidParameterError(f"{field} is required (a hex string)", work_order_id=wo_id)
+    decode_hex(value, field, work_order_id=wo_id)
+    return value
+
+
+@dataclass(frozen=True)
+class DataItem:
+    """One inData/outData item (§6.5), its binary fields decoded, its text kept for hashing."""
+
+    index: int
+    mode: ItemMode
+    data: bytes
+    data_hash: bytes | None
+    iv: bytes | None
+    wrapped_key: bytes | None
+    key_text: str
+
+    @classmethod
+    def parse(
+        cls, raw: Any, field: str, *, work_order_id: str | None = None, require_data: bool = True
+    ) -> DataItem:
+        if not isinstance(raw, Mapping):
+            raise InvalidParameterError(f"{field} must be an object", work_order_id=work_order_id)
+        index = raw.get("index")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise InvalidParameterError(
+                f"{field}.index must be a non-negative integer", work_order_id=work_order_id
+            )
+        where = f"{field}[index {index}]."
+        ekey = _optional_str(raw, "encryptedDataEncryptionKey", where, work_order_id)
+        if ekey in SESSION_KEY_MARKERS:
+            mode, wrapped = ItemMode.SESSION_KEY, None
+        elif ekey == PLAINTEXT_MARKER:
+            mode, wrapped = ItemMode.PLAINTEXT, None
+        else:
+            mode = ItemMode.DATA_KEY
+            wrapped = decode_hex(ekey, where + "encryptedDataEncryptionKey", work_order_id=work_order_id)
+            if not wrapped:
+                raise InvalidParameterError(
+                    f"{where}encryptedDataEncryptionKey is empty", work_order_id=work_order_id
+                )
+        data_text = _optional_str(raw, "data", where, work_order_id)
+        if require_data and "data" not in raw:
+            raise InvalidParameterError(f"{where}data is required", work_order_id=work_order_id)
+        data = decode_base64(data_text, where + "data", work_order_id=work_order_id)
+        hash_text = _optional_str(raw, "dataHash", where, work_order_id)
+        data_hash = decode_hex(hash_text, where + "dataHash", work_order_id=work_order_id) if hash_text else None
+        if data_hash is not None and len(data_hash) != 32:
+            raise InvalidParameterError(
+                f"{where}dataHash must be a SHA-256 digest (64 hex digits)", work_order_id=work_order_id
+            )
+        iv_text = _optional_str(raw, "iv", where, work_order_id)
+        iv = decode_hex(iv_text, where + "iv", work_order_id=work_order_id) if iv_text else None
+        if iv is not None and len(iv) != GCM_IV_BYTES:
+            raise InvalidParameterError(f"{where}iv must be 12 bytes", work_order_id=work_order_id)
+        return cls(
+            index=index, mode=mode, data=data, data_hash=data_hash, iv=iv, wrapped_key=wrapped, key_text=ekey
+        )
+
+
+def _parse_items(raw: Any, field: str, wo_id: str | None, *, required: bool) -> tuple[DataItem, ...]:
+    if raw is None and not required:
+        return ()
+    if not isinstance(raw, list) or (required and not raw):
+        raise InvalidParameterError(f"{field} must be a non-empty array of data items", work_order_id=wo_id)
+    items = tuple(
+        sorted(
+            (DataItem.parse(item, field, work_order_id=wo_id, require_data=required) for item in raw),
+            key=lambda item: item.index,
+        )
+    )
+    indexes = [item.index for item in items]
+    if len(set(indexes)) != len(indexes):
+        raise InvalidParameterError(f"{field} has duplicate indexes", work_order_id=wo_id)
+    return items
+
+
+@dataclass(frozen=True)
+class WorkOrderRequest:
+    """A WorkOrderSubmit request whose shape has been checked (no key has been used yet)."""
+
+    jsonrpc_id: Any
+    params: Mapping[str, Any]
+    work_order_id: str
+    workload_id: str
+    in_data: tuple[DataItem, ...]
+    out_data: tuple[DataItem, ...]
+    encrypted_session_key: bytes
+    session_key_iv: bytes | None
+    encrypted_request_hash: bytes
+    requester_signature: bytes | None
+    requester_verifying_key: VerifyingKey | None
+    response_timeout_ms: int | None
+
+    @classmethod
+    def parse(cls, request: Any) -> WorkOrderRequest:
+        """Check a decoded WorkOrderSubmit JSON-RPC request; raise code 2 or 6 on a fault."""
+        if not isinstance(request, Mapping):
+            raise InvalidParameterError("the work order must be a JSON object (a WorkOrderSubmit request)")
+        method = request.get("method")
+        if method is not None and method != "WorkOrderSubmit":
+            raise InvalidParameterError("the inner request's method must be WorkOrderSubmit")
+        params = request.get("params")
+        if not isinstance(params, Mapping):
+            raise InvalidParameterError("WorkOrderSubmit params must be an object")
+        raw_wo_id = params.get("workOrderId")
+        wo_id = raw_wo_id if isinstance(raw_wo_id, str) else None
+        work_order_id = _id_field(params, "workOrderId", None)
+        for field in ("workerId", "requesterId", "requesterNonce"):
+            _id_field(params, field, wo_id)
+
+        payload_format = params.get("payloadFormat")
+        if payload_format is not None:
+            if not isinstance(payload_format, str):
+                raise InvalidParameterError("payloadFormat must be a string", work_order_id=wo_id)
+            if payload_format.upper() != SUPPORTED_PAYLOAD_FORMAT:
+                raise UnsupportedModeError(
+                    f"payloadFormat {payload_format[:40]!r} is not supported; use {SUPPORTED_PAYLOAD_FORMAT}",
+                    work_order_id=wo_id,
+                )
+        algorithm = params.get("dataEncryptionAlgorithm")
+        if algorithm is not None:
+            if not isinstance(algorithm, str):
+                raise InvalidParameterError("dataEncryptionAlgorithm must be a string", work_order_id=wo_id)
+            if algorithm.upper() != SUPPORTED_DATA_ALGORITHM:
+                raise UnsupportedModeError(
+                    f"dataEncryptionAlgorithm {algorithm[:40]!r} is not supported; use {SUPPORTED_DATA_ALGORITHM}",
+                    work_order_id=wo_id,
+                )
+        timeout = params.get("responseTimeoutMSecs")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0):
+            raise InvalidParameterError("responseTimeoutMSecs must be a non-negative integer", work_order_id=wo_id)
+
+        raw_workload = params.get("workloadId")
+        if not isinstance(raw_workload, str) or not raw_workload:
+            raise InvalidParameterError("workloadId is required (hex of the workload name)", work_order_id=wo_id)
+        try:
+            workload_id = decode_hex(raw_workload, "workloadId", work_order_id=wo_id).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidParameterError("workloadId is not hex of a UTF-8 name", work_order_id=wo_id) from None
+
+        session_key = decode_hex(params.get("encryptedSessionKey"), "encryptedSessionKey", work_order_id=wo_id)
+        if not session_key:
+            raise InvalidParameterError("encryptedSessionKey is required", work_order_id=wo_id)
+        iv_text = _optional_str(params, "sessionKeyIv", "", wo_id)
+        session_key_iv = decode_hex(iv_text, "sessionKeyIv", work_order_id=wo_id) if iv_text else None
+        if session_key_iv is not None and len(session_key_iv) != GCM_IV_BYTES:
+            raise InvalidParameterError("sessionKeyIv must be 12 bytes (24 hex digits)", work_order_id=wo_id)
+        request_hash = decode_hex(params.get("encryptedRequestHash"), "encryptedRequestHash", work_order_id=wo_id)
+        if not request_hash:
+            raise InvalidParameterError("encryptedRequestHash is required", work_order_id=wo_id)
+
+        signature_text = _optional_str(params, "requesterSignature", "", wo_id)
+        signature = decode_base64(signature_text, "requesterSignature", work_order_id=wo_id) if signature_text else None
+        verifying_key_pem = _optional_str(params, "verifyingKey", "", wo_id)
+        verifying_key = None
+        if signature is not None:
+            if not verifying_key_pem:
+                raise InvalidParameterError(
+                    "requesterSignature needs verifyingKey (the requester's PEM public key)", work_order_id=wo_id
+                )
+            try:
+                verifying_key = VerifyingKey(verifying_key_pem)
+            except ValueError:
+                raise InvalidParameterError(
+                    "verifyingKey is not a PEM secp256k1 public key", work_order_id=wo_id
+                ) from None
+        _optional_str(params, "workerEncryptionKey", "", wo_id)
+
+        return cls(
+            jsonrpc_id=request.get("id"),
+            params=params,
+            work_order_id=work_order_id,
+            workload_id=workload_id,
+            in_data=_parse_items(params.get("inData"), "inData", wo_id, required=True),
+            out_data=_parse_items(params.get("outData"), "outData", wo_id, required=False),
+            encrypted_session_key=session_key,
+            session_key_iv=session_key_iv,
+            encrypted_request_hash=request_hash,
+            requester_signature=signature,
+            requester_verifying_key=verifying_key,
+            response_timeout_ms=timeout,
+        )

@@ -1,0 +1,151 @@
+"""JSON-RPC dispatch: one request frame in, one reply frame out, no I/O.
+
+`Processor.handle` never raises and always returns a reply: a REP socket left without one
+would hang Avalon's enclave manager forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .core import open_work_order, seal_result
+from .errors import ErrorCode, InvalidParameterError, IntegrityError, WorkloadError, WorkOrderError
+from .identity import Identity
+from .models import WorkOrderRequest
+from .signup import QuoteSource, signup_document
+from .workload.registry import WorkloadRegistry, WorkloadRunError
+
+logger = logging.getLogger(__name__)
+
+# Called just before a workload runs, with (reply id, workOrderId, responseTimeoutMSecs), so
+# that a supervisor can answer for the work order if the workload never returns.
+WorkloadStartHook = Callable[[Any, str, "int | None"], None]
+
+
+def error_reply(reply_id: Any, code: int, message: str, work_order_id: str | None = None) -> dict[str, Any]:
+    """A JSON-RPC error object in the shape Avalon's clients read."""
+    error: dict[str, Any] = {"code": int(code), "message": message}
+    if work_order_id is not None:
+        error["data"] = {"workOrderId": work_order_id}
+    return {"jsonrpc": "2.0", "id": reply_id, "error": error}
+
+
+def encode(reply: dict[str, Any]) -> bytes:
+    return json.dumps(reply, separators=(",", ":")).encode("utf-8")
+
+
+def _jsonrpc_id(message: Any) -> Any:
+    value = message.get("id") if isinstance(message, dict) else None
+    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+
+
+class Processor:
+    """Turns request frames into reply frames for one worker identity."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        registry: WorkloadRegistry,
+        *,
+        attestation: QuoteSource | None = None,
+        reuse_session_iv: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.identity = identity
+        self.registry = registry
+        self.attestation = attestation
+        self.reuse_session_iv = reuse_session_iv
+        self._clock = clock
+        self._signup = encode(signup_document(identity, attestation))
+
+    def handle(self, frame: bytes, on_workload_start: WorkloadStartHook | None = None) -> bytes:
+        """Answer one request frame."""
+        try:
+            message = json.loads(frame.decode("utf-8"))
+        except UnicodeDecodeError:
+            return encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "request is not UTF-8 text"))
+        except (ValueError, RecursionError):
+            return encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "request is not valid JSON (or is nested too deeply)"))
+        outer_id = _jsonrpc_id(message)
+        method = message.get("method") if isinstance(message, dict) else None
+        if method == "ProcessWorkerSignup":
+            return self._signup_reply(message.get("params"), outer_id)
+        if method == "ProcessWorkOrder":
+            return encode(self._work_order(message.get("params"), outer_id, on_workload_start))
+        if not isinstance(message, dict):
+            return encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "request must be a JSON-RPC object"))
+        return encode(
+            error_reply(
+                outer_id,
+                ErrorCode.INVALID_PARAMETER,
+                "unknown method: use ProcessWorkerSignup or ProcessWorkOrder",
+            )
+        )
+
+    def _signup_reply(self, params: Any, outer_id: Any) -> bytes:
+        if params is None or params == {} or params == []:
+            return self._signup
+        nonce_hex = params.get("nonce") if isinstance(params, dict) else None
+        try:
+            nonce = bytes.fromhex(nonce_hex) if isinstance(nonce_hex, str) else None
+        except ValueError:
+            nonce = None
+        if nonce is None or not 0 < len(nonce) <= 64:
+            return encode(
+                error_reply(outer_id, ErrorCode.INVALID_PARAMETER, 'signup params must be null or {"nonce": "<hex, 1 to 64 bytes>"}')
+            )
+        try:
+            return encode(signup_document(self.identity, self.attestation, nonce))
+        except Exception as exc:  # the attestation device failed; say so, keep serving
+            logger.error("signup with nonce failed: %s", type(exc).__name__)
+            return encode(error_reply(outer_id, ErrorCode.UNKNOWN_ERROR, "the worker could not produce a fresh quote"))
+
+    def _work_order(self, params: Any, outer_id: Any, on_start: WorkloadStartHook | None) -> dict[str, Any]:
+        started = self._clock()
+        reply_id: Any = outer_id
+        work_order_id: str | None = None
+        workload = "-"
+        try:
+            if isinstance(params, str):
+                try:
+                    inner = json.loads(params)
+                except (ValueError, RecursionError):
+                    raise InvalidParameterError("params is not a valid JSON WorkOrderSubmit request") from None
+            elif isinstance(params, dict):
+                inner = params
+            else:
+                raise InvalidParameterError("params must be the WorkOrderSubmit request as a JSON string")
+            if isinstance(inner, dict) and "id" in inner:
+                reply_id = _jsonrpc_id(inner)
+            request = WorkOrderRequest.parse(inner)
+            work_order_id = request.work_order_id
+            workload = request.workload_id
+            if workload not in self.registry:
+                raise InvalidParameterError(
+                    f"workload {workload[:64]!r} is not registered; this worker runs {', '.join(self.registry.names())}",
+                    work_order_id=work_order_id,
+                )
+            opened = open_work_order(request, self.identity)
+            if on_start is not None:
+                on_start(reply_id, work_order_id, request.response_timeout_ms)
+            try:
+                outputs = self.registry.run(workload, opened.inputs)
+            except WorkloadRunError as exc:
+                raise WorkloadError(str(exc), work_order_id=work_order_id) from None
+            reply = seal_result(opened, outputs, self.identity, reuse_session_iv=self.reuse_session_iv)
+            outcome = "ok"
+        except WorkOrderError as exc:
+            reply = error_reply(reply_id, exc.code, exc.message, exc.work_order_id)
+            outcome = f"error {int(exc.code)}"
+            if isinstance(exc, IntegrityError):
+                outcome += f" ({exc.step})"
+        except Exception as exc:  # a bug of ours: answer, log the type only, keep serving
+            reply = error_reply(reply_id, ErrorCode.UNKNOWN_ERROR, "internal error in the worker", work_order_id)
+            outcome = f"error 1 (internal {type(exc).__name__})"
+        elapsed_ms = (self._clock() - started) * 1000
+        logger.info("work order %s workload=%r %s %.1f ms", work_order_id or "-", workload[:64], outcome, elapsed_ms)
+        return reply

@@ -1,0 +1,218 @@
+"""The requester's side of a work order, with no I/O: build requests, check and open replies.
+
+It mirrors `core`: the same hashes and data-item encodings, used the other way round. Every
+encrypted item gets its own random IV, so no AES-GCM nonce is ever used twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from . import crypto
+from .crypto import CryptoError, SigningKey, VerifyingKey
+from .hashing import request_hash, response_hash
+
+ItemModeName = Literal["session-key", "plaintext", "data-key"]
+
+
+class VerificationError(Exception):
+    """A signup or a result failed a check: do not trust it."""
+
+
+class WorkOrderFailed(Exception):
+    """The worker answered with a JSON-RPC error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"error {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker's signup document whose encryption-key signature has been verified."""
+
+    signup: Mapping[str, Any]
+    verifying_key: VerifyingKey
+    encryption_key: Any  # cryptography RSAPublicKey
+
+    @classmethod
+    def from_signup(cls, signup: Any) -> WorkerInfo:
+        """Check the signup's shape and its encryption-key signature (PROTOCOL §6)."""
+        if not isinstance(signup, Mapping):
+            raise VerificationError("the signup is not a JSON object")
+        try:
+            vk_pem = signup["verifying_key"]
+            ek_pem = signup["encryption_key"]
+            signature = bytes.fromhex(signup["encryption_key_signature"])
+            verifying_key = VerifyingKey(vk_pem)
+            encryption_key = crypto.load_rsa_public_pem(ek_pem)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VerificationError(f"the signup is malformed ({exc})") from None
+        try:
+            verifying_key.verify_digest(signature, crypto.sha256(ek_pem.encode("utf-8")))
+        except CryptoError:
+            raise VerificationError("the encryption key's signature does not verify with the verifying key") from None
+        return cls(signup, verifying_key, encryption_key)
+
+    @property
+    def verifying_key_pem(self) -> str:
+        return str(self.signup["verifying_key"])
+
+    @property
+    def worker_id(self) -> str:
+        """The signup's worker id, or the hex SHA-256 of its verifying key."""
+        return str(self.signup.get("worker_id") or crypto.sha256(self.verifying_key_pem.encode("utf-8")).hex())
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input item and how to protect it on the wire (§6.5)."""
+
+    data: bytes
+    mode: ItemModeName = "session-key"
+
+
+@dataclass
+class PendingWorkOrder:
+    """A built request and the secrets needed to open its reply."""
+
+    request: dict[str, Any]
+    session_key: bytes
+    session_key_iv: bytes
+    output_keys: dict[int, bytes] = field(default_factory=dict)
+
+    @property
+    def work_order_id(self) -> str:
+        return str(self.request["params"]["workOrderId"])
+
+    def frame(self, outer_id: int = 1) -> bytes:
+        """The ProcessWorkOrder envelope: the WorkOrderSubmit request as a JSON string."""
+        inner = json.dumps(self.request, separators=(",", ":"))
+        return json.dumps({"jsonrpc": "2.0", "id": outer_id, "method": "ProcessWorkOrder", "params": inner}).encode()
+
+
+def _wrap_key(key: bytes, worker: WorkerInfo, session_key: bytes, random_bytes: Callable[[int], bytes]) -> str:
+    iv = random_bytes(crypto.GCM_IV_BYTES)
+    wrapped = crypto.rsa_oaep_encrypt(worker.encryption_key, key)
+    return (iv + crypto.aes_gcm_encrypt(session_key, iv, wrapped)).hex()
+
+
+def build_work_order(
+    worker: WorkerInfo,
+    workload_id: str,
+    inputs: Sequence[bytes | InputSpec],
+    *,
+    requester_key: SigningKey | None = None,
+    output_modes: Sequence[ItemModeName] | None = None,
+    requester_id: str | None = None,
+    request_id: Any = 1,
+    random_bytes: Callable[[int], bytes] = crypto.random_bytes,
+) -> PendingWorkOrder:
+    """A WorkOrderSubmit request for `workload_id` on `inputs`.
+
+    `requester_key` signs the request hash; `output_modes` asks for one output item per mode
+    (indexes 0, 1, …); without it the worker returns one item under the session key.
+    """
+    session_key = random_bytes(crypto.AES_KEY_BYTES)
+    session_iv = random_bytes(crypto.GCM_IV_BYTES)
+    in_data = []
+    for index, spec in enumerate(inputs):
+        spec = spec if isinstance(spec, InputSpec) else InputSpec(bytes(spec))
+        item = {"index": index, "dataHash": crypto.sha256(spec.data).hex()}
+        if spec.mode == "plaintext":
+            item.update(data=base64.b64encode(spec.data).decode(), encryptedDataEncryptionKey="-", iv="")
+        else:
+            key = session_key if spec.mode == "session-key" else random_bytes(crypto.AES_KEY_BYTES)
+            iv = random_bytes(crypto.GCM_IV_BYTES)
+            ekey = "null" if spec.mode == "session-key" else _wrap_key(key, worker, session_key, random_bytes)
+            ciphertext = crypto.aes_gcm_encrypt(key, iv, spec.data)
+            item.update(data=base64.b64encode(ciphertext).decode(), encryptedDataEncryptionKey=ekey, iv=iv.hex())
+        in_data.append(item)
+    params: dict[str, Any] = {
+        "responseTimeoutMSecs": 0,
+        "payloadFormat": "JSON-RPC",
+        "resultUri": "",
+        "notifyUri": "",
+        "workOrderId": random_bytes(32).hex(),
+        "workerId": worker.worker_id,
+        "workloadId": workload_id.encode("utf-8").hex(),
+        "requesterId": requester_id or random_bytes(32).hex(),
+        "workerEncryptionKey": worker.signup["encryption_key"].encode("utf-8").hex(),
+        "dataEncryptionAlgorithm": "AES-GCM-256",
+        "encryptedSessionKey": crypto.rsa_oaep_encrypt(worker.encryption_key, session_key).hex(),
+        "sessionKeyIv": session_iv.hex(),
+        "requesterNonce": random_bytes(16).hex(),
+        "inData": in_data,
+    }
+    output_keys: dict[int, bytes] = {}
+    if output_modes:
+        out_data = []
+        for index, mode in enumerate(output_modes):
+            ekey = {"session-key": "null", "plaintext": "-"}.get(mode)
+            if ekey is None:
+                output_keys[index] = random_bytes(crypto.AES_KEY_BYTES)
+                ekey = _wrap_key(output_keys[index], worker, session_key, random_bytes)
+            out_data.append({"index": index, "dataHash": "", "data": "", "encryptedDataEncryptionKey": ekey, "iv": ""})
+        params["outData"] = out_data
+    digest = request_hash(params)
+    params["encryptedRequestHash"] = crypto.aes_gcm_encrypt(session_key, session_iv, digest).hex()
+    if requester_key is not None:
+        params["requesterSignature"] = base64.b64encode(requester_key.sign_digest(digest)).decode()
+        params["verifyingKey"] = requester_key.verifying_key_pem
+    request = {"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": request_id, "params": params}
+    return PendingWorkOrder(request, session_key, session_iv, output_keys)
+
+
+def open_result(pending: PendingWorkOrder, reply: Any, worker: WorkerInfo) -> list[bytes]:
+    """Verify a ProcessWorkOrder reply and return the output plaintexts in index order.
+
+    Raises `WorkOrderFailed` for an error reply and `VerificationError` when the reply is not
+    the worker's signed answer to this request.
+    """
+    if not isinstance(reply, Mapping):
+        raise VerificationError("the reply is not a JSON object")
+    error = reply.get("error")
+    if isinstance(error, Mapping):
+        raise WorkOrderFailed(int(error.get("code", 1)), str(error.get("message", "")))
+    result = reply.get("result")
+    if not isinstance(result, Mapping) or not isinstance(result.get("outData"), list):
+        raise VerificationError("the reply has neither a result with outData nor an error")
+    params = pending.request["params"]
+    for name in ("workOrderId", "workloadId", "requesterId"):
+        if result.get(name) != params[name]:
+            raise VerificationError(f"the result's {name} is not the request's")
+    try:
+        signature = base64.b64decode(str(result.get("workerSignature", "")), validate=True)
+        worker.verifying_key.verify_digest(signature, response_hash(result))
+    except (CryptoError, ValueError, KeyError, TypeError):
+        raise VerificationError("the worker's signature over the result does not verify") from None
+    outputs = []
+    try:
+        for item in sorted(result["outData"], key=lambda it: it["index"]):
+            outputs.append(_open_item(item, pending))
+    except (CryptoError, ValueError, KeyError, TypeError):
+        raise VerificationError("an output item does not decrypt or does not match its dataHash") from None
+    return outputs
+
+
+def _open_item(item: Mapping[str, Any], pending: PendingWorkOrder) -> bytes:
+    data = base64.b64decode(item.get("data") or "", validate=True)
+    ekey = item.get("encryptedDataEncryptionKey") or ""
+    if ekey == "-":
+        plaintext = data
+    else:
+        key = pending.session_key if ekey in ("", "null") else pending.output_keys[item["index"]]
+        iv_text = item.get("iv") or ""
+        if iv_text:
+            plaintext = crypto.aes_gcm_decrypt(key, bytes.fromhex(iv_text), data)
+        else:
+            plaintext = crypto.aes_gcm_decrypt(key, pending.session_key_iv, data)
+    expected = item.get("dataHash") or ""
+    if expected and not crypto.digests_equal(bytes.fromhex(expected), crypto.sha256(plaintext)):
+        raise CryptoError("dataHash mismatch")
+    return plaintext

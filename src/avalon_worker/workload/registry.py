@@ -1,0 +1,144 @@
+"""The workload registry: `workloads.json` maps a workload id to a module and class.
+
+It is loaded and checked once, at start: every entry is imported and instantiated then, so a
+bad entry stops the worker with a message naming it instead of failing a work order later.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from .workload import Workload, WorkLoad, WorkloadFailure
+
+
+class RegistryError(Exception):
+    """The registry file or one of its entries is unusable."""
+
+
+class WorkloadRunError(Exception):
+    """A workload failed; the message is safe to send back (it never repeats inputs)."""
+
+
+class InputData(Protocol):
+    """What the registry needs of each decrypted input item."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
+def _load_entry(workload_id: str, entry: Any, source: str) -> Workload | WorkLoad:
+    where = f"{source}: entry {workload_id!r}"
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("module"), str) or not isinstance(
+        entry.get("class"), str
+    ):
+        raise RegistryError(f'{where} must be {{"module": "<python module>", "class": "<class name>"}}')
+    module_name, class_name = entry["module"], entry["class"]
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import runs arbitrary code; any failure makes the entry bad
+        raise RegistryError(f"{where}: module {module_name!r} cannot be imported ({type(exc).__name__}: {exc})") from exc
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise RegistryError(f"{where}: module {module_name!r} has no class {class_name!r}")
+    if not (callable(getattr(cls, "run", None)) or callable(getattr(cls, "execute", None))):
+        raise RegistryError(f"{where}: class {class_name!r} has neither run(inputs) nor execute(in_data_array)")
+    try:
+        return cls()
+    except Exception as exc:
+        raise RegistryError(f"{where}: class {class_name!r} could not be created ({type(exc).__name__}: {exc})") from exc
+
+
+class WorkloadRegistry:
+    """Workload instances by id, created once."""
+
+    def __init__(self, workloads: Mapping[str, Workload | WorkLoad]) -> None:
+        self._workloads = dict(workloads)
+
+    @classmethod
+    def from_mapping(cls, entries: Any, source: str = "workloads") -> WorkloadRegistry:
+        if not isinstance(entries, Mapping) or not entries:
+            raise RegistryError(f'{source} must be a non-empty JSON object {{"<id>": {{"module": ..., "class": ...}}}}')
+        return cls({str(wid): _load_entry(str(wid), entry, source) for wid, entry in entries.items()})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> WorkloadRegistry:
+        """Load a workloads.json; modules next to it are importable, as with the original worker."""
+        path = Path(path)
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise RegistryError(f"cannot read workload registry {path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise RegistryError(f"workload registry {path} is not valid JSON: {exc}") from exc
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        return cls.from_mapping(entries, str(path))
+
+    @classmethod
+    def builtin(cls) -> WorkloadRegistry:
+        """python-hello, python-fib and echo-result."""
+        text = resources.files("avalon_worker").joinpath("data/workloads.json").read_text(encoding="utf-8")
+        return cls.from_mapping(json.loads(text), "built-in workloads")
+
+    def __contains__(self, workload_id: object) -> bool:
+        return workload_id in self._workloads
+
+    def names(self) -> list[str]:
+        return sorted(self._workloads)
+
+    def run(self, workload_id: str, inputs: Sequence[InputData]) -> list[bytes]:
+        """Run a workload on inputs in index order; return one bytes per output item.
+
+        Raises `WorkloadRunError` with a message that names the problem but never the inputs.
+        """
+        workload = self._workloads[workload_id]
+        try:
+            if isinstance(workload, WorkLoad) or not callable(getattr(workload, "run", None)):
+                result = _run_legacy(workload, inputs)
+            else:
+                result = workload.run([item.data for item in inputs])  # type: ignore[union-attr]
+        except WorkloadFailure as exc:
+            raise WorkloadRunError(f"workload {workload_id!r} failed: {exc}") from None
+        except WorkloadRunError as exc:
+            raise WorkloadRunError(f"workload {workload_id!r} {exc}") from None
+        except MemoryError:
+            raise WorkloadRunError(f"workload {workload_id!r} ran out of memory") from None
+        except Exception as exc:
+            raise WorkloadRunError(f"workload {workload_id!r} raised {type(exc).__name__}") from None
+        if isinstance(result, (bytes, bytearray, memoryview)):
+            return [bytes(result)]
+        if isinstance(result, Sequence) and not isinstance(result, str) and all(
+            isinstance(part, (bytes, bytearray, memoryview)) for part in result
+        ):
+            return [bytes(part) for part in result]
+        raise WorkloadRunError(f"workload {workload_id!r} returned {type(result).__name__}, not bytes")
+
+
+def _run_legacy(workload: Any, inputs: Sequence[InputData]) -> bytes:
+    # The original worker passed dicts with plaintext `data`; status False meant failure, and
+    # its bytes were an error text that may quote the input, so they are not passed on.
+    items = [
+        {"index": item.index, "dataHash": "", "data": item.data, "encryptedDataEncryptionKey": "-", "iv": ""}
+        for item in inputs
+    ]
+    outcome = workload.execute(items)
+    if not (isinstance(outcome, tuple) and len(outcome) == 2):
+        raise WorkloadRunError("returned something other than (status, bytes)")
+    ok, data = outcome
+    if not ok:
+        raise WorkloadRunError("reported failure")
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not isinstance(data, (bytes, bytearray)):
+        raise WorkloadRunError("returned a result that is not bytes")
+    return bytes(data)

@@ -1,0 +1,41 @@
+"""Base classes for workloads.
+
+`Workload` is the API for new code: `run(inputs)` gets the plaintext of every input item in
+index order and returns the result bytes (or a list, one per requested output item). Raise
+`WorkloadFailure` with a message that is safe to send back in clear.
+
+`WorkLoad` is the original worker's API, kept so its workloads run unchanged:
+`execute(in_data_array) -> (ok, bytes)`, where each item is a dict with plaintext `data` bytes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+
+class WorkloadFailure(Exception):
+    """A workload's own, deliberate failure; its message is returned to the requester in clear.
+
+    Never put input data in it: error replies are not encrypted.
+    """
+
+
+class Workload(ABC):
+    """A workload for this worker: plaintext inputs in, plaintext result(s) out."""
+
+    @abstractmethod
+    def run(self, inputs: Sequence[bytes]) -> bytes | Sequence[bytes]:
+        """Compute the result from the inputs (index order)."""
+
+
+class WorkLoad(ABC):
+    """The original worker's workload API (`avalon_worker.workload.workload.WorkLoad`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @abstractmethod
+    def execute(self, in_data_array: list[dict[str, Any]]) -> tuple[bool, bytes]:
+        """Run on items with plaintext `data` bytes; return (status, result bytes)."""

@@ -1,0 +1,1 @@
+"""Workloads every worker ships: `python-hello`, `python-fib` and `echo-result`."""
