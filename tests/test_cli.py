@@ -1,0 +1,84 @@
+"""The command line, as a person runs it: real subprocesses and sockets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from conftest import RunningWorker, run_cli
+
+EXPECTED = [
+    "Hello Krsna", "Hello Rama", "Hello Shiva", "Hello Ganesha", "Hello Lakshmi", "Hello Parvathy",
+    "Fibonacci number at position 9 = 34", "Fibonacci number at position 10 = 55",
+    "Fibonacci number at position 15 = 610",
+]
+
+
+def test_demo_prints_nine_verified_results() -> None:
+    done = run_cli("demo", timeout=120)
+    assert done.returncode == 0, done.stderr
+    for result in EXPECTED:
+        assert f"verified  {result}" in done.stdout
+    assert "9 of 9 work orders verified" in done.stdout
+
+
+def test_run_orders_runs_the_original_sample_file(worker: RunningWorker) -> None:
+    sample = Path(__file__).with_name("test_work_orders.json")
+    done = run_cli("run-orders", "--endpoint", worker.endpoint, str(sample))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("verified  ") == 9
+    assert all(result in done.stdout for result in EXPECTED)
+
+
+def test_run_orders_exits_nonzero_when_an_order_fails(worker: RunningWorker, tmp_path: Path) -> None:
+    orders = tmp_path / "orders.json"
+    orders.write_text(json.dumps({"workOrders": [
+        {"workloadId": "python-hello", "params": "Sita"},
+        {"workloadId": "python-fib", "params": "-4"},
+        {"workloadId": "no-such-workload", "params": "x"},
+    ]}))
+    done = run_cli("run-orders", "--endpoint", worker.endpoint, str(orders))
+    assert done.returncode == 1
+    assert "verified  Hello Sita" in done.stdout
+    assert done.stdout.count("FAILED") == 2
+    assert "1 of 3 work orders verified" in done.stdout
+
+
+def test_submit_prints_the_verified_result_with_a_signed_request(worker: RunningWorker) -> None:
+    done = run_cli("submit", "--endpoint", worker.endpoint, "--workload", "python-fib", "--sign", "20")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Fibonacci number at position 20 = 6765"
+
+
+def test_signup_prints_the_document_and_checks_its_signature(worker: RunningWorker) -> None:
+    done = run_cli("signup", "--endpoint", worker.endpoint)
+    assert done.returncode == 0, done.stderr
+    signup = json.loads(done.stdout)
+    assert signup["verifying_key"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert "verified" in done.stderr
+
+
+def test_a_dead_worker_is_an_error_message_not_a_hang() -> None:
+    started = time.monotonic()
+    done = run_cli("signup", "--endpoint", "tcp://127.0.0.1:9", "--timeout-s", "1")
+    assert done.returncode == 1
+    assert "no reply from tcp://127.0.0.1:9" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_a_missing_orders_file_is_a_clear_error() -> None:
+    done = run_cli("run-orders", "--endpoint", "tcp://127.0.0.1:9", "does-not-exist.json")
+    assert done.returncode == 2
+    assert "cannot read does-not-exist.json" in done.stderr
+
+
+def test_a_bad_registry_names_the_bad_entry(tmp_path: Path) -> None:
+    registry = tmp_path / "workloads.json"
+    registry.write_text(json.dumps({"good": {"module": "avalon_worker.workloads.echo", "class": "EchoWorkload"},
+                                    "broken": {"module": "no_such_module_here", "class": "X"}}))
+    done = run_cli("serve", "--workloads", str(registry), "--state-dir", str(tmp_path / "s"), "--rsa-bits", "2048")
+    assert done.returncode == 2
+    assert "entry 'broken'" in done.stderr and "no_such_module_here" in done.stderr
+    assert "Traceback" not in done.stderr
