@@ -1,0 +1,140 @@
+"""The protocol core without sockets: data-item modes, outputs, legacy IV mode, no mutation."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+
+import pytest
+
+from avalon_worker import crypto
+from avalon_worker.core import open_work_order, seal_result
+from avalon_worker.hashing import request_hash
+from avalon_worker.identity import Identity
+from avalon_worker.models import WorkOrderRequest
+from avalon_worker.processor import Processor
+from avalon_worker.requester import InputSpec, WorkerInfo, build_work_order, open_result
+from avalon_worker.workload.registry import WorkloadRegistry
+
+
+def roundtrip(processor: Processor, pending) -> dict:
+    return json.loads(processor.handle(pending.frame()))
+
+
+def test_mixed_item_modes_are_decrypted_and_echoed_in_index_order(processor: Processor, worker_info: WorkerInfo) -> None:
+    inputs = [InputSpec(b"plain-", "plaintext"), InputSpec(b"keyed-", "data-key"), InputSpec(b"session")]
+    pending = build_work_order(worker_info, "echo-result", inputs)
+    assert open_result(pending, roundtrip(processor, pending), worker_info) == [b"plain-keyed-session"]
+
+
+def test_items_sent_out_of_order_are_processed_by_index(processor: Processor, worker_info: WorkerInfo) -> None:
+    pending = build_work_order(worker_info, "echo-result", [b"a", b"b", b"c"])
+    params = pending.request["params"]
+    params["inData"] = list(reversed(params["inData"]))  # the hash is over index order: still valid
+    assert open_result(pending, roundtrip(processor, pending), worker_info) == [b"abc"]
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "session-key", "data-key"])
+def test_requested_output_mode_is_honoured(processor: Processor, worker_info: WorkerInfo, mode: str) -> None:
+    pending = build_work_order(worker_info, "python-hello", [b"Sita"], output_modes=[mode])
+    reply = roundtrip(processor, pending)
+    item = reply["result"]["outData"][0]
+    if mode == "plaintext":
+        assert item["encryptedDataEncryptionKey"] == "-"
+        assert base64.b64decode(item["data"]) == b"Hello Sita"
+    else:
+        assert base64.b64decode(item["data"]) != b"Hello Sita"
+        assert len(bytes.fromhex(item["iv"])) == 12
+    assert item["dataHash"] == crypto.sha256(b"Hello Sita").hex()
+    assert open_result(pending, reply, worker_info) == [b"Hello Sita"]
+
+
+def test_each_output_gets_a_fresh_iv_not_the_session_iv(processor: Processor, worker_info: WorkerInfo) -> None:
+    ivs = set()
+    for _ in range(3):
+        pending = build_work_order(worker_info, "python-hello", [b"x"])
+        item = roundtrip(processor, pending)["result"]["outData"][0]
+        assert item["iv"] != pending.session_key_iv.hex()
+        ivs.add(item["iv"])
+    assert len(ivs) == 3
+
+
+def test_legacy_mode_encrypts_results_under_the_session_iv(identity: Identity, worker_info: WorkerInfo) -> None:
+    legacy = Processor(identity, WorkloadRegistry.builtin(), reuse_session_iv=True)
+    pending = build_work_order(worker_info, "python-hello", [b"Rama"])
+    item = roundtrip(legacy, pending)["result"]["outData"][0]
+    assert item["iv"] == ""
+    data = base64.b64decode(item["data"])
+    assert crypto.aes_gcm_decrypt(pending.session_key, pending.session_key_iv, data) == b"Hello Rama"
+
+
+def test_default_mode_output_does_not_decrypt_with_the_session_iv(processor: Processor, worker_info: WorkerInfo) -> None:
+    pending = build_work_order(worker_info, "python-hello", [b"Rama"])
+    data = base64.b64decode(roundtrip(processor, pending)["result"]["outData"][0]["data"])
+    with pytest.raises(crypto.CryptoError):
+        crypto.aes_gcm_decrypt(pending.session_key, pending.session_key_iv, data)
+
+
+def _without_session_iv(pending) -> None:
+    """Re-encode a request the Avalon way when sessionKeyIv is absent: IV ‖ ct ‖ tag."""
+    params = pending.request["params"]
+    del params["sessionKeyIv"]
+    for item in params["inData"]:
+        iv = crypto.random_bytes(12)
+        plaintext = crypto.aes_gcm_decrypt(pending.session_key, bytes.fromhex(item["iv"]), base64.b64decode(item["data"]))
+        item["data"] = base64.b64encode(iv + crypto.aes_gcm_encrypt(pending.session_key, iv, plaintext)).decode()
+        item["iv"] = ""
+    iv = crypto.random_bytes(12)
+    params["encryptedRequestHash"] = (iv + crypto.aes_gcm_encrypt(pending.session_key, iv, request_hash(params))).hex()
+
+
+def test_requests_without_session_iv_use_prefixed_ivs(processor: Processor, worker_info: WorkerInfo) -> None:
+    pending = build_work_order(worker_info, "python-hello", [b"Shiva"])
+    _without_session_iv(pending)
+    assert open_result(pending, roundtrip(processor, pending), worker_info) == [b"Hello Shiva"]
+
+
+def test_legacy_mode_without_session_iv_prefixes_a_fresh_iv(identity: Identity, worker_info: WorkerInfo) -> None:
+    legacy = Processor(identity, WorkloadRegistry.builtin(), reuse_session_iv=True)
+    pending = build_work_order(worker_info, "python-hello", [b"Uma"])
+    _without_session_iv(pending)
+    data = base64.b64decode(roundtrip(legacy, pending)["result"]["outData"][0]["data"])
+    assert crypto.aes_gcm_decrypt_prefixed(pending.session_key, data) == b"Hello Uma"
+
+
+def test_opening_and_sealing_never_mutate_the_request(identity: Identity, worker_info: WorkerInfo) -> None:
+    pending = build_work_order(worker_info, "echo-result", [b"b", b"a"], output_modes=["session-key", "plaintext"])
+    pending.request["params"]["inData"].reverse()
+    before = copy.deepcopy(pending.request)
+    request = WorkOrderRequest.parse(pending.request)
+    opened = open_work_order(request, identity)
+    seal_result(opened, [b"one", b"two"], identity)
+    assert pending.request == before
+
+
+def test_worker_nonces_differ_and_come_from_the_injected_rng(identity: Identity, worker_info: WorkerInfo) -> None:
+    pending = build_work_order(worker_info, "python-hello", [b"x"])
+    opened = open_work_order(WorkOrderRequest.parse(pending.request), identity)
+    nonces = {seal_result(opened, [b"r"], identity)["result"]["workerNonce"] for _ in range(5)}
+    assert len(nonces) == 5
+    fixed = seal_result(opened, [b"r"], identity, random_bytes=lambda n: b"\x01" * n)["result"]
+    assert fixed["workerNonce"] == base64.b64encode(b"\x01" * 16).decode()
+    assert fixed["outData"][0]["iv"] == "01" * 12
+
+
+def test_result_signed_by_another_key_is_rejected(processor: Processor, worker_info: WorkerInfo) -> None:
+    from avalon_worker.requester import VerificationError
+
+    pending = build_work_order(worker_info, "python-hello", [b"x"])
+    reply = roundtrip(processor, pending)
+    reply["result"]["outData"][0]["dataHash"] = "00" * 32
+    with pytest.raises(VerificationError):
+        open_result(pending, reply, worker_info)
+
+
+def test_outputs_count_must_match_requested_outdata(processor: Processor, worker_info: WorkerInfo) -> None:
+    pending = build_work_order(worker_info, "python-hello", [b"x"], output_modes=["plaintext", "plaintext"])
+    reply = roundtrip(processor, pending)
+    assert reply["error"]["code"] == 1
+    assert "asks for 2" in reply["error"]["message"]
