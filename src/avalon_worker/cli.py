@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from . import __version__
 from .client import DEFAULT_TIMEOUT_S, WorkerClient, WorkerUnavailable
 from .crypto import SigningKey
@@ -84,6 +86,19 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
         help="quote provider: gramine (/dev/attestation), none, or auto-detect (default)",
     )
     parser.add_argument("--attestation-root", default="/dev/attestation", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)),
+        help="worker processes behind the endpoint (default: usable cores, %(default)s); "
+        "0 serves in this process without isolation or time limits",
+    )
+    parser.add_argument("--timeout-s", type=float, default=60.0,
+                        help="time limit of a workload (default %(default)s; a request's smaller responseTimeoutMSecs wins)")
+    parser.add_argument("--memory-limit-mb", type=int, default=0,
+                        help="address-space limit of each worker process, interpreter included (default: none)")
+    parser.add_argument("--queue-limit", type=int, default=256,
+                        help="requests that may wait for a free process; more are answered BUSY (default %(default)s)")
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (default: off)")
+    parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
 
@@ -121,13 +136,43 @@ def run_server(args: argparse.Namespace) -> int:
     stop.install()
 
     def ready(endpoint: str) -> None:
+        logger.info("serving on %s with %s", endpoint, f"{args.workers} worker process(es)" if args.workers else "no worker processes")
         print(READY_PREFIX + endpoint, flush=True)
 
     try:
-        serve(processor, args.bind, max_request_bytes=args.max_request_bytes, stop=stop, on_ready=ready)
-    except Exception as exc:  # zmq.ZMQError for a bad or busy address
+        if args.workers == 0:
+            serve(processor, args.bind, max_request_bytes=args.max_request_bytes, stop=stop, on_ready=ready)
+        else:
+            _serve_pool(processor, args, stop, ready)
+    except zmq.ZMQError as exc:
         raise UsageError(f"cannot serve on {args.bind}: {exc}") from None
     return 0
+
+
+def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready: Any) -> None:
+    from .pool import Pool, PoolConfig
+
+    if args.workers < 0 or args.timeout_s <= 0 or args.queue_limit < 0 or args.memory_limit_mb < 0:
+        raise UsageError("--workers, --queue-limit and --memory-limit-mb must be ≥ 0 and --timeout-s > 0")
+    metrics = None
+    if args.metrics_port:
+        from .metrics import MetricsUnavailable, PrometheusMetrics
+
+        try:
+            metrics = PrometheusMetrics()
+            metrics.start(args.metrics_port, args.metrics_addr)
+        except MetricsUnavailable as exc:
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc.strerror}") from None
+    config = PoolConfig(
+        workers=args.workers,
+        timeout_s=args.timeout_s,
+        memory_limit_bytes=args.memory_limit_mb * 1024 * 1024 or None,
+        queue_limit=args.queue_limit,
+        max_request_bytes=args.max_request_bytes,
+    )
+    Pool(processor, config, metrics).serve(args.bind, stop=stop, on_ready=ready)
 
 
 # requester commands ---------------------------------------------------------------------------

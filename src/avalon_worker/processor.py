@@ -10,20 +10,23 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .core import open_work_order, seal_result
 from .errors import ErrorCode, InvalidParameterError, IntegrityError, WorkloadError, WorkOrderError
 from .identity import Identity
 from .models import WorkOrderRequest
+from .session_cache import DEFAULT_SIZE as DEFAULT_CACHE_SIZE
+from .session_cache import SessionKeyCache
 from .signup import QuoteSource, signup_document
 from .workload.registry import WorkloadRegistry, WorkloadRunError
 
 logger = logging.getLogger(__name__)
 
-# Called just before a workload runs, with (reply id, workOrderId, responseTimeoutMSecs), so
-# that a supervisor can answer for the work order if the workload never returns.
-WorkloadStartHook = Callable[[Any, str, "int | None"], None]
+# Called just before a workload runs, with (reply id, workOrderId, workload, responseTimeoutMSecs),
+# so that a supervisor can answer for the work order if the workload never returns.
+WorkloadStartHook = Callable[[Any, str, str, "int | None"], None]
 
 
 def error_reply(reply_id: Any, code: int, message: str, work_order_id: str | None = None) -> dict[str, Any]:
@@ -43,6 +46,21 @@ def _jsonrpc_id(message: Any) -> Any:
     return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A reply frame and what happened, for logs and metrics (never payloads)."""
+
+    reply: bytes
+    method: str
+    workload: str = "-"
+    status: str = "ok"
+    milliseconds: float = 0.0
+
+
+def _bad_frame(message: str, reply_id: Any = None) -> Outcome:
+    return Outcome(encode(error_reply(reply_id, ErrorCode.INVALID_PARAMETER, message)), "invalid", status="error 2")
+
+
 class Processor:
     """Turns request frames into reply frames for one worker identity."""
 
@@ -53,9 +71,11 @@ class Processor:
         *,
         attestation: QuoteSource | None = None,
         reuse_session_iv: bool = False,
+        session_cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.identity = identity
+        self.keys = SessionKeyCache(identity, session_cache_size)
         self.registry = registry
         self.attestation = attestation
         self.reuse_session_iv = reuse_session_iv
@@ -64,27 +84,25 @@ class Processor:
 
     def handle(self, frame: bytes, on_workload_start: WorkloadStartHook | None = None) -> bytes:
         """Answer one request frame."""
+        return self.process(frame, on_workload_start).reply
+
+    def process(self, frame: bytes, on_workload_start: WorkloadStartHook | None = None) -> Outcome:
+        """Answer one request frame, and say what happened."""
         try:
             message = json.loads(frame.decode("utf-8"))
         except UnicodeDecodeError:
-            return encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "request is not UTF-8 text"))
+            return _bad_frame("request is not UTF-8 text")
         except (ValueError, RecursionError):
-            return encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "request is not valid JSON (or is nested too deeply)"))
+            return _bad_frame("request is not valid JSON (or is nested too deeply)")
         outer_id = _jsonrpc_id(message)
         method = message.get("method") if isinstance(message, dict) else None
         if method == "ProcessWorkerSignup":
-            return self._signup_reply(message.get("params"), outer_id)
+            return Outcome(self._signup_reply(message.get("params"), outer_id), "signup")
         if method == "ProcessWorkOrder":
-            return encode(self._work_order(message.get("params"), outer_id, on_workload_start))
+            return self._work_order(message.get("params"), outer_id, on_workload_start)
         if not isinstance(message, dict):
-            return encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "request must be a JSON-RPC object"))
-        return encode(
-            error_reply(
-                outer_id,
-                ErrorCode.INVALID_PARAMETER,
-                "unknown method: use ProcessWorkerSignup or ProcessWorkOrder",
-            )
-        )
+            return _bad_frame("request must be a JSON-RPC object")
+        return _bad_frame("unknown method: use ProcessWorkerSignup or ProcessWorkOrder", outer_id)
 
     def _signup_reply(self, params: Any, outer_id: Any) -> bytes:
         if params is None or params == {} or params == []:
@@ -104,7 +122,7 @@ class Processor:
             logger.error("signup with nonce failed: %s", type(exc).__name__)
             return encode(error_reply(outer_id, ErrorCode.UNKNOWN_ERROR, "the worker could not produce a fresh quote"))
 
-    def _work_order(self, params: Any, outer_id: Any, on_start: WorkloadStartHook | None) -> dict[str, Any]:
+    def _work_order(self, params: Any, outer_id: Any, on_start: WorkloadStartHook | None) -> Outcome:
         started = self._clock()
         reply_id: Any = outer_id
         work_order_id: str | None = None
@@ -129,23 +147,22 @@ class Processor:
                     f"workload {workload[:64]!r} is not registered; this worker runs {', '.join(self.registry.names())}",
                     work_order_id=work_order_id,
                 )
-            opened = open_work_order(request, self.identity)
+            opened = open_work_order(request, self.keys)
             if on_start is not None:
-                on_start(reply_id, work_order_id, request.response_timeout_ms)
+                on_start(reply_id, work_order_id, workload, request.response_timeout_ms)
             try:
                 outputs = self.registry.run(workload, opened.inputs)
             except WorkloadRunError as exc:
                 raise WorkloadError(str(exc), work_order_id=work_order_id) from None
-            reply = seal_result(opened, outputs, self.identity, reuse_session_iv=self.reuse_session_iv)
-            outcome = "ok"
+            reply = seal_result(opened, outputs, self.keys, reuse_session_iv=self.reuse_session_iv)
+            status, detail = "ok", ""
         except WorkOrderError as exc:
             reply = error_reply(reply_id, exc.code, exc.message, exc.work_order_id)
-            outcome = f"error {int(exc.code)}"
-            if isinstance(exc, IntegrityError):
-                outcome += f" ({exc.step})"
+            status, detail = f"error {int(exc.code)}", f" ({exc.step})" if isinstance(exc, IntegrityError) else ""
         except Exception as exc:  # a bug of ours: answer, log the type only, keep serving
             reply = error_reply(reply_id, ErrorCode.UNKNOWN_ERROR, "internal error in the worker", work_order_id)
-            outcome = f"error 1 (internal {type(exc).__name__})"
+            status, detail = "error 1", f" (internal {type(exc).__name__})"
         elapsed_ms = (self._clock() - started) * 1000
-        logger.info("work order %s workload=%r %s %.1f ms", work_order_id or "-", workload[:64], outcome, elapsed_ms)
-        return reply
+        logger.info("work order %s workload=%r %s%s %.1f ms", work_order_id or "-", workload[:64], status, detail, elapsed_ms)
+        known = workload if workload in self.registry else "-"  # metrics label only registered names
+        return Outcome(encode(reply), "work-order", known, status, elapsed_ms)

@@ -1,0 +1,457 @@
+"""Offline DCAP quote verification, step by step (Intel QVL's order; GRAMINE.md §5.5).
+
+Without collateral the signature chain is still checked end to end — attestation key over the
+quote, PCK key over the QE report, QE report binding the attestation key, PCK chain up to the
+pinned Intel SGX Root CA — but revocation, QE identity and TCB status are reported as *not
+checked*, never as passing. No I/O: the clock is a parameter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from .collateral import Collateral
+from .errors import CollateralError
+from .pck import PckExtension, parse_pck_extension
+from .quote import CERT_TYPE_PCK_CHAIN, DcapQuote
+from .report import (
+    STEP_CHAIN,
+    STEP_QE_BINDING,
+    STEP_QE_IDENTITY,
+    STEP_QE_SIGNATURE,
+    STEP_QUOTE_SIGNATURE,
+    STEP_REVOCATION,
+    Step,
+    failed,
+    not_checked,
+    passed,
+)
+
+MAX_CHAIN_LENGTH = 4  # Intel's chains are leaf, one CA, root.
+
+TCB_STATUSES = frozenset(
+    {
+        "UpToDate",
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "OutOfDate",
+        "OutOfDateConfigurationNeeded",
+        "Revoked",
+    }
+)
+_QE_STATUSES = frozenset({"UpToDate", "OutOfDate", "Revoked", "ConfigurationNeeded", "OutOfDateConfigurationNeeded"})
+
+
+class _Fail(Exception):
+    """Internal: a step failed with this message."""
+
+
+@dataclass(frozen=True)
+class TcbEvaluation:
+    """The platform's TCB status from collateral, or why it could not be determined."""
+
+    status: str | None
+    advisory_ids: tuple[str, ...] = ()
+    tcb_date: str | None = None
+    error: str | None = None
+    checked: bool = True
+
+
+@dataclass(frozen=True)
+class DcapResult:
+    """Steps of the signature chain and collateral checks, plus the TCB evaluation."""
+
+    steps: tuple[Step, ...]
+    tcb: TcbEvaluation
+    pck_extension: PckExtension | None
+
+
+def ecdsa_p256_verify(public_key: ec.EllipticCurvePublicKey, raw_signature: bytes, data: bytes) -> bool:
+    """Verify a raw r‖s ECDSA-P256-SHA256 signature (the form quotes and collateral use)."""
+    if len(raw_signature) != 64:
+        return False
+    r = int.from_bytes(raw_signature[:32], "big")
+    s = int.from_bytes(raw_signature[32:], "big")
+    try:
+        public_key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _subject(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string()
+
+
+def _check_dates(cert: x509.Certificate, now: datetime) -> None:
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise _Fail(
+            f"certificate {_subject(cert)} is valid from {cert.not_valid_before_utc:%Y-%m-%d} "
+            f"to {cert.not_valid_after_utc:%Y-%m-%d}, not at {now:%Y-%m-%d %H:%M}"
+        )
+
+
+def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> None:
+    try:
+        child.verify_directly_issued_by(parent)
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        raise _Fail(f"{_subject(child)} is not validly signed by {_subject(parent)}") from exc
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def verify_chain(
+    leaf: x509.Certificate,
+    others: list[x509.Certificate] | tuple[x509.Certificate, ...],
+    root: x509.Certificate,
+    now: datetime,
+) -> list[x509.Certificate]:
+    """Path leaf → … → pinned root, or raise `_Fail`. Roots found in `others` are never trusted."""
+    root_der = _der(root)
+    candidates = []
+    for cert in others:
+        if _der(cert) == root_der:
+            continue
+        if cert.issuer == cert.subject:
+            raise _Fail(f"the chain ends in {_subject(cert)}, which is not the pinned root {_subject(root)}")
+        candidates.append(cert)
+    path = [leaf]
+    current = leaf
+    while True:
+        if current.issuer == root.subject:
+            _issued_by(current, root)
+            path.append(root)
+            break
+        parent = next((c for c in candidates if c.subject == current.issuer and c not in path), None)
+        if parent is None:
+            raise _Fail(f"no certificate for issuer {current.issuer.rfc4514_string()} leading to {_subject(root)}")
+        _issued_by(current, parent)
+        path.append(parent)
+        current = parent
+        if len(path) > MAX_CHAIN_LENGTH:
+            raise _Fail("certificate chain too long")
+    for cert in path:
+        _check_dates(cert, now)
+    for cert in path[1:]:
+        if not _is_ca(cert):
+            raise _Fail(f"{_subject(cert)} signs certificates but is not a CA")
+    return path
+
+
+def _check_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, what: str) -> None:
+    if crl.issuer != issuer.subject:
+        raise _Fail(f"{what} is issued by {crl.issuer.rfc4514_string()}, expected {_subject(issuer)}")
+    public_key = issuer.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public_key):
+        raise _Fail(f"{what} signature is invalid")
+    next_update = crl.next_update_utc
+    if crl.last_update_utc > now or (next_update is not None and next_update < now):
+        raise _Fail(f"{what} is not current (valid {crl.last_update_utc:%Y-%m-%d} to {next_update:%Y-%m-%d})")
+
+
+def _not_revoked(crl: x509.CertificateRevocationList, cert: x509.Certificate) -> None:
+    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+        raise _Fail(f"{_subject(cert)} (serial {cert.serial_number:x}) is revoked")
+
+
+def _collateral_chain_key(
+    chain: tuple[x509.Certificate, ...], root: x509.Certificate, collateral: Collateral, now: datetime, what: str
+) -> ec.EllipticCurvePublicKey:
+    """Verify a collateral signing chain (e.g. TCB Signing → Root) and return the signer's key."""
+    path = verify_chain(chain[0], chain[1:], root, now)
+    _check_crl(collateral.root_ca_crl, root, now, "root CA CRL")
+    for cert in path[:-1]:
+        _not_revoked(collateral.root_ca_crl, cert)
+    key = path[0].public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise _Fail(f"{what} signing key is not ECDSA")
+    return key
+
+
+def _parse_time(value: Any, what: str) -> datetime:
+    if not isinstance(value, str):
+        raise _Fail(f"{what} is missing")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _Fail(f"{what} {value!r} is not a date") from exc
+    if parsed.tzinfo is None:
+        raise _Fail(f"{what} {value!r} has no time zone")
+    return parsed
+
+
+def _signed_json(
+    text: str,
+    signature: bytes,
+    chain: tuple[x509.Certificate, ...],
+    root: x509.Certificate,
+    collateral: Collateral,
+    now: datetime,
+    what: str,
+) -> dict[str, Any]:
+    key = _collateral_chain_key(chain, root, collateral, now, what)
+    # Intel signs the exact bytes of the JSON body it serves; never re-serialise before checking.
+    if not ecdsa_p256_verify(key, signature, text.encode("utf-8")):
+        raise _Fail(f"{what} signature is invalid")
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise _Fail(f"{what} is not JSON") from exc
+    if not isinstance(body, dict):
+        raise _Fail(f"{what} is not a JSON object")
+    issue = _parse_time(body.get("issueDate"), f"{what} issueDate")
+    next_update = _parse_time(body.get("nextUpdate"), f"{what} nextUpdate")
+    if now < issue:
+        raise _Fail(f"{what} is issued in the future ({body['issueDate']})")
+    if now > next_update:
+        raise _Fail(f"{what} expired at {body['nextUpdate']}: fetch current collateral")
+    return body
+
+
+def _hex_field(body: dict[str, Any], key: str, size: int, what: str) -> bytes:
+    try:
+        value = bytes.fromhex(body[key])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _Fail(f"{what} {key} is missing or not hex") from exc
+    if len(value) != size:
+        raise _Fail(f"{what} {key} must be {size} bytes")
+    return value
+
+
+def _qe_identity(quote: DcapQuote, collateral: Collateral, root: x509.Certificate, now: datetime) -> tuple[str, tuple[str, ...], str]:
+    body = _signed_json(
+        collateral.qe_identity,
+        collateral.qe_identity_signature,
+        collateral.qe_identity_issuer_chain,
+        root,
+        collateral,
+        now,
+        "QE identity",
+    )
+    if body.get("id") != "QE" or body.get("version") != 2:
+        raise _Fail(f"QE identity is {body.get('id')!r} version {body.get('version')!r}, expected 'QE' version 2")
+    qe = quote.signature_data.qe_report
+    mrsigner = _hex_field(body, "mrsigner", 32, "QE identity")
+    if not hmac.compare_digest(qe.mrsigner, mrsigner):
+        raise _Fail(f"QE MRSIGNER {qe.mrsigner.hex()} is not Intel's {mrsigner.hex()}")
+    if qe.isv_prod_id != body.get("isvprodid"):
+        raise _Fail(f"QE ISVPRODID {qe.isv_prod_id} != {body.get('isvprodid')}")
+    # Both sides compared as the raw little-endian bytes of the report (QVL does the same).
+    misc = _hex_field(body, "miscselect", 4, "QE identity")
+    misc_mask = _hex_field(body, "miscselectMask", 4, "QE identity")
+    if any((a & m) != (e & m) for a, e, m in zip(qe.raw[16:20], misc, misc_mask)):
+        raise _Fail("QE MISCSELECT does not match QE identity")
+    attributes = _hex_field(body, "attributes", 16, "QE identity")
+    attributes_mask = _hex_field(body, "attributesMask", 16, "QE identity")
+    if any((a & m) != (e & m) for a, e, m in zip(qe.attributes, attributes, attributes_mask)):
+        raise _Fail("QE ATTRIBUTES do not match QE identity")
+    levels = body.get("tcbLevels")
+    if not isinstance(levels, list):
+        raise _Fail("QE identity has no tcbLevels")
+    ordered = sorted(levels, key=lambda lv: -_level_int(lv, ("tcb", "isvsvn")))
+    for level in ordered:
+        if qe.isv_svn >= _level_int(level, ("tcb", "isvsvn")):
+            status = level.get("tcbStatus")
+            if status not in _QE_STATUSES:
+                raise _Fail(f"QE identity level has unknown status {status!r}")
+            return status, tuple(level.get("advisoryIDs") or ()), f"QE ISVSVN {qe.isv_svn}: {status}"
+    raise _Fail(f"QE ISVSVN {qe.isv_svn} is below every level Intel lists")
+
+
+def _level_int(level: Any, path: tuple[str, ...]) -> int:
+    value = level
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            raise _Fail(f"TCB level lacks {'.'.join(path)}")
+        value = value[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _Fail(f"TCB level {'.'.join(path)} is not a non-negative integer")
+    return value
+
+
+def _level_components(level: Any) -> tuple[tuple[int, ...], int]:
+    tcb = level.get("tcb") if isinstance(level, dict) else None
+    if not isinstance(tcb, dict):
+        raise _Fail("TCB level lacks tcb")
+    if "sgxtcbcomponents" in tcb:  # TCB Info v3
+        comps = tcb["sgxtcbcomponents"]
+        if not isinstance(comps, list) or len(comps) != 16:
+            raise _Fail("TCB level must list 16 sgxtcbcomponents")
+        svns = tuple(_level_int(c, ("svn",)) for c in comps)
+    else:  # TCB Info v2: sgxtcbcomp01svn … sgxtcbcomp16svn
+        svns = tuple(_level_int(level, ("tcb", f"sgxtcbcomp{i:02d}svn")) for i in range(1, 17))
+    return svns, _level_int(level, ("tcb", "pcesvn"))
+
+
+def converge_tcb_status(platform: str, qe: str) -> str:
+    """Combine platform and QE statuses as Intel QVL does (a stale QE makes the platform stale)."""
+    if qe == "Revoked":
+        return "Revoked"
+    if qe == "OutOfDate":
+        if platform in ("UpToDate", "SWHardeningNeeded"):
+            return "OutOfDate"
+        if platform in ("ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded"):
+            return "OutOfDateConfigurationNeeded"
+    return platform
+
+
+def _platform_tcb(collateral: Collateral, root: x509.Certificate, now: datetime, pck: PckExtension) -> tuple[str, tuple[str, ...], str | None]:
+    body = _signed_json(
+        collateral.tcb_info,
+        collateral.tcb_info_signature,
+        collateral.tcb_info_issuer_chain,
+        root,
+        collateral,
+        now,
+        "TCB info",
+    )
+    version = body.get("version")
+    if version not in (2, 3) or (version == 3 and body.get("id") != "SGX"):
+        raise _Fail(f"TCB info is {body.get('id')!r} version {version!r}, expected SGX TCB info v2 or v3")
+    fmspc = _hex_field(body, "fmspc", 6, "TCB info")
+    if fmspc != pck.fmspc:
+        raise _Fail(f"TCB info is for FMSPC {fmspc.hex()}, the PCK certificate says {pck.fmspc.hex()}")
+    pce_id = _hex_field(body, "pceId", 2, "TCB info")
+    if pce_id != pck.pce_id:
+        raise _Fail(f"TCB info is for PCE-ID {pce_id.hex()}, the PCK certificate says {pck.pce_id.hex()}")
+    levels = body.get("tcbLevels")
+    if not isinstance(levels, list) or not levels:
+        raise _Fail("TCB info has no tcbLevels")
+    parsed = [(_level_components(level), level) for level in levels]
+    # Intel lists levels highest first; sort anyway so a reordered list cannot pick a laxer level.
+    parsed.sort(key=lambda item: (item[0][0], item[0][1]), reverse=True)
+    for (svns, pce_svn), level in parsed:
+        if pck.pce_svn >= pce_svn and all(a >= b for a, b in zip(pck.tcb_components, svns)):
+            status = level.get("tcbStatus")
+            if status not in TCB_STATUSES:
+                raise _Fail(f"TCB info level has unknown status {status!r}")
+            return status, tuple(level.get("advisoryIDs") or ()), level.get("tcbDate")
+    raise _Fail("the platform's TCB is below every level in TCB info (TCB status unrecognised)")
+
+
+def verify_dcap_quote(
+    quote: DcapQuote,
+    *,
+    root_ca: x509.Certificate,
+    collateral: Collateral | None,
+    now: datetime,
+) -> DcapResult:
+    """Run every cryptographic check on a parsed DCAP quote; each step is judged on its own."""
+    steps: list[Step] = []
+    sig = quote.signature_data
+    leaf: x509.Certificate | None = None
+    path: list[x509.Certificate] | None = None
+    pck_ext: PckExtension | None = None
+
+    cert_data = sig.certification_data
+    if cert_data.cert_type != CERT_TYPE_PCK_CHAIN:
+        steps.append(
+            failed(STEP_CHAIN, f"certification data type {cert_data.cert_type} carries no PCK chain (type 5 needed offline)")
+        )
+    else:
+        certs: list[x509.Certificate] = []
+        try:
+            certs = [x509.load_pem_x509_certificate(pem) for pem in cert_data.pem_certificates()]
+        except ValueError:
+            steps.append(failed(STEP_CHAIN, "the quote's PCK chain holds a malformed certificate"))
+        if certs:
+            leaf = certs[0]
+            try:
+                path = verify_chain(leaf, certs[1:], root_ca, now)
+                steps.append(passed(STEP_CHAIN, " → ".join(c.subject.rfc4514_string() for c in path)))
+            except _Fail as exc:
+                steps.append(failed(STEP_CHAIN, str(exc)))
+        elif not steps:
+            steps.append(failed(STEP_CHAIN, "the quote's certification data holds no certificate"))
+
+    if collateral is None:
+        steps.append(not_checked(STEP_REVOCATION, "no CRLs given (pass collateral)"))
+    elif path is None:
+        steps.append(not_checked(STEP_REVOCATION, "no verified PCK chain to check"))
+    else:
+        try:
+            _check_crl(collateral.root_ca_crl, root_ca, now, "root CA CRL")
+            for cert in path[1:-1]:
+                _not_revoked(collateral.root_ca_crl, cert)
+            _check_crl(collateral.pck_crl, path[1], now, "PCK CRL")
+            _not_revoked(collateral.pck_crl, path[0])
+            steps.append(passed(STEP_REVOCATION, "checked against root CA CRL and PCK CRL"))
+        except _Fail as exc:
+            steps.append(failed(STEP_REVOCATION, str(exc)))
+
+    pck_key = leaf.public_key() if leaf is not None else None
+    if not isinstance(pck_key, ec.EllipticCurvePublicKey):
+        steps.append(not_checked(STEP_QE_SIGNATURE, "no usable PCK certificate"))
+    elif ecdsa_p256_verify(pck_key, sig.qe_report_signature, sig.qe_report.raw):
+        steps.append(passed(STEP_QE_SIGNATURE))
+    else:
+        steps.append(failed(STEP_QE_SIGNATURE, "the QE report signature does not verify with the PCK key"))
+
+    expected = hashlib.sha256(sig.attestation_key + sig.qe_auth_data).digest() + bytes(32)
+    if hmac.compare_digest(expected, sig.qe_report.report_data):
+        steps.append(passed(STEP_QE_BINDING, "QE REPORT_DATA = SHA256(attestation key ‖ QE auth data) ‖ 0³²"))
+    else:
+        steps.append(failed(STEP_QE_BINDING, "QE REPORT_DATA does not hash the attestation key and auth data"))
+
+    try:
+        ak = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + sig.attestation_key)
+    except ValueError:
+        steps.append(failed(STEP_QUOTE_SIGNATURE, "the attestation key is not a P-256 point"))
+    else:
+        if ecdsa_p256_verify(ak, sig.signature, quote.signed_data):
+            steps.append(passed(STEP_QUOTE_SIGNATURE))
+        else:
+            steps.append(failed(STEP_QUOTE_SIGNATURE, "the quote signature does not verify with the attestation key"))
+
+    if leaf is not None:
+        try:
+            pck_ext = parse_pck_extension(leaf)
+        except CollateralError:
+            pck_ext = None
+
+    qe_status: str | None = None
+    qe_advisories: tuple[str, ...] = ()
+    if collateral is None:
+        steps.append(not_checked(STEP_QE_IDENTITY, "no QE identity collateral given"))
+    else:
+        try:
+            qe_status, qe_advisories, detail = _qe_identity(quote, collateral, root_ca, now)
+            steps.append(passed(STEP_QE_IDENTITY, detail))
+        except _Fail as exc:
+            steps.append(failed(STEP_QE_IDENTITY, str(exc)))
+
+    if collateral is None:
+        tcb = TcbEvaluation(status=None, error="TCB status not checked: no collateral given", checked=False)
+    elif pck_ext is None:
+        tcb = TcbEvaluation(status=None, error="no readable SGX extension in a PCK certificate")
+    elif qe_status is None:
+        tcb = TcbEvaluation(status=None, error="the QE identity check failed")
+    else:
+        try:
+            platform, advisories, tcb_date = _platform_tcb(collateral, root_ca, now, pck_ext)
+            merged = advisories + tuple(a for a in qe_advisories if a not in advisories)
+            tcb = TcbEvaluation(status=converge_tcb_status(platform, qe_status), advisory_ids=merged, tcb_date=tcb_date)
+        except _Fail as exc:
+            tcb = TcbEvaluation(status=None, error=str(exc))
+    return DcapResult(steps=tuple(steps), tcb=tcb, pck_extension=pck_ext)

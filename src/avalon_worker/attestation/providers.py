@@ -1,0 +1,219 @@
+"""Attestation providers for the worker: `none` (plain Python) and `gramine` (/dev/attestation).
+
+Gramine's interface (GRAMINE.md §1.1): writing 64 bytes to ``user_report_data`` sets the
+REPORT_DATA; opening ``quote`` makes a fresh quote over it (content is generated at open);
+``my_target_info`` starts with the enclave's MRENCLAVE. The state is per process and unlocked,
+so the write-then-read pair is serialised here. A failed quote surfaces as ``EACCES`` on open.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Protocol, runtime_checkable
+
+from .errors import AttestationUnavailable, QuoteGenerationError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "/dev/attestation"
+REPORT_DATA_SIZE = 64
+TARGET_INFO_SIZE = 512
+QUOTE_MAX_SIZE = 8192  # Gramine's QUOTE_MAX_SIZE
+MODES = ("auto", "none", "gramine")
+
+
+def report_data(verifying_key_pem: str, nonce: bytes | None = None) -> bytes:
+    """REPORT_DATA binding a quote to a worker: SHA256(verifying key PEM) ‖ SHA256(nonce) or ‖ 0³².
+
+    The PEM is hashed exactly as published (UTF-8 of the string, line breaks included).
+    """
+    first = hashlib.sha256(verifying_key_pem.encode("utf-8")).digest()
+    second = hashlib.sha256(nonce).digest() if nonce is not None else bytes(32)
+    return first + second
+
+
+@runtime_checkable
+class AttestationProvider(Protocol):
+    """Something that can quote 64 bytes of report data for this worker."""
+
+    kind: str
+
+    def mrenclave(self) -> str:
+        """This enclave's MRENCLAVE as hex ("" when not in an enclave)."""
+
+    def quote(self, report_data: bytes) -> bytes:
+        """A fresh raw quote over exactly 64 bytes of report data (b"" when not attesting)."""
+
+
+class NoAttestation:
+    """No enclave: empty quote and MRENCLAVE. Requesters cannot verify such a worker."""
+
+    kind = "none"
+
+    def mrenclave(self) -> str:
+        return ""
+
+    def quote(self, report_data: bytes) -> bytes:
+        _check_report_data(report_data)
+        return b""
+
+    def describe(self) -> str:
+        return "attestation: none (signups carry an empty quote; requesters cannot verify this worker)"
+
+
+class GramineAttestation:
+    """Quotes from Gramine's /dev/attestation (or a tree that behaves like it, for tests).
+
+    `retries` bounds how often a quote is attempted when the platform answers EACCES (Gramine's
+    sign that AESM or the quoting enclave failed); `retry_delay` seconds are waited between
+    attempts, doubling each time. `opener` is passed to `open()` (tests inject faults with it).
+    """
+
+    kind = "gramine"
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = DEFAULT_ROOT,
+        *,
+        retries: int = 3,
+        retry_delay: float = 0.2,
+        opener: Callable[[str, int], int] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if retries < 1:
+            raise ValueError("retries must be at least 1")
+        self.root = Path(root)
+        self.attestation_type = _check_gramine_root(self.root)
+        self._retries = retries
+        self._retry_delay = retry_delay
+        self._opener = opener
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._mrenclave = self._read_mrenclave()
+
+    def _read_mrenclave(self) -> str:
+        try:
+            with open(self.root / "my_target_info", "rb", opener=self._opener) as f:
+                target_info = f.read(TARGET_INFO_SIZE + 1)
+        except OSError as exc:
+            raise AttestationUnavailable(
+                f"cannot read {self.root / 'my_target_info'}: {exc.strerror or exc}",
+                hint="is this process running under gramine-sgx?",
+            ) from exc
+        if len(target_info) != TARGET_INFO_SIZE:
+            raise AttestationUnavailable(
+                f"{self.root / 'my_target_info'} has {len(target_info)} bytes, expected {TARGET_INFO_SIZE}"
+            )
+        # TARGETINFO offset 0: MRENCLAVE (sgx_arch.h).
+        return target_info[:32].hex()
+
+    def mrenclave(self) -> str:
+        return self._mrenclave
+
+    def describe(self) -> str:
+        return f"attestation: gramine ({self.attestation_type}) at {self.root}, MRENCLAVE {self._mrenclave}"
+
+    def quote(self, report_data: bytes) -> bytes:
+        _check_report_data(report_data)
+        delay = self._retry_delay
+        last: OSError | None = None
+        with self._lock:
+            for attempt in range(1, self._retries + 1):
+                try:
+                    return self._quote_once(report_data)
+                except OSError as exc:
+                    if exc.errno != errno.EACCES:
+                        raise QuoteGenerationError(
+                            f"quote generation failed: {exc.strerror or exc}",
+                            hint="check the Gramine manifest's sgx.remote_attestation and the host's AESM service",
+                        ) from exc
+                    last = exc
+                    logger.warning("quote attempt %d/%d refused (EACCES)", attempt, self._retries)
+                    if attempt < self._retries:
+                        self._sleep(delay)
+                        delay *= 2
+        raise QuoteGenerationError(
+            f"quote generation refused {self._retries} times (EACCES)",
+            hint="the host's AESM/DCAP quoting service is failing: check aesmd, its DCAP plugin and PCCS access",
+        ) from last
+
+    def _quote_once(self, report_data: bytes) -> bytes:
+        # One write(2) of all 64 bytes: Gramine replaces the report data on each write.
+        with open(self.root / "user_report_data", "wb", buffering=0, opener=self._opener) as f:
+            written = f.write(report_data)
+        if written != REPORT_DATA_SIZE:
+            raise QuoteGenerationError(f"wrote {written} of {REPORT_DATA_SIZE} report-data bytes")
+        with open(self.root / "quote", "rb", opener=self._opener) as f:
+            quote = f.read(QUOTE_MAX_SIZE + 1)
+        if not quote:
+            raise QuoteGenerationError("Gramine returned an empty quote")
+        if len(quote) > QUOTE_MAX_SIZE:
+            raise QuoteGenerationError(f"quote exceeds Gramine's {QUOTE_MAX_SIZE}-byte maximum")
+        return quote
+
+
+def _check_report_data(data: bytes) -> None:
+    if not isinstance(data, bytes) or len(data) != REPORT_DATA_SIZE:
+        raise ValueError(f"report data must be exactly {REPORT_DATA_SIZE} bytes")
+
+
+def _read_attestation_type(root: Path) -> str | None:
+    try:
+        return (root / "attestation_type").read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _check_gramine_root(root: Path) -> str:
+    """Return the attestation type, or raise `AttestationUnavailable` saying what is missing."""
+    if not root.is_dir():
+        raise AttestationUnavailable(
+            f"{root} does not exist: not running inside Gramine-SGX",
+            hint="start the worker with gramine-sgx (gramine-direct has no attestation), "
+            "or choose --attestation none",
+        )
+    kind = _read_attestation_type(root)
+    if kind is None:
+        raise AttestationUnavailable(
+            f"{root / 'attestation_type'} is missing: this Gramine has no remote attestation "
+            "(gramine-direct, or Gramine older than 1.3)",
+            hint="run under gramine-sgx with sgx.remote_attestation = \"dcap\" in the manifest",
+        )
+    if kind not in ("dcap", "epid"):
+        raise AttestationUnavailable(
+            f"Gramine reports attestation type {kind!r}: remote attestation is disabled",
+            hint="set sgx.remote_attestation = \"dcap\" in the manifest and re-sign the enclave",
+        )
+    if not (root / "quote").exists():
+        raise AttestationUnavailable(f"{root / 'quote'} is missing although attestation type is {kind!r}")
+    if kind == "epid":
+        logger.warning("Gramine uses EPID attestation, which Intel has retired; requesters cannot verify it")
+    return kind
+
+
+def select_provider(mode: str, root: str = DEFAULT_ROOT) -> AttestationProvider:
+    """The provider for ``--attestation auto|none|gramine``.
+
+    `gramine` raises `AttestationUnavailable` with a clear message when SGX attestation is not
+    there; `auto` picks gramine when `root/attestation_type` says dcap or epid, else none.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown attestation mode {mode!r}; choose one of {', '.join(MODES)}")
+    provider: AttestationProvider
+    if mode == "gramine":
+        provider = GramineAttestation(root)
+    elif mode == "auto" and _read_attestation_type(Path(root)) in ("dcap", "epid"):
+        provider = GramineAttestation(root)
+    else:
+        provider = NoAttestation()
+        logger.warning(
+            "attestation: none%s: signups carry an empty quote and requesters cannot verify this worker",
+            "" if mode == "none" else f" (no SGX attestation found at {root})",
+        )
+    return provider

@@ -1,0 +1,134 @@
+"""The outcome of verifying a worker: one line per step, pass, fail or not checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .quote import Quote
+
+STEP_PARSED = "quote parsed"
+STEP_CHAIN = "PCK certificate chain to Intel SGX Root CA"
+STEP_REVOCATION = "PCK certificates not revoked"
+STEP_QE_SIGNATURE = "QE report signed by PCK key"
+STEP_QE_BINDING = "QE report binds attestation key"
+STEP_QUOTE_SIGNATURE = "quote signed by attestation key"
+STEP_QE_IDENTITY = "QE identity"
+STEP_TCB = "TCB status"
+STEP_ENCLAVE = "MRENCLAVE/MRSIGNER allowed"
+STEP_DEBUG = "not a debug enclave"
+STEP_REPORT_DATA = "report data binds verifying key"
+STEP_SIGNUP_MRENCLAVE = "signup mrenclave matches quote"
+STEP_ENCRYPTION_KEY = "encryption-key signature"
+
+SIGNATURE_CHAIN_STEPS = (
+    STEP_CHAIN,
+    STEP_REVOCATION,
+    STEP_QE_SIGNATURE,
+    STEP_QE_BINDING,
+    STEP_QUOTE_SIGNATURE,
+)
+
+
+class StepStatus(str, Enum):
+    """How one verification step ended."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_CHECKED = "not checked"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One verification step; `waived_by` names the insecure policy setting that excused it."""
+
+    name: str
+    status: StepStatus
+    detail: str = ""
+    waived_by: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Passed, or explicitly waived by an insecure policy setting."""
+        return self.status is StepStatus.PASS or self.waived_by is not None
+
+    def render(self) -> str:
+        label = {StepStatus.PASS: "PASS", StepStatus.FAIL: "FAIL", StepStatus.NOT_CHECKED: "NOT CHECKED"}
+        line = f"[{label[self.status]}] {self.name}"
+        if self.detail:
+            line += f": {self.detail}"
+        if self.waived_by:
+            line += f" (waived by {self.waived_by}: INSECURE)"
+        return line
+
+
+def passed(name: str, detail: str = "") -> Step:
+    return Step(name, StepStatus.PASS, detail)
+
+
+def failed(name: str, detail: str) -> Step:
+    return Step(name, StepStatus.FAIL, detail)
+
+
+def not_checked(name: str, detail: str) -> Step:
+    return Step(name, StepStatus.NOT_CHECKED, detail)
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """Every step of a verification; `ok` only if none failed and none went unchecked unwaived."""
+
+    steps: tuple[Step, ...]
+    quote: Quote | None = field(default=None, repr=False)
+    tcb_status: str | None = None
+    advisory_ids: tuple[str, ...] = ()
+    insecure_overrides: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.steps) and all(step.ok for step in self.steps)
+
+    @property
+    def failures(self) -> tuple[Step, ...]:
+        """Steps that failed or were not checked without a waiver."""
+        return tuple(step for step in self.steps if not step.ok)
+
+    def step(self, name: str) -> Step:
+        """The step called `name` (KeyError if there is none)."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def verdict(self) -> str:
+        """One line: VERIFIED, ACCEPTED WITH INSECURE OVERRIDES …, or FAILED …."""
+        if not self.ok:
+            names = ", ".join(step.name for step in self.failures)
+            return f"FAILED: {names}"
+        if self.insecure_overrides:
+            what = ", ".join(self.insecure_overrides)
+            return f"ACCEPTED WITH INSECURE OVERRIDES ({what}): do not rely on this worker"
+        return "VERIFIED"
+
+    def render(self) -> str:
+        """Human-readable report: one line per step, then the verdict."""
+        lines = [step.render() for step in self.steps]
+        if self.advisory_ids:
+            lines.append(f"Intel security advisories for this platform: {', '.join(self.advisory_ids)}")
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly form for machine consumers."""
+        return {
+            "ok": self.ok,
+            "verdict": self.verdict(),
+            "tcb_status": self.tcb_status,
+            "advisory_ids": list(self.advisory_ids),
+            "insecure_overrides": list(self.insecure_overrides),
+            "steps": [
+                {"name": s.name, "status": s.status.value, "detail": s.detail, "waived_by": s.waived_by}
+                for s in self.steps
+            ],
+        }

@@ -1,0 +1,157 @@
+"""The process pool with real processes: isolation, limits, BUSY, graceful stop, metrics."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_order, open_result
+from conftest import RunningWorker, launch_worker
+
+REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Order:
+    """One work order in flight on its own REQ socket."""
+
+    def __init__(self, worker: RunningWorker, info: WorkerInfo, workload: str, data: bytes, **params: object) -> None:
+        self.info = info
+        self.pending: PendingWorkOrder = build_work_order(info, workload, [data], request_id=f"{workload}-{id(self)}")
+        self.pending.request["params"].update(params)
+        if params:  # re-seal the request hash over the changed fields
+            from avalon_worker import crypto
+            from avalon_worker.hashing import request_hash
+
+            p = self.pending.request["params"]
+            p["encryptedRequestHash"] = crypto.aes_gcm_encrypt(
+                self.pending.session_key, self.pending.session_key_iv, request_hash(p)).hex()
+        self.sock = zmq.Context.instance().socket(zmq.REQ)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(worker.endpoint)
+        self.sock.send(self.pending.frame())
+
+    def done(self, timeout_ms: int = 0) -> bool:
+        return bool(self.sock.poll(timeout_ms, zmq.POLLIN))
+
+    def reply(self, timeout_ms: int = 30000) -> dict:
+        assert self.sock.poll(timeout_ms, zmq.POLLIN), "no reply"
+        reply = json.loads(self.sock.recv())
+        self.sock.close(linger=0)
+        assert reply["id"] == self.pending.request["id"]
+        return reply
+
+    def result(self, timeout_ms: int = 30000) -> bytes:
+        return open_result(self.pending, self.reply(timeout_ms), self.info)[0]
+
+
+@pytest.fixture
+def pool(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[RunningWorker, WorkerInfo, int]]:
+    extra = getattr(request, "param", [])
+    port = free_port()
+    running = launch_worker(tmp_path, ["--workloads", REGISTRY, "--workers", "2", "--timeout-s", "2",
+                                       "--metrics-port", str(port), "--metrics-addr", "127.0.0.1", *extra])
+    yield running, WorkerInfo.from_signup(running.signup()), port
+    running.stop()
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def assert_full_pool(running: RunningWorker, info: WorkerInfo) -> None:
+    """Both processes serve at once: two sleeps run side by side while a third order waits."""
+    first, second = Order(running, info, "sleep", b"0.5"), Order(running, info, "sleep", b"0.5")
+    assert first.result() == b"slept 0.5" and second.result() == b"slept 0.5"
+    hello = Order(running, info, "python-hello", b"again")
+    assert hello.result() == b"Hello again"
+
+
+def test_a_sleeping_workload_does_not_block_others(pool) -> None:
+    running, info, _ = pool
+    sleeper = Order(running, info, "sleep", b"1.5")
+    hello = Order(running, info, "python-hello", b"Parvathy")
+    assert hello.result() == b"Hello Parvathy"
+    assert not sleeper.done(), "the hello should have been answered while the sleep still ran"
+    assert sleeper.result() == b"slept 1.5"
+
+
+@pytest.mark.parametrize(
+    "workload,fragment",
+    [("exit", "exited with status 3"), ("segfault", "killed by SIGSEGV"), ("memory-error", "ran out of memory"),
+     ("spin", "exceeded its time limit")],
+)
+def test_a_failing_workload_gets_code_1_and_the_pool_recovers(pool, workload: str, fragment: str) -> None:
+    running, info, port = pool
+    reply = Order(running, info, workload, b"x").reply()
+    assert reply["error"]["code"] == 1
+    assert fragment in reply["error"]["message"]
+    assert_full_pool(running, info)
+    assert metric(port, "avalon_worker_pool_size") == 2
+
+
+def test_a_smaller_response_timeout_in_the_request_wins(pool) -> None:
+    running, info, _ = pool
+    reply = Order(running, info, "sleep", b"5", responseTimeoutMSecs=300).reply()
+    assert reply["error"]["code"] == 1 and "time limit" in reply["error"]["message"]
+    assert Order(running, info, "sleep", b"0.1", responseTimeoutMSecs=5000).result() == b"slept 0.1"
+
+
+@pytest.mark.parametrize("pool", [["--memory-limit-mb", "600"]], indirect=True)
+def test_the_memory_limit_stops_a_hog(pool) -> None:
+    running, info, _ = pool
+    reply = Order(running, info, "hog", b"4000").reply()
+    assert reply["error"]["code"] == 1
+    assert "memory" in reply["error"]["message"] or "killed" in reply["error"]["message"]
+    assert Order(running, info, "hog", b"10").result() == b"\x00"
+
+
+@pytest.mark.parametrize("pool", [["--workers", "1", "--queue-limit", "1"]], indirect=True)
+def test_busy_when_the_queue_is_full(pool) -> None:
+    running, info, port = pool
+    sleeper = Order(running, info, "sleep", b"1")
+    assert not sleeper.done(200)
+    queued = Order(running, info, "python-hello", b"queued")
+    refused = Order(running, info, "python-hello", b"refused")
+    reply = refused.reply(5000)
+    assert reply["error"]["code"] == 8
+    assert not sleeper.done(), "BUSY must come at once, not after the queue drains"
+    assert sleeper.result() == b"slept 1"
+    assert queued.result() == b"Hello queued"
+
+
+def test_sigterm_answers_every_order_in_flight(pool) -> None:
+    running, info, _ = pool
+    orders = [Order(running, info, "sleep", b"0.8"), Order(running, info, "sleep", b"0.8"),
+              Order(running, info, "python-hello", b"last")]
+    assert not orders[0].done(200)
+    running.process.send_signal(signal.SIGTERM)
+    assert [order.result() for order in orders] == [b"slept 0.8", b"slept 0.8", b"Hello last"]
+    assert running.process.wait(timeout=30) == 0
+
+
+def test_metrics_count_orders_by_workload_and_outcome(pool) -> None:
+    running, info, port = pool
+    assert Order(running, info, "python-hello", b"m").result() == b"Hello m"
+    Order(running, info, "exit", b"x").reply()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'avalon_worker_requests_total{method="work-order",outcome="ok",workload="python-hello"} 1.0' in text
+    assert 'outcome="error-1",workload="exit"' in text
+    assert "avalon_worker_request_seconds_bucket" in text
+    assert metric(port, "avalon_worker_queue_depth") == 0
