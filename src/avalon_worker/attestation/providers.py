@@ -72,7 +72,7 @@ class GramineAttestation:
 
     `retries` bounds how often a quote is attempted when the platform answers EACCES (Gramine's
     sign that AESM or the quoting enclave failed); `retry_delay` seconds are waited between
-    attempts, doubling each time. `opener` is passed to `open()` (tests inject faults with it).
+    attempts, doubling each time (`sleep` is injectable so tests need not wait).
     """
 
     kind = "gramine"
@@ -83,7 +83,6 @@ class GramineAttestation:
         *,
         retries: int = 3,
         retry_delay: float = 0.2,
-        opener: Callable[[str, int], int] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if retries < 1:
@@ -92,14 +91,13 @@ class GramineAttestation:
         self.attestation_type = _check_gramine_root(self.root)
         self._retries = retries
         self._retry_delay = retry_delay
-        self._opener = opener
         self._sleep = sleep
         self._lock = threading.Lock()
         self._mrenclave = self._read_mrenclave()
 
     def _read_mrenclave(self) -> str:
         try:
-            with open(self.root / "my_target_info", "rb", opener=self._opener) as f:
+            with open(self.root / "my_target_info", "rb") as f:
                 target_info = f.read(TARGET_INFO_SIZE + 1)
         except OSError as exc:
             raise AttestationUnavailable(
@@ -145,11 +143,11 @@ class GramineAttestation:
 
     def _quote_once(self, report_data: bytes) -> bytes:
         # One write(2) of all 64 bytes: Gramine replaces the report data on each write.
-        with open(self.root / "user_report_data", "wb", buffering=0, opener=self._opener) as f:
+        with open(self.root / "user_report_data", "wb", buffering=0) as f:
             written = f.write(report_data)
         if written != REPORT_DATA_SIZE:
             raise QuoteGenerationError(f"wrote {written} of {REPORT_DATA_SIZE} report-data bytes")
-        with open(self.root / "quote", "rb", opener=self._opener) as f:
+        with open(self.root / "quote", "rb") as f:
             quote = f.read(QUOTE_MAX_SIZE + 1)
         if not quote:
             raise QuoteGenerationError("Gramine returned an empty quote")

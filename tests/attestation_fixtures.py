@@ -1,0 +1,440 @@
+"""A test SGX PKI and quote factory: root → PCK CA → PCK leaf (→ QE report) → attestation key.
+
+Everything is real P-256 crypto built with `cryptography`; the DER of Intel's SGX extension is
+written by the small encoder below (independent of the package's reader). Layouts follow
+GRAMINE.md §5: header 48 B, report body 384 B, ECDSA signature data v3 or v4/v5 (type 6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
+INTEL_QE_MRSIGNER = bytes.fromhex("8c4f5775d796503e96137f77c68a829a0056ac8ded70140b081b094490c57bff")
+SGX_OID = "1.2.840.113741.1.13.1"
+
+MRENCLAVE = hashlib.sha256(b"avalon-worker test enclave").digest()
+MRSIGNER = hashlib.sha256(b"avalon-worker test signer").digest()
+ISV_PROD_ID = 7
+ISV_SVN = 3
+FLAGS_PRODUCTION = 0x05  # INIT | MODE64BIT
+FLAGS_DEBUG = 0x07  # INIT | DEBUG | MODE64BIT
+FMSPC = bytes.fromhex("00906ED50000")
+PCE_ID = bytes(2)
+TCB_COMPONENTS = (5, 5, 2, 4, 1, 128, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+PCE_SVN = 13
+QE_ISV_SVN = 8
+
+# Offsets in a v3 (and v4 SGX) quote, GRAMINE.md §5.3/§5.4.
+OFF_FLAGS = 48 + 48
+OFF_MRENCLAVE = 48 + 64
+OFF_MRSIGNER = 48 + 128
+OFF_ISVSVN = 48 + 258
+OFF_REPORT_DATA = 48 + 320
+OFF_SIG_DATA = 436
+OFF_ISV_SIGNATURE = OFF_SIG_DATA
+OFF_ATTESTATION_KEY = OFF_SIG_DATA + 64
+OFF_QE_REPORT = OFF_SIG_DATA + 128
+OFF_QE_REPORT_DATA = OFF_QE_REPORT + 320
+OFF_QE_SIGNATURE = OFF_SIG_DATA + 512
+OFF_QE_AUTH = OFF_SIG_DATA + 578
+OFF_CERT_DATA_V3 = OFF_QE_AUTH + 32  # with 32 B of auth data
+
+
+# -- a minimal DER encoder (test side only) -----------------------------------------------------
+
+
+def _der_len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def tlv(tag: int, content: bytes) -> bytes:
+    return bytes([tag]) + _der_len(len(content)) + content
+
+
+def der_oid(dotted: str) -> bytes:
+    arcs = [int(a) for a in dotted.split(".")]
+    out = bytearray([arcs[0] * 40 + arcs[1]])
+    for arc in arcs[2:]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out.extend(reversed(chunk))
+    return tlv(0x06, bytes(out))
+
+
+def der_int(value: int) -> bytes:
+    raw = value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big")
+    return tlv(0x02, raw)
+
+
+def der_seq(*items: bytes) -> bytes:
+    return tlv(0x30, b"".join(items))
+
+
+def _pair(oid: str, value: bytes) -> bytes:
+    return der_seq(der_oid(oid), value)
+
+
+def sgx_extension_der(
+    *,
+    tcb_components: tuple[int, ...] = TCB_COMPONENTS,
+    pce_svn: int = PCE_SVN,
+    fmspc: bytes = FMSPC,
+    pce_id: bytes = PCE_ID,
+    ppid: bytes = bytes(range(16)),
+    sgx_type: int = 0,
+) -> bytes:
+    """Intel's SGX extension value, as in the PCK certificate profile."""
+    tcb = [_pair(f"{SGX_OID}.2.{i + 1}", der_int(svn)) for i, svn in enumerate(tcb_components)]
+    tcb.append(_pair(f"{SGX_OID}.2.17", der_int(pce_svn)))
+    tcb.append(_pair(f"{SGX_OID}.2.18", tlv(0x04, bytes(tcb_components))))
+    return der_seq(
+        _pair(f"{SGX_OID}.1", tlv(0x04, ppid)),
+        _pair(f"{SGX_OID}.2", der_seq(*tcb)),
+        _pair(f"{SGX_OID}.3", tlv(0x04, pce_id)),
+        _pair(f"{SGX_OID}.4", tlv(0x04, fmspc)),
+        _pair(f"{SGX_OID}.5", tlv(0x0A, bytes([sgx_type]))),
+    )
+
+
+# -- the test PKI --------------------------------------------------------------------------------
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Avalon Worker Tests"),
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+        ]
+    )
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def raw_sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    """ECDSA-P256-SHA256 as raw r‖s, the form quotes and collateral carry."""
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def raw_public(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    now: datetime,
+    days: int = 365,
+    not_before: datetime | None = None,
+    extension: bytes | None = None,
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer.subject if issuer else _name(subject))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+    )
+    if extension is not None:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_OID), extension), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@dataclass
+class TestPki:
+    """Test root → PCK Platform CA → PCK leaf, and root → TCB signing cert."""
+
+    now: datetime
+    root_key: ec.EllipticCurvePrivateKey
+    root: x509.Certificate
+    ca_key: ec.EllipticCurvePrivateKey
+    ca: x509.Certificate
+    pck_key: ec.EllipticCurvePrivateKey
+    pck: x509.Certificate
+    tcb_key: ec.EllipticCurvePrivateKey
+    tcb_cert: x509.Certificate
+
+    __test__ = False  # not a pytest class
+
+    @classmethod
+    def create(cls, *, now: datetime | None = None, pck_extension: bytes | None = None, pck_days: int = 365) -> TestPki:
+        now = now or datetime.now(timezone.utc)
+        root_key, ca_key, pck_key, tcb_key = _key(), _key(), _key(), _key()
+        root = _cert("Test SGX Root CA", root_key, None, root_key, ca=True, now=now, days=3650)
+        ca = _cert("Test SGX PCK Platform CA", ca_key, root, root_key, ca=True, now=now, days=3650)
+        pck = _cert(
+            "Test SGX PCK Certificate",
+            pck_key,
+            ca,
+            ca_key,
+            ca=False,
+            now=now,
+            days=pck_days,
+            extension=pck_extension if pck_extension is not None else sgx_extension_der(),
+        )
+        tcb_cert = _cert("Test SGX TCB Signing", tcb_key, root, root_key, ca=False, now=now, days=3650)
+        return cls(now, root_key, root, ca_key, ca, pck_key, pck, tcb_key, tcb_cert)
+
+    def chain_pem(self, *, include_root: bool = True) -> bytes:
+        """Quote-order PCK chain: leaf, CA, root (NUL-terminated like real quotes)."""
+        certs = [self.pck, self.ca] + ([self.root] if include_root else [])
+        return b"".join(pem(c) for c in certs) + b"\x00"
+
+    def crl(self, issuer: str, *, revoked: tuple[int, ...] = (), days: int = 30) -> x509.CertificateRevocationList:
+        cert, key = (self.root, self.root_key) if issuer == "root" else (self.ca, self.ca_key)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(cert.subject)
+            .last_update(self.now - timedelta(hours=1))
+            .next_update(self.now + timedelta(days=days))
+            .add_extension(x509.CRLNumber(1), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+        )
+        for serial in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(self.now - timedelta(hours=2)).build()
+            )
+        return builder.sign(key, hashes.SHA256())
+
+
+# -- quotes --------------------------------------------------------------------------------------
+
+
+def report_body(
+    *,
+    report_data: bytes = bytes(64),
+    mrenclave: bytes = MRENCLAVE,
+    mrsigner: bytes = MRSIGNER,
+    isv_prod_id: int = ISV_PROD_ID,
+    isv_svn: int = ISV_SVN,
+    flags: int = FLAGS_PRODUCTION,
+    xfrm: int = 0x3,
+    misc_select: int = 0,
+    cpu_svn: bytes = bytes(TCB_COMPONENTS),
+) -> bytes:
+    """A 384-byte report body with the given fields (GRAMINE.md §5.1)."""
+    assert len(report_data) == 64 and len(mrenclave) == 32 and len(mrsigner) == 32
+    body = bytearray(384)
+    body[0:16] = cpu_svn
+    struct.pack_into("<I", body, 16, misc_select)
+    struct.pack_into("<QQ", body, 48, flags, xfrm)
+    body[64:96] = mrenclave
+    body[128:160] = mrsigner
+    struct.pack_into("<HHH", body, 256, isv_prod_id, isv_svn, 0)
+    body[320:384] = report_data
+    return bytes(body)
+
+
+@dataclass
+class QuoteFactory:
+    """Makes DCAP quotes signed through a `TestPki`: the PCK key plays Intel's QE."""
+
+    pki: TestPki
+    attestation_key: ec.EllipticCurvePrivateKey = field(default_factory=_key)
+    qe_auth_data: bytes = field(default_factory=lambda: os.urandom(32))
+
+    def qe_report(self, *, isv_svn: int = QE_ISV_SVN, mrsigner: bytes = INTEL_QE_MRSIGNER) -> bytes:
+        binding = hashlib.sha256(raw_public(self.attestation_key) + self.qe_auth_data).digest() + bytes(32)
+        return report_body(
+            report_data=binding, mrenclave=hashlib.sha256(b"QE").digest(), mrsigner=mrsigner,
+            isv_prod_id=1, isv_svn=isv_svn, flags=0x11, xfrm=0xE7,
+        )
+
+    def quote(
+        self,
+        report_data: bytes = bytes(64),
+        *,
+        version: int = 3,
+        cert_data: bytes | None = None,
+        cert_type: int = 5,
+        qe_isv_svn: int = QE_ISV_SVN,
+        **body_fields: object,
+    ) -> bytes:
+        """A complete quote over `report_data`; `body_fields` go to `report_body`."""
+        header = struct.pack("<HHIHH", version, 2, 0, 10, PCE_SVN) + INTEL_QE_VENDOR_ID + bytes(20)
+        body = report_body(report_data=report_data, **body_fields)  # type: ignore[arg-type]
+        descriptor = struct.pack("<HI", 1, 384) if version == 5 else b""
+        signed = header + descriptor + body
+        qe_report = self.qe_report(isv_svn=qe_isv_svn)
+        chain = self.pki.chain_pem() if cert_data is None else cert_data
+        qe_part = (
+            qe_report
+            + raw_sign(self.pki.pck_key, qe_report)
+            + struct.pack("<H", len(self.qe_auth_data))
+            + self.qe_auth_data
+            + struct.pack("<HI", cert_type, len(chain))
+            + chain
+        )
+        head = raw_sign(self.attestation_key, signed) + raw_public(self.attestation_key)
+        if version == 3:
+            sig_data = head + qe_part
+        else:
+            sig_data = head + struct.pack("<HI", 6, len(qe_part)) + qe_part
+        return signed + struct.pack("<I", len(sig_data)) + sig_data
+
+
+def epid_quote(report_data: bytes = bytes(64), *, signature: bytes = os.urandom(680), **body_fields: object) -> bytes:
+    """An EPID v2 quote (opaque signature: nobody can verify EPID any more)."""
+    header = struct.pack("<HHIHHI", 2, 1, 0x00000B39, 11, 10, 0) + bytes(range(32))
+    body = report_body(report_data=report_data, **body_fields)  # type: ignore[arg-type]
+    return header + body + struct.pack("<I", len(signature)) + signature
+
+
+def flip(data: bytes, offset: int, mask: int = 0x01) -> bytes:
+    """`data` with one bit flipped at `offset`."""
+    out = bytearray(data)
+    out[offset] ^= mask
+    return bytes(out)
+
+
+# -- collateral ----------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def tcb_level(components: tuple[int, ...], pce_svn: int, status: str, advisories: tuple[str, ...] = ()) -> dict:
+    level: dict = {
+        "tcb": {"sgxtcbcomponents": [{"svn": c} for c in components], "pcesvn": pce_svn},
+        "tcbDate": "2024-03-13T00:00:00Z",
+        "tcbStatus": status,
+    }
+    if advisories:
+        level["advisoryIDs"] = list(advisories)
+    return level
+
+
+def default_tcb_levels() -> list[dict]:
+    higher = tuple(c + 1 if i == 0 else c for i, c in enumerate(TCB_COMPONENTS))
+    return [
+        tcb_level(higher, PCE_SVN, "UpToDate"),
+        tcb_level(TCB_COMPONENTS, PCE_SVN, "SWHardeningNeeded", ("INTEL-SA-00615",)),
+        tcb_level(tuple(0 for _ in TCB_COMPONENTS), 0, "OutOfDate", ("INTEL-SA-00289", "INTEL-SA-00615")),
+    ]
+
+
+def up_to_date_levels() -> list[dict]:
+    return [
+        tcb_level(TCB_COMPONENTS, PCE_SVN, "UpToDate"),
+        tcb_level(tuple(0 for _ in TCB_COMPONENTS), 0, "OutOfDate", ("INTEL-SA-00289",)),
+    ]
+
+
+def make_collateral(
+    pki: TestPki,
+    *,
+    tcb_levels: list[dict] | None = None,
+    qe_levels: list[dict] | None = None,
+    fmspc: bytes = FMSPC,
+    issue: datetime | None = None,
+    next_update: datetime | None = None,
+    root_revoked: tuple[int, ...] = (),
+    pck_revoked: tuple[int, ...] = (),
+    tcb_signer: ec.EllipticCurvePrivateKey | None = None,
+) -> dict:
+    """A collateral bundle (the package's JSON format and dcap-qvl's) signed by the test PKI."""
+    issue = issue or pki.now - timedelta(hours=1)
+    next_update = next_update or pki.now + timedelta(days=30)
+    tcb_info = json.dumps(
+        {
+            "id": "SGX",
+            "version": 3,
+            "issueDate": _iso(issue),
+            "nextUpdate": _iso(next_update),
+            "fmspc": fmspc.hex().upper(),
+            "pceId": PCE_ID.hex(),
+            "tcbType": 0,
+            "tcbEvaluationDataNumber": 17,
+            "tcbLevels": tcb_levels if tcb_levels is not None else up_to_date_levels(),
+        },
+        separators=(",", ":"),
+    )
+    qe_identity = json.dumps(
+        {
+            "id": "QE",
+            "version": 2,
+            "issueDate": _iso(issue),
+            "nextUpdate": _iso(next_update),
+            "tcbEvaluationDataNumber": 17,
+            "miscselect": "00000000",
+            "miscselectMask": "FFFFFFFF",
+            "attributes": "11000000000000000000000000000000",
+            "attributesMask": "FBFFFFFFFFFFFFFF0000000000000000",
+            "mrsigner": INTEL_QE_MRSIGNER.hex().upper(),
+            "isvprodid": 1,
+            "tcbLevels": qe_levels
+            if qe_levels is not None
+            else [
+                {"tcb": {"isvsvn": 8}, "tcbDate": "2024-03-13T00:00:00Z", "tcbStatus": "UpToDate"},
+                {"tcb": {"isvsvn": 6}, "tcbDate": "2021-11-10T00:00:00Z", "tcbStatus": "OutOfDate",
+                 "advisoryIDs": ["INTEL-SA-00615"]},
+            ],
+        },
+        separators=(",", ":"),
+    )
+    signer = tcb_signer or pki.tcb_key
+    chain = (pem(pki.tcb_cert) + pem(pki.root)).decode()
+    return {
+        "pck_crl_issuer_chain": (pem(pki.ca) + pem(pki.root)).decode(),
+        "root_ca_crl": pki.crl("root", revoked=root_revoked).public_bytes(serialization.Encoding.DER).hex(),
+        "pck_crl": pki.crl("ca", revoked=pck_revoked).public_bytes(serialization.Encoding.DER).hex(),
+        "tcb_info_issuer_chain": chain,
+        "tcb_info": tcb_info,
+        "tcb_info_signature": raw_sign(signer, tcb_info.encode()).hex(),
+        "qe_identity_issuer_chain": chain,
+        "qe_identity": qe_identity,
+        "qe_identity_signature": raw_sign(signer, qe_identity.encode()).hex(),
+    }
