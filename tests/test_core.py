@@ -138,3 +138,23 @@ def test_outputs_count_must_match_requested_outdata(processor: Processor, worker
     reply = roundtrip(processor, pending)
     assert reply["error"]["code"] == 1
     assert "asks for 2" in reply["error"]["message"]
+
+
+def test_a_reused_session_key_is_unwrapped_once(identity: Identity, worker_info: WorkerInfo) -> None:
+    from avalon_worker.requester import Session
+
+    cached = Processor(identity, WorkloadRegistry.builtin())
+    session = Session.new(worker_info)
+    for name in (b"a", b"b", b"c"):
+        pending = build_work_order(worker_info, "python-hello", [name], session=session)
+        assert open_result(pending, roundtrip(cached, pending), worker_info) == [b"Hello " + name]
+    assert (cached.keys.misses, cached.keys.hits) == (1, 2)
+
+
+def test_a_bad_session_key_is_not_cached(identity: Identity, worker_info: WorkerInfo) -> None:
+    cached = Processor(identity, WorkloadRegistry.builtin())
+    pending = build_work_order(worker_info, "python-hello", [b"x"])
+    pending.request["params"]["encryptedSessionKey"] = "00" * 256
+    for _ in range(2):
+        assert roundtrip(cached, pending)["error"]["code"] == 4
+    assert cached.keys.hits == 0

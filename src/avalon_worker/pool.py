@@ -33,9 +33,10 @@ logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">cI")  # message kind, payload length
 KIND_WORK = b"W"  # supervisor → worker: a request frame
-KIND_STARTED = b"S"  # worker → supervisor: a workload is starting (JSON: id, workOrderId, workload, timeout ms)
-KIND_REPLY = b"R"  # worker → supervisor: JSON outcome line, newline, reply frame
-BUSY_ID_PARSE_LIMIT = 1 << 20  # parse larger refused frames for their id? no: answer with a null id
+KIND_REPLY = b"R"  # worker → supervisor: "method\tworkload\tstatus\n" then the reply frame
+# A request still unanswered after this long is read by the supervisor for its ids and its own
+# responseTimeoutMSecs; quick ones (nearly all) are never parsed twice.
+INSPECT_AFTER_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -64,70 +65,121 @@ class _Job:
     envelope: list[bytes]
     frame: bytes
     received: float
+    deadline: float
+    inspected: bool = False
     reply_id: Any = None
     work_order_id: str | None = None
     workload: str = "-"
-    deadline: float | None = None
+
+    def inspect(self, timeout_s: float) -> None:
+        """Read the request's ids and time limit (once, and only for a slow request)."""
+        self.inspected = True
+        self.reply_id, self.work_order_id, self.workload, timeout_ms = inspect_request(self.frame)
+        if timeout_ms:
+            self.deadline = min(self.deadline, self.received + timeout_ms / 1000)
 
 
 @dataclass
 class _Worker:
     pid: int
-    sock: socket.socket
+    channel: _Channel
     job: _Job | None = None
     fileno: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.fileno = self.sock.fileno()
+        self.fileno = self.channel.sock.fileno()
 
 
-def _send(sock: socket.socket, kind: bytes, payload: bytes) -> None:
-    header = _HEADER.pack(kind, len(payload))
-    if len(payload) < 65536:
-        sock.sendall(header + payload)  # one system call for the common small message
-    else:
-        sock.sendall(header)
-        sock.sendall(payload)
+class _Channel:
+    """Length-prefixed messages over one end of a socket pair, read through a buffer so that
+    messages that arrive together cost one system call."""
 
+    READ_SIZE = 1 << 16
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:], size - got)
-        if n == 0:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+
+    def send(self, kind: bytes, payload: bytes) -> None:
+        header = _HEADER.pack(kind, len(payload))
+        if len(payload) < self.READ_SIZE:
+            self.sock.sendall(header + payload)  # one system call for the common small message
+        else:
+            self.sock.sendall(header)
+            self.sock.sendall(payload)
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(self.READ_SIZE)
+        if not data:
+            return False
+        self._buffer += data
+        return True
+
+    def _complete(self) -> tuple[bytes, bytes] | None:
+        if len(self._buffer) < _HEADER.size:
             return None
-        got += n
-    return bytes(buffer)
+        kind, size = _HEADER.unpack_from(self._buffer)
+        end = _HEADER.size + size
+        if len(self._buffer) < end:
+            return None
+        payload = bytes(self._buffer[_HEADER.size:end])
+        del self._buffer[:end]
+        return kind, payload
+
+    def _read_rest(self) -> tuple[bytes, bytes] | None:
+        """Block until the message begun in the buffer is complete (a large one: read it in place)."""
+        while len(self._buffer) < _HEADER.size:
+            if not self._fill():
+                return None
+        kind, size = _HEADER.unpack_from(self._buffer)
+        have = len(self._buffer) - _HEADER.size
+        if have >= size:
+            return self._complete()
+        payload = bytearray(size)
+        payload[:have] = self._buffer[_HEADER.size:]
+        self._buffer.clear()
+        view = memoryview(payload)
+        while have < size:
+            n = self.sock.recv_into(view[have:], size - have)
+            if n == 0:
+                return None
+            have += n
+        return kind, bytes(payload)
+
+    def receive(self) -> tuple[bytes, bytes] | None:
+        """The next message, blocking; None when the other end has closed."""
+        message = self._complete()
+        return message if message is not None else self._read_rest()
+
+    def receive_ready(self) -> list[tuple[bytes, bytes]] | None:
+        """After a poll said readable: every message now available (at least one); None at EOF."""
+        if not self._fill():
+            return None
+        messages = []
+        while (message := self._complete()) is not None:
+            messages.append(message)
+        if not messages:  # a message larger than one read: finish it
+            message = self._read_rest()
+            if message is None:
+                return None
+            messages.append(message)
+        return messages
 
 
-def _recv(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    header = _recv_exact(sock, _HEADER.size)
-    if header is None:
-        return None
-    kind, size = _HEADER.unpack(header)
-    payload = _recv_exact(sock, size) if size else b""
-    return None if payload is None else (kind, payload)
-
-
-def _worker_main(sock: socket.socket, processor: Processor, memory_limit: int | None) -> None:
+def _worker_main(channel: _Channel, processor: Processor, memory_limit: int | None) -> None:
     """The body of a worker process: answer frames until the supervisor goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
-    def started(reply_id: Any, work_order_id: str, workload: str, timeout_ms: int | None) -> None:
-        _send(sock, KIND_STARTED, json.dumps([reply_id, work_order_id, workload, timeout_ms]).encode())
-
     while True:
-        message = _recv(sock)
+        message = channel.receive()
         if message is None:
             return
-        outcome = processor.process(message[1], started)
-        meta = json.dumps([outcome.method, outcome.workload, outcome.status]).encode()
-        _send(sock, KIND_REPLY, meta + b"\n" + outcome.reply)
+        outcome = processor.process(message[1])
+        meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
+        channel.send(KIND_REPLY, meta + outcome.reply)
 
 
 def _describe_exit(status: int) -> str:
@@ -163,14 +215,14 @@ class Pool:
             try:
                 parent_end.close()
                 for other in self.workers.values():
-                    other.sock.close()
-                _worker_main(child_end, self.processor, self.config.memory_limit_bytes)
+                    other.channel.sock.close()
+                _worker_main(_Channel(child_end), self.processor, self.config.memory_limit_bytes)
             except BaseException:  # noqa: BLE001 - the supervisor sees the exit and answers for us
                 status = 1
             finally:
                 os._exit(status)
         child_end.close()
-        worker = _Worker(pid, parent_end)
+        worker = _Worker(pid, _Channel(parent_end))
         self.workers[worker.fileno] = worker
         self._poller.register(worker.fileno, zmq.POLLIN)
         self.idle.append(worker)
@@ -182,7 +234,7 @@ class Pool:
         del self.workers[worker.fileno]
         if worker in self.idle:
             self.idle.remove(worker)
-        worker.sock.close()
+        worker.channel.sock.close()
         if kill:
             try:
                 os.kill(worker.pid, signal.SIGKILL)
@@ -197,24 +249,24 @@ class Pool:
         router.send_multipart([*envelope, frame], copy=len(frame) < 65536)
 
     def _refuse(self, router: zmq.Socket, job: _Job, code: ErrorCode, message: str, status: str) -> None:
-        reply_id = job.reply_id
-        if reply_id is None and len(job.frame) <= BUSY_ID_PARSE_LIMIT:
-            reply_id = _inner_id(job.frame)
-        self._reply(router, job.envelope, encode(error_reply(reply_id, code, message, job.work_order_id)))
+        if not job.inspected:
+            job.inspect(self.config.timeout_s)
+        self._reply(router, job.envelope, encode(error_reply(job.reply_id, code, message, job.work_order_id)))
         self.metrics.observe("work-order", job.workload, status, time.monotonic() - job.received)
 
     def _dispatch(self, job: _Job) -> None:
         worker = self.idle.popleft()
         worker.job = job
         try:
-            _send(worker.sock, KIND_WORK, job.frame)
+            worker.channel.send(KIND_WORK, job.frame)
         except OSError:
             pass  # the process died; its socket reports EOF on the next poll and we answer then
 
     def _accept(self, router: zmq.Socket, parts: list[bytes], stopping: bool) -> None:
         split = next((i for i, part in enumerate(parts) if not part), 0)
         envelope, body = parts[: split + 1], parts[split + 1 :]
-        job = _Job(envelope, body[0] if len(body) == 1 else b"", time.monotonic())
+        now = time.monotonic()
+        job = _Job(envelope, body[0] if len(body) == 1 else b"", now, now + self.config.timeout_s)
         size = sum(len(part) for part in body)
         if size > self.config.max_request_bytes:
             self._reply(router, envelope, oversize_reply(size, self.config.max_request_bytes))
@@ -229,29 +281,27 @@ class Pool:
         else:
             self._refuse(router, job, ErrorCode.BUSY, "the worker is busy (its queue is full); try again later", "busy")
 
-    def _on_message(self, router: zmq.Socket, worker: _Worker) -> None:
+    def _on_readable(self, router: zmq.Socket, worker: _Worker) -> None:
         try:
-            message = _recv(worker.sock)
+            messages = worker.channel.receive_ready()
         except OSError:
-            message = None
-        job = worker.job
-        if message is None:
+            messages = None
+        if messages is None:
+            job = worker.job
             how = self._retire(worker, kill=True)
             if job is not None:
                 logger.error("work order %s workload=%r: worker process %s", job.work_order_id or "-", job.workload, how)
                 self._refuse(router, job, ErrorCode.UNKNOWN_ERROR, f"the workload's process {how} before answering; it was replaced", "error 1")
             self._replace()
             return
-        kind, payload = message
-        if kind == KIND_STARTED and job is not None:
-            job.reply_id, job.work_order_id, job.workload, timeout_ms = json.loads(payload)
-            limit = self.config.timeout_s
-            if timeout_ms:
-                limit = min(limit, timeout_ms / 1000)
-            job.deadline = time.monotonic() + limit
-        elif kind == KIND_REPLY and job is not None:
+        for kind, payload in messages:
+            self._on_message(router, worker, kind, payload)
+
+    def _on_message(self, router: zmq.Socket, worker: _Worker, kind: bytes, payload: bytes) -> None:
+        job = worker.job
+        if kind == KIND_REPLY and job is not None:
             meta, _, reply = payload.partition(b"\n")
-            method, workload, status = json.loads(meta)
+            method, workload, status = meta.decode().split("\t")
             self._reply(router, job.envelope, reply)
             self.metrics.observe(method, workload, status, time.monotonic() - job.received)
             worker.job = None
@@ -263,7 +313,11 @@ class Pool:
     def _expire(self, router: zmq.Socket, now: float) -> None:
         for worker in list(self.workers.values()):
             job = worker.job
-            if job is not None and job.deadline is not None and now >= job.deadline:
+            if job is None:
+                continue
+            if not job.inspected and now - job.received >= INSPECT_AFTER_S:
+                job.inspect(self.config.timeout_s)
+            if now >= job.deadline:
                 self._retire(worker, kill=True)
                 logger.error("work order %s workload=%r: time limit exceeded, process replaced", job.work_order_id or "-", job.workload)
                 self._refuse(
@@ -290,8 +344,12 @@ class Pool:
                 if stopping and busy == 0 and not self.queue:
                     break
                 now = time.monotonic()
-                deadlines = [w.job.deadline for w in self.workers.values() if w.job is not None and w.job.deadline]
-                wait = min([0.2, *(max(0.0, d - now) for d in deadlines)])
+                wait = 0.2
+                for worker in self.workers.values():
+                    job = worker.job
+                    if job is not None:
+                        due = job.deadline if job.inspected else job.received + INSPECT_AFTER_S
+                        wait = min(wait, max(0.0, due - now))
                 for target, _ in self._poller.poll(int(wait * 1000) + 1):
                     if target is router:
                         while True:
@@ -301,7 +359,7 @@ class Pool:
                                 break
                             self._accept(router, parts, stopping)
                     elif target in self.workers:
-                        self._on_message(router, self.workers[target])
+                        self._on_readable(router, self.workers[target])
                 while self.queue and self.idle:
                     self._dispatch(self.queue.popleft())
                 self._expire(router, time.monotonic())
@@ -309,7 +367,7 @@ class Pool:
                 self.metrics.set_pool_size(len(self.workers), len(self.workers) - len(self.idle))
         finally:
             for worker in list(self.workers.values()):
-                worker.sock.close()  # EOF: the worker process returns and exits
+                worker.channel.sock.close()  # EOF: the worker process returns and exits
             for worker in list(self.workers.values()):
                 os.waitpid(worker.pid, 0)
             self.workers.clear()
@@ -318,13 +376,30 @@ class Pool:
         logger.info("stopped")
 
 
-def _inner_id(frame: bytes) -> Any:
-    """The id to echo on a refusal: the inner request's if it can be read, else the outer one."""
+def _scalar(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+
+
+def inspect_request(frame: bytes) -> tuple[Any, str | None, str, int | None]:
+    """(reply id, workOrderId, workload, responseTimeoutMSecs) of a request frame, as far as they
+    can be read: what the supervisor needs to answer for a request its worker did not answer."""
+    reply_id, work_order_id, workload, timeout_ms = None, None, "-", None
     try:
         outer = json.loads(frame)
-        inner = json.loads(outer["params"]) if isinstance(outer.get("params"), str) else None
-        source = inner if isinstance(inner, dict) and "id" in inner else outer
-        value = source.get("id")
+        reply_id = _scalar(outer.get("id"))
+        inner = json.loads(outer["params"]) if isinstance(outer.get("params"), str) else outer.get("params")
+        if isinstance(inner, dict):
+            if "id" in inner:
+                reply_id = _scalar(inner.get("id"))
+            params = inner.get("params")
+            if isinstance(params, dict):
+                work_order_id = params.get("workOrderId") if isinstance(params.get("workOrderId"), str) else None
+                raw = params.get("workloadId")
+                if isinstance(raw, str):
+                    workload = bytes.fromhex(raw[2:] if raw[:2] in ("0x", "0X") else raw).decode("utf-8")
+                timeout = params.get("responseTimeoutMSecs")
+                if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
+                    timeout_ms = timeout
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+        pass
+    return reply_id, work_order_id, workload, timeout_ms

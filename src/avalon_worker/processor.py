@@ -24,10 +24,6 @@ from .workload.registry import WorkloadRegistry, WorkloadRunError
 
 logger = logging.getLogger(__name__)
 
-# Called just before a workload runs, with (reply id, workOrderId, workload, responseTimeoutMSecs),
-# so that a supervisor can answer for the work order if the workload never returns.
-WorkloadStartHook = Callable[[Any, str, str, "int | None"], None]
-
 
 def error_reply(reply_id: Any, code: int, message: str, work_order_id: str | None = None) -> dict[str, Any]:
     """A JSON-RPC error object in the shape Avalon's clients read."""
@@ -82,11 +78,11 @@ class Processor:
         self._clock = clock
         self._signup = encode(signup_document(identity, attestation))
 
-    def handle(self, frame: bytes, on_workload_start: WorkloadStartHook | None = None) -> bytes:
+    def handle(self, frame: bytes) -> bytes:
         """Answer one request frame."""
-        return self.process(frame, on_workload_start).reply
+        return self.process(frame).reply
 
-    def process(self, frame: bytes, on_workload_start: WorkloadStartHook | None = None) -> Outcome:
+    def process(self, frame: bytes) -> Outcome:
         """Answer one request frame, and say what happened."""
         try:
             message = json.loads(frame.decode("utf-8"))
@@ -99,7 +95,7 @@ class Processor:
         if method == "ProcessWorkerSignup":
             return Outcome(self._signup_reply(message.get("params"), outer_id), "signup")
         if method == "ProcessWorkOrder":
-            return self._work_order(message.get("params"), outer_id, on_workload_start)
+            return self._work_order(message.get("params"), outer_id)
         if not isinstance(message, dict):
             return _bad_frame("request must be a JSON-RPC object")
         return _bad_frame("unknown method: use ProcessWorkerSignup or ProcessWorkOrder", outer_id)
@@ -122,7 +118,7 @@ class Processor:
             logger.error("signup with nonce failed: %s", type(exc).__name__)
             return encode(error_reply(outer_id, ErrorCode.UNKNOWN_ERROR, "the worker could not produce a fresh quote"))
 
-    def _work_order(self, params: Any, outer_id: Any, on_start: WorkloadStartHook | None) -> Outcome:
+    def _work_order(self, params: Any, outer_id: Any) -> Outcome:
         started = self._clock()
         reply_id: Any = outer_id
         work_order_id: str | None = None
@@ -148,8 +144,6 @@ class Processor:
                     work_order_id=work_order_id,
                 )
             opened = open_work_order(request, self.keys)
-            if on_start is not None:
-                on_start(reply_id, work_order_id, workload, request.response_timeout_ms)
             try:
                 outputs = self.registry.run(workload, opened.inputs)
             except WorkloadRunError as exc:

@@ -70,6 +70,23 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class Session:
+    """A session key and its RSA-OAEP wrapping for one worker.
+
+    Reusing a session across work orders lets the worker skip the RSA unwrap (it caches keys by
+    their wrapping); every request still gets fresh random IVs.
+    """
+
+    key: bytes
+    encrypted_key: bytes
+
+    @classmethod
+    def new(cls, worker: WorkerInfo, random_bytes: Callable[[int], bytes] = crypto.random_bytes) -> Session:
+        key = random_bytes(crypto.AES_KEY_BYTES)
+        return cls(key, crypto.rsa_oaep_encrypt(worker.encryption_key, key))
+
+
+@dataclass(frozen=True)
 class InputSpec:
     """One input item and how to protect it on the wire (§6.5)."""
 
@@ -111,14 +128,17 @@ def build_work_order(
     output_modes: Sequence[ItemModeName] | None = None,
     requester_id: str | None = None,
     request_id: Any = 1,
+    session: Session | None = None,
     random_bytes: Callable[[int], bytes] = crypto.random_bytes,
 ) -> PendingWorkOrder:
     """A WorkOrderSubmit request for `workload_id` on `inputs`.
 
     `requester_key` signs the request hash; `output_modes` asks for one output item per mode
     (indexes 0, 1, …); without it the worker returns one item under the session key.
+    `session` reuses a session key; by default each work order gets a new one.
     """
-    session_key = random_bytes(crypto.AES_KEY_BYTES)
+    session = session or Session.new(worker, random_bytes)
+    session_key = session.key
     session_iv = random_bytes(crypto.GCM_IV_BYTES)
     in_data = []
     for index, spec in enumerate(inputs):
@@ -144,7 +164,7 @@ def build_work_order(
         "requesterId": requester_id or random_bytes(32).hex(),
         "workerEncryptionKey": worker.signup["encryption_key"].encode("utf-8").hex(),
         "dataEncryptionAlgorithm": "AES-GCM-256",
-        "encryptedSessionKey": crypto.rsa_oaep_encrypt(worker.encryption_key, session_key).hex(),
+        "encryptedSessionKey": session.encrypted_key.hex(),
         "sessionKeyIv": session_iv.hex(),
         "requesterNonce": random_bytes(16).hex(),
         "inData": in_data,

@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""Work orders per second of a real worker, next to the cryptographic floor, in one run.
+
+Starts `avalon-worker serve` (RSA-2048, 1 process, then one per core), drives it over ZMQ from
+separate client processes that send pre-built requests in a closed loop, and prints:
+- throughput and p50/p99 latency per scenario (hello 5 B, echo 64 KiB and 1 MiB, fib(20)), with a
+  fresh session key per order and with one reused session key;
+- the cryptographic floor: the unavoidable per-order work done in a tight loop without a server;
+- the ratios: worker / floor (1 process), N processes / 1 process, and 1 MiB MB/s / raw MB/s.
+
+Run by hand: `python benchmarks/throughput.py` (add `--write docs/performance.md` to record).
+Numbers are noisy on a shared machine: compare ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+
+import zmq
+
+from avalon_worker import crypto
+from avalon_worker.cli import start_worker_process
+from avalon_worker.hashing import request_hash, response_hash
+from avalon_worker.requester import PendingWorkOrder, Session, WorkerInfo, build_work_order, open_result
+
+SIGNUP = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup","params":null}'
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    workload: str
+    payload: bytes
+    fresh_keys: bool
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    found = [
+        Scenario("hello 5 B, fresh keys", "python-hello", b"World", True),
+        Scenario("hello 5 B, reused key", "python-hello", b"World", False),
+        Scenario("fib(20), fresh keys", "python-fib", b"20", True),
+        Scenario("echo 64 KiB, fresh keys", "echo-result", os.urandom(64 * 1024), True),
+        Scenario("echo 1 MiB, fresh keys", "echo-result", os.urandom(1024 * 1024), True),
+    ]
+    return found[:2] if quick else found
+
+
+# client processes ------------------------------------------------------------------------------
+
+
+def _template(info: WorkerInfo, scenario: Scenario) -> tuple[bytes, bytes, PendingWorkOrder, Session]:
+    """A request frame split around its encryptedSessionKey, which is not covered by the request
+    hash: each send can carry a different RSA wrapping of the same key (a fresh RSA unwrap for the
+    worker) without the client redoing the payload's work while it is being timed."""
+    session = Session.new(info)
+    pending = build_work_order(info, scenario.workload, [scenario.payload], session=session)
+    marker = session.encrypted_key.hex().encode()
+    frame = pending.frame()
+    prefix, _, suffix = frame.partition(marker)
+    return prefix, suffix, pending, session
+
+
+def _client(endpoint: str, scenario: Scenario, seconds: float, max_orders: int, ready: multiprocessing.Queue,
+            start: multiprocessing.Event, results: multiprocessing.Queue) -> None:
+    context = zmq.Context()
+    sock = context.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 120_000)
+    sock.connect(endpoint)
+    sock.send(SIGNUP)
+    info = WorkerInfo.from_signup(json.loads(sock.recv()))
+    prefix, suffix, pending, session = _template(info, scenario)
+    if scenario.fresh_keys:
+        wrappings = [crypto.rsa_oaep_encrypt(info.encryption_key, session.key).hex().encode() for _ in range(max_orders)]
+    else:
+        wrappings = [session.encrypted_key.hex().encode()]
+    latencies = []
+    last = b""
+    ready.put(True)
+    start.wait()
+    deadline = time.perf_counter() + seconds
+    count = 0
+    while count < max_orders and time.perf_counter() < deadline:
+        frame = prefix + wrappings[count % len(wrappings)] + suffix
+        t0 = time.perf_counter()
+        sock.send(frame, copy=len(frame) < 65536)
+        last = sock.recv()
+        latencies.append(time.perf_counter() - t0)
+        count += 1
+    elapsed = time.perf_counter() - (deadline - seconds)
+    ok = open_result(pending, json.loads(last), info)[0] is not None  # the last reply verifies and decrypts
+    results.put((count, elapsed, latencies, ok))
+    sock.close()
+    context.term()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(p) for p in handle.read().split()]
+
+
+def drive(endpoint: str, scenario: Scenario, clients: int, seconds: float, pids: list[int]) -> dict[str, float]:
+    """Run one scenario; `pids` are the supervisor then its worker processes (for CPU per order)."""
+    ctx = multiprocessing.get_context("fork")
+    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    per_client = 400 if len(scenario.payload) > 100_000 else (2000 if len(scenario.payload) > 10_000 else 12000)
+    procs = [ctx.Process(target=_client, args=(endpoint, scenario, seconds, per_client, ready, start, results))
+             for _ in range(clients)]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        ready.get(timeout=300)  # every client has pre-built its requests: nothing else runs while timed
+    cpu_before = {pid: _cpu_seconds(pid) for pid in pids}
+    start.set()
+    gathered = [results.get(timeout=300) for _ in procs]
+    cpu = {pid: _cpu_seconds(pid) - before for pid, before in cpu_before.items()}
+    for proc in procs:
+        proc.join()
+    if not all(ok for *_, ok in gathered):
+        raise SystemExit(f"{scenario.name}: a reply did not verify")
+    orders = sum(count for count, *_ in gathered)
+    elapsed = max(elapsed for _, elapsed, *_ in gathered)
+    latencies = sorted(lat for _, _, lats, _ in gathered for lat in lats)
+    return {
+        "rate": orders / elapsed,
+        "p50": latencies[len(latencies) // 2] * 1000,
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "orders": orders,
+        "supervisor_us": cpu[pids[0]] / orders * 1e6,
+        "workers_us": sum(cpu[pid] for pid in pids[1:]) / orders * 1e6,
+    }
+
+
+# the floor ---------------------------------------------------------------------------------------
+
+
+def floor_small(iterations: int = 2000) -> float:
+    """Seconds per order of the unavoidable work for a small order (RSA-2048, libsecp256k1)."""
+    rsa_key = crypto.generate_rsa_key(2048)
+    signer = crypto.SigningKey.generate()
+    session_key, iv = os.urandom(32), os.urandom(12)
+    wrapped = [crypto.rsa_oaep_encrypt(rsa_key.public_key(), session_key) for _ in range(200)]
+    enc_hash = crypto.aes_gcm_encrypt(session_key, iv, os.urandom(32))
+    enc_in = crypto.aes_gcm_encrypt(session_key, iv, b"World")
+    ids = b"x" * 300
+    t0 = time.perf_counter()
+    for i in range(iterations):
+        key = crypto.rsa_oaep_decrypt(rsa_key, wrapped[i % 200])
+        crypto.aes_gcm_decrypt(key, iv, enc_hash)
+        plaintext = crypto.aes_gcm_decrypt(key, iv, enc_in)
+        crypto.sha256(crypto.sha256(ids) + crypto.sha256(ids) + crypto.sha256(plaintext))  # request hash + dataHash
+        out = crypto.aes_gcm_encrypt(key, iv, b"Hello World")
+        digest = crypto.sha256(crypto.sha256(ids) + crypto.sha256(out))  # response hash
+        crypto.sha256(b"Hello World")  # output dataHash
+        signer.sign_digest(digest)
+    return (time.perf_counter() - t0) / iterations
+
+
+def floor_bytes(size: int = 1024 * 1024, iterations: int = 30) -> float:
+    """Seconds per order of the byte work for a `size`-byte echo: base64, AES-GCM, SHA-256 both ways."""
+    key, iv = os.urandom(32), os.urandom(12)
+    text = base64.b64encode(crypto.aes_gcm_encrypt(key, iv, os.urandom(size)))
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        plaintext = crypto.aes_gcm_decrypt(key, iv, base64.b64decode(text))
+        crypto.sha256(text)  # request hash over the item as sent
+        crypto.sha256(plaintext)  # dataHash check
+        out = base64.b64encode(crypto.aes_gcm_encrypt(key, iv, plaintext))
+        crypto.sha256(out)  # response hash
+        crypto.sha256(plaintext)  # output dataHash
+    return (time.perf_counter() - t0) / iterations
+
+
+# main -------------------------------------------------------------------------------------------
+
+
+def run_worker(workers: int, chosen: list[Scenario], clients: int, seconds: float) -> dict[str, dict[str, float]]:
+    with tempfile.TemporaryDirectory() as state:
+        process, endpoint = start_worker_process(
+            state, ["--rsa-bits", "2048", "--workers", str(workers), "--attestation", "none", "--log-level", "WARNING"]
+        )
+        try:
+            pids = [process.pid, *_children(process.pid)]
+            return {s.name: drive(endpoint, s, clients, seconds, pids) for s in chosen}
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per scenario")
+    parser.add_argument("--clients", type=int, default=4, help="client processes")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="N for the pool run")
+    parser.add_argument("--quick", action="store_true", help="only the two hello scenarios")
+    parser.add_argument("--write", metavar="FILE", help="also write the results as Markdown to FILE")
+    args = parser.parse_args()
+
+    chosen = scenarios(args.quick)
+    floor = floor_small()
+    raw_1mib = floor_bytes()
+    one = run_worker(1, chosen, args.clients, args.seconds)
+    many = run_worker(args.workers, chosen, args.clients, args.seconds)
+
+    lines = [
+        f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, {platform.python_implementation()} "
+        f"{platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
+        "versions: " + ", ".join(f"{p} {metadata.version(p)}" for p in ("cryptography", "coincurve", "pyzmq")),
+        f"clients: {args.clients} processes, closed loop, {args.seconds:g} s per scenario; worker RSA-2048",
+        "",
+        f"| scenario | 1 process: orders/s | p50 ms | p99 ms | CPU µs/order (supervisor + worker) "
+        f"| {args.workers} processes: orders/s | p50 ms | p99 ms | N/1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in chosen:
+        a, b = one[s.name], many[s.name]
+        lines.append(
+            f"| {s.name} | {a['rate']:.0f} | {a['p50']:.2f} | {a['p99']:.2f} | {a['supervisor_us']:.0f} + {a['workers_us']:.0f} "
+            f"| {b['rate']:.0f} | {b['p50']:.2f} | {b['p99']:.2f} | {b['rate'] / a['rate']:.2f} |"
+        )
+    hello_fresh = one["hello 5 B, fresh keys"]["rate"]
+    hello_reused = one["hello 5 B, reused key"]["rate"]
+    lines += [
+        "",
+        f"cryptographic floor, small order (RSA-2048 unwrap, 3 AES-GCM, SHA-256s, 1 libsecp256k1 signature): "
+        f"{floor * 1e6:.0f} µs = {1 / floor:.0f} orders/s on one core",
+        f"worker / floor (1 process, hello, fresh keys): {hello_fresh * floor:.2f}",
+        f"reused key / fresh keys (1 process, hello): {hello_reused / hello_fresh:.2f}",
+        f"{args.workers} processes / 1 process (hello, fresh keys): "
+        f"{many['hello 5 B, fresh keys']['rate'] / hello_fresh:.2f}",
+    ]
+    if not args.quick:
+        mib = 1024 * 1024 / 1e6
+        worker_mbs = one["echo 1 MiB, fresh keys"]["rate"] * mib
+        raw_mbs = mib / raw_1mib
+        lines += [
+            f"1 MiB echo: worker {worker_mbs:.0f} MB/s (1 process) vs raw AES-GCM + SHA-256 + base64 "
+            f"{raw_mbs:.0f} MB/s: {worker_mbs / raw_mbs:.2f}",
+        ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        with open(args.write, "w", encoding="utf-8") as handle:
+            handle.write("# Performance\n\nMeasured by `python benchmarks/throughput.py` (run by hand; see its docstring).\n\n")
+            handle.write("```\n" if False else "")
+            handle.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
