@@ -438,3 +438,26 @@ def make_collateral(
         "qe_identity": qe_identity,
         "qe_identity_signature": raw_sign(signer, qe_identity.encode()).hex(),
     }
+
+
+# -- signups -------------------------------------------------------------------------------------
+
+
+def make_signup(provider: object, signing_key: object, encryption_key_pem: str, nonce: bytes | None = None) -> dict:
+    """A signup document as the worker builds it (PROTOCOL.md §6), quoted by `provider`."""
+    import base64
+
+    from avalon_worker import crypto
+    from avalon_worker.attestation import report_data
+
+    assert isinstance(signing_key, crypto.SigningKey)
+    vk = signing_key.verifying_key_pem
+    quote = provider.quote(report_data(vk, nonce))  # type: ignore[attr-defined]
+    return {
+        "sealed_data": "",
+        "verifying_key": vk,
+        "encryption_key": encryption_key_pem,
+        "encryption_key_signature": signing_key.sign_digest(crypto.sha256(encryption_key_pem.encode())).hex(),
+        "mrenclave": provider.mrenclave(),  # type: ignore[attr-defined]
+        "quote": base64.b64encode(quote).decode("ascii"),
+    }
