@@ -6,12 +6,12 @@ message, not a hang.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import zmq
 
+from . import jsonio
 from .crypto import SigningKey
 from .requester import InputSpec, ItemModeName, WorkerInfo, build_work_order, open_result
 
@@ -63,7 +63,7 @@ class WorkerClient:
                 f"no reply from {self.endpoint} within {self.timeout_s:g} s: is the worker running and reachable?"
             ) from None
         try:
-            return json.loads(reply)
+            return jsonio.loads(reply)
         except ValueError:
             raise WorkerUnavailable(f"{self.endpoint} answered with something that is not JSON") from None
 
@@ -74,8 +74,8 @@ class WorkerClient:
     def signup(self, nonce: bytes | None = None) -> dict[str, Any]:
         """The worker's raw signup document (unverified)."""
         params = {"nonce": nonce.hex()} if nonce is not None else None
-        frame = json.dumps({"jsonrpc": "2.0", "id": self._request_id(), "method": "ProcessWorkerSignup", "params": params})
-        reply = self.call(frame.encode())
+        frame = jsonio.dumps({"jsonrpc": "2.0", "id": self._request_id(), "method": "ProcessWorkerSignup", "params": params})
+        reply = self.call(frame)
         if isinstance(reply, dict) and "error" in reply:
             error = reply["error"]
             raise WorkerUnavailable(f"{self.endpoint} refused the signup request: {error.get('message')}")

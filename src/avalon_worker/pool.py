@@ -300,12 +300,14 @@ class Pool:
     def _on_message(self, router: zmq.Socket, worker: _Worker, kind: bytes, payload: bytes) -> None:
         job = worker.job
         if kind == KIND_REPLY and job is not None:
+            worker.job = None
+            self.idle.append(worker)
+            if self.queue:  # keep the process busy first: the reply can go out while it works
+                self._dispatch(self.queue.popleft())
             meta, _, reply = payload.partition(b"\n")
             method, workload, status = meta.decode().split("\t")
             self._reply(router, job.envelope, reply)
             self.metrics.observe(method, workload, status, time.monotonic() - job.received)
-            worker.job = None
-            self.idle.append(worker)
 
     def _replace(self) -> None:
         self._spawn()

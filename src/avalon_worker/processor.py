@@ -6,13 +6,13 @@ would hang Avalon's enclave manager forever.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import jsonio
 from .core import open_work_order, seal_result
 from .errors import ErrorCode, InvalidParameterError, IntegrityError, WorkloadError, WorkOrderError
 from .identity import Identity
@@ -34,12 +34,17 @@ def error_reply(reply_id: Any, code: int, message: str, work_order_id: str | Non
 
 
 def encode(reply: dict[str, Any]) -> bytes:
-    return json.dumps(reply, separators=(",", ":")).encode("utf-8")
+    return jsonio.dumps(reply)
 
 
 def _jsonrpc_id(message: Any) -> Any:
+    """The request's id if JSON-RPC allows it (a string or a number), else null."""
     value = message.get("id") if isinstance(message, dict) else None
-    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return None  # beyond what JSON libraries round-trip exactly
+    return value
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class Processor:
     def process(self, frame: bytes) -> Outcome:
         """Answer one request frame, and say what happened."""
         try:
-            message = json.loads(frame.decode("utf-8"))
+            message = jsonio.loads(frame.decode("utf-8"))
         except UnicodeDecodeError:
             return _bad_frame("request is not UTF-8 text")
         except (ValueError, RecursionError):
@@ -126,7 +131,7 @@ class Processor:
         try:
             if isinstance(params, str):
                 try:
-                    inner = json.loads(params)
+                    inner = jsonio.loads(params)
                 except (ValueError, RecursionError):
                     raise InvalidParameterError("params is not a valid JSON WorkOrderSubmit request") from None
             elif isinstance(params, dict):

@@ -7,12 +7,11 @@ encrypted item gets its own random IV, so no AES-GCM nonce is ever used twice.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import crypto
+from . import crypto, jsonio
 from .crypto import CryptoError, SigningKey, VerifyingKey
 from .hashing import request_hash, response_hash
 
@@ -109,8 +108,8 @@ class PendingWorkOrder:
 
     def frame(self, outer_id: int = 1) -> bytes:
         """The ProcessWorkOrder envelope: the WorkOrderSubmit request as a JSON string."""
-        inner = json.dumps(self.request, separators=(",", ":"))
-        return json.dumps({"jsonrpc": "2.0", "id": outer_id, "method": "ProcessWorkOrder", "params": inner}).encode()
+        inner = jsonio.dumps(self.request).decode("utf-8")
+        return jsonio.dumps({"jsonrpc": "2.0", "id": outer_id, "method": "ProcessWorkOrder", "params": inner})
 
 
 def _wrap_key(key: bytes, worker: WorkerInfo, session_key: bytes, random_bytes: Callable[[int], bytes]) -> str:

@@ -1,0 +1,28 @@
+"""JSON encoding and decoding on the hot path, through orjson.
+
+JSON was about 15 % of the worker's CPU time for a small work order with a reused session key
+(two decodes of the nested request and one encode of the reply), and orjson does the same work
+several times faster than the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+JSONDecodeError = orjson.JSONDecodeError  # a ValueError
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode JSON text; raises `JSONDecodeError` (a ValueError) on bad input or deep nesting."""
+    return orjson.loads(data)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits, which the standard library can still write
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
