@@ -68,7 +68,7 @@ cleanup() {
         "${COMPOSE[@]}" -p "$PROJECT" "${COMPOSE_FILES[@]}" down --volumes --remove-orphans >"$workdir/down.log" 2>&1 \
             || { log "docker-compose down failed:"; cat "$workdir/down.log" >&2; }
     fi
-    if [ -n "$started_dockerd_pid" ]; then
+    if [ -n "$started_dockerd_pid" ] && kill -0 "$started_dockerd_pid" 2>/dev/null; then
         kill -TERM "$started_dockerd_pid" 2>/dev/null
         for _ in $(seq 1 30); do
             kill -0 "$started_dockerd_pid" 2>/dev/null || break

@@ -178,8 +178,8 @@ class TestCompose:
         command = client["command"]
         assert command[0] == "run-orders"
         assert command[command.index("--endpoint") + 1] == "tcp://process-work-order:7777"
-        mounts = {v.split(":")[1]: v.split(":")[0] for v in client["volumes"]}
-        assert mounts[command[-1]] == "./tests/test_work_orders.json"
+        mounts = dict(reversed(re.fullmatch(r"(.+):(/[^:]+?)(?::ro|:rw)?", v).groups()) for v in client["volumes"])
+        assert mounts[command[-1]] == "${WORK_ORDERS_FILE:-./tests/test_work_orders.json}"
         orders = json.loads(read("tests/test_work_orders.json"))["workOrders"]
         assert len(orders) == 9, "scripts/compose-smoke-test.sh expects nine verified results"
 
