@@ -138,7 +138,9 @@ def raw_sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
 
 
 def raw_public(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
+    return key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )[1:]
 
 
 def pem(cert: x509.Certificate) -> bytes:
@@ -209,7 +211,9 @@ class TestPki:
     __test__ = False  # not a pytest class
 
     @classmethod
-    def create(cls, *, now: datetime | None = None, pck_extension: bytes | None = None, pck_days: int = 365) -> TestPki:
+    def create(
+        cls, *, now: datetime | None = None, pck_extension: bytes | None = None, pck_days: int = 365
+    ) -> TestPki:
         now = now or datetime.now(timezone.utc)
         root_key, ca_key, pck_key, tcb_key = _key(), _key(), _key(), _key()
         root = _cert("Test SGX Root CA", root_key, None, root_key, ca=True, now=now, days=3650)
@@ -232,7 +236,9 @@ class TestPki:
         certs = [self.pck, self.ca] + ([self.root] if include_root else [])
         return b"".join(pem(c) for c in certs) + b"\x00"
 
-    def crl(self, issuer: str, *, revoked: tuple[int, ...] = (), days: int = 30) -> x509.CertificateRevocationList:
+    def crl(
+        self, issuer: str, *, revoked: tuple[int, ...] = (), days: int = 30
+    ) -> x509.CertificateRevocationList:
         cert, key = (self.root, self.root_key) if issuer == "root" else (self.ca, self.ca_key)
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -240,11 +246,16 @@ class TestPki:
             .last_update(self.now - timedelta(hours=1))
             .next_update(self.now + timedelta(days=days))
             .add_extension(x509.CRLNumber(1), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+            )
         )
         for serial in revoked:
             builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(self.now - timedelta(hours=2)).build()
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(self.now - timedelta(hours=2))
+                .build()
             )
         return builder.sign(key, hashes.SHA256())
 
@@ -288,8 +299,13 @@ class QuoteFactory:
     def qe_report(self, *, isv_svn: int = QE_ISV_SVN, mrsigner: bytes = INTEL_QE_MRSIGNER) -> bytes:
         binding = hashlib.sha256(raw_public(self.attestation_key) + self.qe_auth_data).digest() + bytes(32)
         return report_body(
-            report_data=binding, mrenclave=hashlib.sha256(b"QE").digest(), mrsigner=mrsigner,
-            isv_prod_id=1, isv_svn=isv_svn, flags=0x11, xfrm=0xE7,
+            report_data=binding,
+            mrenclave=hashlib.sha256(b"QE").digest(),
+            mrsigner=mrsigner,
+            isv_prod_id=1,
+            isv_svn=isv_svn,
+            flags=0x11,
+            xfrm=0xE7,
         )
 
     def quote(
@@ -325,7 +341,9 @@ class QuoteFactory:
         return signed + struct.pack("<I", len(sig_data)) + sig_data
 
 
-def epid_quote(report_data: bytes = bytes(64), *, signature: bytes = os.urandom(680), **body_fields: object) -> bytes:
+def epid_quote(
+    report_data: bytes = bytes(64), *, signature: bytes = os.urandom(680), **body_fields: object
+) -> bytes:
     """An EPID v2 quote (opaque signature: nobody can verify EPID any more)."""
     header = struct.pack("<HHIHHI", 2, 1, 0x00000B39, 11, 10, 0) + bytes(range(32))
     body = report_body(report_data=report_data, **body_fields)  # type: ignore[arg-type]
@@ -346,7 +364,9 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def tcb_level(components: tuple[int, ...], pce_svn: int, status: str, advisories: tuple[str, ...] = ()) -> dict:
+def tcb_level(
+    components: tuple[int, ...], pce_svn: int, status: str, advisories: tuple[str, ...] = ()
+) -> dict:
     level: dict = {
         "tcb": {"sgxtcbcomponents": [{"svn": c} for c in components], "pcesvn": pce_svn},
         "tcbDate": "2024-03-13T00:00:00Z",
@@ -419,8 +439,12 @@ def make_collateral(
             if qe_levels is not None
             else [
                 {"tcb": {"isvsvn": 8}, "tcbDate": "2024-03-13T00:00:00Z", "tcbStatus": "UpToDate"},
-                {"tcb": {"isvsvn": 6}, "tcbDate": "2021-11-10T00:00:00Z", "tcbStatus": "OutOfDate",
-                 "advisoryIDs": ["INTEL-SA-00615"]},
+                {
+                    "tcb": {"isvsvn": 6},
+                    "tcbDate": "2021-11-10T00:00:00Z",
+                    "tcbStatus": "OutOfDate",
+                    "advisoryIDs": ["INTEL-SA-00615"],
+                },
             ],
         },
         separators=(",", ":"),
@@ -443,7 +467,9 @@ def make_collateral(
 # -- signups -------------------------------------------------------------------------------------
 
 
-def make_signup(provider: object, signing_key: object, encryption_key_pem: str, nonce: bytes | None = None) -> dict:
+def make_signup(
+    provider: object, signing_key: object, encryption_key_pem: str, nonce: bytes | None = None
+) -> dict:
     """A signup document as the worker builds it (PROTOCOL.md §6), quoted by `provider`."""
     import base64
 

@@ -149,8 +149,9 @@ class SimulatedGramine:
                     self._point_quote()
                 # The writer finished its write(2) before opening `quote`: the bytes are in the pipe.
                 self._drain_report_data()
-                quote = self.factory.quote(self.report_data, version=self.quote_version,
-                                           mrenclave=self.mrenclave, **self.body_fields)
+                quote = self.factory.quote(
+                    self.report_data, version=self.quote_version, mrenclave=self.mrenclave, **self.body_fields
+                )
                 self.quotes_served += 1
                 view = memoryview(quote)
                 while view:

@@ -113,7 +113,9 @@ def common(files: dict[str, Path], *, collateral: bool = True) -> list[str]:
 
 
 class TestVerifyEndpoint:
-    def test_verified_worker_exits_zero_and_prints_every_step(self, server: SignupServer, files: dict[str, Path]) -> None:
+    def test_verified_worker_exits_zero_and_prints_every_step(
+        self, server: SignupServer, files: dict[str, Path]
+    ) -> None:
         code, out = run(["--endpoint", server.endpoint, *common(files)])
         assert code == EXIT_VERIFIED, out
         for line in (
@@ -146,17 +148,30 @@ class TestVerifyEndpoint:
         assert code == EXIT_FAILED
         assert "[FAIL] report data binds verifying key" in out
 
-    def test_without_collateral_exits_one_saying_tcb_not_checked(self, server: SignupServer, files: dict[str, Path]) -> None:
+    def test_without_collateral_exits_one_saying_tcb_not_checked(
+        self, server: SignupServer, files: dict[str, Path]
+    ) -> None:
         code, out = run(["--endpoint", server.endpoint, *common(files, collateral=False)])
         assert code == EXIT_FAILED
         assert "[NOT CHECKED] TCB status: TCB status not checked" in out
 
     def test_intel_root_refuses_the_test_chain(self, server: SignupServer, files: dict[str, Path]) -> None:
-        code, out = run(["--endpoint", server.endpoint, "--policy", str(files["policy"]), "--collateral", str(files["collateral"])])
+        code, out = run(
+            [
+                "--endpoint",
+                server.endpoint,
+                "--policy",
+                str(files["policy"]),
+                "--collateral",
+                str(files["collateral"]),
+            ]
+        )
         assert code == EXIT_FAILED
         assert "[FAIL] PCK certificate chain to Intel SGX Root CA" in out
 
-    def test_save_signup_then_verify_it_offline(self, server: SignupServer, files: dict[str, Path], tmp_path: Path) -> None:
+    def test_save_signup_then_verify_it_offline(
+        self, server: SignupServer, files: dict[str, Path], tmp_path: Path
+    ) -> None:
         saved = tmp_path / "signup.json"
         code, _ = run(["--endpoint", server.endpoint, "--save-signup", str(saved), *common(files)])
         assert code == EXIT_VERIFIED

@@ -93,7 +93,10 @@ def test_parsers_agree(factory: QuoteFactory, name: str) -> None:
         x509.load_pem_x509_certificate(p).public_bytes(serialization.Encoding.DER)
         for p in ours.signature_data.certification_data.pem_certificates()
     ]
-    theirs_ders = [c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(bytes(chain).rstrip(b"\x00"))]
+    theirs_ders = [
+        c.public_bytes(serialization.Encoding.DER)
+        for c in x509.load_pem_x509_certificates(bytes(chain).rstrip(b"\x00"))
+    ]
     assert ours_ders == theirs_ders
 
 
@@ -127,7 +130,9 @@ def theirs_verdict(raw: bytes, collateral: dict, root: x509.Certificate, now: da
     """dcap-qvl's TCB status, or "refused"."""
     col = dcap_qvl.QuoteCollateralV3.from_json(json.dumps(collateral))
     try:
-        report = dcap_qvl.verify_with_root_ca(raw, col, root.public_bytes(serialization.Encoding.DER), int(now.timestamp()))
+        report = dcap_qvl.verify_with_root_ca(
+            raw, col, root.public_bytes(serialization.Encoding.DER), int(now.timestamp())
+        )
     except ValueError:
         return "refused"
     return str(report.status)
@@ -137,7 +142,11 @@ def ours_verdict(raw: bytes, collateral: dict, root: x509.Certificate, now: date
     quote = parse_quote(raw)
     assert isinstance(quote, DcapQuote)
     result = verify_dcap_quote(quote, root_ca=root, collateral=Collateral.from_dict(collateral), now=now)
-    if not all(step.ok for step in result.steps) or result.tcb.status in (None, "Revoked") or quote.body.debug:
+    if (
+        not all(step.ok for step in result.steps)
+        or result.tcb.status in (None, "Revoked")
+        or quote.body.debug
+    ):
         return "refused"
     return str(result.tcb.status)
 
@@ -154,7 +163,11 @@ def scenarios(pki: TestPki, factory: QuoteFactory) -> dict[str, tuple[bytes, dic
     return {
         "up to date": (good, make_collateral(pki), "UpToDate"),
         "sw hardening": (good, make_collateral(pki, tcb_levels=default_tcb_levels()), "SWHardeningNeeded"),
-        "configuration": (good, make_collateral(pki, tcb_levels=config_levels), "ConfigurationAndSWHardeningNeeded"),
+        "configuration": (
+            good,
+            make_collateral(pki, tcb_levels=config_levels),
+            "ConfigurationAndSWHardeningNeeded",
+        ),
         "stale QE": (factory.quote(bytes(64), qe_isv_svn=6), make_collateral(pki), "OutOfDate"),
         "stale QE + configuration": (
             factory.quote(bytes(64), qe_isv_svn=6),
@@ -208,7 +221,9 @@ def test_verifiers_agree_on_the_real_intel_quote() -> None:
     ).advisory_ids
     policy = AttestationPolicy(enclave=InsecureAnyEnclave())
     with pytest.warns(InsecurePolicyWarning):
-        ours = verify_quote_bytes(REAL_QUOTE, policy, collateral=Collateral.from_dict(collateral), now=REAL_NOW)
+        ours = verify_quote_bytes(
+            REAL_QUOTE, policy, collateral=Collateral.from_dict(collateral), now=REAL_NOW
+        )
     assert list(ours.advisory_ids) == list(their_advisories) == ["INTEL-SA-00289", "INTEL-SA-00615"]
 
 

@@ -160,8 +160,14 @@ class TestPolicyFile:
             ({"enclave": {"insecure_any_enclave": False}}, "must be true"),
             ({"enclave": {}}, "must have one of"),
             ({"enclave": {"mrenclave": MRENCLAVE.hex()}, "insecure_allow_debug": "yes"}, "true or false"),
-            ({"enclave": {"mrenclave": MRENCLAVE.hex()}, "accepted_tcb_statuses": "UpToDate"}, "list of strings"),
-            ({"enclave": {"mrenclave": MRENCLAVE.hex()}, "accepted_tcb_statuses": ["OutOfDate"]}, "out-of-date"),
+            (
+                {"enclave": {"mrenclave": MRENCLAVE.hex()}, "accepted_tcb_statuses": "UpToDate"},
+                "list of strings",
+            ),
+            (
+                {"enclave": {"mrenclave": MRENCLAVE.hex()}, "accepted_tcb_statuses": ["OutOfDate"]},
+                "out-of-date",
+            ),
             ([], "JSON object"),
         ],
     )

@@ -44,7 +44,9 @@ class TestReportData:
 
     def test_with_nonce_second_half_hashes_it(self) -> None:
         nonce = bytes.fromhex("00ff10")
-        assert report_data(PEM, nonce) == hashlib.sha256(PEM.encode()).digest() + hashlib.sha256(nonce).digest()
+        assert (
+            report_data(PEM, nonce) == hashlib.sha256(PEM.encode()).digest() + hashlib.sha256(nonce).digest()
+        )
 
     def test_known_answer(self) -> None:
         assert report_data("abc", b"").hex() == (
@@ -192,11 +194,16 @@ class TestEacces:
         assert parse_quote(quote).body.report_data == report_data(PEM, b"x")
         assert delays == [0.5, 1.0]
 
-    def test_gives_up_after_bounded_attempts(self, sim: SimulatedGramine, caplog: pytest.LogCaptureFixture) -> None:
+    def test_gives_up_after_bounded_attempts(
+        self, sim: SimulatedGramine, caplog: pytest.LogCaptureFixture
+    ) -> None:
         delays: list[float] = []
         provider = GramineAttestation(sim.root, retries=3, retry_delay=0.1, sleep=delays.append)
         sim.fail_with_eacces()
-        with caplog.at_level(logging.WARNING), pytest.raises(QuoteGenerationError, match="refused 3 times") as info:
+        with (
+            caplog.at_level(logging.WARNING),
+            pytest.raises(QuoteGenerationError, match="refused 3 times") as info,
+        ):
             provider.quote(report_data(PEM))
         assert delays == [0.1, 0.2]
         assert "aesmd" in info.value.diagnostics()

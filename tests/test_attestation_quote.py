@@ -9,7 +9,6 @@ import pytest
 from attestation_fixtures import (
     FLAGS_DEBUG,
     ISV_PROD_ID,
-    ISV_SVN,
     MRENCLAVE,
     MRSIGNER,
     OFF_SIG_DATA,
@@ -55,7 +54,9 @@ class TestDcapLayouts:
         assert quote.body.report_data == REPORT_DATA
         assert quote.body.debug is False
 
-    @pytest.mark.parametrize(("version", "signed_len", "body_type"), [(3, 432, None), (4, 432, None), (5, 438, 1)])
+    @pytest.mark.parametrize(
+        ("version", "signed_len", "body_type"), [(3, 432, None), (4, 432, None), (5, 438, 1)]
+    )
     def test_signed_span_includes_v5_body_descriptor(
         self, factory: QuoteFactory, version: int, signed_len: int, body_type: int | None
     ) -> None:
@@ -184,9 +185,13 @@ class TestMalformedInput:
         except QuoteParseError:
             pass
 
-    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    )
     @given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 255)), min_size=1, max_size=8))
-    def test_corrupted_quotes_parse_or_raise_parse_error(self, v3: bytes, edits: list[tuple[int, int]]) -> None:
+    def test_corrupted_quotes_parse_or_raise_parse_error(
+        self, v3: bytes, edits: list[tuple[int, int]]
+    ) -> None:
         raw = bytearray(v3)
         for offset, value in edits:
             raw[offset % len(raw)] = value
@@ -202,7 +207,9 @@ class TestRealQuote:
         assert isinstance(quote, DcapQuote)
         assert quote.version == 3
         assert quote.header.qe_svn == 10 and quote.header.pce_svn == 15
-        assert quote.body.mrenclave.hex() == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+        assert (
+            quote.body.mrenclave.hex() == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+        )
         assert quote.body.debug is False
         assert quote.signature_data.certification_data.cert_type == 5
         assert len(quote.signature_data.certification_data.pem_certificates()) == 3

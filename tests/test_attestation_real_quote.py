@@ -32,7 +32,9 @@ NOW = datetime(2025, 6, 20, 12, 0, tzinfo=timezone.utc)
 REAL_STATUS = "ConfigurationAndSWHardeningNeeded"
 
 
-def verify(raw: bytes, policy: AttestationPolicy, *, now: datetime = NOW, collateral: Collateral | None = COLLATERAL) -> VerificationReport:
+def verify(
+    raw: bytes, policy: AttestationPolicy, *, now: datetime = NOW, collateral: Collateral | None = COLLATERAL
+) -> VerificationReport:
     return verify_quote_bytes(raw, policy, collateral=collateral, now=now)
 
 
@@ -43,13 +45,24 @@ def failing(report: VerificationReport) -> set[str]:
 def test_pinned_root_matches_its_fingerprint_and_the_quotes_root() -> None:
     root = intel_sgx_root_ca()
     assert root.fingerprint(hashes.SHA256()).hex() == INTEL_SGX_ROOT_CA_SHA256
-    assert root.subject.rfc4514_string() == "C=US,ST=CA,L=Santa Clara,O=Intel Corporation,CN=Intel SGX Root CA"
+    assert (
+        root.subject.rfc4514_string() == "C=US,ST=CA,L=Santa Clara,O=Intel Corporation,CN=Intel SGX Root CA"
+    )
 
 
 def test_every_cryptographic_step_passes_and_tcb_status_matches_intel() -> None:
     report = verify(QUOTE, AttestationPolicy(enclave=MrEnclave(MRENCLAVE)))
-    for name in (R.STEP_PARSED, R.STEP_CHAIN, R.STEP_REVOCATION, R.STEP_QE_SIGNATURE, R.STEP_QE_BINDING,
-                 R.STEP_QUOTE_SIGNATURE, R.STEP_QE_IDENTITY, R.STEP_ENCLAVE, R.STEP_DEBUG):
+    for name in (
+        R.STEP_PARSED,
+        R.STEP_CHAIN,
+        R.STEP_REVOCATION,
+        R.STEP_QE_SIGNATURE,
+        R.STEP_QE_BINDING,
+        R.STEP_QUOTE_SIGNATURE,
+        R.STEP_QE_IDENTITY,
+        R.STEP_ENCLAVE,
+        R.STEP_DEBUG,
+    ):
         assert report.step(name).status is StepStatus.PASS, report.render()
     assert report.tcb_status == REAL_STATUS
     assert report.advisory_ids == ("INTEL-SA-00289", "INTEL-SA-00615")

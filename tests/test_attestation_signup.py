@@ -49,7 +49,9 @@ def provider(tmp_path: Path, pki: TestPki) -> Iterator[GramineAttestation]:
         yield GramineAttestation(sim.root)
 
 
-def check(signup: dict, pki: TestPki, collateral: Collateral | None, nonce: bytes | None = NONCE) -> VerificationReport:
+def check(
+    signup: dict, pki: TestPki, collateral: Collateral | None, nonce: bytes | None = NONCE
+) -> VerificationReport:
     return verify_signup(signup, POLICY, nonce=nonce, collateral=collateral, root_ca=pki.root, now=pki.now)
 
 
@@ -57,21 +59,31 @@ def failing(report: VerificationReport) -> set[str]:
     return {s.name for s in report.failures}
 
 
-def test_fresh_signup_verifies(provider: GramineAttestation, keys: Keys, pki: TestPki, collateral: Collateral) -> None:
+def test_fresh_signup_verifies(
+    provider: GramineAttestation, keys: Keys, pki: TestPki, collateral: Collateral
+) -> None:
     report = check(make_signup(provider, *keys, NONCE), pki, collateral)
     assert report.ok, report.render()
     assert report.verdict() == "VERIFIED"
     assert report.step(R.STEP_REPORT_DATA).detail == "SHA256(verifying key) ‖ SHA256(nonce)"
-    assert [s.name for s in report.steps][-3:] == [R.STEP_REPORT_DATA, R.STEP_SIGNUP_MRENCLAVE, R.STEP_ENCRYPTION_KEY]
+    assert [s.name for s in report.steps][-3:] == [
+        R.STEP_REPORT_DATA,
+        R.STEP_SIGNUP_MRENCLAVE,
+        R.STEP_ENCRYPTION_KEY,
+    ]
 
 
-def test_signup_without_nonce_binds_zeros(provider: GramineAttestation, keys: Keys, pki: TestPki, collateral: Collateral) -> None:
+def test_signup_without_nonce_binds_zeros(
+    provider: GramineAttestation, keys: Keys, pki: TestPki, collateral: Collateral
+) -> None:
     signup = make_signup(provider, *keys, None)
     assert check(signup, pki, collateral, nonce=None).ok
     assert failing(check(signup, pki, collateral, nonce=NONCE)) == {R.STEP_REPORT_DATA}
 
 
-def test_replayed_signup_fails_freshness(provider: GramineAttestation, keys: Keys, pki: TestPki, collateral: Collateral) -> None:
+def test_replayed_signup_fails_freshness(
+    provider: GramineAttestation, keys: Keys, pki: TestPki, collateral: Collateral
+) -> None:
     old = make_signup(provider, *keys, b"an old nonce")
     assert failing(check(old, pki, collateral)) == {R.STEP_REPORT_DATA}
 
@@ -117,10 +129,16 @@ def test_tampered_quote_in_signup(
     raw = bytearray(base64.b64decode(signup["quote"]))
     raw[48 + 64] ^= 1  # MRENCLAVE
     signup["quote"] = base64.b64encode(bytes(raw)).decode()
-    assert failing(check(signup, pki, collateral)) == {R.STEP_QUOTE_SIGNATURE, R.STEP_ENCLAVE, R.STEP_SIGNUP_MRENCLAVE}
+    assert failing(check(signup, pki, collateral)) == {
+        R.STEP_QUOTE_SIGNATURE,
+        R.STEP_ENCLAVE,
+        R.STEP_SIGNUP_MRENCLAVE,
+    }
 
 
-def test_worker_without_attestation_fails_with_a_clear_reason(keys: Keys, pki: TestPki, collateral: Collateral) -> None:
+def test_worker_without_attestation_fails_with_a_clear_reason(
+    keys: Keys, pki: TestPki, collateral: Collateral
+) -> None:
     report = check(make_signup(NoAttestation(), *keys, NONCE), pki, collateral)
     assert not report.ok
     assert report.step(R.STEP_PARSED).status is StepStatus.FAIL
@@ -144,7 +162,9 @@ def test_signup_without_keys(pki: TestPki, collateral: Collateral) -> None:
     assert report.step(R.STEP_REPORT_DATA).detail == "the signup has no verifying_key"
 
 
-def test_report_renders_each_step_and_the_verdict(provider: GramineAttestation, keys: Keys, pki: TestPki) -> None:
+def test_report_renders_each_step_and_the_verdict(
+    provider: GramineAttestation, keys: Keys, pki: TestPki
+) -> None:
     text = check(make_signup(provider, *keys, NONCE), pki, None).render()
     assert "[PASS] quote parsed" in text
     assert "[NOT CHECKED] TCB status: TCB status not checked" in text

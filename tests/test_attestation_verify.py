@@ -23,8 +23,8 @@ from attestation_fixtures import (
     OFF_QE_REPORT_DATA,
     OFF_QE_SIGNATURE,
     OFF_REPORT_DATA,
-    TCB_COMPONENTS,
     PCE_SVN,
+    TCB_COMPONENTS,
     QuoteFactory,
     TestPki,
     default_tcb_levels,
@@ -191,10 +191,14 @@ class TestTamperingBreaksItsOwnStep:
             (OFF_QE_AUTH + 5, 0x01, {R.STEP_QE_BINDING}),
         ],
     )
-    def test_flip(self, good: bytes, pki: TestPki, collateral: Collateral, offset: int, mask: int, expected: set[str]) -> None:
+    def test_flip(
+        self, good: bytes, pki: TestPki, collateral: Collateral, offset: int, mask: int, expected: set[str]
+    ) -> None:
         assert failing(verify(flip(good, offset, mask), pki, collateral)) == expected
 
-    def test_header_byte_breaks_the_quote_signature(self, good: bytes, pki: TestPki, collateral: Collateral) -> None:
+    def test_header_byte_breaks_the_quote_signature(
+        self, good: bytes, pki: TestPki, collateral: Collateral
+    ) -> None:
         assert failing(verify(flip(good, 10), pki, collateral)) == {R.STEP_QUOTE_SIGNATURE}
 
     def test_non_intel_vendor_fails_parsing(self, good: bytes, pki: TestPki, collateral: Collateral) -> None:
@@ -203,7 +207,9 @@ class TestTamperingBreaksItsOwnStep:
         assert "not Intel" in report.step(R.STEP_PARSED).detail
         assert not report.ok
 
-    def test_tampered_pck_certificate_signature(self, good: bytes, pki: TestPki, collateral: Collateral) -> None:
+    def test_tampered_pck_certificate_signature(
+        self, good: bytes, pki: TestPki, collateral: Collateral
+    ) -> None:
         leaf_pem = pem(pki.pck)
         der = bytearray(pki.pck.public_bytes(serialization.Encoding.DER))
         der[-5] ^= 0x01  # inside the issuer's signature
@@ -217,12 +223,27 @@ class TestTamperingBreaksItsOwnStep:
 
     def test_chain_to_another_root(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
         other = TestPki.create(now=pki.now)
-        rogue = QuoteFactory(other, attestation_key=factory.attestation_key, qe_auth_data=factory.qe_auth_data)
+        rogue = QuoteFactory(
+            other, attestation_key=factory.attestation_key, qe_auth_data=factory.qe_auth_data
+        )
         report = verify(rogue.quote(EXPECTED), pki, collateral)
         assert R.STEP_CHAIN in failing(report)
         assert "not the pinned root" in report.step(R.STEP_CHAIN).detail
 
-    def test_chain_without_its_intermediate(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
+    def test_intermediate_named_like_the_root_but_signed_by_another_key(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
+        other = TestPki.create(now=pki.now)  # same names, different keys
+        rogue = QuoteFactory(
+            other, attestation_key=factory.attestation_key, qe_auth_data=factory.qe_auth_data
+        )
+        report = verify(rogue.quote(EXPECTED, cert_data=other.chain_pem(include_root=False)), pki, collateral)
+        assert failing(report) == {R.STEP_CHAIN, R.STEP_REVOCATION}
+        assert "is not validly signed by" in report.step(R.STEP_CHAIN).detail
+
+    def test_chain_without_its_intermediate(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
         chain = pem(pki.pck) + pem(pki.root)
         report = verify(factory.quote(EXPECTED, cert_data=chain), pki, collateral)
         assert failing(report) == {R.STEP_CHAIN, R.STEP_REVOCATION}
@@ -234,7 +255,9 @@ class TestTamperingBreaksItsOwnStep:
         report = verify(factory.quote(EXPECTED, cert_data=pki.chain_pem(include_root=False)), pki, collateral)
         assert report.ok
 
-    def test_certification_data_without_pck_chain(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
+    def test_certification_data_without_pck_chain(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
         report = verify(factory.quote(EXPECTED, cert_data=b"\x01" * 20, cert_type=3), pki, collateral)
         assert R.STEP_CHAIN in failing(report)
         assert "type 3" in report.step(R.STEP_CHAIN).detail
@@ -249,9 +272,13 @@ class TestTamperingBreaksItsOwnStep:
         from attestation_fixtures import _cert, _key  # test-internal helpers
 
         key = _key()
-        leaf = _cert("Rogue PCK", key, pki.tcb_cert, pki.tcb_key, ca=False, now=pki.now, extension=sgx_extension_der())
+        leaf = _cert(
+            "Rogue PCK", key, pki.tcb_cert, pki.tcb_key, ca=False, now=pki.now, extension=sgx_extension_der()
+        )
         chain = pem(leaf) + pem(pki.tcb_cert) + pem(pki.root)
-        rogue_pki = TestPki(pki.now, pki.root_key, pki.root, pki.tcb_key, pki.tcb_cert, key, leaf, pki.tcb_key, pki.tcb_cert)
+        rogue_pki = TestPki(
+            pki.now, pki.root_key, pki.root, pki.tcb_key, pki.tcb_cert, key, leaf, pki.tcb_key, pki.tcb_cert
+        )
         report = verify(QuoteFactory(rogue_pki).quote(EXPECTED, cert_data=chain), pki, collateral)
         assert "not a CA" in report.step(R.STEP_CHAIN).detail
 
@@ -268,7 +295,9 @@ class TestPolicyFailuresOnProperlySignedQuotes:
         report = verify(factory.quote(EXPECTED, flags=FLAGS_DEBUG), pki, collateral)
         assert failing(report) == {R.STEP_DEBUG}
 
-    def test_debug_enclave_with_insecure_allow_debug(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
+    def test_debug_enclave_with_insecure_allow_debug(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
         policy = AttestationPolicy(enclave=MrEnclave(MRENCLAVE), insecure_allow_debug=True)
         with pytest.warns(InsecurePolicyWarning, match="insecure_allow_debug"):
             report = verify(factory.quote(EXPECTED, flags=FLAGS_DEBUG), pki, collateral, policy)
@@ -276,8 +305,12 @@ class TestPolicyFailuresOnProperlySignedQuotes:
         assert report.step(R.STEP_DEBUG).status is StepStatus.FAIL
         assert report.step(R.STEP_DEBUG).waived_by == "insecure_allow_debug"
 
-    def test_old_isvsvn_refused_by_mrsigner_policy(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
-        policy = AttestationPolicy(enclave=MrSigner(MRSIGNER, isv_prod_id=ISV_PROD_ID, min_isv_svn=ISV_SVN + 1))
+    def test_old_isvsvn_refused_by_mrsigner_policy(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
+        policy = AttestationPolicy(
+            enclave=MrSigner(MRSIGNER, isv_prod_id=ISV_PROD_ID, min_isv_svn=ISV_SVN + 1)
+        )
         report = verify(factory.quote(EXPECTED), pki, collateral, policy)
         assert failing(report) == {R.STEP_ENCLAVE}
         assert "below the minimum" in report.step(R.STEP_ENCLAVE).detail
@@ -288,15 +321,21 @@ class TestPolicyFailuresOnProperlySignedQuotes:
         report = verify(factory.quote(EXPECTED, isv_prod_id=ISV_PROD_ID + 1), pki, collateral, policy)
         assert failing(report) == {R.STEP_ENCLAVE}
 
-    def test_report_data_for_another_key(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
+    def test_report_data_for_another_key(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
         other = report_data(VK_PEM.replace("worker", "attacker"), NONCE)
         assert failing(verify(factory.quote(other), pki, collateral)) == {R.STEP_REPORT_DATA}
 
-    def test_replayed_quote_with_old_nonce(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
+    def test_replayed_quote_with_old_nonce(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
         stale = report_data(VK_PEM, b"yesterday's nonce")
         assert failing(verify(factory.quote(stale), pki, collateral)) == {R.STEP_REPORT_DATA}
 
-    def test_quote_without_nonce_when_one_was_asked(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
+    def test_quote_without_nonce_when_one_was_asked(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
         assert failing(verify(factory.quote(report_data(VK_PEM)), pki, collateral)) == {R.STEP_REPORT_DATA}
 
 
@@ -311,13 +350,18 @@ class TestCollateral:
 
     def test_sw_hardening_needed_accepted_when_listed(self, factory: QuoteFactory, pki: TestPki) -> None:
         collateral = Collateral.from_dict(make_collateral(pki, tcb_levels=default_tcb_levels()))
-        policy = AttestationPolicy(enclave=MrEnclave(MRENCLAVE), accepted_tcb_statuses=frozenset({"UpToDate", "SWHardeningNeeded"}))
+        policy = AttestationPolicy(
+            enclave=MrEnclave(MRENCLAVE), accepted_tcb_statuses=frozenset({"UpToDate", "SWHardeningNeeded"})
+        )
         report = verify(factory.quote(EXPECTED), pki, collateral, policy)
         assert report.ok and report.verdict() == "VERIFIED"
 
     def test_out_of_date_platform(self, factory: QuoteFactory, pki: TestPki) -> None:
         higher = tuple(c + 1 for c in TCB_COMPONENTS)
-        levels = [tcb_level(higher, PCE_SVN, "UpToDate"), tcb_level(TCB_COMPONENTS, PCE_SVN, "OutOfDate", ("INTEL-SA-00828",))]
+        levels = [
+            tcb_level(higher, PCE_SVN, "UpToDate"),
+            tcb_level(TCB_COMPONENTS, PCE_SVN, "OutOfDate", ("INTEL-SA-00828",)),
+        ]
         collateral = Collateral.from_dict(make_collateral(pki, tcb_levels=levels))
         report = verify(factory.quote(EXPECTED), pki, collateral)
         assert failing(report) == {R.STEP_TCB}
@@ -329,7 +373,9 @@ class TestCollateral:
 
     def test_pce_svn_below_every_level(self, factory: QuoteFactory, pki: TestPki) -> None:
         levels = [tcb_level(TCB_COMPONENTS, PCE_SVN + 1, "UpToDate")]
-        report = verify(factory.quote(EXPECTED), pki, Collateral.from_dict(make_collateral(pki, tcb_levels=levels)))
+        report = verify(
+            factory.quote(EXPECTED), pki, Collateral.from_dict(make_collateral(pki, tcb_levels=levels))
+        )
         assert failing(report) == {R.STEP_TCB}
         assert "below every level" in report.step(R.STEP_TCB).detail
 
@@ -338,10 +384,14 @@ class TestCollateral:
             tcb_level(tuple(0 for _ in TCB_COMPONENTS), 0, "UpToDate"),
             tcb_level(TCB_COMPONENTS, PCE_SVN, "OutOfDate"),
         ]
-        report = verify(factory.quote(EXPECTED), pki, Collateral.from_dict(make_collateral(pki, tcb_levels=levels)))
+        report = verify(
+            factory.quote(EXPECTED), pki, Collateral.from_dict(make_collateral(pki, tcb_levels=levels))
+        )
         assert report.tcb_status == "OutOfDate"
 
-    def test_stale_quoting_enclave_makes_the_platform_out_of_date(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
+    def test_stale_quoting_enclave_makes_the_platform_out_of_date(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
         report = verify(factory.quote(EXPECTED, qe_isv_svn=6), pki, collateral)
         assert report.step(R.STEP_QE_IDENTITY).status is StepStatus.PASS
         assert report.tcb_status == "OutOfDate"
@@ -378,13 +428,17 @@ class TestCollateral:
         assert failing(verify(good, pki, Collateral.from_dict(data))) == {R.STEP_QE_IDENTITY, R.STEP_TCB}
 
     def test_expired_collateral(self, good: bytes, pki: TestPki) -> None:
-        data = make_collateral(pki, issue=pki.now - timedelta(days=40), next_update=pki.now - timedelta(days=10))
+        data = make_collateral(
+            pki, issue=pki.now - timedelta(days=40), next_update=pki.now - timedelta(days=10)
+        )
         report = verify(good, pki, Collateral.from_dict(data))
         assert failing(report) == {R.STEP_QE_IDENTITY, R.STEP_TCB}
         assert "expired" in report.step(R.STEP_QE_IDENTITY).detail
 
     def test_tcb_info_for_another_platform(self, good: bytes, pki: TestPki) -> None:
-        report = verify(good, pki, Collateral.from_dict(make_collateral(pki, fmspc=bytes.fromhex("00A067110000"))))
+        report = verify(
+            good, pki, Collateral.from_dict(make_collateral(pki, fmspc=bytes.fromhex("00A067110000")))
+        )
         assert failing(report) == {R.STEP_TCB}
         assert re.search("FMSPC", report.step(R.STEP_TCB).detail)
 
@@ -407,7 +461,9 @@ class TestEpidAndGarbage:
         assert report.step(R.STEP_ENCLAVE).status is StepStatus.PASS
         assert not report.ok
 
-    def test_garbage_fails_parsing_and_checks_nothing_else(self, pki: TestPki, collateral: Collateral) -> None:
+    def test_garbage_fails_parsing_and_checks_nothing_else(
+        self, pki: TestPki, collateral: Collateral
+    ) -> None:
         report = verify(b"\x03\x00garbage", pki, collateral)
         assert report.step(R.STEP_PARSED).status is StepStatus.FAIL
         assert all(s.status is StepStatus.NOT_CHECKED for s in report.steps[1:])

@@ -50,7 +50,8 @@ def fetch_signup(endpoint: str, *, nonce: bytes | None, timeout: float = 10.0) -
             reply = socket.recv()
         except zmq.Again as exc:
             raise SignupFetchError(
-                f"no reply from {endpoint} within {timeout:g} s", hint="is the worker running at that address?"
+                f"no reply from {endpoint} within {timeout:g} s",
+                hint="is the worker running at that address?",
             ) from exc
         except zmq.ZMQError as exc:
             raise SignupFetchError(f"cannot talk to {endpoint}: {exc}") from exc
@@ -113,10 +114,15 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nonce",
         metavar="HEX",
-        help="with --signup: the nonce the signup was requested with (default: none, REPORT_DATA ends in zeros)",
+        help="with --signup: the nonce the signup was requested with "
+        "(default: none, so REPORT_DATA must end in zeros)",
     )
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="ZMQ timeout (default 10)")
-    parser.add_argument("--save-signup", metavar="FILE", help="with --endpoint: write the fetched signup here")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="ZMQ timeout (default 10)"
+    )
+    parser.add_argument(
+        "--save-signup", metavar="FILE", help="with --endpoint: write the fetched signup here"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -163,7 +169,9 @@ def run_verify(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     return EXIT_VERIFIED if report.ok else EXIT_FAILED
 
 
-def require_attested_worker(args: argparse.Namespace, endpoint: str, *, timeout: float = 10.0) -> dict[str, Any] | None:
+def require_attested_worker(
+    args: argparse.Namespace, endpoint: str, *, timeout: float = 10.0
+) -> dict[str, Any] | None:
     """For submit/run-orders: if ``--policy`` was given, attest the worker first.
 
     Returns the verified signup (use its keys for the work order), or None when no policy was
@@ -177,7 +185,11 @@ def require_attested_worker(args: argparse.Namespace, endpoint: str, *, timeout:
     root_ca = _load_root(getattr(args, "insecure_root_ca", None))
     nonce = os.urandom(NONCE_BYTES)
     signup = fetch_signup(endpoint, nonce=nonce, timeout=timeout)
-    report: VerificationReport = verify_signup(signup, policy, nonce=nonce, collateral=collateral, root_ca=root_ca)
+    report: VerificationReport = verify_signup(
+        signup, policy, nonce=nonce, collateral=collateral, root_ca=root_ca
+    )
     if not report.ok:
-        raise AttestationFailed(report, f"refusing to send inputs: the worker at {endpoint} failed attestation")
+        raise AttestationFailed(
+            report, f"refusing to send inputs: the worker at {endpoint} failed attestation"
+        )
     return signup

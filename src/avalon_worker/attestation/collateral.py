@@ -79,7 +79,9 @@ class Collateral:
             qe_identity_issuer_chain=_chain(data, "qe_identity_issuer_chain"),
             pck_crl=_crl(data, "pck_crl"),
             root_ca_crl=_crl(data, "root_ca_crl"),
-            pck_crl_issuer_chain=_chain(data, "pck_crl_issuer_chain") if data.get("pck_crl_issuer_chain") else (),
+            pck_crl_issuer_chain=_chain(data, "pck_crl_issuer_chain")
+            if data.get("pck_crl_issuer_chain")
+            else (),
         )
 
     @classmethod

@@ -51,7 +51,9 @@ TCB_STATUSES = frozenset(
         "Revoked",
     }
 )
-_QE_STATUSES = frozenset({"UpToDate", "OutOfDate", "Revoked", "ConfigurationNeeded", "OutOfDateConfigurationNeeded"})
+_QE_STATUSES = frozenset(
+    {"UpToDate", "OutOfDate", "Revoked", "ConfigurationNeeded", "OutOfDateConfigurationNeeded"}
+)
 
 
 class _Fail(Exception):
@@ -145,7 +147,9 @@ def verify_chain(
             break
         parent = next((c for c in candidates if c.subject == current.issuer and c not in path), None)
         if parent is None:
-            raise _Fail(f"no certificate for issuer {current.issuer.rfc4514_string()} leading to {_subject(root)}")
+            raise _Fail(
+                f"no certificate for issuer {current.issuer.rfc4514_string()} leading to {_subject(root)}"
+            )
         _issued_by(current, parent)
         path.append(parent)
         current = parent
@@ -159,14 +163,19 @@ def verify_chain(
     return path
 
 
-def _check_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, what: str) -> None:
+def _check_crl(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, what: str
+) -> None:
     if crl.issuer != issuer.subject:
         raise _Fail(f"{what} is issued by {crl.issuer.rfc4514_string()}, expected {_subject(issuer)}")
     public_key = issuer.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public_key):
         raise _Fail(f"{what} signature is invalid")
     next_update = crl.next_update_utc
-    if crl.last_update_utc > now or (next_update is not None and next_update < now):
+    # RFC 5280 §5.1.2.5: a CRL past its nextUpdate no longer proves anything is unrevoked.
+    if next_update is None:
+        raise _Fail(f"{what} has no nextUpdate")
+    if not crl.last_update_utc <= now <= next_update:
         raise _Fail(f"{what} is not current (valid {crl.last_update_utc:%Y-%m-%d} to {next_update:%Y-%m-%d})")
 
 
@@ -176,7 +185,11 @@ def _not_revoked(crl: x509.CertificateRevocationList, cert: x509.Certificate) ->
 
 
 def _collateral_chain_key(
-    chain: tuple[x509.Certificate, ...], root: x509.Certificate, collateral: Collateral, now: datetime, what: str
+    chain: tuple[x509.Certificate, ...],
+    root: x509.Certificate,
+    collateral: Collateral,
+    now: datetime,
+    what: str,
 ) -> ec.EllipticCurvePublicKey:
     """Verify a collateral signing chain (e.g. TCB Signing → Root) and return the signer's key."""
     path = verify_chain(chain[0], chain[1:], root, now)
@@ -239,7 +252,9 @@ def _hex_field(body: dict[str, Any], key: str, size: int, what: str) -> bytes:
     return value
 
 
-def _qe_identity(quote: DcapQuote, collateral: Collateral, root: x509.Certificate, now: datetime) -> tuple[str, tuple[str, ...], str]:
+def _qe_identity(
+    quote: DcapQuote, collateral: Collateral, root: x509.Certificate, now: datetime
+) -> tuple[str, tuple[str, ...], str]:
     body = _signed_json(
         collateral.qe_identity,
         collateral.qe_identity_signature,
@@ -250,7 +265,9 @@ def _qe_identity(quote: DcapQuote, collateral: Collateral, root: x509.Certificat
         "QE identity",
     )
     if body.get("id") != "QE" or body.get("version") != 2:
-        raise _Fail(f"QE identity is {body.get('id')!r} version {body.get('version')!r}, expected 'QE' version 2")
+        raise _Fail(
+            f"QE identity is {body.get('id')!r} version {body.get('version')!r}, expected 'QE' version 2"
+        )
     qe = quote.signature_data.qe_report
     mrsigner = _hex_field(body, "mrsigner", 32, "QE identity")
     if not hmac.compare_digest(qe.mrsigner, mrsigner):
@@ -260,11 +277,11 @@ def _qe_identity(quote: DcapQuote, collateral: Collateral, root: x509.Certificat
     # Both sides compared as the raw little-endian bytes of the report (QVL does the same).
     misc = _hex_field(body, "miscselect", 4, "QE identity")
     misc_mask = _hex_field(body, "miscselectMask", 4, "QE identity")
-    if any((a & m) != (e & m) for a, e, m in zip(qe.raw[16:20], misc, misc_mask)):
+    if any((a & m) != (e & m) for a, e, m in zip(qe.raw[16:20], misc, misc_mask, strict=True)):
         raise _Fail("QE MISCSELECT does not match QE identity")
     attributes = _hex_field(body, "attributes", 16, "QE identity")
     attributes_mask = _hex_field(body, "attributesMask", 16, "QE identity")
-    if any((a & m) != (e & m) for a, e, m in zip(qe.attributes, attributes, attributes_mask)):
+    if any((a & m) != (e & m) for a, e, m in zip(qe.attributes, attributes, attributes_mask, strict=True)):
         raise _Fail("QE ATTRIBUTES do not match QE identity")
     levels = body.get("tcbLevels")
     if not isinstance(levels, list):
@@ -316,7 +333,9 @@ def converge_tcb_status(platform: str, qe: str) -> str:
     return platform
 
 
-def _platform_tcb(collateral: Collateral, root: x509.Certificate, now: datetime, pck: PckExtension) -> tuple[str, tuple[str, ...], str | None]:
+def _platform_tcb(
+    collateral: Collateral, root: x509.Certificate, now: datetime, pck: PckExtension
+) -> tuple[str, tuple[str, ...], str | None]:
     body = _signed_json(
         collateral.tcb_info,
         collateral.tcb_info_signature,
@@ -342,7 +361,7 @@ def _platform_tcb(collateral: Collateral, root: x509.Certificate, now: datetime,
     # Intel lists levels highest first; sort anyway so a reordered list cannot pick a laxer level.
     parsed.sort(key=lambda item: (item[0][0], item[0][1]), reverse=True)
     for (svns, pce_svn), level in parsed:
-        if pck.pce_svn >= pce_svn and all(a >= b for a, b in zip(pck.tcb_components, svns)):
+        if pck.pce_svn >= pce_svn and all(a >= b for a, b in zip(pck.tcb_components, svns, strict=True)):
             status = level.get("tcbStatus")
             if status not in TCB_STATUSES:
                 raise _Fail(f"TCB info level has unknown status {status!r}")
@@ -367,7 +386,10 @@ def verify_dcap_quote(
     cert_data = sig.certification_data
     if cert_data.cert_type != CERT_TYPE_PCK_CHAIN:
         steps.append(
-            failed(STEP_CHAIN, f"certification data type {cert_data.cert_type} carries no PCK chain (type 5 needed offline)")
+            failed(
+                STEP_CHAIN,
+                f"certification data type {cert_data.cert_type} carries no PCK chain (type 5 needed offline)",
+            )
         )
     else:
         certs: list[x509.Certificate] = []
@@ -412,7 +434,9 @@ def verify_dcap_quote(
     if hmac.compare_digest(expected, sig.qe_report.report_data):
         steps.append(passed(STEP_QE_BINDING, "QE REPORT_DATA = SHA256(attestation key ‖ QE auth data) ‖ 0³²"))
     else:
-        steps.append(failed(STEP_QE_BINDING, "QE REPORT_DATA does not hash the attestation key and auth data"))
+        steps.append(
+            failed(STEP_QE_BINDING, "QE REPORT_DATA does not hash the attestation key and auth data")
+        )
 
     try:
         ak = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + sig.attestation_key)
@@ -422,7 +446,9 @@ def verify_dcap_quote(
         if ecdsa_p256_verify(ak, sig.signature, quote.signed_data):
             steps.append(passed(STEP_QUOTE_SIGNATURE))
         else:
-            steps.append(failed(STEP_QUOTE_SIGNATURE, "the quote signature does not verify with the attestation key"))
+            steps.append(
+                failed(STEP_QUOTE_SIGNATURE, "the quote signature does not verify with the attestation key")
+            )
 
     if leaf is not None:
         try:
@@ -451,7 +477,9 @@ def verify_dcap_quote(
         try:
             platform, advisories, tcb_date = _platform_tcb(collateral, root_ca, now, pck_ext)
             merged = advisories + tuple(a for a in qe_advisories if a not in advisories)
-            tcb = TcbEvaluation(status=converge_tcb_status(platform, qe_status), advisory_ids=merged, tcb_date=tcb_date)
+            tcb = TcbEvaluation(
+                status=converge_tcb_status(platform, qe_status), advisory_ids=merged, tcb_date=tcb_date
+            )
         except _Fail as exc:
             tcb = TcbEvaluation(status=None, error=str(exc))
     return DcapResult(steps=tuple(steps), tcb=tcb, pck_extension=pck_ext)

@@ -114,9 +114,7 @@ def parse_pck_extension(cert: x509.Certificate) -> PckExtension:
         if tcb_tag != 0x30:
             raise CollateralError("SGX extension TCB is not a SEQUENCE")
         tcb = _pairs(tcb_value)
-        components = tuple(
-            _int(tcb[f"{_PREFIX}.2.{i}"], f"TCB component {i}") for i in range(1, 17)
-        )
+        components = tuple(_int(tcb[f"{_PREFIX}.2.{i}"], f"TCB component {i}") for i in range(1, 17))
         return PckExtension(
             ppid=_octets(top[f"{_PREFIX}.1"], "PPID"),
             tcb_components=components,

@@ -206,7 +206,8 @@ class AttestationPolicy:
         if statuses & _OUT_OF_DATE:
             raise PolicyError(
                 "out-of-date TCB statuses are not listed in accepted_tcb_statuses",
-                hint="set insecure_accept_out_of_date_tcb to accept them, knowing the platform lacks security fixes",
+                hint="set insecure_accept_out_of_date_tcb to accept them, "
+                "knowing the platform lacks security fixes",
             )
         if not statuses:
             raise PolicyError("accepted_tcb_statuses is empty: no quote could pass")
@@ -222,15 +223,18 @@ class AttestationPolicy:
         names = []
         if isinstance(self.enclave, InsecureAnyEnclave):
             names.append("insecure_any_enclave")
-        for name in ("insecure_allow_debug", "insecure_accept_out_of_date_tcb", "insecure_accept_unchecked_tcb"):
+        for name in (
+            "insecure_allow_debug",
+            "insecure_accept_out_of_date_tcb",
+            "insecure_accept_unchecked_tcb",
+        ):
             if getattr(self, name):
                 names.append(name)
         return tuple(names)
 
     def describe(self) -> str:
-        return (
-            f"enclave {self.enclave.describe()}; TCB in {sorted(self.accepted_tcb_statuses)}"
-            + "".join(f"; {name}" for name in self.insecure_overrides())
+        return f"enclave {self.enclave.describe()}; TCB in {sorted(self.accepted_tcb_statuses)}" + "".join(
+            f"; {name}" for name in self.insecure_overrides()
         )
 
     @classmethod
@@ -255,12 +259,20 @@ class AttestationPolicy:
         if not isinstance(statuses, list) or not all(isinstance(s, str) for s in statuses):
             raise PolicyError("accepted_tcb_statuses must be a list of strings")
         flags = {}
-        for name in ("insecure_allow_debug", "insecure_accept_out_of_date_tcb", "insecure_accept_unchecked_tcb"):
+        for name in (
+            "insecure_allow_debug",
+            "insecure_accept_out_of_date_tcb",
+            "insecure_accept_unchecked_tcb",
+        ):
             value = data.get(name, False)
             if not isinstance(value, bool):
                 raise PolicyError(f"{name} must be true or false")
             flags[name] = value
-        return cls(enclave=_enclave_from(data["enclave"], "enclave"), accepted_tcb_statuses=frozenset(statuses), **flags)
+        return cls(
+            enclave=_enclave_from(data["enclave"], "enclave"),
+            accepted_tcb_statuses=frozenset(statuses),
+            **flags,
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> AttestationPolicy:

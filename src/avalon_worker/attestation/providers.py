@@ -14,8 +14,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from .errors import AttestationUnavailable, QuoteGenerationError
 
@@ -129,7 +130,7 @@ class GramineAttestation:
                     if exc.errno != errno.EACCES:
                         raise QuoteGenerationError(
                             f"quote generation failed: {exc.strerror or exc}",
-                            hint="check the Gramine manifest's sgx.remote_attestation and the host's AESM service",
+                            hint="check the manifest's sgx.remote_attestation and the host's AESM service",
                         ) from exc
                     last = exc
                     logger.warning("quote attempt %d/%d refused (EACCES)", attempt, self._retries)
@@ -138,7 +139,8 @@ class GramineAttestation:
                         delay *= 2
         raise QuoteGenerationError(
             f"quote generation refused {self._retries} times (EACCES)",
-            hint="the host's AESM/DCAP quoting service is failing: check aesmd, its DCAP plugin and PCCS access",
+            hint="the host's AESM/DCAP quoting service is failing: "
+            "check aesmd, its DCAP plugin and PCCS access",
         ) from last
 
     def _quote_once(self, report_data: bytes) -> bytes:
@@ -181,12 +183,12 @@ def _check_gramine_root(root: Path) -> str:
         raise AttestationUnavailable(
             f"{root / 'attestation_type'} is missing: this Gramine has no remote attestation "
             "(gramine-direct, or Gramine older than 1.3)",
-            hint="run under gramine-sgx with sgx.remote_attestation = \"dcap\" in the manifest",
+            hint='run under gramine-sgx with sgx.remote_attestation = "dcap" in the manifest',
         )
     if kind not in ("dcap", "epid"):
         raise AttestationUnavailable(
             f"Gramine reports attestation type {kind!r}: remote attestation is disabled",
-            hint="set sgx.remote_attestation = \"dcap\" in the manifest and re-sign the enclave",
+            hint='set sgx.remote_attestation = "dcap" in the manifest and re-sign the enclave',
         )
     if not (root / "quote").exists():
         raise AttestationUnavailable(f"{root / 'quote'} is missing although attestation type is {kind!r}")
@@ -214,4 +216,6 @@ def select_provider(mode: str, root: str = DEFAULT_ROOT) -> AttestationProvider:
             "attestation: none%s: signups carry an empty quote and requesters cannot verify this worker",
             "" if mode == "none" else f" (no SGX attestation found at {root})",
         )
+    if isinstance(provider, GramineAttestation):
+        logger.info("%s", provider.describe())
     return provider

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Union
 
 from .errors import QuoteParseError, UnsupportedQuoteError
 
@@ -60,8 +59,7 @@ class _Reader:
     def take(self, n: int, what: str) -> bytes:
         if n > self.remaining:
             raise QuoteParseError(
-                f"quote truncated: {what} needs {n} bytes at offset {self.offset}, "
-                f"only {self.remaining} left"
+                f"quote truncated: {what} needs {n} bytes at offset {self.offset}, only {self.remaining} left"
             )
         chunk = self._data[self._pos : self._pos + n]
         self._pos += n
@@ -228,7 +226,7 @@ class EpidQuote:
         return "epid"
 
 
-Quote = Union[DcapQuote, EpidQuote]
+Quote = DcapQuote | EpidQuote
 
 
 def parse_quote(data: bytes, *, max_size: int = MAX_QUOTE_SIZE) -> Quote:
@@ -305,7 +303,9 @@ def _parse_dcap(data: bytes) -> DcapQuote:
         body_size = r.u32("body size")
         if body_type != BODY_TYPE_SGX:
             if body_type in (2, 3, 4):
-                raise UnsupportedQuoteError(f"v5 quote with a TDX body (type {body_type}); only SGX is supported")
+                raise UnsupportedQuoteError(
+                    f"v5 quote with a TDX body (type {body_type}); only SGX is supported"
+                )
             raise QuoteParseError(f"unknown v5 body type {body_type}")
         if body_size != REPORT_BODY_SIZE:
             raise QuoteParseError(f"v5 SGX body size is {body_size}, expected {REPORT_BODY_SIZE}")
@@ -319,9 +319,7 @@ def _parse_dcap(data: bytes) -> DcapQuote:
     sig_len = r.u32("signature data length")
     # QVL: the signature data must fill the rest of the quote exactly (Quote.cpp).
     if sig_len != r.remaining:
-        raise QuoteParseError(
-            f"signature data length says {sig_len} bytes but {r.remaining} follow it"
-        )
+        raise QuoteParseError(f"signature data length says {sig_len} bytes but {r.remaining} follow it")
     sig = _Reader(r.take(sig_len, "signature data"), base=r.offset - sig_len)
     signature_data = _parse_ecdsa_sig_v3(sig) if version == 3 else _parse_ecdsa_sig_v4(sig)
     return DcapQuote(

@@ -31,6 +31,7 @@ from .report import (
     STEP_PARSED,
     STEP_QE_IDENTITY,
     STEP_REPORT_DATA,
+    STEP_REVOCATION,
     STEP_SIGNUP_MRENCLAVE,
     STEP_TCB,
     Step,
@@ -42,7 +43,7 @@ from .report import (
 )
 from .roots import intel_sgx_root_ca
 
-_WAIVABLE_WITHOUT_COLLATERAL = ("PCK certificates not revoked", STEP_QE_IDENTITY, STEP_TCB)
+_WAIVABLE_WITHOUT_COLLATERAL = (STEP_REVOCATION, STEP_QE_IDENTITY, STEP_TCB)
 
 
 def decode_quote_field(value: Any) -> bytes:
@@ -126,13 +127,22 @@ def _quote_steps(
         elif tcb.status in policy.accepted_tcb_statuses:
             steps.append(passed(STEP_TCB, tcb.status + (f" ({tcb.tcb_date})" if tcb.tcb_date else "")))
         elif policy.tcb_status_accepted(tcb.status):
-            steps.append(Step(STEP_TCB, StepStatus.FAIL, f"{tcb.status}: the platform lacks security fixes",
-                              "insecure_accept_out_of_date_tcb"))
+            steps.append(
+                Step(
+                    STEP_TCB,
+                    StepStatus.FAIL,
+                    f"{tcb.status}: the platform lacks security fixes",
+                    "insecure_accept_out_of_date_tcb",
+                )
+            )
         else:
             steps.append(
-                failed(STEP_TCB, f"{tcb.status} is not accepted (policy accepts {sorted(policy.accepted_tcb_statuses)})")
+                failed(
+                    STEP_TCB,
+                    f"{tcb.status} is not accepted (policy accepts {sorted(policy.accepted_tcb_statuses)})",
+                )
             )
-        if policy.insecure_accept_unchecked_tcb:
+        if policy.insecure_accept_unchecked_tcb and collateral is None:
             steps = [
                 Step(s.name, s.status, s.detail, "insecure_accept_unchecked_tcb")
                 if s.status is StepStatus.NOT_CHECKED and s.name in _WAIVABLE_WITHOUT_COLLATERAL
@@ -140,7 +150,9 @@ def _quote_steps(
                 for s in steps
             ]
     else:
-        reason = "EPID quotes can only be verified by Intel's attestation service, which has reached end of life"
+        reason = (
+            "EPID quotes can only be verified by Intel's attestation service, which has reached end of life"
+        )
         steps.extend(failed(name, reason) for name in SIGNATURE_CHAIN_STEPS)
         steps.append(failed(STEP_QE_IDENTITY, reason))
         steps.append(failed(STEP_TCB, reason))
@@ -148,8 +160,13 @@ def _quote_steps(
     body = quote.body
     try:
         policy.enclave.check(body)
-        steps.append(passed(STEP_ENCLAVE, f"MRENCLAVE {body.mrenclave.hex()}, MRSIGNER {body.mrsigner.hex()}, "
-                                          f"ISVPRODID {body.isv_prod_id}, ISVSVN {body.isv_svn}"))
+        steps.append(
+            passed(
+                STEP_ENCLAVE,
+                f"MRENCLAVE {body.mrenclave.hex()}, MRSIGNER {body.mrsigner.hex()}, "
+                f"ISVPRODID {body.isv_prod_id}, ISVSVN {body.isv_svn}",
+            )
+        )
     except PolicyViolation as exc:
         steps.append(failed(STEP_ENCLAVE, str(exc)))
 
@@ -157,7 +174,9 @@ def _quote_steps(
         steps.append(passed(STEP_DEBUG, f"ATTRIBUTES.FLAGS {body.flags:#x}"))
     else:
         waiver = "insecure_allow_debug" if policy.insecure_allow_debug else None
-        steps.append(Step(STEP_DEBUG, StepStatus.FAIL, "DEBUG attribute set: the host can read enclave memory", waiver))
+        steps.append(
+            Step(STEP_DEBUG, StepStatus.FAIL, "DEBUG attribute set: the host can read enclave memory", waiver)
+        )
 
     if expected_report_data is not None:
         if hmac.compare_digest(body.report_data, expected_report_data):
@@ -210,7 +229,9 @@ def verify_signup(
     elif isinstance(claimed, str) and claimed.lower() == quote.body.mrenclave.hex():
         steps.append(passed(STEP_SIGNUP_MRENCLAVE))
     else:
-        steps.append(failed(STEP_SIGNUP_MRENCLAVE, f"signup says {claimed!r}, quote says {quote.body.mrenclave.hex()}"))
+        steps.append(
+            failed(STEP_SIGNUP_MRENCLAVE, f"signup says {claimed!r}, quote says {quote.body.mrenclave.hex()}")
+        )
 
     steps.append(_encryption_key_step(signup))
     return VerificationReport(
@@ -228,8 +249,17 @@ def _encryption_key_step(signup: Any) -> Step:
     verifying_key = signup.get("verifying_key")
     encryption_key = signup.get("encryption_key")
     signature = signup.get("encryption_key_signature")
-    if not all(isinstance(v, str) and v for v in (verifying_key, encryption_key, signature)):
-        return failed(STEP_ENCRYPTION_KEY, "the signup lacks verifying_key, encryption_key or encryption_key_signature")
+    if not (
+        isinstance(verifying_key, str)
+        and isinstance(encryption_key, str)
+        and isinstance(signature, str)
+        and verifying_key
+        and encryption_key
+        and signature
+    ):
+        return failed(
+            STEP_ENCRYPTION_KEY, "the signup lacks verifying_key, encryption_key or encryption_key_signature"
+        )
     try:
         key = crypto.VerifyingKey(verifying_key)
         # PROTOCOL.md §6: the digest of the exact published PEM string is signed as is.
