@@ -37,15 +37,19 @@ from attestation_fixtures import (
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from avalon_worker.attestation import (
     AttestationPolicy,
     Collateral,
+    DcapQuote,
     InsecurePolicyWarning,
     MrEnclave,
     MrSigner,
     StepStatus,
     VerificationReport,
+    parse_quote,
     report_data,
     verify_quote_bytes,
 )
@@ -450,6 +454,38 @@ class TestCollateral:
         report = verify(RogueQe(pki).quote(EXPECTED), pki, collateral)
         assert failing(report) == {R.STEP_QE_IDENTITY, R.STEP_TCB}
         assert "MRSIGNER" in report.step(R.STEP_QE_IDENTITY).detail
+
+
+class TestHostileInput:
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=6))
+    def test_corrupted_quotes_never_raise_nor_pass_with_altered_signed_content(
+        self, good: bytes, pki: TestPki, collateral: Collateral, edits: list[tuple[int, int]]
+    ) -> None:
+        raw = bytearray(good)
+        for offset, value in edits:
+            raw[offset % len(raw)] = value
+        report = verify(bytes(raw), pki, collateral)
+        if report.ok:
+            # Only unsigned framing (e.g. the PEM text of the optional root) may differ: what the
+            # quote attests must be exactly what was signed.
+            ours, original = parse_quote(bytes(raw)), parse_quote(good)
+            assert isinstance(ours, DcapQuote) and isinstance(original, DcapQuote)
+            assert ours.signed_data == original.signed_data
+            assert ours.signature_data.qe_report == original.signature_data.qe_report
+            assert ours.signature_data.attestation_key == original.signature_data.attestation_key
+            assert ours.signature_data.qe_auth_data == original.signature_data.qe_auth_data
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.integers(0, 3000), st.binary(min_size=1, max_size=8))
+    def test_corrupted_certificate_chains_never_raise(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral, offset: int, junk: bytes
+    ) -> None:
+        chain = bytearray(pki.chain_pem())
+        at = offset % len(chain)
+        chain[at : at + len(junk)] = junk
+        report = verify(factory.quote(EXPECTED, cert_data=bytes(chain)), pki, collateral)
+        assert isinstance(report.ok, bool)
 
 
 class TestEpidAndGarbage:
