@@ -155,3 +155,25 @@ def test_metrics_count_orders_by_workload_and_outcome(pool) -> None:
     assert 'outcome="error-1",workload="exit"' in text
     assert "avalon_worker_request_seconds_bucket" in text
     assert metric(port, "avalon_worker_queue_depth") == 0
+
+
+def test_many_concurrent_clients_each_get_their_own_reply(pool) -> None:
+    running, info, _ = pool
+    for _ in range(30):
+        orders = [Order(running, info, "python-hello", f"client {n}".encode()) for n in range(8)]
+        assert [order.result() for order in orders] == [f"Hello client {n}".encode() for n in range(8)]
+
+
+def test_an_order_queued_behind_a_slow_one_goes_to_the_next_free_process(pool) -> None:
+    import time
+
+    running, info, _ = pool
+    slow = Order(running, info, "sleep", b"1.8")
+    time.sleep(0.005)
+    short = Order(running, info, "sleep", b"0.3")
+    time.sleep(0.005)
+    hello = Order(running, info, "python-hello", b"not stuck")  # may be prefetched behind the slow order
+    assert hello.result() == b"Hello not stuck"
+    assert not slow.done(), "the hello must not wait for the slow order"
+    assert short.result() == b"slept 0.3"
+    assert slow.result() == b"slept 1.8"

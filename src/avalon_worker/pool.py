@@ -5,7 +5,14 @@ manager talk to unchanged. It hands each request to an idle worker process over 
 queues a bounded number when all are busy and answers BUSY (8) beyond that. It enforces the time
 limit of each work order: a workload that hangs, exits or crashes costs its own process, which is
 replaced, and the supervisor answers for the order. Worker processes are forked after the
-identity is loaded, so all share it; they use no ZMQ, only their socket pair.
+identity is loaded, so all share it; they use no ZMQ, only their socket pairs.
+
+Prefetch: while a process works on an order, the supervisor may put the next small queued order
+in that process's one-order "slot" (a SOCK_SEQPACKET pair), so the process goes straight on to it
+without waiting for the supervisor. The supervisor keeps the process's end of the slot too: if
+the running order turns out slow, it takes the slotted order back — each record is received by
+exactly one reader, so an order is never run twice and never stuck behind a slow one for longer
+than the inspection delay.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import logging
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -37,6 +45,8 @@ KIND_REPLY = b"R"  # worker → supervisor: "method\tworkload\tstatus\n" then th
 # A request still unanswered after this long is read by the supervisor for its ids and its own
 # responseTimeoutMSecs; quick ones (nearly all) are never parsed twice.
 INSPECT_AFTER_S = 0.05
+_SNDMORE = int(zmq.SNDMORE)
+SLOT_MAX_BYTES = 64 * 1024  # larger orders are never prefetched (their byte work dwarfs the hand-off)
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class PoolConfig:
     memory_limit_bytes: int | None = None
     queue_limit: int = 256
     max_request_bytes: int = 32 * 1024 * 1024
+    prefetch: bool = True
 
 
 class PoolMetrics:
@@ -83,11 +94,39 @@ class _Job:
 class _Worker:
     pid: int
     channel: _Channel
-    job: _Job | None = None
+    slot: socket.socket | None = None  # the supervisor's end of the next-order slot
+    slot_reader: socket.socket | None = None  # the process's end, kept to take an order back
+    jobs: deque[_Job] = field(default_factory=deque)  # the running order, then a slotted one
     fileno: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.fileno = self.channel.sock.fileno()
+
+    def sockets(self) -> list[socket.socket]:
+        return [s for s in (self.channel.sock, self.slot, self.slot_reader) if s is not None]
+
+    def slot_empty(self) -> bool:
+        """The process has received whatever was put in its slot (so the slot holds at most one order,
+        always the last of `jobs`)."""
+        if self.slot_reader is None:
+            return False
+        try:
+            self.slot_reader.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def take_back(self) -> bool:
+        """Take the slotted order (the last of `jobs`) back if the process has not received it yet."""
+        if self.slot_reader is None:
+            return False
+        try:
+            self.slot_reader.recv(SLOT_MAX_BYTES, socket.MSG_DONTWAIT)
+        except (BlockingIOError, OSError):
+            return False
+        return True
 
 
 class _Channel:
@@ -146,6 +185,12 @@ class _Channel:
             have += n
         return kind, bytes(payload)
 
+    def has_message(self) -> bool:
+        """A complete message is already buffered."""
+        if len(self._buffer) < _HEADER.size:
+            return False
+        return len(self._buffer) >= _HEADER.size + _HEADER.unpack_from(self._buffer)[1]
+
     def receive(self) -> tuple[bytes, bytes] | None:
         """The next message, blocking; None when the other end has closed."""
         message = self._complete()
@@ -166,7 +211,34 @@ class _Channel:
         return messages
 
 
-def _worker_main(channel: _Channel, processor: Processor, memory_limit: int | None) -> None:
+def _take_slot(slot: socket.socket | None) -> bytes | None:
+    if slot is None:
+        return None
+    try:
+        return slot.recv(SLOT_MAX_BYTES, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+
+
+def _next_frame(channel: _Channel, slot: socket.socket | None) -> bytes | None:
+    """The next order, oldest first: one sent on the channel always predates one in the slot (the
+    supervisor sends on the channel only to an idle process, and slots only behind a running order)."""
+    timeout: float | None = 0.0
+    while True:
+        if channel.has_message():
+            break
+        readable, _, _ = select.select([channel.sock] if slot is None else [channel.sock, slot], [], [], timeout)
+        if channel.sock in readable:
+            break
+        frame = _take_slot(slot)
+        if frame is not None:
+            return frame
+        timeout = None  # nothing anywhere (or the supervisor took the slotted order back): wait
+    message = channel.receive()
+    return None if message is None else message[1]
+
+
+def _worker_main(channel: _Channel, slot: socket.socket | None, processor: Processor, memory_limit: int | None) -> None:
     """The body of a worker process: answer frames until the supervisor goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -174,10 +246,10 @@ def _worker_main(channel: _Channel, processor: Processor, memory_limit: int | No
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
     while True:
-        message = channel.receive()
-        if message is None:
+        frame = _next_frame(channel, slot)
+        if frame is None:
             return
-        outcome = processor.process(message[1])
+        outcome = processor.process(frame)
         meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
         channel.send(KIND_REPLY, meta + outcome.reply)
 
@@ -199,6 +271,7 @@ class Pool:
             raise ValueError("a pool needs at least one worker process")
         self.processor = processor
         self.config = config
+        self.prefetch = config.prefetch
         self.metrics = metrics or PoolMetrics()
         self.workers: dict[int, _Worker] = {}
         self.idle: deque[_Worker] = deque()
@@ -207,46 +280,76 @@ class Pool:
 
     # worker processes ------------------------------------------------------------------------
 
+    def _slot_pair(self) -> tuple[socket.socket, socket.socket] | None:
+        if not self.prefetch:
+            return None
+        try:
+            pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pair[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * SLOT_MAX_BYTES)
+            return pair
+        except OSError:
+            logger.info("no SOCK_SEQPACKET socket pairs here: prefetch is off")
+            self.prefetch = False
+            return None
+
     def _spawn(self) -> _Worker:
         parent_end, child_end = socket.socketpair()
+        slot_pair = self._slot_pair()
         pid = os.fork()
         if pid == 0:  # the worker process: never returns into the supervisor's code
             status = 0
             try:
                 parent_end.close()
+                if slot_pair is not None:
+                    slot_pair[0].close()
                 for other in self.workers.values():
-                    other.channel.sock.close()
-                _worker_main(_Channel(child_end), self.processor, self.config.memory_limit_bytes)
+                    for sock in other.sockets():
+                        sock.close()
+                slot = slot_pair[1] if slot_pair is not None else None
+                _worker_main(_Channel(child_end), slot, self.processor, self.config.memory_limit_bytes)
             except BaseException:  # noqa: BLE001 - the supervisor sees the exit and answers for us
                 status = 1
             finally:
                 os._exit(status)
         child_end.close()
-        worker = _Worker(pid, _Channel(parent_end))
+        worker = _Worker(pid, _Channel(parent_end), *(slot_pair or (None, None)))
         self.workers[worker.fileno] = worker
         self._poller.register(worker.fileno, zmq.POLLIN)
         self.idle.append(worker)
         return worker
 
-    def _retire(self, worker: _Worker, *, kill: bool) -> str:
-        """Remove a worker process; return how it ended."""
+    def _retire(self, worker: _Worker) -> str:
+        """Kill and reap a worker process; return how it ended."""
         self._poller.unregister(worker.fileno)
         del self.workers[worker.fileno]
         if worker in self.idle:
             self.idle.remove(worker)
         worker.channel.sock.close()
-        if kill:
-            try:
-                os.kill(worker.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         _, status = os.waitpid(worker.pid, 0)
         return _describe_exit(status)
+
+    def _lose(self, router: zmq.Socket, worker: _Worker, message: str, status: str) -> None:
+        """A process is gone: requeue an order it never received, answer for the one it was running."""
+        if worker.jobs and worker.take_back():
+            self.queue.appendleft(worker.jobs.pop())
+        for sock in (worker.slot, worker.slot_reader):
+            if sock is not None:
+                sock.close()
+        for job in worker.jobs:
+            self._refuse(router, job, ErrorCode.UNKNOWN_ERROR, message.format(workload=job.workload), status)
+        self._spawn()
 
     # requests ----------------------------------------------------------------------------------
 
     def _reply(self, router: zmq.Socket, envelope: list[bytes], frame: bytes) -> None:
-        router.send_multipart([*envelope, frame], copy=len(frame) < 65536)
+        # send_multipart's per-part flag arithmetic showed in the profile; plain ints skip it
+        for part in envelope:
+            router.send(part, _SNDMORE)
+        router.send(frame, 0, copy=len(frame) < 65536)
 
     def _refuse(self, router: zmq.Socket, job: _Job, code: ErrorCode, message: str, status: str) -> None:
         if not job.inspected:
@@ -256,11 +359,33 @@ class Pool:
 
     def _dispatch(self, job: _Job) -> None:
         worker = self.idle.popleft()
-        worker.job = job
+        worker.jobs.append(job)
         try:
             worker.channel.send(KIND_WORK, job.frame)
         except OSError:
             pass  # the process died; its socket reports EOF on the next poll and we answer then
+
+    def _prefetch_into(self, worker: _Worker) -> None:
+        """Put the next queued order in a busy process's slot, if that is safe and useful."""
+        if not (self.prefetch and self.queue and len(worker.jobs) == 1 and worker.slot is not None):
+            return
+        job = self.queue[0]
+        if worker.jobs[0].inspected or len(job.frame) > SLOT_MAX_BYTES:
+            return  # the running order is slow, or the next one is large: leave it for a free process
+        if not worker.slot_empty():
+            return  # the process has not yet picked up its running order from the slot
+        try:
+            worker.slot.send(job.frame, socket.MSG_DONTWAIT)
+        except OSError:
+            return
+        worker.jobs.append(self.queue.popleft())
+
+    def _assign(self) -> None:
+        while self.queue and self.idle:
+            self._dispatch(self.queue.popleft())
+        if self.queue and self.prefetch:
+            for worker in self.workers.values():
+                self._prefetch_into(worker)
 
     def _accept(self, router: zmq.Socket, parts: list[bytes], stopping: bool) -> None:
         split = next((i for i, part in enumerate(parts) if not part), 0)
@@ -286,47 +411,46 @@ class Pool:
             messages = worker.channel.receive_ready()
         except OSError:
             messages = None
-        if messages is None:
-            job = worker.job
-            how = self._retire(worker, kill=True)
-            if job is not None:
-                logger.error("work order %s workload=%r: worker process %s", job.work_order_id or "-", job.workload, how)
-                self._refuse(router, job, ErrorCode.UNKNOWN_ERROR, f"the workload's process {how} before answering; it was replaced", "error 1")
-            self._replace()
-            return
-        for kind, payload in messages:
+        for kind, payload in messages or ():
             self._on_message(router, worker, kind, payload)
+        if messages is None:
+            how = self._retire(worker)
+            if worker.jobs:
+                logger.error("work order %s workload=%r: worker process %s", worker.jobs[0].work_order_id or "-",
+                             worker.jobs[0].workload, how)
+            self._lose(router, worker, f"the workload's process {how} before answering; it was replaced", "error 1")
 
     def _on_message(self, router: zmq.Socket, worker: _Worker, kind: bytes, payload: bytes) -> None:
-        job = worker.job
-        if kind == KIND_REPLY and job is not None:
-            worker.job = None
+        if kind != KIND_REPLY or not worker.jobs:
+            return
+        job = worker.jobs.popleft()
+        if not worker.jobs:
             self.idle.append(worker)
-            if self.queue:  # keep the process busy first: the reply can go out while it works
+        if self.queue:  # keep the process busy first: the reply can go out while it works
+            if worker.jobs:
+                self._prefetch_into(worker)
+            else:
                 self._dispatch(self.queue.popleft())
-            meta, _, reply = payload.partition(b"\n")
-            method, workload, status = meta.decode().split("\t")
-            self._reply(router, job.envelope, reply)
-            self.metrics.observe(method, workload, status, time.monotonic() - job.received)
-
-    def _replace(self) -> None:
-        self._spawn()
+        meta, _, reply = payload.partition(b"\n")
+        method, workload, status = meta.decode().split("\t")
+        self._reply(router, job.envelope, reply)
+        self.metrics.observe(method, workload, status, time.monotonic() - job.received)
 
     def _expire(self, router: zmq.Socket, now: float) -> None:
         for worker in list(self.workers.values()):
-            job = worker.job
-            if job is None:
+            if not worker.jobs:
                 continue
+            job = worker.jobs[0]
             if not job.inspected and now - job.received >= INSPECT_AFTER_S:
                 job.inspect(self.config.timeout_s)
+                if len(worker.jobs) == 2 and worker.take_back():  # don't leave an order behind a slow one
+                    self.queue.appendleft(worker.jobs.pop())
             if now >= job.deadline:
-                self._retire(worker, kill=True)
+                if select.select([worker.channel.sock], [], [], 0)[0]:
+                    continue  # it answered just now: read that first
+                self._retire(worker)
                 logger.error("work order %s workload=%r: time limit exceeded, process replaced", job.work_order_id or "-", job.workload)
-                self._refuse(
-                    router, job, ErrorCode.UNKNOWN_ERROR,
-                    f"workload {job.workload!r} exceeded its time limit; its process was stopped and replaced", "timeout",
-                )
-                self._replace()
+                self._lose(router, worker, "workload {workload!r} exceeded its time limit; its process was stopped and replaced", "timeout")
 
     # the loop ------------------------------------------------------------------------------------
 
@@ -348,8 +472,8 @@ class Pool:
                 now = time.monotonic()
                 wait = 0.2
                 for worker in self.workers.values():
-                    job = worker.job
-                    if job is not None:
+                    if worker.jobs:
+                        job = worker.jobs[0]
                         due = job.deadline if job.inspected else job.received + INSPECT_AFTER_S
                         wait = min(wait, max(0.0, due - now))
                 for target, _ in self._poller.poll(int(wait * 1000) + 1):
@@ -362,14 +486,14 @@ class Pool:
                             self._accept(router, parts, stopping)
                     elif target in self.workers:
                         self._on_readable(router, self.workers[target])
-                while self.queue and self.idle:
-                    self._dispatch(self.queue.popleft())
+                self._assign()
                 self._expire(router, time.monotonic())
                 self.metrics.set_queue_depth(len(self.queue))
-                self.metrics.set_pool_size(len(self.workers), len(self.workers) - len(self.idle))
+                self.metrics.set_pool_size(len(self.workers), busy)
         finally:
             for worker in list(self.workers.values()):
-                worker.channel.sock.close()  # EOF: the worker process returns and exits
+                for sock in worker.sockets():
+                    sock.close()  # EOF: the worker process returns and exits
             for worker in list(self.workers.values()):
                 os.waitpid(worker.pid, 0)
             self.workers.clear()
