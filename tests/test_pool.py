@@ -165,15 +165,12 @@ def test_many_concurrent_clients_each_get_their_own_reply(pool) -> None:
 
 
 def test_an_order_queued_behind_a_slow_one_goes_to_the_next_free_process(pool) -> None:
-    import time
-
     running, info, _ = pool
-    slow = Order(running, info, "sleep", b"1.8")
-    time.sleep(0.005)
-    short = Order(running, info, "sleep", b"0.3")
-    time.sleep(0.005)
-    hello = Order(running, info, "python-hello", b"not stuck")  # may be prefetched behind the slow order
-    assert hello.result() == b"Hello not stuck"
-    assert not slow.done(), "the hello must not wait for the slow order"
-    assert short.result() == b"slept 0.3"
-    assert slow.result() == b"slept 1.8"
+    slow = Order(running, info, "sleep", b"1.5")
+    short = Order(running, info, "sleep", b"0.4")
+    # both processes are busy: each hello may be prefetched behind one of the sleeps
+    hellos = [Order(running, info, "python-hello", b"one"), Order(running, info, "python-hello", b"two")]
+    assert [hello.result() for hello in hellos] == [b"Hello one", b"Hello two"]
+    assert not slow.done(), "no hello may wait for the slow order"
+    assert short.result() == b"slept 0.4"
+    assert slow.result() == b"slept 1.5"
