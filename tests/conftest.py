@@ -8,8 +8,17 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import os
+
 import pytest
 import zmq
+from hypothesis import settings
+
+# CI explores the same examples every run, so a red build always means a change broke something;
+# local runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from avalon_worker.cli import start_worker_process
 from avalon_worker.identity import Identity

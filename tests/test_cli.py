@@ -82,3 +82,33 @@ def test_a_bad_registry_names_the_bad_entry(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "entry 'broken'" in done.stderr and "no_such_module_here" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+POLICY = {"enclave": {"mrenclave": ["ab" * 32]}}
+
+
+def test_verify_fails_a_worker_without_a_quote_and_says_why(worker: RunningWorker, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(POLICY))
+    done = run_cli("verify", "--endpoint", worker.endpoint, "--policy", str(policy))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "quote" in done.stdout.lower()
+    assert "FAIL" in done.stdout.upper()
+
+
+def test_run_orders_with_a_policy_refuses_an_unattested_worker(worker: RunningWorker, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(POLICY))
+    sample = Path(__file__).with_name("test_work_orders.json")
+    done = run_cli("run-orders", "--endpoint", worker.endpoint, "--policy", str(policy), str(sample))
+    assert done.returncode == 1
+    assert "refusing to send inputs" in done.stderr
+    assert "verified  Hello" not in done.stdout
+
+
+def test_signup_with_a_nonce_is_answered_and_without_one_is_unchanged(worker: RunningWorker) -> None:
+    plain = worker.signup()
+    fresh = worker.call(b'{"jsonrpc":"2.0","id":5,"method":"ProcessWorkerSignup","params":{"nonce":"00ff"}}')
+    assert fresh["verifying_key"] == plain["verifying_key"]
+    assert fresh["encryption_key_signature"] == plain["encryption_key_signature"]
+    assert plain["quote"] == "" and plain["mrenclave"] == ""

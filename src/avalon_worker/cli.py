@@ -23,6 +23,8 @@ import zmq
 
 from . import __version__
 from .client import DEFAULT_TIMEOUT_S, WorkerClient, WorkerUnavailable
+from .attestation import AttestationError, select_provider
+from .attestation.cli import add_policy_arguments, add_verify_arguments, require_attested_worker, run_verify
 from .crypto import SigningKey
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, IdentityError, load_or_create
 from .requester import VerificationError, WorkOrderFailed
@@ -104,12 +106,9 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
 
 def _attestation_provider(mode: str, root: str) -> Any:
     try:
-        from .attestation import select_provider
-    except ImportError:
-        if mode == "gramine":
-            raise UsageError("this build has no Gramine attestation support") from None
-        return None
-    return select_provider(mode, root)
+        return select_provider(mode, root)
+    except AttestationError as exc:
+        raise UsageError(exc.diagnostics()) from None
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -127,8 +126,7 @@ def run_server(args: argparse.Namespace) -> int:
         identity.rsa_bits, args.state_dir,
     )
     logger.info("workloads: %s", ", ".join(registry.names()))
-    if attestation is None or getattr(attestation, "kind", "none") == "none":
-        logger.warning("attestation: none (no SGX quote; requesters cannot verify what code this worker runs)")
+    logger.info("%s", attestation.describe())
     if args.insecure_reuse_session_iv:
         logger.warning("--insecure-reuse-session-iv: results are encrypted with a reused AES-GCM nonce")
     processor = Processor(identity, registry, attestation=attestation, reuse_session_iv=args.insecure_reuse_session_iv)
@@ -191,10 +189,18 @@ def run_signup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> WorkerClient:
+    """A client for --endpoint; with --policy, only once the worker has passed attestation."""
+    signup = require_attested_worker(args, args.endpoint, timeout=args.timeout_s)
+    if signup is not None:
+        print(f"worker at {args.endpoint} passed attestation policy {args.policy}", file=sys.stderr)
+    return WorkerClient(args.endpoint, args.timeout_s, signup=signup)
+
+
 def run_submit(args: argparse.Namespace) -> int:
     key = SigningKey.generate() if args.sign else None
     inputs = [text.encode("utf-8") for text in args.inputs]
-    with WorkerClient(args.endpoint, args.timeout_s) as client:
+    with _client(args) as client:
         outputs = client.submit(args.workload, inputs, requester_key=key)
     for output in outputs:
         print(output.decode("utf-8", errors="replace"))
@@ -249,7 +255,7 @@ def run_orders(client: WorkerClient, orders: Sequence[tuple[str, str]], out: Any
 
 def run_orders_command(args: argparse.Namespace) -> int:
     orders = load_work_orders(args.file)
-    with WorkerClient(args.endpoint, args.timeout_s) as client:
+    with _client(args) as client:
         failures = run_orders(client, orders)
     return 1 if failures else 0
 
@@ -311,12 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", required=True, help="workload id, e.g. python-hello")
     p.add_argument("--sign", action="store_true", help="sign the request with a fresh requester key")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input items (UTF-8 text), in index order")
+    add_policy_arguments(p)
     p.set_defaults(func=run_submit)
 
     p = commands.add_parser("run-orders", help="run every work order in a test_work_orders.json file")
     _add_client_arguments(p)
     p.add_argument("file", help='a file like tests/test_work_orders.json: {"workOrders": [...]}')
+    add_policy_arguments(p)
     p.set_defaults(func=run_orders_command)
+
+    p = commands.add_parser("verify", help="check a worker's SGX quote and keys against an attestation policy")
+    add_verify_arguments(p)
+    p.set_defaults(func=run_verify)
 
     p = commands.add_parser("demo", help="start a worker, run the nine sample work orders, stop it")
     p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help=argparse.SUPPRESS)
@@ -332,6 +344,9 @@ def _run(func: Any, args: argparse.Namespace) -> int:
         return 2
     except (WorkerUnavailable, VerificationError, WorkOrderFailed) as exc:
         print(f"avalon-worker: {exc}", file=sys.stderr)
+        return 1
+    except AttestationError as exc:
+        print(f"avalon-worker: {exc.diagnostics()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -25,13 +25,20 @@ class WorkerUnavailable(Exception):
 class WorkerClient:
     """A connection to one worker endpoint (a REQ socket, recreated after a timeout)."""
 
-    def __init__(self, endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        context: zmq.Context | None = None,
+        signup: dict[str, Any] | None = None,
+    ) -> None:
+        """`signup`: a signup already fetched and checked (e.g. attested); otherwise it is fetched."""
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
         self._next_id = 1
-        self._worker: WorkerInfo | None = None
+        self._worker: WorkerInfo | None = WorkerInfo.from_signup(signup) if signup is not None else None
 
     def __enter__(self) -> WorkerClient:
         return self

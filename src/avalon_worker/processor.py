@@ -19,7 +19,8 @@ from .identity import Identity
 from .models import WorkOrderRequest
 from .session_cache import DEFAULT_SIZE as DEFAULT_CACHE_SIZE
 from .session_cache import SessionKeyCache
-from .signup import QuoteSource, signup_document
+from .attestation.providers import AttestationProvider
+from .signup import signup_document
 from .workload.registry import WorkloadRegistry, WorkloadRunError
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class Processor:
         identity: Identity,
         registry: WorkloadRegistry,
         *,
-        attestation: QuoteSource | None = None,
+        attestation: AttestationProvider | None = None,
         reuse_session_iv: bool = False,
         session_cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.perf_counter,

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, Protocol
+from typing import Any
 
-from . import crypto
+from .attestation.providers import AttestationProvider, report_data
 from .identity import Identity
 
 
-class QuoteSource(Protocol):
-    """What the signup needs from an attestation provider."""
-
-    kind: str
-
-    def mrenclave(self) -> str: ...
-
-    def quote(self, report_data: bytes) -> bytes: ...
-
-
-def report_data(verifying_key_pem: str, nonce: bytes | None = None) -> bytes:
-    """REPORT_DATA binding: SHA256(verifying key PEM) ‖ SHA256(nonce), or 32 zero bytes without one."""
-    second = crypto.sha256(nonce) if nonce is not None else bytes(32)
-    return crypto.sha256(verifying_key_pem.encode("utf-8")) + second
-
-
-def signup_document(identity: Identity, attestation: QuoteSource | None = None, nonce: bytes | None = None) -> dict[str, Any]:
+def signup_document(
+    identity: Identity, attestation: AttestationProvider | None = None, nonce: bytes | None = None
+) -> dict[str, Any]:
     """The fields Avalon reads, in its encodings, plus a few descriptive extras."""
     quote = b""
     mrenclave = ""

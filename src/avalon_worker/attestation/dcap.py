@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -112,7 +112,7 @@ def _check_dates(cert: x509.Certificate, now: datetime) -> None:
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> None:
     try:
         child.verify_directly_issued_by(parent)
-    except (InvalidSignature, ValueError, TypeError) as exc:
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise _Fail(f"{_subject(child)} is not validly signed by {_subject(parent)}") from exc
 
 
@@ -163,12 +163,20 @@ def verify_chain(
     return path
 
 
+def _public_key(cert: x509.Certificate) -> Any:
+    """The certificate's public key, or None if its encoding is not a valid key (a corrupted quote)."""
+    try:
+        return cert.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # e.g. "Invalid key", a curve no one supports
+        return None
+
+
 def _check_crl(
     crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, what: str
 ) -> None:
     if crl.issuer != issuer.subject:
         raise _Fail(f"{what} is issued by {crl.issuer.rfc4514_string()}, expected {_subject(issuer)}")
-    public_key = issuer.public_key()
+    public_key = _public_key(issuer)
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public_key):
         raise _Fail(f"{what} signature is invalid")
     next_update = crl.next_update_utc
@@ -196,7 +204,7 @@ def _collateral_chain_key(
     _check_crl(collateral.root_ca_crl, root, now, "root CA CRL")
     for cert in path[:-1]:
         _not_revoked(collateral.root_ca_crl, cert)
-    key = path[0].public_key()
+    key = _public_key(path[0])
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise _Fail(f"{what} signing key is not ECDSA")
     return key
@@ -404,6 +412,9 @@ def verify_dcap_quote(
                 steps.append(passed(STEP_CHAIN, " → ".join(c.subject.rfc4514_string() for c in path)))
             except _Fail as exc:
                 steps.append(failed(STEP_CHAIN, str(exc)))
+            except ValueError:  # cryptography parses certificate fields lazily: a corrupt one fails here
+                path = None
+                steps.append(failed(STEP_CHAIN, "the quote's PCK chain holds a malformed certificate"))
         elif not steps:
             steps.append(failed(STEP_CHAIN, "the quote's certification data holds no certificate"))
 
@@ -422,7 +433,7 @@ def verify_dcap_quote(
         except _Fail as exc:
             steps.append(failed(STEP_REVOCATION, str(exc)))
 
-    pck_key = leaf.public_key() if leaf is not None else None
+    pck_key = _public_key(leaf) if leaf is not None else None
     if not isinstance(pck_key, ec.EllipticCurvePublicKey):
         steps.append(not_checked(STEP_QE_SIGNATURE, "no usable PCK certificate"))
     elif ecdsa_p256_verify(pck_key, sig.qe_report_signature, sig.qe_report.raw):
