@@ -153,9 +153,9 @@ def drive(endpoint: str, scenario: Scenario, clients: int, seconds: float, pids:
 # the floor ---------------------------------------------------------------------------------------
 
 
-def floor_small(iterations: int = 2000) -> float:
-    """Seconds per order of the unavoidable work for a small order (RSA-2048, libsecp256k1)."""
-    rsa_key = crypto.generate_rsa_key(2048)
+def floor_small(bits: int = 2048, iterations: int = 2000) -> float:
+    """Seconds per order of the unavoidable work for a small order (RSA-OAEP unwrap, libsecp256k1)."""
+    rsa_key = crypto.generate_rsa_key(bits)
     signer = crypto.SigningKey.generate()
     session_key, iv = os.urandom(32), os.urandom(12)
     wrapped = [crypto.rsa_oaep_encrypt(rsa_key.public_key(), session_key) for _ in range(200)]
@@ -193,10 +193,10 @@ def floor_bytes(size: int = 1024 * 1024, iterations: int = 30) -> float:
 # main -------------------------------------------------------------------------------------------
 
 
-def run_worker(workers: int, chosen: list[Scenario], clients: int, seconds: float) -> dict[str, dict[str, float]]:
+def run_worker(workers: int, chosen: list[Scenario], clients: int, seconds: float, bits: int = 2048) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as state:
         process, endpoint = start_worker_process(
-            state, ["--rsa-bits", "2048", "--workers", str(workers), "--attestation", "none", "--log-level", "WARNING"]
+            state, ["--rsa-bits", str(bits), "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR"]
         )
         try:
             pids = [process.pid, *_children(process.pid)]
@@ -216,10 +216,14 @@ def main() -> int:
     args = parser.parse_args()
 
     chosen = scenarios(args.quick)
-    floor = floor_small()
+    hellos = scenarios(quick=True)
+    floor = floor_small(2048)
+    floor_3072 = floor_small(3072, 500)
     raw_1mib = floor_bytes()
     one = run_worker(1, chosen, args.clients, args.seconds)
     many = run_worker(args.workers, chosen, args.clients, args.seconds)
+    one_3072 = run_worker(1, hellos, args.clients, args.seconds, bits=3072)
+    many_3072 = run_worker(args.workers, hellos, args.clients, args.seconds, bits=3072)
 
     lines = [
         f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, {platform.python_implementation()} "
@@ -231,22 +235,28 @@ def main() -> int:
         f"| {args.workers} processes: orders/s | p50 ms | p99 ms | N/1 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in chosen:
-        a, b = one[s.name], many[s.name]
+    rows = [(s.name, one[s.name], many[s.name]) for s in chosen]
+    rows += [(f"{s.name}, RSA-3072", one_3072[s.name], many_3072[s.name]) for s in hellos]
+    for name, a, b in rows:
         lines.append(
-            f"| {s.name} | {a['rate']:.0f} | {a['p50']:.2f} | {a['p99']:.2f} | {a['supervisor_us']:.0f} + {a['workers_us']:.0f} "
+            f"| {name} | {a['rate']:.0f} | {a['p50']:.2f} | {a['p99']:.2f} | {a['supervisor_us']:.0f} + {a['workers_us']:.0f} "
             f"| {b['rate']:.0f} | {b['p50']:.2f} | {b['p99']:.2f} | {b['rate'] / a['rate']:.2f} |"
         )
     hello_fresh = one["hello 5 B, fresh keys"]["rate"]
     hello_reused = one["hello 5 B, reused key"]["rate"]
+    fresh_3072 = one_3072["hello 5 B, fresh keys"]["rate"]
+    reused_3072 = one_3072["hello 5 B, reused key"]["rate"]
     lines += [
         "",
         f"cryptographic floor, small order (RSA-2048 unwrap, 3 AES-GCM, SHA-256s, 1 libsecp256k1 signature): "
         f"{floor * 1e6:.0f} µs = {1 / floor:.0f} orders/s on one core",
-        f"worker / floor (1 process, hello, fresh keys): {hello_fresh * floor:.2f}",
-        f"reused key / fresh keys (1 process, hello): {hello_reused / hello_fresh:.2f}",
+        f"same with RSA-3072 (the worker's default key): {floor_3072 * 1e6:.0f} µs = {1 / floor_3072:.0f} orders/s",
+        f"worker / floor (1 process, hello, fresh keys): RSA-2048 {hello_fresh * floor:.2f}, RSA-3072 {fresh_3072 * floor_3072:.2f}",
+        f"reused key / fresh keys (1 process, hello): RSA-2048 {hello_reused / hello_fresh:.2f}, "
+        f"RSA-3072 {reused_3072 / fresh_3072:.2f}",
         f"{args.workers} processes / 1 process (hello, fresh keys): "
-        f"{many['hello 5 B, fresh keys']['rate'] / hello_fresh:.2f}",
+        f"RSA-2048 {many['hello 5 B, fresh keys']['rate'] / hello_fresh:.2f}, "
+        f"RSA-3072 {many_3072['hello 5 B, fresh keys']['rate'] / fresh_3072:.2f}",
     ]
     if not args.quick:
         mib = 1024 * 1024 / 1e6
@@ -261,7 +271,6 @@ def main() -> int:
     if args.write:
         with open(args.write, "w", encoding="utf-8") as handle:
             handle.write("# Performance\n\nMeasured by `python benchmarks/throughput.py` (run by hand; see its docstring).\n\n")
-            handle.write("```\n" if False else "")
             handle.write(text + "\n")
     return 0
 
