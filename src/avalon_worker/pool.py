@@ -463,6 +463,7 @@ class Pool:
         self._poller.register(router, zmq.POLLIN)
         if on_ready is not None:
             on_ready(endpoint)
+        report = type(self.metrics) is not PoolMetrics  # skip the gauges' bookkeeping when nobody reads them
         try:
             while True:
                 stopping = stop.is_set
@@ -470,13 +471,12 @@ class Pool:
                 if stopping and busy == 0 and not self.queue:
                     break
                 now = time.monotonic()
-                wait = 0.2
+                due = now + 0.2
                 for worker in self.workers.values():
                     if worker.jobs:
                         job = worker.jobs[0]
-                        due = job.deadline if job.inspected else job.received + INSPECT_AFTER_S
-                        wait = min(wait, max(0.0, due - now))
-                for target, _ in self._poller.poll(int(wait * 1000) + 1):
+                        due = min(due, job.deadline if job.inspected else job.received + INSPECT_AFTER_S)
+                for target, _ in self._poller.poll(max(0, int((due - now) * 1000)) + 1):
                     if target is router:
                         while True:
                             try:
@@ -486,10 +486,14 @@ class Pool:
                             self._accept(router, parts, stopping)
                     elif target in self.workers:
                         self._on_readable(router, self.workers[target])
-                self._assign()
-                self._expire(router, time.monotonic())
-                self.metrics.set_queue_depth(len(self.queue))
-                self.metrics.set_pool_size(len(self.workers), busy)
+                if self.queue:
+                    self._assign()
+                now = time.monotonic()
+                if now >= due:
+                    self._expire(router, now)
+                if report:
+                    self.metrics.set_queue_depth(len(self.queue))
+                    self.metrics.set_pool_size(len(self.workers), len(self.workers) - len(self.idle))
         finally:
             for worker in list(self.workers.values()):
                 for sock in worker.sockets():
