@@ -174,3 +174,11 @@ def test_an_order_queued_behind_a_slow_one_goes_to_the_next_free_process(pool) -
     assert not slow.done(), "no hello may wait for the slow order"
     assert short.result() == b"slept 0.4"
     assert slow.result() == b"slept 1.5"
+
+
+@pytest.mark.parametrize("pool", [["--no-prefetch"]], indirect=True)
+def test_without_prefetch_a_hung_workload_still_costs_only_its_process(pool) -> None:
+    running, info, _ = pool
+    reply = Order(running, info, "spin", b"x").reply()
+    assert reply["error"]["code"] == 1 and "time limit" in reply["error"]["message"]
+    assert_full_pool(running, info)

@@ -99,6 +99,8 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
                         help="address-space limit of each worker process, interpreter included (default: none)")
     parser.add_argument("--queue-limit", type=int, default=256,
                         help="requests that may wait for a free process; more are answered BUSY (default %(default)s)")
+    parser.add_argument("--no-prefetch", action="store_true",
+                        help="hand each process one order at a time (no prefetch slot)")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (default: off)")
     parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -169,6 +171,7 @@ def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready:
         memory_limit_bytes=args.memory_limit_mb * 1024 * 1024 or None,
         queue_limit=args.queue_limit,
         max_request_bytes=args.max_request_bytes,
+        prefetch=not args.no_prefetch,
     )
     Pool(processor, config, metrics).serve(args.bind, stop=stop, on_ready=ready)
 
