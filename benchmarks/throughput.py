@@ -72,36 +72,51 @@ def _template(info: WorkerInfo, scenario: Scenario) -> tuple[bytes, bytes, Pendi
     return prefix, suffix, pending, session
 
 
-def _client(endpoint: str, scenario: Scenario, seconds: float, max_orders: int, ready: multiprocessing.Queue,
-            start: multiprocessing.Event, results: multiprocessing.Queue) -> None:
+def _client(endpoint: str, scenario: Scenario, seconds: float, max_orders: int, depth: int,
+            ready: multiprocessing.Queue, start: multiprocessing.Event, results: multiprocessing.Queue) -> None:
+    """Keep `depth` work orders in flight on one DEALER socket (REQ-compatible framing, each
+    request tagged so its latency can be measured) until the time or the pre-built orders run out."""
     context = zmq.Context()
-    sock = context.socket(zmq.REQ)
+    sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, 120_000)
     sock.connect(endpoint)
-    sock.send(SIGNUP)
-    info = WorkerInfo.from_signup(json.loads(sock.recv()))
+    sock.send_multipart([b"", SIGNUP])
+    info = WorkerInfo.from_signup(json.loads(sock.recv_multipart()[-1]))
     prefix, suffix, pending, session = _template(info, scenario)
     if scenario.fresh_keys:
         wrappings = [crypto.rsa_oaep_encrypt(info.encryption_key, session.key).hex().encode() for _ in range(max_orders)]
     else:
         wrappings = [session.encrypted_key.hex().encode()]
-    latencies = []
+    latencies: list[float] = []
+    sent_at: dict[bytes, float] = {}
     last = b""
     ready.put(True)
     start.wait()
-    deadline = time.perf_counter() + seconds
-    count = 0
-    while count < max_orders and time.perf_counter() < deadline:
-        frame = prefix + wrappings[count % len(wrappings)] + suffix
-        t0 = time.perf_counter()
-        sock.send(frame, copy=len(frame) < 65536)
-        last = sock.recv()
-        latencies.append(time.perf_counter() - t0)
-        count += 1
-    elapsed = time.perf_counter() - (deadline - seconds)
+    began = time.perf_counter()
+    cpu_began = time.process_time()
+    deadline = began + seconds
+    sent = 0
+
+    def send_next() -> None:
+        nonlocal sent
+        frame = prefix + wrappings[sent % len(wrappings)] + suffix
+        tag = sent.to_bytes(4, "big") + b"t"  # never empty: an empty frame ends the envelope
+        sent_at[tag] = time.perf_counter()
+        sock.send_multipart([tag, b"", frame], copy=len(frame) < 65536)
+        sent += 1
+
+    for _ in range(min(depth, max_orders)):
+        send_next()
+    while sent_at:
+        tag, _, last = sock.recv_multipart()
+        latencies.append(time.perf_counter() - sent_at.pop(tag))
+        if sent < max_orders and time.perf_counter() < deadline:
+            send_next()
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
     ok = open_result(pending, json.loads(last), info)[0] is not None  # the last reply verifies and decrypts
-    results.put((count, elapsed, latencies, ok))
+    results.put((len(latencies), elapsed, latencies, ok, cpu))
     sock.close()
     context.term()
 
@@ -118,12 +133,12 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in handle.read().split()]
 
 
-def drive(endpoint: str, scenario: Scenario, clients: int, seconds: float, pids: list[int]) -> dict[str, float]:
+def drive(endpoint: str, scenario: Scenario, clients: int, depth: int, seconds: float, pids: list[int]) -> dict[str, float]:
     """Run one scenario; `pids` are the supervisor then its worker processes (for CPU per order)."""
     ctx = multiprocessing.get_context("fork")
     ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
     per_client = 400 if len(scenario.payload) > 100_000 else (2000 if len(scenario.payload) > 10_000 else 12000)
-    procs = [ctx.Process(target=_client, args=(endpoint, scenario, seconds, per_client, ready, start, results))
+    procs = [ctx.Process(target=_client, args=(endpoint, scenario, seconds, per_client, depth, ready, start, results))
              for _ in range(clients)]
     for proc in procs:
         proc.start()
@@ -135,11 +150,11 @@ def drive(endpoint: str, scenario: Scenario, clients: int, seconds: float, pids:
     cpu = {pid: _cpu_seconds(pid) - before for pid, before in cpu_before.items()}
     for proc in procs:
         proc.join()
-    if not all(ok for *_, ok in gathered):
+    if not all(ok for *_, ok, _ in gathered):
         raise SystemExit(f"{scenario.name}: a reply did not verify")
     orders = sum(count for count, *_ in gathered)
     elapsed = max(elapsed for _, elapsed, *_ in gathered)
-    latencies = sorted(lat for _, _, lats, _ in gathered for lat in lats)
+    latencies = sorted(lat for _, _, lats, _, _ in gathered for lat in lats)
     return {
         "rate": orders / elapsed,
         "p50": latencies[len(latencies) // 2] * 1000,
@@ -147,6 +162,7 @@ def drive(endpoint: str, scenario: Scenario, clients: int, seconds: float, pids:
         "orders": orders,
         "supervisor_us": cpu[pids[0]] / orders * 1e6,
         "workers_us": sum(cpu[pid] for pid in pids[1:]) / orders * 1e6,
+        "clients_us": sum(item[4] for item in gathered) / orders * 1e6,
     }
 
 
@@ -193,14 +209,14 @@ def floor_bytes(size: int = 1024 * 1024, iterations: int = 30) -> float:
 # main -------------------------------------------------------------------------------------------
 
 
-def run_worker(workers: int, chosen: list[Scenario], clients: int, seconds: float, bits: int = 2048) -> dict[str, dict[str, float]]:
+def run_worker(workers: int, chosen: list[Scenario], clients: int, depth: int, seconds: float, bits: int = 2048) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as state:
         process, endpoint = start_worker_process(
             state, ["--rsa-bits", str(bits), "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR"]
         )
         try:
             pids = [process.pid, *_children(process.pid)]
-            return {s.name: drive(endpoint, s, clients, seconds, pids) for s in chosen}
+            return {s.name: drive(endpoint, s, clients, depth, seconds, pids) for s in chosen}
         finally:
             process.terminate()
             process.wait(timeout=60)
@@ -209,7 +225,8 @@ def run_worker(workers: int, chosen: list[Scenario], clients: int, seconds: floa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per scenario")
-    parser.add_argument("--clients", type=int, default=4, help="client processes")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--depth", type=int, default=4, help="work orders each client keeps in flight")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="N for the pool run")
     parser.add_argument("--quick", action="store_true", help="only the two hello scenarios")
     parser.add_argument("--write", metavar="FILE", help="also write the results as Markdown to FILE")
@@ -220,18 +237,18 @@ def main() -> int:
     floor = floor_small(2048)
     floor_3072 = floor_small(3072, 500)
     raw_1mib = floor_bytes()
-    one = run_worker(1, chosen, args.clients, args.seconds)
-    many = run_worker(args.workers, chosen, args.clients, args.seconds)
-    one_3072 = run_worker(1, hellos, args.clients, args.seconds, bits=3072)
-    many_3072 = run_worker(args.workers, hellos, args.clients, args.seconds, bits=3072)
+    one = run_worker(1, chosen, args.clients, args.depth, args.seconds)
+    many = run_worker(args.workers, chosen, args.clients, args.depth, args.seconds)
+    one_3072 = run_worker(1, hellos, args.clients, args.depth, args.seconds, bits=3072)
+    many_3072 = run_worker(args.workers, hellos, args.clients, args.depth, args.seconds, bits=3072)
 
     lines = [
         f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, {platform.python_implementation()} "
         f"{platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
         "versions: " + ", ".join(f"{p} {metadata.version(p)}" for p in ("cryptography", "coincurve", "pyzmq")),
-        f"clients: {args.clients} processes, closed loop, {args.seconds:g} s per scenario; worker RSA-2048",
+        f"clients: {args.clients} processes with {args.depth} work orders each in flight, {args.seconds:g} s per scenario",
         "",
-        f"| scenario | 1 process: orders/s | p50 ms | p99 ms | CPU µs/order (supervisor + worker) "
+        f"| scenario | 1 process: orders/s | p50 ms | p99 ms | CPU µs/order (supervisor + worker + clients) "
         f"| {args.workers} processes: orders/s | p50 ms | p99 ms | N/1 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -239,7 +256,7 @@ def main() -> int:
     rows += [(f"{s.name}, RSA-3072", one_3072[s.name], many_3072[s.name]) for s in hellos]
     for name, a, b in rows:
         lines.append(
-            f"| {name} | {a['rate']:.0f} | {a['p50']:.2f} | {a['p99']:.2f} | {a['supervisor_us']:.0f} + {a['workers_us']:.0f} "
+            f"| {name} | {a['rate']:.0f} | {a['p50']:.2f} | {a['p99']:.2f} | {a['supervisor_us']:.0f} + {a['workers_us']:.0f} + {a['clients_us']:.0f} "
             f"| {b['rate']:.0f} | {b['p50']:.2f} | {b['p99']:.2f} | {b['rate'] / a['rate']:.2f} |"
         )
     hello_fresh = one["hello 5 B, fresh keys"]["rate"]

@@ -157,11 +157,43 @@ def test_metrics_count_orders_by_workload_and_outcome(pool) -> None:
     assert metric(port, "avalon_worker_queue_depth") == 0
 
 
-def test_many_concurrent_clients_each_get_their_own_reply(pool) -> None:
+def _hammer(endpoint: str, signup: dict, name: bytes, seconds: float, results) -> None:
+    """A client process in a closed loop; reports how many replies were its own, verified."""
+    import time
+
+    from avalon_worker.client import WorkerClient
+    from avalon_worker.requester import Session
+
+    good = bad = 0
+    with WorkerClient(endpoint, timeout_s=20, context=zmq.Context(), signup=signup) as client:
+        session = Session.new(client.worker())
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            pending = build_work_order(client.worker(), "python-hello", [name], session=session)
+            try:
+                ok = open_result(pending, client.call(pending.frame()), client.worker()) == [b"Hello " + name]
+            except Exception:
+                ok = False
+            good, bad = good + ok, bad + (not ok)
+    results.put((name, good, bad))
+
+
+@pytest.mark.parametrize("pool", [["--workers", "1"], ["--workers", "2"]], indirect=True)
+def test_under_sustained_load_every_client_gets_its_own_replies(pool) -> None:
+    import multiprocessing
+
     running, info, _ = pool
-    for _ in range(30):
-        orders = [Order(running, info, "python-hello", f"client {n}".encode()) for n in range(8)]
-        assert [order.result() for order in orders] == [f"Hello client {n}".encode() for n in range(8)]
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    names = [f"client {n}".encode() for n in range(4)]
+    procs = [ctx.Process(target=_hammer, args=(running.endpoint, dict(info.signup), name, 2.0, results)) for name in names]
+    for proc in procs:
+        proc.start()
+    outcomes = sorted(results.get(timeout=60) for _ in procs)
+    for proc in procs:
+        proc.join()
+    assert all(bad == 0 for _, _, bad in outcomes), outcomes
+    assert all(good > 50 for _, good, _ in outcomes), outcomes
 
 
 def test_an_order_queued_behind_a_slow_one_goes_to_the_next_free_process(pool) -> None:

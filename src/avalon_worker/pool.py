@@ -139,13 +139,17 @@ class _Channel:
         self.sock = sock
         self._buffer = bytearray()
 
-    def send(self, kind: bytes, payload: bytes) -> None:
-        header = _HEADER.pack(kind, len(payload))
-        if len(payload) < self.READ_SIZE:
-            self.sock.sendall(header + payload)  # one system call for the common small message
-        else:
-            self.sock.sendall(header)
-            self.sock.sendall(payload)
+    def send(self, kind: bytes, *parts: bytes | bytearray | memoryview) -> None:
+        """One message made of `parts`, gathered by the kernel (large payloads are not copied)."""
+        size = sum(len(part) for part in parts)
+        buffers = [memoryview(_HEADER.pack(kind, size)), *(memoryview(part).cast("B") for part in parts)]
+        while buffers:
+            sent = self.sock.sendmsg(buffers)
+            while buffers and sent >= len(buffers[0]):
+                sent -= len(buffers[0])
+                buffers.pop(0)
+            if buffers and sent:
+                buffers[0] = buffers[0][sent:]
 
     def _fill(self) -> bool:
         data = self.sock.recv(self.READ_SIZE)
@@ -154,7 +158,7 @@ class _Channel:
         self._buffer += data
         return True
 
-    def _complete(self) -> tuple[bytes, bytes] | None:
+    def _complete(self) -> tuple[bytes, bytes | bytearray] | None:
         if len(self._buffer) < _HEADER.size:
             return None
         kind, size = _HEADER.unpack_from(self._buffer)
@@ -165,7 +169,7 @@ class _Channel:
         del self._buffer[:end]
         return kind, payload
 
-    def _read_rest(self) -> tuple[bytes, bytes] | None:
+    def _read_rest(self) -> tuple[bytes, bytes | bytearray] | None:
         """Block until the message begun in the buffer is complete (a large one: read it in place)."""
         while len(self._buffer) < _HEADER.size:
             if not self._fill():
@@ -183,7 +187,7 @@ class _Channel:
             if n == 0:
                 return None
             have += n
-        return kind, bytes(payload)
+        return kind, payload  # a bytearray: large messages are not copied again
 
     def has_message(self) -> bool:
         """A complete message is already buffered."""
@@ -191,12 +195,12 @@ class _Channel:
             return False
         return len(self._buffer) >= _HEADER.size + _HEADER.unpack_from(self._buffer)[1]
 
-    def receive(self) -> tuple[bytes, bytes] | None:
+    def receive(self) -> tuple[bytes, bytes | bytearray] | None:
         """The next message, blocking; None when the other end has closed."""
         message = self._complete()
         return message if message is not None else self._read_rest()
 
-    def receive_ready(self) -> list[tuple[bytes, bytes]] | None:
+    def receive_ready(self) -> list[tuple[bytes, bytes | bytearray]] | None:
         """After a poll said readable: every message now available (at least one); None at EOF."""
         if not self._fill():
             return None
@@ -220,20 +224,29 @@ def _take_slot(slot: socket.socket | None) -> bytes | None:
         return None
 
 
-def _next_frame(channel: _Channel, slot: socket.socket | None) -> bytes | None:
-    """The next order, oldest first: one sent on the channel always predates one in the slot (the
-    supervisor sends on the channel only to an idle process, and slots only behind a running order)."""
-    timeout: float | None = 0.0
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def _next_frame(channel: _Channel, slot: socket.socket | None, held: deque[bytes | bytearray]) -> bytes | bytearray | None:
+    """The next order, oldest first.
+
+    An order sent on the channel always predates one in the slot: the supervisor sends on the
+    channel only to an idle process and slots only behind a running order, and it sends on the
+    channel before it slots. So an order found in the slot is held back while the channel has one.
+    """
+    if held:
+        return held.popleft()
     while True:
-        if channel.has_message():
-            break
-        readable, _, _ = select.select([channel.sock] if slot is None else [channel.sock, slot], [], [], timeout)
-        if channel.sock in readable:
+        if channel.has_message() or _readable(channel.sock):
             break
         frame = _take_slot(slot)
         if frame is not None:
+            if channel.has_message() or _readable(channel.sock):  # sent before the slotted one
+                held.append(frame)
+                break
             return frame
-        timeout = None  # nothing anywhere (or the supervisor took the slotted order back): wait
+        select.select([channel.sock] if slot is None else [channel.sock, slot], [], [])
     message = channel.receive()
     return None if message is None else message[1]
 
@@ -245,13 +258,14 @@ def _worker_main(channel: _Channel, slot: socket.socket | None, processor: Proce
     if memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
+    held: deque[bytes | bytearray] = deque()
     while True:
-        frame = _next_frame(channel, slot)
+        frame = _next_frame(channel, slot, held)
         if frame is None:
             return
         outcome = processor.process(frame)
         meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
-        channel.send(KIND_REPLY, meta + outcome.reply)
+        channel.send(KIND_REPLY, meta, outcome.reply)
 
 
 def _describe_exit(status: int) -> str:
@@ -345,7 +359,7 @@ class Pool:
 
     # requests ----------------------------------------------------------------------------------
 
-    def _reply(self, router: zmq.Socket, envelope: list[bytes], frame: bytes) -> None:
+    def _reply(self, router: zmq.Socket, envelope: list[bytes], frame: bytes | memoryview) -> None:
         # send_multipart's per-part flag arithmetic showed in the profile; plain ints skip it
         for part in envelope:
             router.send(part, _SNDMORE)
@@ -420,7 +434,7 @@ class Pool:
                              worker.jobs[0].workload, how)
             self._lose(router, worker, f"the workload's process {how} before answering; it was replaced", "error 1")
 
-    def _on_message(self, router: zmq.Socket, worker: _Worker, kind: bytes, payload: bytes) -> None:
+    def _on_message(self, router: zmq.Socket, worker: _Worker, kind: bytes, payload: bytes | bytearray) -> None:
         if kind != KIND_REPLY or not worker.jobs:
             return
         job = worker.jobs.popleft()
@@ -431,9 +445,9 @@ class Pool:
                 self._prefetch_into(worker)
             else:
                 self._dispatch(self.queue.popleft())
-        meta, _, reply = payload.partition(b"\n")
-        method, workload, status = meta.decode().split("\t")
-        self._reply(router, job.envelope, reply)
+        split = payload.index(b"\n")
+        method, workload, status = payload[:split].decode().split("\t")
+        self._reply(router, job.envelope, memoryview(payload)[split + 1 :])
         self.metrics.observe(method, workload, status, time.monotonic() - job.received)
 
     def _expire(self, router: zmq.Socket, now: float) -> None:
@@ -510,12 +524,12 @@ def _scalar(value: Any) -> Any:
     return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
 
 
-def inspect_request(frame: bytes) -> tuple[Any, str | None, str, int | None]:
+def inspect_request(frame: bytes | memoryview) -> tuple[Any, str | None, str, int | None]:
     """(reply id, workOrderId, workload, responseTimeoutMSecs) of a request frame, as far as they
     can be read: what the supervisor needs to answer for a request its worker did not answer."""
     reply_id, work_order_id, workload, timeout_ms = None, None, "-", None
     try:
-        outer = json.loads(frame)
+        outer = json.loads(bytes(frame))
         reply_id = _scalar(outer.get("id"))
         inner = json.loads(outer["params"]) if isinstance(outer.get("params"), str) else outer.get("params")
         if isinstance(inner, dict):
