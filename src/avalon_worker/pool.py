@@ -82,7 +82,7 @@ class _Job:
     work_order_id: str | None = None
     workload: str = "-"
 
-    def inspect(self, timeout_s: float) -> None:
+    def inspect(self) -> None:
         """Read the request's ids and time limit (once, and only for a slow request)."""
         self.inspected = True
         self.reply_id, self.work_order_id, self.workload, timeout_ms = inspect_request(self.frame)
@@ -367,7 +367,7 @@ class Pool:
 
     def _refuse(self, router: zmq.Socket, job: _Job, code: ErrorCode, message: str, status: str) -> None:
         if not job.inspected:
-            job.inspect(self.config.timeout_s)
+            job.inspect()
         self._reply(router, job.envelope, encode(error_reply(job.reply_id, code, message, job.work_order_id)))
         self.metrics.observe("work-order", job.workload, status, time.monotonic() - job.received)
 
@@ -456,7 +456,7 @@ class Pool:
                 continue
             job = worker.jobs[0]
             if not job.inspected and now - job.received >= INSPECT_AFTER_S:
-                job.inspect(self.config.timeout_s)
+                job.inspect()
                 if len(worker.jobs) == 2 and worker.take_back():  # don't leave an order behind a slow one
                     self.queue.appendleft(worker.jobs.pop())
             if now >= job.deadline:
