@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet 'ruff>=0.5' 'mypy>=1.10'
+	$(BIN)/ruff check src tests benchmarks --select E,F,W,B --ignore E501,B905
+	$(BIN)/mypy src --ignore-missing-imports
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/throughput.py

@@ -20,8 +20,6 @@ import json
 import multiprocessing
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,6 @@ import zmq
 
 from avalon_worker import crypto
 from avalon_worker.cli import start_worker_process
-from avalon_worker.hashing import request_hash, response_hash
 from avalon_worker.requester import PendingWorkOrder, Session, WorkerInfo, build_work_order, open_result
 
 SIGNUP = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup","params":null}'

@@ -14,17 +14,18 @@ import pytest
 import zmq
 from hypothesis import settings
 
-# CI explores the same examples every run, so a red build always means a change broke something;
-# local runs keep exploring new ones.
-settings.register_profile("ci", derandomize=True, database=None)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
 
 from avalon_worker.cli import start_worker_process
 from avalon_worker.identity import Identity
 from avalon_worker.processor import Processor
 from avalon_worker.requester import WorkerInfo
 from avalon_worker.workload.registry import WorkloadRegistry
+
+# CI explores the same examples every run, so a red build always means a change broke something;
+# local runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 SIGNUP_FRAME = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup","params":null}'
 

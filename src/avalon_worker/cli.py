@@ -248,9 +248,9 @@ def run_orders(client: WorkerClient, orders: Sequence[tuple[str, str]], out: Any
     total = time.perf_counter() - started
     widths = [max(len(str(row[i])) for row in rows + [("workload", "input", "status", "result", 0)]) for i in range(4)]
     header = ("workload", "input", "status", "result")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  ms", file=out)
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  ms", file=out)
     for row in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths)) + f"  {row[4]:.1f}", file=out)
+        print("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths, strict=True)) + f"  {row[4]:.1f}", file=out)
     rate = len(rows) / total if total > 0 else 0.0
     print(f"{len(rows) - failures} of {len(rows)} work orders verified in {total:.2f} s ({rate:.0f} work orders/s)", file=out)
     return failures

@@ -139,7 +139,7 @@ def seal_result(
             work_order_id=request.work_order_id,
         )
     out_data = []
-    for item, data_key, plaintext in zip(wanted, opened.output_keys, outputs):
+    for item, data_key, plaintext in zip(wanted, opened.output_keys, outputs, strict=True):
         iv_text = ""
         if item.mode is ItemMode.PLAINTEXT:
             data = plaintext

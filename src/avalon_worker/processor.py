@@ -84,11 +84,11 @@ class Processor:
         self._clock = clock
         self._signup = encode(signup_document(identity, attestation))
 
-    def handle(self, frame: bytes) -> bytes:
+    def handle(self, frame: bytes | bytearray) -> bytes:
         """Answer one request frame."""
         return self.process(frame).reply
 
-    def process(self, frame: bytes) -> Outcome:
+    def process(self, frame: bytes | bytearray) -> Outcome:
         """Answer one request frame, and say what happened."""
         try:
             message = jsonio.loads(frame.decode("utf-8"))

@@ -172,11 +172,11 @@ def build_work_order(
     if output_modes:
         out_data = []
         for index, mode in enumerate(output_modes):
-            ekey = {"session-key": "null", "plaintext": "-"}.get(mode)
-            if ekey is None:
+            marker = {"session-key": "null", "plaintext": "-"}.get(mode)
+            if marker is None:
                 output_keys[index] = random_bytes(crypto.AES_KEY_BYTES)
-                ekey = _wrap_key(output_keys[index], worker, session_key, random_bytes)
-            out_data.append({"index": index, "dataHash": "", "data": "", "encryptedDataEncryptionKey": ekey, "iv": ""})
+                marker = _wrap_key(output_keys[index], worker, session_key, random_bytes)
+            out_data.append({"index": index, "dataHash": "", "data": "", "encryptedDataEncryptionKey": marker, "iv": ""})
         params["outData"] = out_data
     digest = request_hash(params)
     params["encryptedRequestHash"] = crypto.aes_gcm_encrypt(session_key, session_iv, digest).hex()

@@ -102,11 +102,12 @@ class WorkloadRegistry:
         Raises `WorkloadRunError` with a message that names the problem but never the inputs.
         """
         workload = self._workloads[workload_id]
+        result: bytes | Sequence[bytes]
         try:
             if isinstance(workload, WorkLoad) or not callable(getattr(workload, "run", None)):
                 result = _run_legacy(workload, inputs)
             else:
-                result = workload.run([item.data for item in inputs])  # type: ignore[union-attr]
+                result = workload.run([item.data for item in inputs])  # type: ignore[union-attr]  # checked just above
         except WorkloadFailure as exc:
             raise WorkloadRunError(f"workload {workload_id!r} failed: {exc}") from None
         except WorkloadRunError as exc:
