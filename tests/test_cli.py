@@ -112,3 +112,18 @@ def test_signup_with_a_nonce_is_answered_and_without_one_is_unchanged(worker: Ru
     assert fresh["verifying_key"] == plain["verifying_key"]
     assert fresh["encryption_key_signature"] == plain["encryption_key_signature"]
     assert plain["quote"] == "" and plain["mrenclave"] == ""
+
+
+def test_workers_0_serves_in_process(tmp_path: Path) -> None:
+    from conftest import launch_worker
+
+    from avalon_worker.client import WorkerClient
+
+    inline = launch_worker(tmp_path, ["--workers", "0", "--max-request-bytes", "4096"])
+    try:
+        assert json.loads(inline.request(b"not json"))["error"]["code"] == 2
+        assert json.loads(inline.request(b"x" * 5000))["error"]["message"].startswith("request is 5000 bytes")
+        with WorkerClient(inline.endpoint, timeout_s=20) as client:
+            assert client.submit("python-hello", [b"inline"]) == [b"Hello inline"]
+    finally:
+        assert inline.stop() == 0
