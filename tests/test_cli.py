@@ -127,3 +127,11 @@ def test_workers_0_serves_in_process(tmp_path: Path) -> None:
             assert client.submit("python-hello", [b"inline"]) == [b"Hello inline"]
     finally:
         assert inline.stop() == 0
+
+
+def test_gramine_attestation_without_sgx_stops_the_worker_clearly(tmp_path: Path) -> None:
+    done = run_cli("serve", "--attestation", "gramine", "--attestation-root", str(tmp_path / "no-such-tree"),
+                   "--state-dir", str(tmp_path / "state"), "--bind", "tcp://127.0.0.1:*", "--rsa-bits", "2048")
+    assert done.returncode == 2
+    assert "attestation" in done.stderr.lower() and "Traceback" not in done.stderr
+    assert not (tmp_path / "state").exists(), "no identity is made for a worker that cannot attest"

@@ -117,8 +117,8 @@ def run_server(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     try:
         registry = WorkloadRegistry.from_file(args.workloads) if args.workloads else WorkloadRegistry.builtin()
+        attestation = _attestation_provider(args.attestation, args.attestation_root)  # before any key is made
         identity, created = load_or_create(args.state_dir, args.rsa_bits)
-        attestation = _attestation_provider(args.attestation, args.attestation_root)
     except (RegistryError, IdentityError) as exc:
         raise UsageError(str(exc)) from None
     from .processor import Processor
