@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import zmq
 from cryptography import x509
 
 from .collateral import Collateral, load_collateral
@@ -27,46 +28,35 @@ EXIT_VERIFIED = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 NONCE_BYTES = 32
-MAX_REPLY_BYTES = 1024 * 1024
 
 
 def fetch_signup(endpoint: str, *, nonce: bytes | None, timeout: float = 10.0) -> dict[str, Any]:
     """Ask a worker for its signup (`ProcessWorkerSignup`, with `{"nonce": hex}` if given)."""
-    import zmq
+    from ..client import WorkerClient, WorkerUnavailable
 
     request: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "ProcessWorkerSignup"}
     if nonce is not None:
         request["params"] = {"nonce": nonce.hex()}
-    context = zmq.Context()
-    socket = context.socket(zmq.REQ)
     try:
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
-        socket.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
-        socket.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES)
-        try:
-            socket.connect(endpoint)
-            socket.send(json.dumps(request).encode("utf-8"))
-            reply = socket.recv()
-        except zmq.Again as exc:
-            raise SignupFetchError(
-                f"no reply from {endpoint} within {timeout:g} s",
-                hint="is the worker running at that address?",
-            ) from exc
-        except zmq.ZMQError as exc:
-            raise SignupFetchError(f"cannot talk to {endpoint}: {exc}") from exc
-    finally:
-        socket.close(linger=0)
-        context.term()
-    return parse_signup(reply, source=endpoint)
+        with WorkerClient(endpoint, timeout) as client:
+            reply = client.call(json.dumps(request).encode("utf-8"))
+    except WorkerUnavailable as exc:
+        raise SignupFetchError(str(exc), hint="is the worker running at that address?") from exc
+    except zmq.ZMQError as exc:
+        raise SignupFetchError(f"cannot talk to {endpoint}: {exc}") from exc
+    return _signup_from(reply, endpoint)
 
 
 def parse_signup(raw: bytes | str, *, source: str = "signup") -> dict[str, Any]:
-    """Decode a signup reply: the bare signup object (or a JSON-RPC `result` holding it)."""
+    """Decode a saved signup: the bare signup object (or a JSON-RPC `result` holding it)."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SignupFetchError(f"{source}: the signup is not JSON") from exc
+    return _signup_from(data, source)
+
+
+def _signup_from(data: Any, source: str) -> dict[str, Any]:
     if isinstance(data, dict) and "error" in data and "verifying_key" not in data:
         error = data["error"]
         message = error.get("message") if isinstance(error, dict) else error
