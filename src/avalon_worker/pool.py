@@ -34,8 +34,9 @@ from typing import Any
 import zmq
 
 from .errors import ErrorCode
-from .processor import Processor, encode, error_reply
-from .server import StopFlag, bind_socket, oversize_reply
+from .models import strip_0x
+from .processor import Processor, encode, error_reply, jsonrpc_id
+from .server import StopFlag, bind_socket, refuse_frame
 
 logger = logging.getLogger(__name__)
 
@@ -406,11 +407,9 @@ class Pool:
         envelope, body = parts[: split + 1], parts[split + 1 :]
         now = time.monotonic()
         job = _Job(envelope, body[0] if len(body) == 1 else b"", now, now + self.config.timeout_s)
-        size = sum(len(part) for part in body)
-        if size > self.config.max_request_bytes:
-            self._reply(router, envelope, oversize_reply(size, self.config.max_request_bytes))
-        elif len(body) != 1:
-            self._reply(router, envelope, encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "send each request as one frame")))
+        refusal = refuse_frame(body, self.config.max_request_bytes)
+        if refusal is not None:
+            self._reply(router, envelope, refusal)
         elif stopping:
             self._refuse(router, job, ErrorCode.BUSY, "the worker is shutting down; send this work order elsewhere or later", "busy")
         elif self.idle:
@@ -520,27 +519,23 @@ class Pool:
         logger.info("stopped")
 
 
-def _scalar(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
-
-
 def inspect_request(frame: bytes | memoryview) -> tuple[Any, str | None, str, int | None]:
     """(reply id, workOrderId, workload, responseTimeoutMSecs) of a request frame, as far as they
     can be read: what the supervisor needs to answer for a request its worker did not answer."""
     reply_id, work_order_id, workload, timeout_ms = None, None, "-", None
     try:
         outer = json.loads(bytes(frame))
-        reply_id = _scalar(outer.get("id"))
+        reply_id = jsonrpc_id(outer)
         inner = json.loads(outer["params"]) if isinstance(outer.get("params"), str) else outer.get("params")
         if isinstance(inner, dict):
             if "id" in inner:
-                reply_id = _scalar(inner.get("id"))
+                reply_id = jsonrpc_id(inner)
             params = inner.get("params")
             if isinstance(params, dict):
                 work_order_id = params.get("workOrderId") if isinstance(params.get("workOrderId"), str) else None
                 raw = params.get("workloadId")
                 if isinstance(raw, str):
-                    workload = bytes.fromhex(raw[2:] if raw[:2] in ("0x", "0X") else raw).decode("utf-8")
+                    workload = bytes.fromhex(strip_0x(raw)).decode("utf-8")
                 timeout = params.get("responseTimeoutMSecs")
                 if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
                     timeout_ms = timeout

@@ -38,7 +38,7 @@ def encode(reply: dict[str, Any]) -> bytes:
     return jsonio.dumps(reply)
 
 
-def _jsonrpc_id(message: Any) -> Any:
+def jsonrpc_id(message: Any) -> Any:
     """The request's id if JSON-RPC allows it (a string or a number), else null."""
     value = message.get("id") if isinstance(message, dict) else None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -96,7 +96,7 @@ class Processor:
             return _bad_frame("request is not UTF-8 text")
         except (ValueError, RecursionError):
             return _bad_frame("request is not valid JSON (or is nested too deeply)")
-        outer_id = _jsonrpc_id(message)
+        outer_id = jsonrpc_id(message)
         method = message.get("method") if isinstance(message, dict) else None
         if method == "ProcessWorkerSignup":
             return Outcome(self._signup_reply(message.get("params"), outer_id), "signup")
@@ -140,7 +140,7 @@ class Processor:
             else:
                 raise InvalidParameterError("params must be the WorkOrderSubmit request as a JSON string")
             if isinstance(inner, dict) and "id" in inner:
-                reply_id = _jsonrpc_id(inner)
+                reply_id = jsonrpc_id(inner)
             request = WorkOrderRequest.parse(inner)
             work_order_id = request.work_order_id
             workload = request.workload_id

@@ -41,14 +41,16 @@ class StopFlag:
         signal.signal(signal.SIGINT, self.set)
 
 
-def oversize_reply(size: int, limit: int) -> bytes:
-    return encode(
-        error_reply(
-            None,
-            ErrorCode.INVALID_PARAMETER,
-            f"request is {size} bytes; this worker accepts at most {limit} (see --max-request-bytes)",
-        )
-    )
+def refuse_frame(body: list, limit: int) -> bytes | None:
+    """The error reply for a request body (its frames) that is too large or not one frame, else None."""
+    size = sum(len(part) for part in body)
+    if size > limit:
+        message = f"request is {size} bytes; this worker accepts at most {limit} (see --max-request-bytes)"
+    elif len(body) != 1:
+        message = "send each request as one frame"
+    else:
+        return None
+    return encode(error_reply(None, ErrorCode.INVALID_PARAMETER, message))
 
 
 def bind_socket(context: zmq.Context, bind: str, socket_type: int, max_request_bytes: int) -> tuple[zmq.Socket, str]:
@@ -79,14 +81,8 @@ def serve(
             if not sock.poll(POLL_MS, zmq.POLLIN):
                 continue
             parts = sock.recv_multipart(copy=False)
-            size = sum(len(part) for part in parts)
-            if size > max_request_bytes:
-                reply = oversize_reply(size, max_request_bytes)
-            elif len(parts) != 1:
-                reply = encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "send each request as one frame"))
-            else:
-                reply = processor.handle(parts[0].bytes)
-            sock.send(reply)
+            refusal = refuse_frame(parts, max_request_bytes)
+            sock.send(refusal if refusal is not None else processor.handle(parts[0].bytes))
     finally:
         sock.close(linger=0)
         context.term()
