@@ -28,6 +28,8 @@ from importlib import metadata
 
 import zmq
 
+import zmtp
+
 from avalon_worker import crypto
 from avalon_worker.cli import start_worker_process
 from avalon_worker.requester import PendingWorkOrder, Session, WorkerInfo, build_work_order, open_result
@@ -69,17 +71,55 @@ def _template(info: WorkerInfo, scenario: Scenario) -> tuple[bytes, bytes, Pendi
     return prefix, suffix, pending, session
 
 
-def _client(endpoint: str, scenario: Scenario, seconds: float, max_orders: int, depth: int,
+class _LibzmqDealer:
+    """The same interface as `zmtp.DealerConnection`, through pyzmq (libzmq and its I/O thread)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, 120_000)
+        self.sock.connect(endpoint)
+
+    def send(self, messages: list[list[bytes]]) -> None:
+        for parts in messages:
+            self.sock.send_multipart(parts, copy=len(parts[-1]) < 65536)
+
+    def receive(self) -> list[list[bytes]]:
+        messages = [self.sock.recv_multipart()]
+        while self.sock.poll(0):
+            messages.append(self.sock.recv_multipart())
+        return messages
+
+    def close(self) -> None:
+        self.sock.close()
+        self.context.term()
+
+
+class _ZmtpDealer:
+    def __init__(self, endpoint: str) -> None:
+        self.connection = zmtp.DealerConnection(endpoint)
+
+    def send(self, messages: list[list[bytes]]) -> None:
+        self.connection.send(b"".join(zmtp.message(parts) for parts in messages))
+
+    def receive(self) -> list[list[bytes]]:
+        return self.connection.receive()
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+CLIENTS = {"zmtp": _ZmtpDealer, "libzmq": _LibzmqDealer}
+
+
+def _client(endpoint: str, kind: str, scenario: Scenario, seconds: float, max_orders: int, depth: int,
             ready: multiprocessing.Queue, start: multiprocessing.Event, results: multiprocessing.Queue) -> None:
-    """Keep `depth` work orders in flight on one DEALER socket (REQ-compatible framing, each
+    """Keep `depth` work orders in flight on one DEALER connection (REQ-compatible framing, each
     request tagged so its latency can be measured) until the time or the pre-built orders run out."""
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 120_000)
-    sock.connect(endpoint)
-    sock.send_multipart([b"", SIGNUP])
-    info = WorkerInfo.from_signup(json.loads(sock.recv_multipart()[-1]))
+    dealer = CLIENTS[kind](endpoint)
+    dealer.send([[b"", SIGNUP]])
+    info = WorkerInfo.from_signup(json.loads(dealer.receive()[0][-1]))
     prefix, suffix, pending, session = _template(info, scenario)
     if scenario.fresh_keys:
         wrappings = [crypto.rsa_oaep_encrypt(info.encryption_key, session.key).hex().encode() for _ in range(max_orders)]
@@ -95,27 +135,28 @@ def _client(endpoint: str, scenario: Scenario, seconds: float, max_orders: int, 
     deadline = began + seconds
     sent = 0
 
-    def send_next() -> None:
+    def next_message(now: float) -> list[bytes]:
         nonlocal sent
-        frame = prefix + wrappings[sent % len(wrappings)] + suffix
         tag = sent.to_bytes(4, "big") + b"t"  # never empty: an empty frame ends the envelope
-        sent_at[tag] = time.perf_counter()
-        sock.send_multipart([tag, b"", frame], copy=len(frame) < 65536)
+        sent_at[tag] = now
         sent += 1
+        return [tag, b"", prefix + wrappings[(sent - 1) % len(wrappings)] + suffix]
 
-    for _ in range(min(depth, max_orders)):
-        send_next()
+    dealer.send([next_message(began) for _ in range(min(depth, max_orders))])
     while sent_at:
-        tag, _, last = sock.recv_multipart()
-        latencies.append(time.perf_counter() - sent_at.pop(tag))
-        if sent < max_orders and time.perf_counter() < deadline:
-            send_next()
+        replies = dealer.receive()
+        now = time.perf_counter()
+        for tag, _, _reply in replies:
+            latencies.append(now - sent_at.pop(tag))
+        last = replies[-1][-1]
+        more = [next_message(now) for _ in replies if sent < max_orders and now < deadline]
+        if more:
+            dealer.send(more)
     elapsed = time.perf_counter() - began
     cpu = time.process_time() - cpu_began
     ok = open_result(pending, json.loads(last), info)[0] is not None  # the last reply verifies and decrypts
     results.put((len(latencies), elapsed, latencies, ok, cpu))
-    sock.close()
-    context.term()
+    dealer.close()
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -130,13 +171,23 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in handle.read().split()]
 
 
-def drive(endpoint: str, scenario: Scenario, clients: int, depth: int, seconds: float, pids: list[int]) -> dict[str, float]:
+@dataclass(frozen=True)
+class Load:
+    """The load generator: `clients` processes of `kind`, each keeping `depth` orders in flight."""
+
+    clients: int
+    depth: int
+    seconds: float
+    kind: str = "zmtp"
+
+
+def drive(endpoint: str, scenario: Scenario, load: Load, pids: list[int]) -> dict[str, float]:
     """Run one scenario; `pids` are the supervisor then its worker processes (for CPU per order)."""
     ctx = multiprocessing.get_context("fork")
     ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
     per_client = 400 if len(scenario.payload) > 100_000 else (2000 if len(scenario.payload) > 10_000 else 12000)
-    procs = [ctx.Process(target=_client, args=(endpoint, scenario, seconds, per_client, depth, ready, start, results))
-             for _ in range(clients)]
+    procs = [ctx.Process(target=_client, args=(endpoint, load.kind, scenario, load.seconds, per_client, load.depth, ready, start, results))
+             for _ in range(load.clients)]
     for proc in procs:
         proc.start()
     for _ in procs:
@@ -206,14 +257,14 @@ def floor_bytes(size: int = 1024 * 1024, iterations: int = 30) -> float:
 # main -------------------------------------------------------------------------------------------
 
 
-def run_worker(workers: int, chosen: list[Scenario], clients: int, depth: int, seconds: float, bits: int = 2048) -> dict[str, dict[str, float]]:
+def run_worker(workers: int, chosen: list[Scenario], load: Load, bits: int = 2048) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as state:
         process, endpoint = start_worker_process(
             state, ["--rsa-bits", str(bits), "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR"]
         )
         try:
             pids = [process.pid, *_children(process.pid)]
-            return {s.name: drive(endpoint, s, clients, depth, seconds, pids) for s in chosen}
+            return {s.name: drive(endpoint, s, load, pids) for s in chosen}
         finally:
             process.terminate()
             process.wait(timeout=60)
@@ -224,6 +275,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per scenario")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--depth", type=int, default=4, help="work orders each client keeps in flight")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="zmtp",
+                        help="load generator: a lean ZMTP 3.0 DEALER (default) or pyzmq's DEALER")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="N for the pool run")
     parser.add_argument("--quick", action="store_true", help="only the two hello scenarios")
     parser.add_argument("--write", metavar="FILE", help="also write the results as Markdown to FILE")
@@ -234,16 +287,18 @@ def main() -> int:
     floor = floor_small(2048)
     floor_3072 = floor_small(3072, 500)
     raw_1mib = floor_bytes()
-    one = run_worker(1, chosen, args.clients, args.depth, args.seconds)
-    many = run_worker(args.workers, chosen, args.clients, args.depth, args.seconds)
-    one_3072 = run_worker(1, hellos, args.clients, args.depth, args.seconds, bits=3072)
-    many_3072 = run_worker(args.workers, hellos, args.clients, args.depth, args.seconds, bits=3072)
+    load = Load(args.clients, args.depth, args.seconds, args.client)
+    one = run_worker(1, chosen, load)
+    many = run_worker(args.workers, chosen, load)
+    one_3072 = run_worker(1, hellos, load, bits=3072)
+    many_3072 = run_worker(args.workers, hellos, load, bits=3072)
 
     lines = [
         f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, {platform.python_implementation()} "
         f"{platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
         "versions: " + ", ".join(f"{p} {metadata.version(p)}" for p in ("cryptography", "coincurve", "pyzmq")),
-        f"clients: {args.clients} processes with {args.depth} work orders each in flight, {args.seconds:g} s per scenario",
+        f"clients: {args.clients} {args.client} DEALER processes with {args.depth} work orders each in flight, "
+        f"{args.seconds:g} s per scenario",
         "",
         f"| scenario | 1 process: orders/s | p50 ms | p99 ms | CPU µs/order (supervisor + worker + clients) "
         f"| {args.workers} processes: orders/s | p50 ms | p99 ms | N/1 |",
