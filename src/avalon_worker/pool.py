@@ -47,6 +47,7 @@ KIND_REPLY = b"R"  # worker → supervisor: "method\tworkload\tstatus\n" then th
 # responseTimeoutMSecs; quick ones (nearly all) are never parsed twice.
 INSPECT_AFTER_S = 0.05
 _SNDMORE = int(zmq.SNDMORE)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 SLOT_MAX_BYTES = 64 * 1024  # larger orders are never prefetched (their byte work dwarfs the hand-off)
 
 
@@ -491,12 +492,9 @@ class Pool:
                         due = min(due, job.deadline if job.inspected else job.received + INSPECT_AFTER_S)
                 for target, _ in self._poller.poll(max(0, int((due - now) * 1000)) + 1):
                     if target is router:
-                        while True:
-                            try:
-                                parts = router.recv_multipart(zmq.NOBLOCK)
-                            except zmq.Again:
-                                break
-                            self._accept(router, parts, stopping)
+                        # drain without ending on zmq.Again: raising it cost more than the rest of a read
+                        while router.getsockopt(_EVENTS) & _POLLIN:
+                            self._accept(router, router.recv_multipart(), stopping)
                     elif target in self.workers:
                         self._on_readable(router, self.workers[target])
                 if self.queue:
