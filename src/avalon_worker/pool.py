@@ -7,12 +7,14 @@ limit of each work order: a workload that hangs, exits or crashes costs its own 
 replaced, and the supervisor answers for the order. Worker processes are forked after the
 identity is loaded, so all share it; they use no ZMQ, only their socket pairs.
 
-Prefetch: while a process works on an order, the supervisor may put the next small queued order
-in that process's one-order "slot" (a SOCK_SEQPACKET pair), so the process goes straight on to it
-without waiting for the supervisor. The supervisor keeps the process's end of the slot too: if
-the running order turns out slow, it takes the slotted order back — each record is received by
-exactly one reader, so an order is never run twice and never stuck behind a slow one for longer
-than the inspection delay.
+Hand-off: each process has a "slot", a SOCK_SEQPACKET pair, and every order reaches it through
+that slot as one record, in order: a small order inline, a large one as a token that says "read
+the next order from your channel". While a process works, the supervisor may put the next small
+queued order in its slot (prefetch), so the process goes straight on to it. The supervisor keeps
+the process's end of the slot too: if the running order turns out slow, or the process dies, it
+takes the slotted order back — each record is received by exactly one reader, so an order is
+never run twice and never stuck behind a slow one for longer than the inspection delay. Where
+SOCK_SEQPACKET pairs cannot be made (or with --no-prefetch) orders go over the channel alone.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 _HEADER = struct.Struct(">cI")  # message kind, payload length
 KIND_WORK = b"W"  # supervisor → worker: a request frame
 KIND_REPLY = b"R"  # worker → supervisor: "method\tworkload\tstatus\n" then the reply frame
+SLOT_INLINE = b"F"  # slot record: this byte, then the order's frame
+SLOT_ON_CHANNEL = b"C"  # slot record: the order follows on the channel
 # A request still unanswered after this long is read by the supervisor for its ids and its own
 # responseTimeoutMSecs; quick ones (nearly all) are never parsed twice.
 INSPECT_AFTER_S = 0.05
@@ -125,7 +129,7 @@ class _Worker:
         if self.slot_reader is None:
             return False
         try:
-            self.slot_reader.recv(SLOT_MAX_BYTES, socket.MSG_DONTWAIT)
+            self.slot_reader.recv(SLOT_MAX_BYTES + 1, socket.MSG_DONTWAIT)
         except (BlockingIOError, OSError):
             return False
         return True
@@ -217,38 +221,17 @@ class _Channel:
         return messages
 
 
-def _take_slot(slot: socket.socket | None) -> bytes | None:
+def _next_frame(channel: _Channel, slot: socket.socket | None) -> bytes | bytearray | None:
+    """The next order (None when the supervisor has gone): from the slot, which carries every
+    order in the order it was sent, or from the channel alone when there is no slot."""
     if slot is None:
+        message = channel.receive()
+        return None if message is None else message[1]
+    record = slot.recv(SLOT_MAX_BYTES + 1)
+    if not record:
         return None
-    try:
-        return slot.recv(SLOT_MAX_BYTES, socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return None
-
-
-def _readable(sock: socket.socket) -> bool:
-    return bool(select.select([sock], [], [], 0)[0])
-
-
-def _next_frame(channel: _Channel, slot: socket.socket | None, held: deque[bytes | bytearray]) -> bytes | bytearray | None:
-    """The next order, oldest first.
-
-    An order sent on the channel always predates one in the slot: the supervisor sends on the
-    channel only to an idle process and slots only behind a running order, and it sends on the
-    channel before it slots. So an order found in the slot is held back while the channel has one.
-    """
-    if held:
-        return held.popleft()
-    while True:
-        if channel.has_message() or _readable(channel.sock):
-            break
-        frame = _take_slot(slot)
-        if frame is not None:
-            if channel.has_message() or _readable(channel.sock):  # sent before the slotted one
-                held.append(frame)
-                break
-            return frame
-        select.select([channel.sock] if slot is None else [channel.sock, slot], [], [])
+    if record[:1] == SLOT_INLINE:
+        return memoryview(record)[1:].tobytes()
     message = channel.receive()
     return None if message is None else message[1]
 
@@ -260,11 +243,7 @@ def _worker_main(channel: _Channel, slot: socket.socket | None, processor: Proce
     if memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
-    held: deque[bytes | bytearray] = deque()
-    while True:
-        frame = _next_frame(channel, slot, held)
-        if frame is None:
-            return
+    while (frame := _next_frame(channel, slot)) is not None:
         outcome = processor.process(frame)
         meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
         channel.send(KIND_REPLY, meta, outcome.reply)
@@ -377,7 +356,13 @@ class Pool:
         worker = self.idle.popleft()
         worker.jobs.append(job)
         try:
-            worker.channel.send(KIND_WORK, job.frame)
+            if worker.slot is None:
+                worker.channel.send(KIND_WORK, job.frame)
+            elif len(job.frame) <= SLOT_MAX_BYTES:
+                worker.slot.sendmsg([SLOT_INLINE, job.frame])
+            else:  # the token first: the process reads the channel while this is being sent
+                worker.slot.send(SLOT_ON_CHANNEL)
+                worker.channel.send(KIND_WORK, job.frame)
         except OSError:
             pass  # the process died; its socket reports EOF on the next poll and we answer then
 
@@ -391,7 +376,7 @@ class Pool:
         if not worker.slot_empty():
             return  # the process has not yet picked up its running order from the slot
         try:
-            worker.slot.send(job.frame, socket.MSG_DONTWAIT)
+            worker.slot.sendmsg([SLOT_INLINE, job.frame], [], socket.MSG_DONTWAIT)
         except OSError:
             return
         worker.jobs.append(self.queue.popleft())
