@@ -15,7 +15,7 @@ import orjson
 JSONDecodeError = orjson.JSONDecodeError  # a ValueError
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Decode JSON text; raises `JSONDecodeError` (a ValueError) on bad input or deep nesting."""
     return orjson.loads(data)
 

@@ -91,10 +91,12 @@ class Processor:
     def process(self, frame: bytes | bytearray) -> Outcome:
         """Answer one request frame, and say what happened."""
         try:
-            message = jsonio.loads(frame.decode("utf-8"))
-        except UnicodeDecodeError:
-            return _bad_frame("request is not UTF-8 text")
+            message = jsonio.loads(frame)  # orjson checks UTF-8 itself: no decoded copy of the frame
         except (ValueError, RecursionError):
+            try:
+                bytes(frame).decode("utf-8")
+            except UnicodeDecodeError:
+                return _bad_frame("request is not UTF-8 text")
             return _bad_frame("request is not valid JSON (or is nested too deeply)")
         outer_id = jsonrpc_id(message)
         method = message.get("method") if isinstance(message, dict) else None
