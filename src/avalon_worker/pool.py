@@ -19,7 +19,6 @@ SOCK_SEQPACKET pairs cannot be made (or with --no-prefetch) orders go over the c
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
@@ -35,6 +34,7 @@ from typing import Any
 
 import zmq
 
+from . import jsonio
 from .errors import ErrorCode
 from .models import strip_0x
 from .processor import Processor, encode, error_reply, jsonrpc_id
@@ -47,7 +47,7 @@ KIND_WORK = b"W"  # supervisor → worker: a request frame
 KIND_REPLY = b"R"  # worker → supervisor: "method\tworkload\tstatus\n" then the reply frame
 SLOT_INLINE = b"F"  # slot record: this byte, then the order's frame
 SLOT_ON_CHANNEL = b"C"  # slot record: the order follows on the channel
-# A request still unanswered after this long is read by the supervisor for its ids and its own
+# A request still running after this long is read by the supervisor for its ids and its own
 # responseTimeoutMSecs; quick ones (nearly all) are never parsed twice.
 INSPECT_AFTER_S = 0.05
 _SNDMORE = int(zmq.SNDMORE)
@@ -83,6 +83,7 @@ class _Job:
     frame: bytes
     received: float
     deadline: float
+    started: float = 0.0  # when it became its process's running order
     inspected: bool = False
     reply_id: Any = None
     work_order_id: str | None = None
@@ -355,6 +356,7 @@ class Pool:
     def _dispatch(self, job: _Job) -> None:
         worker = self.idle.popleft()
         worker.jobs.append(job)
+        job.started = time.monotonic()
         try:
             if worker.slot is None:
                 worker.channel.send(KIND_WORK, job.frame)
@@ -423,7 +425,9 @@ class Pool:
         if kind != KIND_REPLY or not worker.jobs:
             return
         job = worker.jobs.popleft()
-        if not worker.jobs:
+        if worker.jobs:
+            worker.jobs[0].started = time.monotonic()  # the slotted order runs now
+        else:
             self.idle.append(worker)
         if self.queue:  # keep the process busy first: the reply can go out while it works
             if worker.jobs:
@@ -440,7 +444,7 @@ class Pool:
             if not worker.jobs:
                 continue
             job = worker.jobs[0]
-            if not job.inspected and now - job.received >= INSPECT_AFTER_S:
+            if not job.inspected and now - job.started >= INSPECT_AFTER_S:
                 job.inspect()
                 if len(worker.jobs) == 2 and worker.take_back():  # don't leave an order behind a slow one
                     self.queue.appendleft(worker.jobs.pop())
@@ -474,7 +478,7 @@ class Pool:
                 for worker in self.workers.values():
                     if worker.jobs:
                         job = worker.jobs[0]
-                        due = min(due, job.deadline if job.inspected else job.received + INSPECT_AFTER_S)
+                        due = min(due, job.deadline if job.inspected else job.started + INSPECT_AFTER_S)
                 for target, _ in self._poller.poll(max(0, int((due - now) * 1000)) + 1):
                     if target is router:
                         # drain without ending on zmq.Again: raising it cost more than the rest of a read
@@ -507,9 +511,9 @@ def inspect_request(frame: bytes | memoryview) -> tuple[Any, str | None, str, in
     can be read: what the supervisor needs to answer for a request its worker did not answer."""
     reply_id, work_order_id, workload, timeout_ms = None, None, "-", None
     try:
-        outer = json.loads(bytes(frame))
+        outer = jsonio.loads(frame)
         reply_id = jsonrpc_id(outer)
-        inner = json.loads(outer["params"]) if isinstance(outer.get("params"), str) else outer.get("params")
+        inner = jsonio.loads(outer["params"]) if isinstance(outer.get("params"), str) else outer.get("params")
         if isinstance(inner, dict):
             if "id" in inner:
                 reply_id = jsonrpc_id(inner)
