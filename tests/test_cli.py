@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -135,3 +136,16 @@ def test_gramine_attestation_without_sgx_stops_the_worker_clearly(tmp_path: Path
     assert done.returncode == 2
     assert "attestation" in done.stderr.lower() and "Traceback" not in done.stderr
     assert not (tmp_path / "state").exists(), "no identity is made for a worker that cannot attest"
+
+
+def test_a_taken_port_or_a_bad_endpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
+        for bind, expected in ((endpoint, "Address already in use"), ("udp://127.0.0.1:5555", "give tcp://HOST:PORT")):
+            done = run_cli("serve", "--bind", bind, "--state-dir", str(tmp_path / "s"), "--rsa-bits", "2048",
+                           "--attestation", "none", "--workers", "1")
+            assert done.returncode == 2, done.stderr
+            assert f"cannot serve on '{bind}'" in done.stderr and expected in done.stderr
+            assert "Traceback" not in done.stderr

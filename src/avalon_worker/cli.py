@@ -28,6 +28,7 @@ from .attestation.cli import add_policy_arguments, add_verify_arguments, require
 from .crypto import SigningKey
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, IdentityError, load_or_create
 from .requester import VerificationError, WorkOrderFailed
+from .router import EndpointError
 from .server import DEFAULT_MAX_REQUEST_BYTES, StopFlag, serve
 from .workload.registry import RegistryError, WorkloadRegistry
 
@@ -144,6 +145,8 @@ def run_server(args: argparse.Namespace) -> int:
             serve(processor, args.bind, max_request_bytes=args.max_request_bytes, stop=stop, on_ready=ready)
         else:
             _serve_pool(processor, args, stop, ready)
+    except EndpointError as exc:
+        raise UsageError(f"cannot serve on {exc}") from None
     except zmq.ZMQError as exc:
         raise UsageError(f"cannot serve on {args.bind}: {exc}") from None
     return 0

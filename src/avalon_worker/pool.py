@@ -32,13 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
-
 from . import jsonio
 from .errors import ErrorCode
 from .models import strip_0x
 from .processor import Processor, encode, error_reply, jsonrpc_id
-from .server import StopFlag, bind_socket, refuse_frame
+from .router import Router
+from .server import HARD_LIMIT_FACTOR, StopFlag, refuse_frame
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +49,6 @@ SLOT_ON_CHANNEL = b"C"  # slot record: the order follows on the channel
 # A request still running after this long is read by the supervisor for its ids and its own
 # responseTimeoutMSecs; quick ones (nearly all) are never parsed twice.
 INSPECT_AFTER_S = 0.05
-_SNDMORE = int(zmq.SNDMORE)
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 SLOT_MAX_BYTES = 64 * 1024  # larger orders are never prefetched (their byte work dwarfs the hand-off)
 
 
@@ -272,7 +269,8 @@ class Pool:
         self.workers: dict[int, _Worker] = {}
         self.idle: deque[_Worker] = deque()
         self.queue: deque[_Job] = deque()
-        self._poller = zmq.Poller()
+        self._poller = select.epoll()
+        self._router: Router | None = None
 
     # worker processes ------------------------------------------------------------------------
 
@@ -301,6 +299,9 @@ class Pool:
                 for other in self.workers.values():
                     for sock in other.sockets():
                         sock.close()
+                if self._router is not None:
+                    self._router.close_inherited()
+                self._poller.close()
                 slot = slot_pair[1] if slot_pair is not None else None
                 _worker_main(_Channel(child_end), slot, self.processor, self.config.memory_limit_bytes)
             except BaseException:  # noqa: BLE001 - the supervisor sees the exit and answers for us
@@ -310,7 +311,7 @@ class Pool:
         child_end.close()
         worker = _Worker(pid, _Channel(parent_end), *(slot_pair or (None, None)))
         self.workers[worker.fileno] = worker
-        self._poller.register(worker.fileno, zmq.POLLIN)
+        self._poller.register(worker.fileno, select.EPOLLIN)
         self.idle.append(worker)
         return worker
 
@@ -328,7 +329,7 @@ class Pool:
         _, status = os.waitpid(worker.pid, 0)
         return _describe_exit(status)
 
-    def _lose(self, router: zmq.Socket, worker: _Worker, message: str, status: str) -> None:
+    def _lose(self, router: Router, worker: _Worker, message: str, status: str) -> None:
         """A process is gone: requeue an order it never received, answer for the one it was running."""
         if worker.jobs and worker.take_back():
             self.queue.appendleft(worker.jobs.pop())
@@ -341,13 +342,10 @@ class Pool:
 
     # requests ----------------------------------------------------------------------------------
 
-    def _reply(self, router: zmq.Socket, envelope: list[bytes], frame: bytes | memoryview) -> None:
-        # send_multipart's per-part flag arithmetic showed in the profile; plain ints skip it
-        for part in envelope:
-            router.send(part, _SNDMORE)
-        router.send(frame, 0, copy=len(frame) < 65536)
+    def _reply(self, router: Router, envelope: list[bytes], frame: bytes | memoryview) -> None:
+        router.send(envelope[0], [*envelope[1:], frame])
 
-    def _refuse(self, router: zmq.Socket, job: _Job, code: ErrorCode, message: str, status: str) -> None:
+    def _refuse(self, router: Router, job: _Job, code: ErrorCode, message: str, status: str) -> None:
         if not job.inspected:
             job.inspect()
         self._reply(router, job.envelope, encode(error_reply(job.reply_id, code, message, job.work_order_id)))
@@ -390,7 +388,7 @@ class Pool:
             for worker in self.workers.values():
                 self._prefetch_into(worker)
 
-    def _accept(self, router: zmq.Socket, parts: list[bytes], stopping: bool) -> None:
+    def _accept(self, router: Router, parts: list[bytes], stopping: bool) -> None:
         split = next((i for i, part in enumerate(parts) if not part), 0)
         envelope, body = parts[: split + 1], parts[split + 1 :]
         now = time.monotonic()
@@ -407,7 +405,7 @@ class Pool:
         else:
             self._refuse(router, job, ErrorCode.BUSY, "the worker is busy (its queue is full); try again later", "busy")
 
-    def _on_readable(self, router: zmq.Socket, worker: _Worker) -> None:
+    def _on_readable(self, router: Router, worker: _Worker) -> None:
         try:
             messages = worker.channel.receive_ready()
         except OSError:
@@ -421,7 +419,7 @@ class Pool:
                              worker.jobs[0].workload, how)
             self._lose(router, worker, f"the workload's process {how} before answering; it was replaced", "error 1")
 
-    def _on_message(self, router: zmq.Socket, worker: _Worker, kind: bytes, payload: bytes | bytearray) -> None:
+    def _on_message(self, router: Router, worker: _Worker, kind: bytes, payload: bytes | bytearray) -> None:
         if kind != KIND_REPLY or not worker.jobs:
             return
         job = worker.jobs.popleft()
@@ -439,7 +437,7 @@ class Pool:
         self._reply(router, job.envelope, memoryview(payload)[split + 1 :])
         self.metrics.observe(method, workload, status, time.monotonic() - job.received)
 
-    def _expire(self, router: zmq.Socket, now: float) -> None:
+    def _expire(self, router: Router, now: float) -> None:
         for worker in list(self.workers.values()):
             if not worker.jobs:
                 continue
@@ -461,11 +459,9 @@ class Pool:
         """Serve until `stop` is set, then answer everything in flight and stop the workers."""
         for _ in range(self.config.workers):
             self._spawn()
-        context = zmq.Context()
-        router, endpoint = bind_socket(context, bind, zmq.ROUTER, self.config.max_request_bytes)
-        self._poller.register(router, zmq.POLLIN)
+        router = self._router = Router(bind, self._poller, self.config.max_request_bytes * HARD_LIMIT_FACTOR)
         if on_ready is not None:
-            on_ready(endpoint)
+            on_ready(router.endpoint)
         report = type(self.metrics) is not PoolMetrics  # skip the gauges' bookkeeping when nobody reads them
         try:
             while True:
@@ -479,13 +475,16 @@ class Pool:
                     if worker.jobs:
                         job = worker.jobs[0]
                         due = min(due, job.deadline if job.inspected else job.started + INSPECT_AFTER_S)
-                for target, _ in self._poller.poll(max(0, int((due - now) * 1000)) + 1):
-                    if target is router:
-                        # drain without ending on zmq.Again: raising it cost more than the rest of a read
-                        while router.getsockopt(_EVENTS) & _POLLIN:
-                            self._accept(router, router.recv_multipart(), stopping)
-                    elif target in self.workers:
-                        self._on_readable(router, self.workers[target])
+                try:
+                    events = self._poller.poll(max(0.0, due - now))
+                except InterruptedError:
+                    events = []
+                for fd, mask in events:
+                    if fd in self.workers:
+                        self._on_readable(router, self.workers[fd])
+                    else:
+                        for parts in router.on_event(fd, mask):
+                            self._accept(router, parts, stopping)
                 if self.queue:
                     self._assign()
                 now = time.monotonic()
@@ -501,8 +500,8 @@ class Pool:
             for worker in list(self.workers.values()):
                 os.waitpid(worker.pid, 0)
             self.workers.clear()
-            router.close(linger=1000)
-            context.term()
+            router.close(linger_s=1.0)
+            self._poller.close()
         logger.info("stopped")
 
 

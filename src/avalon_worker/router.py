@@ -1,0 +1,236 @@
+"""A ZMQ ROUTER endpoint made of plain sockets, driven by the caller's epoll loop.
+
+REQ, DEALER and ROUTER clients (libzmq, pyzmq, Avalon's enclave manager) connect to it as to a
+libzmq ROUTER: each message it yields starts with the routing id of the connection it came on,
+and a reply sent with that id goes back on that connection (or nowhere, if it has gone). It does
+the I/O in the caller's thread, one system call per read or write, where libzmq hands every
+message to and from its own I/O thread. Framing lives in `zmtp`; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import time
+from collections import deque
+from itertools import count
+
+from .zmtp import PeerStream, ProtocolError, message_buffers
+
+logger = logging.getLogger(__name__)
+
+READ_BYTES = 256 * 1024
+_IOV_MAX = 512
+SMALL_MESSAGE_BYTES = 64 * 1024  # smaller messages are joined into one buffer before sending
+
+
+class EndpointError(ValueError):
+    """A bind address this endpoint cannot serve."""
+
+
+def listen(bind: str) -> tuple[socket.socket, str]:
+    """A listening socket for `tcp://host:port` (`*` for any host or port) or `ipc://path`, and
+    its endpoint as clients should write it; `EndpointError` says why not."""
+    try:
+        return _listen(bind)
+    except OSError as exc:
+        raise EndpointError(f"{bind!r}: {exc.strerror or exc}") from None
+
+
+def _listen(bind: str) -> tuple[socket.socket, str]:
+    scheme, _, address = bind.partition("://")
+    if scheme == "ipc" and address:
+        if os.path.exists(address) and not os.path.isdir(address):
+            os.unlink(address)  # as libzmq does: a stale socket file from an earlier run
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(address)
+        sock.listen(128)
+        return sock, f"ipc://{address}"
+    if scheme != "tcp" or ":" not in address:
+        raise EndpointError(f"{bind!r}: give tcp://HOST:PORT (HOST and PORT may be *) or ipc://PATH")
+    host, _, port_text = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if port_text in ("*", "0"):
+        port = 0
+    elif port_text.isdigit() and int(port_text) < 65536:
+        port = int(port_text)
+    else:
+        raise EndpointError(f"{bind!r}: the port must be a number or *")
+    if host == "*":
+        host = "0.0.0.0"
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise EndpointError(f"{bind!r}: cannot resolve {host!r} ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(sockaddr)
+    sock.listen(128)
+    real_host, real_port = sock.getsockname()[:2]
+    shown = f"[{real_host}]" if family == socket.AF_INET6 else real_host
+    return sock, f"tcp://{shown}:{real_port}"
+
+
+class _Peer:
+    __slots__ = ("sock", "stream", "routing_id", "queue", "queued_bytes", "writing")
+
+    def __init__(self, sock: socket.socket, stream: PeerStream, routing_id: bytes) -> None:
+        self.sock = sock
+        self.stream = stream
+        self.routing_id = routing_id
+        self.queue: deque[memoryview] = deque()  # bytes not yet written, in order
+        self.queued_bytes = 0
+        self.writing = False  # registered for EPOLLOUT
+
+
+class Router:
+    """The endpoint. The caller registers nothing itself: `Router` adds its sockets to `poller`
+    and the caller passes back every event on a file descriptor for which `owns` is true."""
+
+    def __init__(self, bind: str, poller: select.epoll, max_message_bytes: int) -> None:
+        self.listener, self.endpoint = listen(bind)
+        self.listener.setblocking(False)
+        self.poller = poller
+        self.max_message_bytes = max_message_bytes
+        self.max_queued_bytes = 2 * max_message_bytes  # a peer that never reads is dropped beyond this
+        self.peers: dict[int, _Peer] = {}
+        self.by_id: dict[bytes, _Peer] = {}
+        self._ids = count(1)
+        poller.register(self.listener.fileno(), select.EPOLLIN)
+
+    def owns(self, fd: int) -> bool:
+        return fd in self.peers or fd == self.listener.fileno()
+
+    def on_event(self, fd: int, events: int) -> list[list[bytes]]:
+        """Handle a poll event; return the messages that arrived, each led by its routing id."""
+        if fd == self.listener.fileno():
+            self._accept()
+            return []
+        peer = self.peers.get(fd)
+        if peer is None:
+            return []
+        if events & select.EPOLLOUT:
+            self._flush(peer)
+        if not events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) or fd not in self.peers:
+            return []
+        try:
+            data = peer.sock.recv(READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(peer)
+            return []
+        try:
+            messages = peer.stream.receive(data)
+        except ProtocolError as exc:
+            logger.warning("closing a client connection: %s", exc)
+            self._drop(peer)
+            return []
+        if peer.stream.outgoing:  # handshake or heartbeat answers
+            self._queue(peer, [bytes(peer.stream.outgoing)])
+            peer.stream.outgoing.clear()
+            self._flush(peer)
+        routing_id = peer.routing_id
+        for message in messages:
+            message.insert(0, routing_id)
+        return messages
+
+    def send(self, routing_id: bytes, parts: list[bytes | bytearray | memoryview]) -> bool:
+        """Send a message to the peer `routing_id`; False if it has gone (the message is dropped)."""
+        peer = self.by_id.get(routing_id)
+        if peer is None:
+            return False
+        buffers = message_buffers(parts)
+        size = sum(len(b) for b in buffers)
+        self._queue(peer, [b"".join(buffers)] if size < SMALL_MESSAGE_BYTES else buffers)
+        if peer.queued_bytes > self.max_queued_bytes:
+            logger.warning("closing a client connection that does not read its replies")
+            self._drop(peer)
+            return False
+        if not peer.writing:
+            self._flush(peer)
+        return True
+
+    def close(self, linger_s: float = 0.0) -> None:
+        """Close every connection, first trying for up to `linger_s` to write what is queued."""
+        deadline = time.monotonic() + linger_s
+        while (waiting := [peer for peer in self.peers.values() if peer.queue]) and time.monotonic() < deadline:
+            select.select([], [peer.sock for peer in waiting], [], max(0.0, deadline - time.monotonic()))
+            for peer in waiting:
+                self._flush(peer)
+        for peer in list(self.peers.values()):
+            self._drop(peer)
+        self.poller.unregister(self.listener.fileno())
+        self.listener.close()
+
+    def close_inherited(self) -> None:
+        """In a forked child process: close its copies of the sockets, so that a connection the
+        parent closes is really closed."""
+        self.listener.close()
+        for peer in self.peers.values():
+            peer.sock.close()
+
+    # internals -----------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: keep serving the others
+                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                    logger.warning("cannot accept a connection: %s", exc.strerror)
+                return
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            routing_id = b"\x00" + next(self._ids).to_bytes(4, "big")  # libzmq's form of generated ids
+            peer = _Peer(sock, PeerStream(self.max_message_bytes), routing_id)
+            self.peers[sock.fileno()] = peer
+            self.by_id[routing_id] = peer
+            self.poller.register(sock.fileno(), select.EPOLLIN)
+            self._queue(peer, [bytes(peer.stream.outgoing)])
+            peer.stream.outgoing.clear()
+            self._flush(peer)
+
+    def _queue(self, peer: _Peer, chunks: list[bytes | bytearray | memoryview]) -> None:
+        for chunk in chunks:
+            if chunk:
+                peer.queue.append(memoryview(chunk))
+                peer.queued_bytes += len(chunk)
+
+    def _flush(self, peer: _Peer) -> None:
+        queue = peer.queue
+        while queue:
+            try:
+                sent = peer.sock.sendmsg(list(queue)[:_IOV_MAX] if len(queue) > 1 else [queue[0]])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop(peer)
+                return
+            peer.queued_bytes -= sent
+            while sent and sent >= len(queue[0]):
+                sent -= len(queue.popleft())
+            if sent:
+                queue[0] = queue[0][sent:]
+                break  # the kernel took part: the buffer is full
+        want_write = bool(queue)
+        if want_write != peer.writing and peer.sock.fileno() in self.peers:
+            peer.writing = want_write
+            self.poller.modify(peer.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if want_write else 0))
+
+    def _drop(self, peer: _Peer) -> None:
+        fd = peer.sock.fileno()
+        if self.peers.pop(fd, None) is None:
+            return
+        del self.by_id[peer.routing_id]
+        self.poller.unregister(fd)
+        peer.sock.close()
+        peer.queue.clear()

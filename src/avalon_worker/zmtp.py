@@ -1,0 +1,180 @@
+"""The server side of one ZMTP 3.x connection (ZeroMQ's wire protocol, RFC 23/37), with no I/O.
+
+A `PeerStream` turns the bytes a peer sent into complete multipart messages and the messages we
+send into bytes. It speaks what a ZMQ ROUTER socket speaks to REQ, DEALER and ROUTER peers over
+NULL security: the greeting, the READY handshake, PING/PONG heartbeats and framing. Anything
+else (another mechanism, an incompatible socket type, a malformed or oversized frame) raises
+`ProtocolError`, after which the connection should be closed, as libzmq does.
+"""
+
+from __future__ import annotations
+
+import struct
+
+SIGNATURE_HEAD, SIGNATURE_TAIL = 0xFF, 0x7F
+GREETING_BYTES = 64
+MORE, LONG, COMMAND = 0x01, 0x02, 0x04
+PEER_TYPES = frozenset({b"REQ", b"DEALER", b"ROUTER"})  # what a ROUTER accepts
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+class ProtocolError(Exception):
+    """The peer broke ZMTP or a limit; close its connection."""
+
+
+def greeting(mechanism: bytes = b"NULL", as_server: bool = True) -> bytes:
+    """Our 64-byte greeting: ZMTP 3.1."""
+    return (
+        bytes([SIGNATURE_HEAD]) + bytes(8) + bytes([SIGNATURE_TAIL, 3, 1])
+        + mechanism.ljust(20, b"\x00") + bytes([1 if as_server else 0]) + bytes(31)
+    )
+
+
+def frame(body: bytes | bytearray | memoryview, *, more: bool = False, command: bool = False) -> bytes:
+    """The header of one frame followed by its body (a copy: use `frame_header` for large bodies)."""
+    return frame_header(len(body), more=more, command=command) + bytes(body)
+
+
+def frame_header(size: int, *, more: bool = False, command: bool = False) -> bytes:
+    flags = (MORE if more else 0) | (COMMAND if command else 0)
+    if size > 255:
+        return bytes([flags | LONG]) + _U64.pack(size)
+    return bytes([flags, size])
+
+
+def command(name: bytes, data: bytes = b"") -> bytes:
+    return frame(bytes([len(name)]) + name + data, command=True)
+
+
+def ready(socket_type: bytes) -> bytes:
+    """A READY command announcing `socket_type`."""
+    return command(b"READY", _property(b"Socket-Type", socket_type))
+
+
+def _property(name: bytes, value: bytes) -> bytes:
+    return bytes([len(name)]) + name + _U32.pack(len(value)) + value
+
+
+def parse_properties(data: bytes) -> dict[bytes, bytes]:
+    """The name/value pairs of a READY command's metadata (names are case-insensitive)."""
+    found: dict[bytes, bytes] = {}
+    offset = 0
+    while offset < len(data):
+        size = data[offset]
+        name = data[offset + 1 : offset + 1 + size]
+        offset += 1 + size
+        if size == 0 or len(name) != size or offset + 4 > len(data):
+            raise ProtocolError("malformed READY metadata")
+        (value_size,) = _U32.unpack_from(data, offset)
+        offset += 4
+        if offset + value_size > len(data):
+            raise ProtocolError("malformed READY metadata")
+        found[name.lower()] = bytes(data[offset : offset + value_size])
+        offset += value_size
+    return found
+
+
+def message_buffers(parts: list[bytes | bytearray | memoryview]) -> list[bytes | bytearray | memoryview]:
+    """The buffers that send one multipart message: frame headers and the parts themselves
+    (a large part is not copied)."""
+    buffers: list[bytes | bytearray | memoryview] = []
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        buffers.append(frame_header(len(part), more=i < last))
+        buffers.append(part)
+    return buffers
+
+
+class PeerStream:
+    """One peer's connection as a ROUTER sees it: feed it bytes, take the messages they complete;
+    what the protocol itself must send (greeting, READY, PONG) collects in `outgoing`."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.outgoing = bytearray(greeting() + ready(b"ROUTER"))  # NULL: READY needs no reply first
+        self.peer_type: bytes | None = None
+        self._buffer = bytearray()
+        self._greeted = False
+        self._parts: list[bytes] = []
+        self._message_bytes = 0
+
+    def receive(self, data: bytes) -> list[list[bytes]]:
+        """Take bytes from the peer; return the messages they complete (in order)."""
+        self._buffer += data
+        messages: list[list[bytes]] = []
+        if not self._greeted:
+            if not self._check_greeting():
+                return messages
+        buffer, offset, end = self._buffer, 0, len(self._buffer)
+        try:
+            while offset + 2 <= end:
+                flags = buffer[offset]
+                if flags & ~(MORE | LONG | COMMAND):
+                    raise ProtocolError("reserved frame flags are set")
+                if flags & LONG:
+                    if offset + 9 > end:
+                        break
+                    (size,) = _U64.unpack_from(buffer, offset + 1)
+                    head = 9
+                else:
+                    size, head = buffer[offset + 1], 2
+                if size > self.max_message_bytes - self._message_bytes:
+                    raise ProtocolError(f"a message is larger than {self.max_message_bytes} bytes")
+                stop = offset + head + size
+                if stop > end:
+                    break
+                body = bytes(buffer[offset + head : stop])
+                offset = stop
+                if flags & COMMAND:
+                    if flags & MORE:
+                        raise ProtocolError("a command frame has the MORE flag")
+                    self._on_command(body)
+                    continue
+                if self.peer_type is None:
+                    raise ProtocolError("a message arrived before the READY handshake")
+                self._parts.append(body)
+                self._message_bytes += size
+                if not flags & MORE:
+                    messages.append(self._parts)
+                    self._parts, self._message_bytes = [], 0
+        finally:
+            del buffer[:offset]
+        return messages
+
+
+    def _check_greeting(self) -> bool:
+        buffer = self._buffer
+        if buffer and buffer[0] != SIGNATURE_HEAD:
+            raise ProtocolError("not a ZMTP peer")
+        if len(buffer) >= 10 and buffer[9] != SIGNATURE_TAIL:
+            raise ProtocolError("not a ZMTP peer")
+        if len(buffer) >= 11 and buffer[10] < 3:
+            raise ProtocolError(f"ZMTP version {buffer[10]} is too old: this worker speaks ZMTP 3 (libzmq 4 or later)")
+        if len(buffer) < GREETING_BYTES:
+            return False
+        mechanism = bytes(buffer[12:32]).rstrip(b"\x00")
+        if mechanism != b"NULL":
+            raise ProtocolError(f"security mechanism {mechanism[:20]!r} is not offered (only NULL)")
+        del buffer[:GREETING_BYTES]
+        self._greeted = True
+        return True
+
+    def _on_command(self, body: bytes) -> None:
+        if not body or len(body) < 1 + body[0]:
+            raise ProtocolError("malformed command")
+        name, data = body[1 : 1 + body[0]], body[1 + body[0] :]
+        if name == b"READY":
+            if self.peer_type is not None:
+                raise ProtocolError("a second READY")
+            peer_type = parse_properties(data).get(b"socket-type")
+            if peer_type not in PEER_TYPES:
+                raise ProtocolError(f"a {peer_type!r} socket cannot talk to a ROUTER")
+            self.peer_type = peer_type
+        elif name == b"ERROR":
+            raise ProtocolError("the peer reported an error")
+        elif self.peer_type is None:
+            raise ProtocolError("a command other than READY arrived before READY")
+        elif name == b"PING":  # ZMTP 3.1 heartbeat: TTL (2 bytes), then up to 16 bytes of context
+            self.outgoing += command(b"PONG", data[2:18])
+        # PONG and any other command need no answer

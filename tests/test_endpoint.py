@@ -1,0 +1,230 @@
+"""The pool's ZMQ endpoint (`zmtp`, `router`): real libzmq peers of every kind a ROUTER serves,
+and hostile bytes on a raw TCP socket. The server must answer the first and drop the second
+without ever stopping."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+from hypothesis import given
+from hypothesis import strategies as st
+
+from avalon_worker import zmtp
+from avalon_worker.requester import WorkerInfo, build_work_order, open_result
+from conftest import RunningWorker, launch_worker
+
+REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
+HELLO_READY = zmtp.greeting(as_server=False) + zmtp.ready(b"DEALER")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    running = launch_worker(tmp_path_factory.mktemp("state"), ["--workloads", REGISTRY, "--workers", "2"])
+    yield running, WorkerInfo.from_signup(running.signup())
+    running.stop()
+
+
+def hello(running: RunningWorker, info: WorkerInfo, sock: zmq.Socket | None = None, name: bytes = b"again") -> None:
+    """A hello order answered and verified, on `sock` or on a fresh REQ socket."""
+    pending = build_work_order(info, "python-hello", [name])
+    if sock is None:
+        reply = running.request(pending.frame())
+    else:
+        sock.send(pending.frame())
+        assert sock.poll(20000), "no reply"
+        reply = sock.recv_multipart()[-1]
+    assert open_result(pending, json.loads(reply), info) == [b"Hello " + name]
+
+
+def raw_connection(running: RunningWorker) -> socket.socket:
+    host, port = running.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def closed_by_server(sock: socket.socket, timeout_s: float = 10) -> bool:
+    """Read until the server closes the connection (True) or the time runs out (False)."""
+    sock.settimeout(timeout_s)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+# real libzmq peers -------------------------------------------------------------------------------
+
+
+def test_req_dealer_and_router_clients_get_their_replies(served) -> None:
+    running, info = served
+    context = zmq.Context.instance()
+    req = context.socket(zmq.REQ)
+    dealer = context.socket(zmq.DEALER)
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.CONNECT_ROUTING_ID, b"worker")  # how a ROUTER client names the server
+    for sock in (req, dealer, router):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(running.endpoint)
+    try:
+        hello(running, info, req)
+        hello(running, info, req, b"twice")
+        orders = [build_work_order(info, "python-hello", [f"d{n}".encode()]) for n in range(3)]
+        for n, order in enumerate(orders):  # pipelined, each tagged
+            dealer.send_multipart([str(n).encode(), b"", order.frame()])
+        for _ in orders:
+            assert dealer.poll(20000)
+            tag, empty, reply = dealer.recv_multipart()
+            assert empty == b""
+            assert open_result(orders[int(tag)], json.loads(reply), info) == [b"Hello d" + tag]
+        order = build_work_order(info, "python-hello", [b"router"])
+        time.sleep(0.2)  # a ROUTER drops what it sends before the connection is up
+        router.send_multipart([b"worker", b"", order.frame()])
+        assert router.poll(20000)
+        peer, empty, reply = router.recv_multipart()
+        assert (peer, empty) == (b"worker", b"")
+        assert open_result(order, json.loads(reply), info) == [b"Hello router"]
+    finally:
+        for sock in (req, dealer, router):
+            sock.close(linger=0)
+
+
+def test_a_client_with_heartbeats_and_an_identity_waits_out_a_slow_order(served) -> None:
+    """ZMTP 3.1 PINGs must be answered, or libzmq drops the connection and the REQ never hears back."""
+    running, info = served
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, b"requester-7")
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 50)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 200)
+    sock.connect(running.endpoint)
+    try:
+        pending = build_work_order(info, "sleep", [b"1.0"])
+        sock.send(pending.frame())
+        assert sock.poll(20000), "no reply: the connection was dropped for want of PONGs"
+        assert open_result(pending, json.loads(sock.recv()), info) == [b"slept 1.0"]
+    finally:
+        sock.close(linger=0)
+
+
+def test_an_ipc_endpoint_serves_too(tmp_path: Path) -> None:
+    path = tmp_path / "worker.sock"
+    running = launch_worker(tmp_path / "state", ["--bind", f"ipc://{path}", "--workers", "1"])
+    try:
+        assert running.endpoint == f"ipc://{path}"
+        hello(running, WorkerInfo.from_signup(running.signup()))
+    finally:
+        running.stop()
+
+
+def test_a_client_that_leaves_with_an_order_in_flight_costs_nothing(served) -> None:
+    running, info = served
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(running.endpoint)
+    sock.send(build_work_order(info, "sleep", [b"0.3"]).frame())
+    time.sleep(0.05)
+    sock.close(linger=0)
+    time.sleep(0.4)  # its reply has nowhere to go
+    hello(running, info)
+
+
+# hostile bytes -----------------------------------------------------------------------------------
+
+GARBAGE = [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # not ZMTP at all
+    b"\xff" + bytes(8) + b"\x7f\x01\x00" + bytes(52),  # ZMTP 2 (libzmq 3)
+    b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"CURVE".ljust(20, b"\x00") + bytes(32),  # CURVE, not offered
+    zmtp.greeting(as_server=False) + zmtp.ready(b"PUB"),  # a socket type a ROUTER does not talk to
+    zmtp.greeting(as_server=False) + zmtp.frame(b"before READY"),
+    HELLO_READY + b"\x02" + struct.pack(">Q", 1 << 62),  # a frame of 4 EiB announced
+    HELLO_READY + b"\x08\x00",  # reserved flag bits
+    HELLO_READY + zmtp.command(b"ERROR", b"\x03bye"),
+]
+
+
+@pytest.mark.parametrize("data", GARBAGE, ids=["http", "zmtp2", "curve", "pub", "early-message", "huge-frame", "flags", "error"])
+def test_hostile_bytes_close_that_connection_and_nothing_else(served, data: bytes) -> None:
+    running, info = served
+    with raw_connection(running) as sock:
+        sock.sendall(data)
+        assert closed_by_server(sock)
+    hello(running, info)
+
+
+def test_a_replacement_process_does_not_keep_dropped_connections_open(served) -> None:
+    """A process forked while clients are connected must not hold their sockets open."""
+    running, info = served
+    with raw_connection(running) as idle_client:
+        idle_client.sendall(HELLO_READY)
+        time.sleep(0.2)
+        pending = build_work_order(info, "exit", [b"3"])
+        assert "was replaced" in json.loads(running.request(pending.frame()))["error"]["message"]
+        idle_client.sendall(zmtp.frame(b"before READY", command=True))  # malformed: dropped now
+        assert closed_by_server(idle_client, timeout_s=5)
+    hello(running, info)
+
+
+def test_a_raw_peer_that_stalls_mid_frame_blocks_no_one(served) -> None:
+    running, info = served
+    with raw_connection(running) as sock:
+        sock.sendall(HELLO_READY + b"\x02" + struct.pack(">Q", 1000) + b"partial")
+        hello(running, info)
+        sock.sendall(b"x" * 993)  # completes a one-frame message: a request with no empty delimiter
+        sock.settimeout(10)
+        got = b""
+        while b"send each request" not in got and b"error" not in got:
+            chunk = sock.recv(65536)
+            assert chunk, "closed instead of answered"
+            got += chunk
+
+
+# the codec on its own ------------------------------------------------------------------------------
+
+
+def _peer_bytes(messages: list[list[bytes]]) -> bytes:
+    return HELLO_READY + zmtp.command(b"PING", b"\x00\x0aping") + b"".join(
+        b"".join(bytes(b) for b in zmtp.message_buffers(m)) for m in messages)
+
+
+@given(
+    st.lists(st.lists(st.binary(max_size=300), min_size=1, max_size=4), max_size=5),
+    st.lists(st.integers(min_value=1, max_value=400), max_size=30),
+)
+def test_messages_come_out_whole_however_the_bytes_are_split(messages: list[list[bytes]], cuts: list[int]) -> None:
+    data = _peer_bytes(messages)
+    stream = zmtp.PeerStream(max_message_bytes=10_000)
+    got: list[list[bytes]] = []
+    offset = 0
+    for cut in [*cuts, len(data)]:
+        got += stream.receive(data[offset : offset + cut])
+        offset += cut
+    got += stream.receive(data[offset:])
+    assert got == messages
+    assert stream.peer_type == b"DEALER"
+    assert bytes(stream.outgoing).endswith(zmtp.command(b"PONG", b"ping"))  # PING answered with its context
+
+
+@given(st.binary(max_size=400), st.binary(max_size=200))
+def test_any_bytes_give_messages_or_a_protocol_error(prefix: bytes, tail: bytes) -> None:
+    for data in (prefix + tail, HELLO_READY + prefix + tail):
+        stream = zmtp.PeerStream(max_message_bytes=1000)
+        try:
+            for message in stream.receive(data):
+                assert all(isinstance(part, bytes) for part in message)
+        except zmtp.ProtocolError:
+            pass
+
+
+def test_a_message_over_the_limit_is_refused_before_it_is_buffered() -> None:
+    stream = zmtp.PeerStream(max_message_bytes=1000)
+    stream.receive(HELLO_READY)
+    with pytest.raises(zmtp.ProtocolError, match="larger than 1000"):
+        stream.receive(zmtp.frame(b"a" * 600, more=True) + zmtp.frame_header(600))
