@@ -49,7 +49,8 @@ SLOT_ON_CHANNEL = b"C"  # slot record: the order follows on the channel
 # A request still running after this long is read by the supervisor for its ids and its own
 # responseTimeoutMSecs; quick ones (nearly all) are never parsed twice.
 INSPECT_AFTER_S = 0.05
-SLOT_MAX_BYTES = 64 * 1024  # larger orders are never prefetched (their byte work dwarfs the hand-off)
+SLOT_MAX_BYTES = 64 * 1024
+PREFETCH_DEPTH = 1  # orders that may wait in a busy process's slot behind the running one  # larger orders are never prefetched (their byte work dwarfs the hand-off)
 
 
 @dataclass(frozen=True)
@@ -109,28 +110,17 @@ class _Worker:
     def sockets(self) -> list[socket.socket]:
         return [s for s in (self.channel.sock, self.slot, self.slot_reader) if s is not None]
 
-    def slot_empty(self) -> bool:
-        """The process has received whatever was put in its slot (so the slot holds at most one order,
-        always the last of `jobs`)."""
-        if self.slot_reader is None:
-            return False
-        try:
-            self.slot_reader.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        return False
-
-    def take_back(self) -> bool:
-        """Take the slotted order (the last of `jobs`) back if the process has not received it yet."""
-        if self.slot_reader is None:
-            return False
-        try:
-            self.slot_reader.recv(SLOT_MAX_BYTES + 1, socket.MSG_DONTWAIT)
-        except (BlockingIOError, OSError):
-            return False
-        return True
+    def take_back(self) -> int:
+        """Take back every order still waiting in the slot (the last ones of `jobs`: the slot
+        holds a suffix of them, in order); return how many."""
+        taken = 0
+        while self.slot_reader is not None:
+            try:
+                self.slot_reader.recv(SLOT_MAX_BYTES + 1, socket.MSG_DONTWAIT)
+            except OSError:  # BlockingIOError when the slot is empty
+                break
+            taken += 1
+        return taken
 
 
 class _Channel:
@@ -331,8 +321,7 @@ class Pool:
 
     def _lose(self, router: Router, worker: _Worker, message: str, status: str) -> None:
         """A process is gone: requeue an order it never received, answer for the one it was running."""
-        if worker.jobs and worker.take_back():
-            self.queue.appendleft(worker.jobs.pop())
+        self._reclaim(worker)
         for sock in (worker.slot, worker.slot_reader):
             if sock is not None:
                 sock.close()
@@ -367,19 +356,24 @@ class Pool:
             pass  # the process died; its socket reports EOF on the next poll and we answer then
 
     def _prefetch_into(self, worker: _Worker) -> None:
-        """Put the next queued order in a busy process's slot, if that is safe and useful."""
-        if not (self.prefetch and self.queue and len(worker.jobs) == 1 and worker.slot is not None):
+        """Queue small orders in a busy process's slot behind its running one, up to
+        PREFETCH_DEPTH, unless the running order is slow or large (leave them for a free process)."""
+        if not (self.prefetch and worker.jobs and worker.slot is not None):
             return
-        job = self.queue[0]
-        if worker.jobs[0].inspected or len(job.frame) > SLOT_MAX_BYTES:
-            return  # the running order is slow, or the next one is large: leave it for a free process
-        if not worker.slot_empty():
-            return  # the process has not yet picked up its running order from the slot
-        try:
-            worker.slot.sendmsg([SLOT_INLINE, job.frame], [], socket.MSG_DONTWAIT)
-        except OSError:
+        running = worker.jobs[0]
+        if running.inspected or len(running.frame) > SLOT_MAX_BYTES:
             return
-        worker.jobs.append(self.queue.popleft())
+        while self.queue and len(worker.jobs) <= PREFETCH_DEPTH and len(self.queue[0].frame) <= SLOT_MAX_BYTES:
+            try:
+                worker.slot.sendmsg([SLOT_INLINE, self.queue[0].frame], [], socket.MSG_DONTWAIT)
+            except OSError:
+                return
+            worker.jobs.append(self.queue.popleft())
+
+    def _reclaim(self, worker: _Worker) -> None:
+        """Requeue, at the front and in order, the orders a process has not received yet."""
+        for _ in range(worker.take_back()):
+            self.queue.appendleft(worker.jobs.pop())
 
     def _assign(self) -> None:
         while self.queue and self.idle:
@@ -444,8 +438,11 @@ class Pool:
             job = worker.jobs[0]
             if not job.inspected and now - job.started >= INSPECT_AFTER_S:
                 job.inspect()
-                if len(worker.jobs) == 2 and worker.take_back():  # don't leave an order behind a slow one
-                    self.queue.appendleft(worker.jobs.pop())
+                if len(worker.jobs) > 1:  # don't leave orders behind a slow one
+                    self._reclaim(worker)
+                    if not worker.jobs:  # it had not even received this one: hand it out again
+                        self.idle.append(worker)
+                        continue
             if now >= job.deadline:
                 if select.select([worker.channel.sock], [], [], 0)[0]:
                     continue  # it answered just now: read that first
