@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Work orders per second of a real worker, next to the cryptographic floor, in one run.
 
-Starts `avalon-worker serve` (RSA-2048, 1 process, then one per core), drives it over ZMQ from
-separate client processes that send pre-built requests in a closed loop, and prints:
+Starts `avalon-worker serve` (RSA-2048, 1 process, then one per core; then RSA-3072), drives it
+over ZMQ from a separate client process that sends pre-built requests in a closed loop, and prints:
 - throughput and p50/p99 latency per scenario (hello 5 B, echo 64 KiB and 1 MiB, fib(20)), with a
   fresh session key per order and with one reused session key;
 - the cryptographic floor: the unavoidable per-order work done in a tight loop without a server;
 - the ratios: worker / floor (1 process), N processes / 1 process, and 1 MiB MB/s / raw MB/s.
 
 Run by hand: `python benchmarks/throughput.py` (add `--write docs/performance.md` to record).
-Numbers are noisy on a shared machine: compare ratios measured in the same run.
+Numbers are noisy on a shared machine: compare ratios measured in the same run. Each server
+figure is the median of `--repeat` rounds (1-process and N-process runs interleaved); each floor
+is the fastest of several timed loops. The load generator is one process with several ZMTP
+connections (see `zmtp.py`), so that it takes little of the cores it shares with the worker.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import multiprocessing
 import os
 import platform
+import select
 import sys
 import tempfile
 import time
@@ -59,6 +63,18 @@ def scenarios(quick: bool) -> list[Scenario]:
 # client processes ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Load:
+    """The load generator: `clients` processes, each with `connections` DEALER connections of
+    `kind` keeping `depth` orders in flight."""
+
+    clients: int
+    connections: int
+    depth: int
+    seconds: float
+    kind: str = "zmtp"
+
+
 def _template(info: WorkerInfo, scenario: Scenario) -> tuple[bytes, bytes, PendingWorkOrder, Session]:
     """A request frame split around its encryptedSessionKey, which is not covered by the request
     hash: each send can carry a different RSA wrapping of the same key (a fresh RSA unwrap for the
@@ -72,14 +88,14 @@ def _template(info: WorkerInfo, scenario: Scenario) -> tuple[bytes, bytes, Pendi
 
 
 class _LibzmqDealer:
-    """The same interface as `zmtp.DealerConnection`, through pyzmq (libzmq and its I/O thread)."""
+    """The same interface as `_ZmtpDealer`, through pyzmq (libzmq and its I/O thread)."""
 
-    def __init__(self, endpoint: str) -> None:
-        self.context = zmq.Context()
-        self.sock = self.context.socket(zmq.DEALER)
+    def __init__(self, context: zmq.Context, endpoint: str) -> None:
+        self.sock = context.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVTIMEO, 120_000)
         self.sock.connect(endpoint)
+        self.pollable = self.sock
 
     def send(self, messages: list[list[bytes]]) -> None:
         for parts in messages:
@@ -87,24 +103,31 @@ class _LibzmqDealer:
 
     def receive(self) -> list[list[bytes]]:
         messages = [self.sock.recv_multipart()]
+        return messages + self.receive_available()
+
+    def receive_available(self) -> list[list[bytes]]:
+        messages = []
         while self.sock.poll(0):
             messages.append(self.sock.recv_multipart())
         return messages
 
     def close(self) -> None:
         self.sock.close()
-        self.context.term()
 
 
 class _ZmtpDealer:
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, context: zmq.Context, endpoint: str) -> None:
         self.connection = zmtp.DealerConnection(endpoint)
+        self.pollable = self.connection.sock.fileno()  # zmq.Poller reports raw sockets by descriptor
 
     def send(self, messages: list[list[bytes]]) -> None:
         self.connection.send(b"".join(zmtp.message(parts) for parts in messages))
 
     def receive(self) -> list[list[bytes]]:
         return self.connection.receive()
+
+    def receive_available(self) -> list[list[bytes]]:
+        return self.connection.receive_available()
 
     def close(self) -> None:
         self.connection.close()
@@ -113,18 +136,31 @@ class _ZmtpDealer:
 CLIENTS = {"zmtp": _ZmtpDealer, "libzmq": _LibzmqDealer}
 
 
-def _client(endpoint: str, kind: str, scenario: Scenario, seconds: float, max_orders: int, depth: int,
+def _client(endpoint: str, load: Load, scenario: Scenario, max_orders: int,
             ready: multiprocessing.Queue, start: multiprocessing.Event, results: multiprocessing.Queue) -> None:
-    """Keep `depth` work orders in flight on one DEALER connection (REQ-compatible framing, each
-    request tagged so its latency can be measured) until the time or the pre-built orders run out."""
-    dealer = CLIENTS[kind](endpoint)
-    dealer.send([[b"", SIGNUP]])
-    info = WorkerInfo.from_signup(json.loads(dealer.receive()[0][-1]))
+    """Keep `load.depth` work orders in flight on each of `load.connections` DEALER connections
+    (REQ-compatible framing, each request tagged so its latency can be measured) until the time or
+    the pre-built orders run out."""
+    context = zmq.Context()
+    dealers = [CLIENTS[load.kind](context, endpoint) for _ in range(load.connections)]
+    dealers[0].send([[b"", SIGNUP]])
+    info = WorkerInfo.from_signup(json.loads(dealers[0].receive()[0][-1]))
     prefix, suffix, pending, session = _template(info, scenario)
     if scenario.fresh_keys:
         wrappings = [crypto.rsa_oaep_encrypt(info.encryption_key, session.key).hex().encode() for _ in range(max_orders)]
     else:
         wrappings = [session.encrypted_key.hex().encode()]
+    by_pollable = {dealer.pollable: dealer for dealer in dealers}
+    if load.kind == "zmtp":  # plain sockets: epoll, cheaper per wake-up than zmq_poll
+        epoll = select.epoll()
+        for fd in by_pollable:
+            epoll.register(fd, select.EPOLLIN)
+        poll = lambda: epoll.poll(120)  # noqa: E731
+    else:
+        poller = zmq.Poller()
+        for pollable in by_pollable:
+            poller.register(pollable, zmq.POLLIN)
+        poll = lambda: poller.poll(120_000)  # noqa: E731
     latencies: list[float] = []
     sent_at: dict[bytes, float] = {}
     last = b""
@@ -132,7 +168,7 @@ def _client(endpoint: str, kind: str, scenario: Scenario, seconds: float, max_or
     start.wait()
     began = time.perf_counter()
     cpu_began = time.process_time()
-    deadline = began + seconds
+    deadline = began + load.seconds
     sent = 0
 
     def next_message(now: float) -> list[bytes]:
@@ -142,21 +178,28 @@ def _client(endpoint: str, kind: str, scenario: Scenario, seconds: float, max_or
         sent += 1
         return [tag, b"", prefix + wrappings[(sent - 1) % len(wrappings)] + suffix]
 
-    dealer.send([next_message(began) for _ in range(min(depth, max_orders))])
+    for dealer in dealers:
+        dealer.send([next_message(began) for _ in range(min(load.depth, max_orders - sent))])
     while sent_at:
-        replies = dealer.receive()
-        now = time.perf_counter()
-        for tag, _, _reply in replies:
-            latencies.append(now - sent_at.pop(tag))
-        last = replies[-1][-1]
-        more = [next_message(now) for _ in replies if sent < max_orders and now < deadline]
-        if more:
-            dealer.send(more)
+        for pollable, _ in poll():
+            dealer = by_pollable[pollable]
+            replies = dealer.receive_available()
+            if not replies:
+                continue
+            now = time.perf_counter()
+            for tag, _, _reply in replies:
+                latencies.append(now - sent_at.pop(tag))
+            last = replies[-1][-1]
+            more = [next_message(now) for _ in replies if sent < max_orders and now < deadline]
+            if more:
+                dealer.send(more)
     elapsed = time.perf_counter() - began
     cpu = time.process_time() - cpu_began
     ok = open_result(pending, json.loads(last), info)[0] is not None  # the last reply verifies and decrypts
     results.put((len(latencies), elapsed, latencies, ok, cpu))
-    dealer.close()
+    for dealer in dealers:
+        dealer.close()
+    context.term()
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -171,22 +214,15 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in handle.read().split()]
 
 
-@dataclass(frozen=True)
-class Load:
-    """The load generator: `clients` processes of `kind`, each keeping `depth` orders in flight."""
-
-    clients: int
-    depth: int
-    seconds: float
-    kind: str = "zmtp"
-
-
 def drive(endpoint: str, scenario: Scenario, load: Load, pids: list[int]) -> dict[str, float]:
     """Run one scenario; `pids` are the supervisor then its worker processes (for CPU per order)."""
     ctx = multiprocessing.get_context("fork")
     ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-    per_client = 400 if len(scenario.payload) > 100_000 else (2000 if len(scenario.payload) > 10_000 else 12000)
-    procs = [ctx.Process(target=_client, args=(endpoint, load.kind, scenario, load.seconds, per_client, load.depth, ready, start, results))
+    if len(scenario.payload) > 10_000:
+        per_client = 400 if len(scenario.payload) > 100_000 else 2000
+    else:  # more than any run here reaches in `seconds`, so time ends the run, not the supply
+        per_client = int(load.seconds * (6000 if scenario.fresh_keys else 25000) / load.clients) + 1
+    procs = [ctx.Process(target=_client, args=(endpoint, load, scenario, per_client, ready, start, results))
              for _ in range(load.clients)]
     for proc in procs:
         proc.start()
@@ -217,7 +253,11 @@ def drive(endpoint: str, scenario: Scenario, load: Load, pids: list[int]) -> dic
 # the floor ---------------------------------------------------------------------------------------
 
 
-def floor_small(bits: int = 2048, iterations: int = 2000) -> float:
+FLOOR_ROUNDS = 5  # each floor is the fastest of this many timed loops: the work's cost when nothing
+# else on the machine gets in the way, a stricter floor than an average would be
+
+
+def floor_small(bits: int = 2048, iterations: int = 500) -> float:
     """Seconds per order of the unavoidable work for a small order (RSA-OAEP unwrap, libsecp256k1)."""
     rsa_key = crypto.generate_rsa_key(bits)
     signer = crypto.SigningKey.generate()
@@ -226,32 +266,40 @@ def floor_small(bits: int = 2048, iterations: int = 2000) -> float:
     enc_hash = crypto.aes_gcm_encrypt(session_key, iv, os.urandom(32))
     enc_in = crypto.aes_gcm_encrypt(session_key, iv, b"World")
     ids = b"x" * 300
-    t0 = time.perf_counter()
-    for i in range(iterations):
-        key = crypto.rsa_oaep_decrypt(rsa_key, wrapped[i % 200])
-        crypto.aes_gcm_decrypt(key, iv, enc_hash)
-        plaintext = crypto.aes_gcm_decrypt(key, iv, enc_in)
-        crypto.sha256(crypto.sha256(ids) + crypto.sha256(ids) + crypto.sha256(plaintext))  # request hash + dataHash
-        out = crypto.aes_gcm_encrypt(key, iv, b"Hello World")
-        digest = crypto.sha256(crypto.sha256(ids) + crypto.sha256(out))  # response hash
-        crypto.sha256(b"Hello World")  # output dataHash
-        signer.sign_digest(digest)
-    return (time.perf_counter() - t0) / iterations
+
+    def one_round() -> float:
+        t0 = time.perf_counter()
+        for i in range(iterations):
+            key = crypto.rsa_oaep_decrypt(rsa_key, wrapped[i % 200])
+            crypto.aes_gcm_decrypt(key, iv, enc_hash)
+            plaintext = crypto.aes_gcm_decrypt(key, iv, enc_in)
+            crypto.sha256(crypto.sha256(ids) + crypto.sha256(ids) + crypto.sha256(plaintext))  # request hash + dataHash
+            out = crypto.aes_gcm_encrypt(key, iv, b"Hello World")
+            digest = crypto.sha256(crypto.sha256(ids) + crypto.sha256(out))  # response hash
+            crypto.sha256(b"Hello World")  # output dataHash
+            signer.sign_digest(digest)
+        return (time.perf_counter() - t0) / iterations
+
+    return min(one_round() for _ in range(FLOOR_ROUNDS))
 
 
-def floor_bytes(size: int = 1024 * 1024, iterations: int = 30) -> float:
+def floor_bytes(size: int = 1024 * 1024, iterations: int = 10) -> float:
     """Seconds per order of the byte work for a `size`-byte echo: base64, AES-GCM, SHA-256 both ways."""
     key, iv = os.urandom(32), os.urandom(12)
     text = base64.b64encode(crypto.aes_gcm_encrypt(key, iv, os.urandom(size)))
-    t0 = time.perf_counter()
-    for _ in range(iterations):
-        plaintext = crypto.aes_gcm_decrypt(key, iv, base64.b64decode(text))
-        crypto.sha256(text)  # request hash over the item as sent
-        crypto.sha256(plaintext)  # dataHash check
-        out = base64.b64encode(crypto.aes_gcm_encrypt(key, iv, plaintext))
-        crypto.sha256(out)  # response hash
-        crypto.sha256(plaintext)  # output dataHash
-    return (time.perf_counter() - t0) / iterations
+
+    def one_round() -> float:
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            plaintext = crypto.aes_gcm_decrypt(key, iv, base64.b64decode(text))
+            crypto.sha256(text)  # request hash over the item as sent
+            crypto.sha256(plaintext)  # dataHash check
+            out = base64.b64encode(crypto.aes_gcm_encrypt(key, iv, plaintext))
+            crypto.sha256(out)  # response hash
+            crypto.sha256(plaintext)  # output dataHash
+        return (time.perf_counter() - t0) / iterations
+
+    return min(one_round() for _ in range(FLOOR_ROUNDS))
 
 
 # main -------------------------------------------------------------------------------------------
@@ -270,14 +318,21 @@ def run_worker(workers: int, chosen: list[Scenario], load: Load, bits: int = 204
             process.wait(timeout=60)
 
 
+def median_runs(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per scenario, the run with the median throughput (its latencies and CPU figures with it)."""
+    return {name: sorted((run[name] for run in runs), key=lambda r: r["rate"])[len(runs) // 2] for name in runs[0]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per scenario")
-    parser.add_argument("--clients", type=int, default=2, help="client processes")
-    parser.add_argument("--depth", type=int, default=4, help="work orders each client keeps in flight")
+    parser.add_argument("--clients", type=int, default=1, help="client processes")
+    parser.add_argument("--connections", type=int, default=4, help="DEALER connections per client process")
+    parser.add_argument("--depth", type=int, default=4, help="work orders each connection keeps in flight")
     parser.add_argument("--client", choices=sorted(CLIENTS), default="zmtp",
                         help="load generator: a lean ZMTP 3.0 DEALER (default) or pyzmq's DEALER")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="N for the pool run")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every run; each figure is the median round's")
     parser.add_argument("--quick", action="store_true", help="only the two hello scenarios")
     parser.add_argument("--write", metavar="FILE", help="also write the results as Markdown to FILE")
     args = parser.parse_args()
@@ -285,31 +340,33 @@ def main() -> int:
     chosen = scenarios(args.quick)
     hellos = scenarios(quick=True)
     floor = floor_small(2048)
-    floor_3072 = floor_small(3072, 500)
+    floor_3072 = floor_small(3072, 200)
     raw_1mib = floor_bytes()
-    load = Load(args.clients, args.depth, args.seconds, args.client)
-    one = run_worker(1, chosen, load)
-    many = run_worker(args.workers, chosen, load)
-    one_3072 = run_worker(1, hellos, load, bits=3072)
-    many_3072 = run_worker(args.workers, hellos, load, bits=3072)
+    load = Load(args.clients, args.connections, args.depth, args.seconds, args.client)
+    rounds = []
+    for _ in range(args.repeat):  # the 1-process and N-process runs interleaved, so drift hits both
+        rounds.append((run_worker(1, chosen, load), run_worker(args.workers, chosen, load),
+                       run_worker(1, hellos, load, bits=3072), run_worker(args.workers, hellos, load, bits=3072)))
+    one, many, one_3072, many_3072 = (median_runs([r[i] for r in rounds]) for i in range(4))
 
     lines = [
         f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, {platform.python_implementation()} "
         f"{platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
         "versions: " + ", ".join(f"{p} {metadata.version(p)}" for p in ("cryptography", "coincurve", "pyzmq")),
-        f"clients: {args.clients} {args.client} DEALER processes with {args.depth} work orders each in flight, "
-        f"{args.seconds:g} s per scenario",
+        f"load: {args.clients} client process(es) × {args.connections} {args.client} DEALER connections × {args.depth} "
+        f"work orders in flight, {args.seconds:g} s per scenario, median of {args.repeat} rounds",
         "",
         f"| scenario | 1 process: orders/s | p50 ms | p99 ms | CPU µs/order (supervisor + worker + clients) "
-        f"| {args.workers} processes: orders/s | p50 ms | p99 ms | N/1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {args.workers} processes: orders/s | p50 ms | p99 ms | CPU µs/order | N/1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [(s.name, one[s.name], many[s.name]) for s in chosen]
     rows += [(f"{s.name}, RSA-3072", one_3072[s.name], many_3072[s.name]) for s in hellos]
     for name, a, b in rows:
         lines.append(
             f"| {name} | {a['rate']:.0f} | {a['p50']:.2f} | {a['p99']:.2f} | {a['supervisor_us']:.0f} + {a['workers_us']:.0f} + {a['clients_us']:.0f} "
-            f"| {b['rate']:.0f} | {b['p50']:.2f} | {b['p99']:.2f} | {b['rate'] / a['rate']:.2f} |"
+            f"| {b['rate']:.0f} | {b['p50']:.2f} | {b['p99']:.2f} | {b['supervisor_us']:.0f} + {b['workers_us']:.0f} + {b['clients_us']:.0f} "
+            f"| {b['rate'] / a['rate']:.2f} |"
         )
     hello_fresh = one["hello 5 B, fresh keys"]["rate"]
     hello_reused = one["hello 5 B, reused key"]["rate"]

@@ -58,12 +58,16 @@ class DealerConnection:
         """Block until at least one message has arrived; return every complete one."""
         messages: list[list[bytes]] = []
         while not messages:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("the worker closed the connection")
-            self._buffer += chunk
-            messages = self._complete_messages()
+            messages = self.receive_available()
         return messages
+
+    def receive_available(self) -> list[list[bytes]]:
+        """One read (call it when the socket is readable); the messages it completed, maybe none."""
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("the worker closed the connection")
+        self._buffer += chunk
+        return self._complete_messages()
 
     def close(self) -> None:
         self.sock.close()
