@@ -73,6 +73,7 @@ class Load:
     depth: int
     seconds: float
     kind: str = "zmtp"
+    pin_cpus: bool = True
 
 
 def _template(info: WorkerInfo, scenario: Scenario) -> tuple[bytes, bytes, PendingWorkOrder, Session]:
@@ -306,10 +307,9 @@ def floor_bytes(size: int = 1024 * 1024, iterations: int = 10) -> float:
 
 
 def run_worker(workers: int, chosen: list[Scenario], load: Load, bits: int = 2048) -> dict[str, dict[str, float]]:
+    options = ["--rsa-bits", str(bits), "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR"]
     with tempfile.TemporaryDirectory() as state:
-        process, endpoint = start_worker_process(
-            state, ["--rsa-bits", str(bits), "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR"]
-        )
+        process, endpoint = start_worker_process(state, options + (["--pin-cpus"] if load.pin_cpus else []))
         try:
             pids = [process.pid, *_children(process.pid)]
             return {s.name: drive(endpoint, s, load, pids) for s in chosen}
@@ -331,6 +331,7 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=4, help="work orders each connection keeps in flight")
     parser.add_argument("--client", choices=sorted(CLIENTS), default="zmtp",
                         help="load generator: a lean ZMTP 3.0 DEALER (default) or pyzmq's DEALER")
+    parser.add_argument("--no-pin", action="store_true", help="serve without --pin-cpus")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="N for the pool run")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of every run; each figure is the median round's")
     parser.add_argument("--quick", action="store_true", help="only the two hello scenarios")
@@ -342,7 +343,7 @@ def main() -> int:
     floor = floor_small(2048)
     floor_3072 = floor_small(3072, 200)
     raw_1mib = floor_bytes()
-    load = Load(args.clients, args.connections, args.depth, args.seconds, args.client)
+    load = Load(args.clients, args.connections, args.depth, args.seconds, args.client, not args.no_pin)
     rounds = []
     for _ in range(args.repeat):  # the 1-process and N-process runs interleaved, so drift hits both
         rounds.append((run_worker(1, chosen, load), run_worker(args.workers, chosen, load),
@@ -355,6 +356,7 @@ def main() -> int:
         "versions: " + ", ".join(f"{p} {metadata.version(p)}" for p in ("cryptography", "coincurve", "pyzmq")),
         f"load: {args.clients} client process(es) × {args.connections} {args.client} DEALER connections × {args.depth} "
         f"work orders in flight, {args.seconds:g} s per scenario, median of {args.repeat} rounds",
+        f"worker: `serve --workers 1` and `--workers {args.workers}`{'' if args.no_pin else ' with --pin-cpus'}",
         "",
         f"| scenario | 1 process: orders/s | p50 ms | p99 ms | CPU µs/order (supervisor + worker + clients) "
         f"| {args.workers} processes: orders/s | p50 ms | p99 ms | CPU µs/order | N/1 |",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +216,32 @@ def test_without_prefetch_a_hung_workload_still_costs_only_its_process(pool) -> 
     reply = Order(running, info, "spin", b"x").reply()
     assert reply["error"]["code"] == 1 and "time limit" in reply["error"]["message"]
     assert_full_pool(running, info)
+
+
+def allowed_cpus(pid: int) -> set[int]:
+    return os.sched_getaffinity(pid)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable cores")
+def test_pin_cpus_gives_each_process_its_core_and_the_supervisor_the_rest(tmp_path: Path) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    running = launch_worker(tmp_path, ["--workloads", REGISTRY, "--workers", "1", "--pin-cpus"])
+    try:
+        info = WorkerInfo.from_signup(running.signup())
+        [child] = children(running.process.pid)
+        assert allowed_cpus(child) == {cores[0]}
+        assert allowed_cpus(running.process.pid) == set(cores[1:])
+        assert "was replaced" in Order(running, info, "exit", b"3").reply()["error"]["message"]
+        deadline = time.monotonic() + 10
+        while (replacement := children(running.process.pid)) in ([], [child]) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the supervisor answers first, then forks the replacement
+        [replacement] = replacement
+        assert replacement != child and allowed_cpus(replacement) == {cores[0]}
+        assert Order(running, info, "python-hello", b"pinned").result() == b"Hello pinned"
+    finally:
+        running.stop()
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(p) for p in handle.read().split()]

@@ -102,6 +102,9 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
                         help="requests that may wait for a free process; more are answered BUSY (default %(default)s)")
     parser.add_argument("--no-prefetch", action="store_true",
                         help="hand each process one order at a time (no prefetch slot)")
+    parser.add_argument("--pin-cpus", action="store_true",
+                        help="pin each worker process to a core of its own and the supervisor to the cores left over; "
+                             "steadier throughput when --workers is below the core count")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (default: off)")
     parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -175,6 +178,7 @@ def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready:
         queue_limit=args.queue_limit,
         max_request_bytes=args.max_request_bytes,
         prefetch=not args.no_prefetch,
+        pin_cpus=args.pin_cpus,
     )
     Pool(processor, config, metrics).serve(args.bind, stop=stop, on_ready=ready)
 

@@ -63,6 +63,7 @@ class PoolConfig:
     queue_limit: int = 256
     max_request_bytes: int = 32 * 1024 * 1024
     prefetch: bool = True
+    pin_cpus: bool = False
 
 
 class PoolMetrics:
@@ -101,6 +102,7 @@ class _Worker:
     channel: _Channel
     slot: socket.socket | None = None  # the supervisor's end of the next-order slot
     slot_reader: socket.socket | None = None  # the process's end, kept to take an order back
+    cpu: int | None = None  # the core it is pinned to (--pin-cpus)
     jobs: deque[_Job] = field(default_factory=deque)  # the running order, then a slotted one
     fileno: int = field(init=False)
 
@@ -261,6 +263,14 @@ class Pool:
         self.queue: deque[_Job] = deque()
         self._poller = select.epoll()
         self._router: Router | None = None
+        self._cpus = sorted(os.sched_getaffinity(0)) if config.pin_cpus else []
+
+    def _pin(self) -> None:
+        """With --pin-cpus: the supervisor moves to the cores no worker process has, if any are left,
+        so that it never preempts one (on a machine with cores to spare)."""
+        spare = self._cpus[self.config.workers :]
+        if spare:
+            os.sched_setaffinity(0, spare)
 
     # worker processes ------------------------------------------------------------------------
 
@@ -276,7 +286,8 @@ class Pool:
             self.prefetch = False
             return None
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self, cpu: int | None = None) -> _Worker:
+        """Fork a worker process (pinned to core `cpu`, if given)."""
         parent_end, child_end = socket.socketpair()
         slot_pair = self._slot_pair()
         pid = os.fork()
@@ -292,6 +303,8 @@ class Pool:
                 if self._router is not None:
                     self._router.close_inherited()
                 self._poller.close()
+                if cpu is not None:
+                    os.sched_setaffinity(0, {cpu})
                 slot = slot_pair[1] if slot_pair is not None else None
                 _worker_main(_Channel(child_end), slot, self.processor, self.config.memory_limit_bytes)
             except BaseException:  # noqa: BLE001 - the supervisor sees the exit and answers for us
@@ -299,7 +312,8 @@ class Pool:
             finally:
                 os._exit(status)
         child_end.close()
-        worker = _Worker(pid, _Channel(parent_end), *(slot_pair or (None, None)))
+        slot, slot_reader = slot_pair or (None, None)
+        worker = _Worker(pid, _Channel(parent_end), slot=slot, slot_reader=slot_reader, cpu=cpu)
         self.workers[worker.fileno] = worker
         self._poller.register(worker.fileno, select.EPOLLIN)
         self.idle.append(worker)
@@ -327,7 +341,7 @@ class Pool:
                 sock.close()
         for job in worker.jobs:
             self._refuse(router, job, ErrorCode.UNKNOWN_ERROR, message.format(workload=job.workload), status)
-        self._spawn()
+        self._spawn(worker.cpu)  # the replacement takes over its core
 
     # requests ----------------------------------------------------------------------------------
 
@@ -454,8 +468,9 @@ class Pool:
 
     def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve until `stop` is set, then answer everything in flight and stop the workers."""
-        for _ in range(self.config.workers):
-            self._spawn()
+        for n in range(self.config.workers):
+            self._spawn(self._cpus[n % len(self._cpus)] if self._cpus else None)
+        self._pin()
         router = self._router = Router(bind, self._poller, self.config.max_request_bytes * HARD_LIMIT_FACTOR)
         if on_ready is not None:
             on_ready(router.endpoint)
