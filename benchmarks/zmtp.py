@@ -42,6 +42,8 @@ class DealerConnection:
         self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffer = bytearray()
+        self._read = bytearray(1 << 20)  # reused: recv(1 MiB) would allocate and map 1 MiB per read
+        self._read_view = memoryview(self._read)
         self.sock.sendall(_GREETING + _ready(b"DEALER"))
         greeting = self._read_exactly(64)
         if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
@@ -63,10 +65,10 @@ class DealerConnection:
 
     def receive_available(self) -> list[list[bytes]]:
         """One read (call it when the socket is readable); the messages it completed, maybe none."""
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
+        size = self.sock.recv_into(self._read)
+        if not size:
             raise ConnectionError("the worker closed the connection")
-        self._buffer += chunk
+        self._buffer += self._read_view[:size]
         return self._complete_messages()
 
     def close(self) -> None:

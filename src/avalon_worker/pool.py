@@ -134,6 +134,7 @@ class _Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buffer = bytearray()
+        self._read = memoryview(bytearray(self.READ_SIZE))  # reused, not allocated per read
 
     def send(self, kind: bytes, *parts: bytes | bytearray | memoryview) -> None:
         """One message made of `parts`, gathered by the kernel (large payloads are not copied)."""
@@ -148,10 +149,10 @@ class _Channel:
                 buffers[0] = buffers[0][sent:]
 
     def _fill(self) -> bool:
-        data = self.sock.recv(self.READ_SIZE)
-        if not data:
+        size = self.sock.recv_into(self._read)
+        if not size:
             return False
-        self._buffer += data
+        self._buffer += self._read[:size]
         return True
 
     def _complete(self) -> tuple[bytes, bytes | bytearray] | None:
@@ -211,17 +212,18 @@ class _Channel:
         return messages
 
 
-def _next_frame(channel: _Channel, slot: socket.socket | None) -> bytes | bytearray | None:
+def _next_frame(channel: _Channel, slot: socket.socket | None, record: memoryview) -> bytes | bytearray | None:
     """The next order (None when the supervisor has gone): from the slot, which carries every
-    order in the order it was sent, or from the channel alone when there is no slot."""
+    order in the order it was sent, or from the channel alone when there is no slot. `record`
+    is a reusable buffer for one slot record."""
     if slot is None:
         message = channel.receive()
         return None if message is None else message[1]
-    record = slot.recv(SLOT_MAX_BYTES + 1)
-    if not record:
+    size = slot.recv_into(record)
+    if not size:
         return None
-    if record[:1] == SLOT_INLINE:
-        return memoryview(record)[1:].tobytes()
+    if record[0] == SLOT_INLINE[0]:
+        return bytes(record[1:size])
     message = channel.receive()
     return None if message is None else message[1]
 
@@ -233,7 +235,8 @@ def _worker_main(channel: _Channel, slot: socket.socket | None, processor: Proce
     if memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
-    while (frame := _next_frame(channel, slot)) is not None:
+    record = memoryview(bytearray(SLOT_MAX_BYTES + 1))
+    while (frame := _next_frame(channel, slot, record)) is not None:
         outcome = processor.process(frame)
         meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
         channel.send(KIND_REPLY, meta, outcome.reply)

@@ -99,6 +99,9 @@ class Router:
         self.peers: dict[int, _Peer] = {}
         self.by_id: dict[bytes, _Peer] = {}
         self._ids = count(1)
+        # one read buffer, reused: recv(256 KiB) would allocate (and map) 256 KiB on every read
+        self._read_buffer = bytearray(READ_BYTES)
+        self._read_view = memoryview(self._read_buffer)
         poller.register(self.listener.fileno(), select.EPOLLIN)
 
     def owns(self, fd: int) -> bool:
@@ -117,16 +120,16 @@ class Router:
         if not events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) or fd not in self.peers:
             return []
         try:
-            data = peer.sock.recv(READ_BYTES)
+            size = peer.sock.recv_into(self._read_buffer)
         except (BlockingIOError, InterruptedError):
             return []
         except OSError:
-            data = b""
-        if not data:
+            size = 0
+        if not size:
             self._drop(peer)
             return []
         try:
-            messages = peer.stream.receive(data)
+            messages = peer.stream.receive(self._read_view[:size])
         except ProtocolError as exc:
             logger.warning("closing a client connection: %s", exc)
             self._drop(peer)

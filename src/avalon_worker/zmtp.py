@@ -99,7 +99,7 @@ class PeerStream:
         self._parts: list[bytes] = []
         self._message_bytes = 0
 
-    def receive(self, data: bytes) -> list[list[bytes]]:
+    def receive(self, data: bytes | bytearray | memoryview) -> list[list[bytes]]:
         """Take bytes from the peer; return the messages they complete (in order)."""
         self._buffer += data
         messages: list[list[bytes]] = []
