@@ -32,21 +32,26 @@ def items_digest(items: Iterable[Mapping[str, Any]]) -> bytes:
     """SHA-256 of `concat_items(items)` in UTF-8, fed field by field: a megabyte item is not
     copied into one joined string first."""
     digest = hashlib.sha256()
-    for item in sorted(items, key=lambda item: item["index"]):
+    ordered = items if len(items := list(items)) < 2 else sorted(items, key=lambda item: item["index"])
+    for item in ordered:
         for field in _ITEM_FIELDS:
             value = item.get(field)
             if value is not None:
-                digest.update(str(value).encode("utf-8"))
+                digest.update((value if isinstance(value, str) else str(value)).encode("utf-8"))
     return digest.digest()
+
+
+_REQUEST_IDS = ("requesterNonce", "workOrderId", "workerId", "workloadId", "requesterId")
+_RESPONSE_IDS = ("workerNonce", "workOrderId", "workerId", "workloadId", "requesterId")
+
+
+def _ids_digest(fields: Mapping[str, Any], names: tuple[str, ...]) -> bytes:
+    return sha256("".join([_text(fields.get(name)) for name in names]).encode("utf-8"))
 
 
 def request_hash(params: Mapping[str, Any]) -> bytes:
     """The 32-byte request hash of WorkOrderSubmit params."""
-    ids = "".join(
-        _text(params.get(field))
-        for field in ("requesterNonce", "workOrderId", "workerId", "workloadId", "requesterId")
-    )
-    parts = sha256(ids.encode("utf-8")) + items_digest(params["inData"])
+    parts = _ids_digest(params, _REQUEST_IDS) + items_digest(params["inData"])
     out_data = params.get("outData")
     if out_data:
         parts += items_digest(out_data)
@@ -55,8 +60,4 @@ def request_hash(params: Mapping[str, Any]) -> bytes:
 
 def response_hash(result: Mapping[str, Any]) -> bytes:
     """The 32-byte response hash of a work-order result object."""
-    ids = "".join(
-        _text(result.get(field))
-        for field in ("workerNonce", "workOrderId", "workerId", "workloadId", "requesterId")
-    )
-    return sha256(sha256(ids.encode("utf-8")) + items_digest(result["outData"]))
+    return sha256(_ids_digest(result, _RESPONSE_IDS) + items_digest(result["outData"]))
