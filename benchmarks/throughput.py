@@ -8,7 +8,8 @@ over ZMQ from a separate client process that sends pre-built requests in a close
 - the cryptographic floor: the unavoidable per-order work done in a tight loop without a server;
 - the ratios: worker / floor (1 process), N processes / 1 process, and 1 MiB MB/s / raw MB/s.
 
-Run by hand: `python benchmarks/throughput.py` (add `--write docs/performance.md` to record).
+Run by hand: `python benchmarks/throughput.py` (`--write FILE` also saves the results as Markdown,
+as pasted into docs/performance.md).
 Numbers are noisy on a shared machine: compare ratios measured in the same run. Each server
 figure is the median of `--repeat` rounds (1-process and N-process runs interleaved); each floor
 is the fastest of several timed loops. The load generator is one process with several ZMTP
@@ -398,7 +399,6 @@ def main() -> int:
     print(text)
     if args.write:
         with open(args.write, "w", encoding="utf-8") as handle:
-            handle.write("# Performance\n\nMeasured by `python benchmarks/throughput.py` (run by hand; see its docstring).\n\n")
             handle.write(text + "\n")
     return 0
 
