@@ -5,6 +5,8 @@ without ever stopping."""
 from __future__ import annotations
 
 import json
+import os
+import resource
 import socket
 import struct
 import time
@@ -184,6 +186,48 @@ def test_a_raw_peer_that_stalls_mid_frame_blocks_no_one(served) -> None:
             chunk = sock.recv(65536)
             assert chunk, "closed instead of answered"
             got += chunk
+
+
+def test_a_client_that_never_reads_its_replies_is_dropped(served) -> None:
+    running, info = served
+    # refused by the supervisor itself (two body frames), and the reply echoes the 10 KB envelope
+    refused = b"".join(bytes(b) for b in zmtp.message_buffers([b"t" * 10_000, b"", b"two", b"frames"]))
+    with raw_connection(running) as sock:
+        sock.sendall(HELLO_READY)
+        sock.settimeout(30)
+        try:
+            for _ in range(5_000):  # 50 MB of replies: far beyond the kernel's buffers and 1,000 queued
+                sock.sendall(refused)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        time.sleep(0.5)
+        assert closed_by_server(sock, timeout_s=30)
+    hello(running, info)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_pauses_accepting_without_spinning(served) -> None:
+    running, info = served
+    pid = running.process.pid
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    extra: list[socket.socket] = []
+    try:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 2, limits[1]))
+        extra = [raw_connection(running) for _ in range(6)]  # the kernel queues them; accept fails
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        assert cpu_seconds(pid) - before < 0.5, "the supervisor spins on a listener it cannot accept from"
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+        for sock in extra:
+            sock.close()
+    hello(running, info)  # accepting resumed
 
 
 # the codec on its own ------------------------------------------------------------------------------

@@ -490,6 +490,9 @@ class Pool:
                     if worker.jobs:
                         job = worker.jobs[0]
                         due = min(due, job.deadline if job.inspected else job.started + INSPECT_AFTER_S)
+                resume = router.resume_at()
+                if resume is not None:
+                    due = min(due, resume)
                 try:
                     events = self._poller.poll(max(0.0, due - now))
                 except InterruptedError:
@@ -505,6 +508,7 @@ class Pool:
                 now = time.monotonic()
                 if now >= due:
                     self._expire(router, now)
+                    router.tick(now)
                 if report:
                     self.metrics.set_queue_depth(len(self.queue))
                     self.metrics.set_pool_size(len(self.workers), len(self.workers) - len(self.idle))

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 READ_BYTES = 256 * 1024
 _IOV_MAX = 512
-SMALL_MESSAGE_BYTES = 64 * 1024  # smaller messages are joined into one buffer before sending
+SMALL_MESSAGE_BYTES = 64 * 1024
+ACCEPT_PAUSE_S = 0.1  # smaller messages are joined into one buffer before sending
 
 
 class EndpointError(ValueError):
@@ -75,7 +76,7 @@ def _listen(bind: str) -> tuple[socket.socket, str]:
 
 
 class _Peer:
-    __slots__ = ("sock", "stream", "routing_id", "queue", "queued_bytes", "writing")
+    __slots__ = ("sock", "stream", "routing_id", "queue", "queued_bytes", "queued_messages", "writing")
 
     def __init__(self, sock: socket.socket, stream: PeerStream, routing_id: bytes) -> None:
         self.sock = sock
@@ -83,6 +84,7 @@ class _Peer:
         self.routing_id = routing_id
         self.queue: deque[memoryview] = deque()  # bytes not yet written, in order
         self.queued_bytes = 0
+        self.queued_messages = 0  # sent since the queue was last empty
         self.writing = False  # registered for EPOLLOUT
 
 
@@ -95,7 +97,10 @@ class Router:
         self.listener.setblocking(False)
         self.poller = poller
         self.max_message_bytes = max_message_bytes
-        self.max_queued_bytes = 2 * max_message_bytes  # a peer that never reads is dropped beyond this
+        # a peer that does not read its replies is dropped beyond either (libzmq's send HWM is 1000)
+        self.max_queued_bytes = max_message_bytes
+        self.max_queued_messages = 1000
+        self._accept_paused_until = 0.0
         self.peers: dict[int, _Peer] = {}
         self.by_id: dict[bytes, _Peer] = {}
         self._ids = count(1)
@@ -103,6 +108,16 @@ class Router:
         self._read_buffer = bytearray(READ_BYTES)
         self._read_view = memoryview(self._read_buffer)
         poller.register(self.listener.fileno(), select.EPOLLIN)
+
+    def resume_at(self) -> float | None:
+        """When `tick` should next be called (accepting is paused), or None."""
+        return self._accept_paused_until or None
+
+    def tick(self, now: float) -> None:
+        """Resume accepting once a pause has run out."""
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            self.poller.register(self.listener.fileno(), select.EPOLLIN)
 
     def owns(self, fd: int) -> bool:
         return fd in self.peers or fd == self.listener.fileno()
@@ -151,7 +166,8 @@ class Router:
         buffers = message_buffers(parts)
         size = sum(len(b) for b in buffers)
         self._queue(peer, [b"".join(buffers)] if size < SMALL_MESSAGE_BYTES else buffers)
-        if peer.queued_bytes > self.max_queued_bytes:
+        peer.queued_messages += 1
+        if peer.queued_bytes > self.max_queued_bytes or peer.queued_messages > self.max_queued_messages:
             logger.warning("closing a client connection that does not read its replies")
             self._drop(peer)
             return False
@@ -168,7 +184,8 @@ class Router:
                 self._flush(peer)
         for peer in list(self.peers.values()):
             self._drop(peer)
-        self.poller.unregister(self.listener.fileno())
+        if not self._accept_paused_until:
+            self.poller.unregister(self.listener.fileno())
         self.listener.close()
 
     def close_inherited(self) -> None:
@@ -186,9 +203,13 @@ class Router:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. out of file descriptors: keep serving the others
-                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
-                    logger.warning("cannot accept a connection: %s", exc.strerror)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # out of descriptors or memory: stop listening for a moment instead of spinning
+                    # on a listener that stays readable; the connected peers are still served
+                    logger.warning("cannot accept connections for now: %s", exc.strerror)
+                    self.poller.unregister(self.listener.fileno())
+                    self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_S
                 return
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
@@ -225,6 +246,8 @@ class Router:
                 queue[0] = queue[0][sent:]
                 break  # the kernel took part: the buffer is full
         want_write = bool(queue)
+        if not queue:
+            peer.queued_messages = 0
         if want_write != peer.writing and peer.sock.fileno() in self.peers:
             peer.writing = want_write
             self.poller.modify(peer.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if want_write else 0))
