@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import socket
 import struct
 import time
@@ -18,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from avalon_worker import zmtp
+from avalon_worker.router import Router
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 from conftest import RunningWorker, launch_worker
 
@@ -228,6 +230,30 @@ def test_out_of_file_descriptors_pauses_accepting_without_spinning(served) -> No
         for sock in extra:
             sock.close()
     hello(running, info)  # accepting resumed
+
+
+def test_a_connection_that_never_finishes_its_handshake_is_closed() -> None:
+    poller = select.epoll()
+    router = Router("tcp://127.0.0.1:*", poller, max_message_bytes=1 << 20)
+    host, port = router.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    try:
+        silent, ready = (socket.create_connection((host, int(port)), timeout=5) for _ in range(2))
+        ready.sendall(HELLO_READY)
+        deadline = time.monotonic() + 5
+        while sorted(p.stream.peer_type or b"" for p in router.peers.values()) != [b"", b"DEALER"]:
+            assert time.monotonic() < deadline, "the two connections were not accepted"
+            for fd, mask in poller.poll(0.1):
+                router.on_event(fd, mask)
+        due = router.next_due()
+        assert due is not None and due > time.monotonic() + 20  # libzmq's 30 s handshake interval
+        router.tick(due)
+        assert closed_by_server(silent, timeout_s=5)
+        assert len(router.peers) == 1  # the peer that finished its handshake stays
+        silent.close()
+        ready.close()
+    finally:
+        router.close()
+        poller.close()
 
 
 # the codec on its own ------------------------------------------------------------------------------

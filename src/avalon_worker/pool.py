@@ -490,9 +490,9 @@ class Pool:
                     if worker.jobs:
                         job = worker.jobs[0]
                         due = min(due, job.deadline if job.inspected else job.started + INSPECT_AFTER_S)
-                resume = router.resume_at()
-                if resume is not None:
-                    due = min(due, resume)
+                router_due = router.next_due()
+                if router_due is not None:
+                    due = min(due, router_due)
                 try:
                     events = self._poller.poll(max(0.0, due - now))
                 except InterruptedError:

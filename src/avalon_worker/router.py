@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 READ_BYTES = 256 * 1024
 _IOV_MAX = 512
 SMALL_MESSAGE_BYTES = 64 * 1024
-ACCEPT_PAUSE_S = 0.1  # smaller messages are joined into one buffer before sending
+ACCEPT_PAUSE_S = 0.1
+HANDSHAKE_S = 30.0  # a connection that has not finished the ZMTP handshake by then is closed (as libzmq does)  # smaller messages are joined into one buffer before sending
 
 
 class EndpointError(ValueError):
@@ -101,6 +102,7 @@ class Router:
         self.max_queued_bytes = max_message_bytes
         self.max_queued_messages = 1000
         self._accept_paused_until = 0.0
+        self._handshakes: deque[tuple[float, _Peer]] = deque()  # (deadline, peer), in accept order
         self.peers: dict[int, _Peer] = {}
         self.by_id: dict[bytes, _Peer] = {}
         self._ids = count(1)
@@ -109,15 +111,22 @@ class Router:
         self._read_view = memoryview(self._read_buffer)
         poller.register(self.listener.fileno(), select.EPOLLIN)
 
-    def resume_at(self) -> float | None:
-        """When `tick` should next be called (accepting is paused), or None."""
-        return self._accept_paused_until or None
+    def next_due(self) -> float | None:
+        """When `tick` should next be called: a pause or a handshake runs out. None: no need."""
+        times = [t for t in (self._accept_paused_until, self._handshakes[0][0] if self._handshakes else 0.0) if t]
+        return min(times) if times else None
 
     def tick(self, now: float) -> None:
-        """Resume accepting once a pause has run out."""
+        """Resume accepting once a pause has run out; close connections whose handshake has not
+        finished in time."""
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             self.poller.register(self.listener.fileno(), select.EPOLLIN)
+        while self._handshakes and self._handshakes[0][0] <= now:
+            _, peer = self._handshakes.popleft()
+            if peer.stream.peer_type is None and peer.sock.fileno() in self.peers:
+                logger.warning("closing a connection that did not finish the ZMTP handshake in %.0f s", HANDSHAKE_S)
+                self._drop(peer)
 
     def owns(self, fd: int) -> bool:
         return fd in self.peers or fd == self.listener.fileno()
@@ -219,6 +228,7 @@ class Router:
             self.peers[sock.fileno()] = peer
             self.by_id[routing_id] = peer
             self.poller.register(sock.fileno(), select.EPOLLIN)
+            self._handshakes.append((time.monotonic() + HANDSHAKE_S, peer))
             self._queue(peer, [bytes(peer.stream.outgoing)])
             peer.stream.outgoing.clear()
             self._flush(peer)
