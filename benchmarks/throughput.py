@@ -357,7 +357,7 @@ def main() -> int:
         "versions: " + ", ".join(f"{p} {metadata.version(p)}" for p in ("cryptography", "coincurve", "pyzmq")),
         f"load: {args.clients} client process(es) × {args.connections} {args.client} DEALER connections × {args.depth} "
         f"work orders in flight, {args.seconds:g} s per scenario, median of {args.repeat} rounds",
-        f"worker: `serve --workers 1` and `--workers {args.workers}`{'' if args.no_pin else ' with --pin-cpus'}",
+        f"worker: `serve --log-level ERROR --workers 1` and `--workers {args.workers}`{'' if args.no_pin else ', --pin-cpus'}",
         "",
         f"| scenario | 1 process: orders/s | p50 ms | p99 ms | CPU µs/order (supervisor + worker + clients) "
         f"| {args.workers} processes: orders/s | p50 ms | p99 ms | CPU µs/order | N/1 |",
