@@ -1,7 +1,7 @@
 """A pool of worker processes behind one ZMQ endpoint.
 
-The supervisor (this process) owns a ROUTER socket that REQ clients and Avalon's enclave
-manager talk to unchanged. It hands each request to an idle worker process over a socket pair,
+The supervisor (this process) owns the endpoint (`router.Router`, a ZMQ ROUTER over plain
+sockets) that REQ clients and Avalon's enclave manager talk to unchanged. It hands each request to an idle worker process over a socket pair,
 queues a bounded number when all are busy and answers BUSY (8) beyond that. It enforces the time
 limit of each work order: a workload that hangs, exits or crashes costs its own process, which is
 replaced, and the supervisor answers for the order. Worker processes are forked after the
