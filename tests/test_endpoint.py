@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from avalon_worker import zmtp
-from avalon_worker.router import Router
+from avalon_worker.router import EndpointError, Router, listen
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 from conftest import RunningWorker, launch_worker
 
@@ -118,11 +118,12 @@ def test_a_client_with_heartbeats_and_an_identity_waits_out_a_slow_order(served)
         sock.close(linger=0)
 
 
-def test_an_ipc_endpoint_serves_too(tmp_path: Path) -> None:
-    path = tmp_path / "worker.sock"
-    running = launch_worker(tmp_path / "state", ["--bind", f"ipc://{path}", "--workers", "1"])
+@pytest.mark.parametrize("name", ["file", "abstract"])
+def test_an_ipc_endpoint_serves_too(tmp_path: Path, name: str) -> None:
+    endpoint = f"ipc://{tmp_path / 'worker.sock'}" if name == "file" else f"ipc://@avalon-worker-test-{os.getpid()}"
+    running = launch_worker(tmp_path / "state", ["--bind", endpoint, "--workers", "1"])
     try:
-        assert running.endpoint == f"ipc://{path}"
+        assert running.endpoint == endpoint
         hello(running, WorkerInfo.from_signup(running.signup()))
     finally:
         running.stop()
@@ -254,6 +255,25 @@ def test_a_connection_that_never_finishes_its_handshake_is_closed() -> None:
     finally:
         router.close()
         poller.close()
+
+
+@pytest.mark.parametrize("bind, shown", [("tcp://localhost:*", "tcp://127.0.0.1:"), ("tcp://*:0", "tcp://0.0.0.0:"),
+                                         ("tcp://[::1]:*", "tcp://[::1]:")])
+def test_endpoints_are_read_as_libzmq_reads_them(bind: str, shown: str) -> None:
+    try:
+        sock, endpoint = listen(bind)
+    except EndpointError as exc:
+        if "::1" in bind:
+            pytest.skip(f"no IPv6 loopback here ({exc})")
+        raise
+    with sock:
+        assert endpoint.startswith(shown) and int(endpoint.rsplit(":", 1)[1]) > 0
+
+
+def test_a_bad_endpoint_says_what_would_work() -> None:
+    for bind in ("udp://127.0.0.1:1", "tcp://127.0.0.1", "tcp://127.0.0.1:http", "tcp://no-such-host.invalid:1"):
+        with pytest.raises(EndpointError, match="tcp://HOST:PORT|port must be|cannot resolve"):
+            listen(bind)
 
 
 # the codec on its own ------------------------------------------------------------------------------

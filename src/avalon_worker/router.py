@@ -45,10 +45,14 @@ def listen(bind: str) -> tuple[socket.socket, str]:
 def _listen(bind: str) -> tuple[socket.socket, str]:
     scheme, _, address = bind.partition("://")
     if scheme == "ipc" and address:
-        if os.path.exists(address) and not os.path.isdir(address):
-            os.unlink(address)  # as libzmq does: a stale socket file from an earlier run
+        if address.startswith("@"):  # Linux's abstract namespace, written as libzmq writes it
+            path = "\0" + address[1:]
+        else:
+            path = address
+            if os.path.exists(path) and not os.path.isdir(path):
+                os.unlink(path)  # as libzmq does: a stale socket file from an earlier run
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(address)
+        sock.bind(path)
         sock.listen(128)
         return sock, f"ipc://{address}"
     if scheme != "tcp" or ":" not in address:
@@ -63,8 +67,11 @@ def _listen(bind: str) -> tuple[socket.socket, str]:
         raise EndpointError(f"{bind!r}: the port must be a number or *")
     if host == "*":
         host = "0.0.0.0"
+    # IPv4 unless the host is an IPv6 literal, as libzmq does by default: `localhost` must be
+    # where libzmq clients (which resolve it to 127.0.0.1) look for it
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as exc:
         raise EndpointError(f"{bind!r}: cannot resolve {host!r} ({exc.strerror})") from None
     sock = socket.socket(family, kind, proto)
@@ -188,9 +195,13 @@ class Router:
         """Close every connection, first trying for up to `linger_s` to write what is queued."""
         deadline = time.monotonic() + linger_s
         while (waiting := [peer for peer in self.peers.values() if peer.queue]) and time.monotonic() < deadline:
-            select.select([], [peer.sock for peer in waiting], [], max(0.0, deadline - time.monotonic()))
+            writable = select.poll()  # not select(): there may be more than 1,024 descriptors
             for peer in waiting:
-                self._flush(peer)
+                writable.register(peer.sock, select.POLLOUT)
+            writable.poll(max(0.0, deadline - time.monotonic()) * 1000)
+            for peer in waiting:
+                if peer.sock.fileno() in self.peers:
+                    self._flush(peer)
         for peer in list(self.peers.values()):
             self._drop(peer)
         if not self._accept_paused_until:
