@@ -185,7 +185,7 @@ def test_under_sustained_load_every_client_gets_its_own_replies(pool) -> None:
     import multiprocessing
 
     running, info, _ = pool
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # not fork: this test process runs ZMQ threads
     results = ctx.Queue()
     names = [f"client {n}".encode() for n in range(4)]
     procs = [ctx.Process(target=_hammer, args=(running.endpoint, dict(info.signup), name, 2.0, results)) for name in names]
