@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avalon_worker import zmtp
@@ -274,6 +274,18 @@ def test_a_bad_endpoint_says_what_would_work() -> None:
     for bind in ("udp://127.0.0.1:1", "tcp://127.0.0.1", "tcp://127.0.0.1:http", "tcp://no-such-host.invalid:1"):
         with pytest.raises(EndpointError, match="tcp://HOST:PORT|port must be|cannot resolve"):
             listen(bind)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.binary(max_size=64), min_size=1, max_size=5), min_size=1, max_size=4))
+def test_any_messages_after_a_valid_handshake_leave_the_server_serving(served, messages: list[list[bytes]]) -> None:
+    """Whatever multipart messages a peer sends (empty frames, no delimiter, stray bytes), the
+    supervisor answers or ignores them, and the next client is served."""
+    running, info = served
+    with raw_connection(running) as sock:
+        sock.sendall(HELLO_READY + b"".join(b"".join(bytes(b) for b in zmtp.message_buffers(m)) for m in messages))
+        time.sleep(0.01)
+    hello(running, info)
 
 
 # the codec on its own ------------------------------------------------------------------------------
