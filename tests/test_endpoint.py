@@ -325,6 +325,13 @@ def test_any_bytes_give_messages_or_a_protocol_error(prefix: bytes, tail: bytes)
             pass
 
 
+def test_endless_empty_frames_are_refused() -> None:
+    stream = zmtp.PeerStream(max_message_bytes=1000)
+    stream.receive(HELLO_READY)
+    with pytest.raises(zmtp.ProtocolError, match="more than 64 frames"):
+        stream.receive(zmtp.frame(b"", more=True) * 10_000)
+
+
 def test_a_message_over_the_limit_is_refused_before_it_is_buffered() -> None:
     stream = zmtp.PeerStream(max_message_bytes=1000)
     stream.receive(HELLO_READY)

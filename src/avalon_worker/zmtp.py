@@ -15,6 +15,7 @@ SIGNATURE_HEAD, SIGNATURE_TAIL = 0xFF, 0x7F
 GREETING_BYTES = 64
 MORE, LONG, COMMAND = 0x01, 0x02, 0x04
 PEER_TYPES = frozenset({b"REQ", b"DEALER", b"ROUTER"})  # what a ROUTER accepts
+MAX_FRAMES = 64  # per message: a request is 2 to 4 frames; empty frames must not pile up unbounded
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -133,6 +134,8 @@ class PeerStream:
                     continue
                 if self.peer_type is None:
                     raise ProtocolError("a message arrived before the READY handshake")
+                if len(self._parts) == MAX_FRAMES:
+                    raise ProtocolError(f"a message has more than {MAX_FRAMES} frames")
                 self._parts.append(body)
                 self._message_bytes += size
                 if not flags & MORE:
