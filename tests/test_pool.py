@@ -138,6 +138,19 @@ def test_busy_when_the_queue_is_full(pool) -> None:
     assert queued.result() == b"Hello queued"
 
 
+@pytest.mark.parametrize("pool", [["--workers", "1", "--max-request-bytes", "100000"]], indirect=True)
+def test_busy_when_the_queued_bytes_would_pass_four_maximal_requests(pool) -> None:
+    running, info, _ = pool
+    sleeper = Order(running, info, "sleep", b"1")
+    assert not sleeper.done(200)
+    big = b"x" * 60_000  # about 90 KB once encrypted, base64-encoded and wrapped twice in JSON
+    queued = [Order(running, info, "python-hello", big) for _ in range(4)]
+    refused = Order(running, info, "python-hello", big)
+    assert refused.reply(5000)["error"]["code"] == 8
+    assert not sleeper.done(), "BUSY must come at once"
+    assert [order.result() for order in queued] == [b"Hello " + big] * 4
+
+
 def test_sigterm_answers_every_order_in_flight(pool) -> None:
     running, info, _ = pool
     orders = [Order(running, info, "sleep", b"0.8"), Order(running, info, "sleep", b"0.8"),

@@ -182,6 +182,7 @@ def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready:
         timeout_s=args.timeout_s,
         memory_limit_bytes=args.memory_limit_mb * 1024 * 1024 or None,
         queue_limit=args.queue_limit,
+        queue_bytes_limit=4 * args.max_request_bytes,  # four maximal requests may wait
         max_request_bytes=args.max_request_bytes,
         prefetch=not args.no_prefetch,
         pin_cpus=args.pin_cpus,

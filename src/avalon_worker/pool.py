@@ -61,6 +61,7 @@ class PoolConfig:
     timeout_s: float = 60.0
     memory_limit_bytes: int | None = None
     queue_limit: int = 256
+    queue_bytes_limit: int = 128 * 1024 * 1024  # the queue's frames together: BUSY beyond either limit
     max_request_bytes: int = 32 * 1024 * 1024
     prefetch: bool = True
     pin_cpus: bool = False
@@ -264,6 +265,7 @@ class Pool:
         self.workers: dict[int, _Worker] = {}
         self.idle: deque[_Worker] = deque()
         self.queue: deque[_Job] = deque()
+        self.queued_bytes = 0  # the frames waiting in `queue`
         self._poller = select.epoll()
         self._router: Router | None = None
         self._cpus = sorted(os.sched_getaffinity(0)) if config.pin_cpus else []
@@ -385,16 +387,24 @@ class Pool:
                 worker.slot.sendmsg([SLOT_INLINE, self.queue[0].frame], [], socket.MSG_DONTWAIT)
             except OSError:
                 return
-            worker.jobs.append(self.queue.popleft())
+            worker.jobs.append(self._take())
+
+    def _take(self) -> _Job:
+        """The oldest queued order, out of the queue."""
+        job = self.queue.popleft()
+        self.queued_bytes -= len(job.frame)
+        return job
 
     def _reclaim(self, worker: _Worker) -> None:
         """Requeue, at the front and in order, the orders a process has not received yet."""
         for _ in range(worker.take_back()):
-            self.queue.appendleft(worker.jobs.pop())
+            job = worker.jobs.pop()
+            self.queue.appendleft(job)
+            self.queued_bytes += len(job.frame)
 
     def _assign(self) -> None:
         while self.queue and self.idle:
-            self._dispatch(self.queue.popleft())
+            self._dispatch(self._take())
         if self.queue and self.prefetch:
             for worker in self.workers.values():
                 self._prefetch_into(worker)
@@ -411,8 +421,9 @@ class Pool:
             self._refuse(router, job, ErrorCode.BUSY, "the worker is shutting down; send this work order elsewhere or later", "busy")
         elif self.idle:
             self._dispatch(job)
-        elif len(self.queue) < self.config.queue_limit:
+        elif len(self.queue) < self.config.queue_limit and self.queued_bytes + len(job.frame) <= self.config.queue_bytes_limit:
             self.queue.append(job)
+            self.queued_bytes += len(job.frame)
         else:
             self._refuse(router, job, ErrorCode.BUSY, "the worker is busy (its queue is full); try again later", "busy")
 
@@ -442,7 +453,7 @@ class Pool:
             if worker.jobs:
                 self._prefetch_into(worker)
             else:
-                self._dispatch(self.queue.popleft())
+                self._dispatch(self._take())
         split = payload.index(b"\n")
         method, workload, status = payload[:split].decode().split("\t")
         self._reply(router, job.envelope, memoryview(payload)[split + 1 :])
