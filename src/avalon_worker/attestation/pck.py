@@ -103,6 +103,8 @@ def parse_pck_extension(cert: x509.Certificate) -> PckExtension:
         ext = cert.extensions.get_extension_for_oid(SGX_EXTENSION_OID)
     except x509.ExtensionNotFound as exc:
         raise CollateralError("the PCK certificate has no Intel SGX extension") from exc
+    except ValueError as exc:  # cryptography parses extensions lazily: a corrupt one surfaces here
+        raise CollateralError("the PCK certificate's extensions cannot be parsed") from exc
     value = ext.value
     raw = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
     tag, seq, end = _read_tlv(raw, 0)
