@@ -133,16 +133,12 @@ def _parse_items(raw: Any, field: str, wo_id: str | None, *, required: bool) -> 
         return ()
     if not isinstance(raw, list) or (required and not raw):
         raise InvalidParameterError(f"{field} must be a non-empty array of data items", work_order_id=wo_id)
-    items = tuple(
-        sorted(
-            (DataItem.parse(item, field, work_order_id=wo_id, require_data=required) for item in raw),
-            key=lambda item: item.index,
-        )
-    )
-    indexes = [item.index for item in items]
-    if len(set(indexes)) != len(indexes):
-        raise InvalidParameterError(f"{field} has duplicate indexes", work_order_id=wo_id)
-    return items
+    items = [DataItem.parse(item, field, work_order_id=wo_id, require_data=required) for item in raw]
+    if len(items) > 1:
+        items.sort(key=lambda item: item.index)
+        if len({item.index for item in items}) != len(items):
+            raise InvalidParameterError(f"{field} has duplicate indexes", work_order_id=wo_id)
+    return tuple(items)
 
 
 @dataclass(frozen=True)
