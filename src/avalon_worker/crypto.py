@@ -7,6 +7,7 @@ OpenSSL (through `cryptography`) does RSA-OAEP and AES-256-GCM; libsecp256k1 (th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -49,9 +50,16 @@ def digests_equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
+@functools.lru_cache(maxsize=64)
+def _aes_gcm(key: bytes) -> AESGCM:
+    # A session key serves at least three operations per work order (request hash, input,
+    # output) and a reused one serves many orders: set each key up once, not per operation.
+    return AESGCM(key)
+
+
 def aes_gcm_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     """AES-256-GCM without associated data: ciphertext ‖ 16-byte tag."""
-    return AESGCM(key).encrypt(iv, plaintext, None)
+    return _aes_gcm(key).encrypt(iv, plaintext, None)
 
 
 def aes_gcm_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
@@ -59,7 +67,7 @@ def aes_gcm_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
     if len(key) != AES_KEY_BYTES or not iv or len(data) < GCM_TAG_BYTES:
         raise CryptoError("bad AES-GCM input")
     try:
-        return AESGCM(key).decrypt(iv, data, None)
+        return _aes_gcm(key).decrypt(iv, data, None)
     except (InvalidTag, ValueError) as exc:
         raise CryptoError("AES-GCM authentication failed") from exc
 
