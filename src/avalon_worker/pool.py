@@ -49,8 +49,15 @@ SLOT_ON_CHANNEL = b"C"  # slot record: the order follows on the channel
 # A request still running after this long is read by the supervisor for its ids and its own
 # responseTimeoutMSecs; quick ones (nearly all) are never parsed twice.
 INSPECT_AFTER_S = 0.05
-SLOT_MAX_BYTES = 64 * 1024
-PREFETCH_DEPTH = 1  # orders that may wait in a busy process's slot behind the running one  # larger orders are never prefetched (their byte work dwarfs the hand-off)
+SLOT_MAX_BYTES = 64 * 1024  # larger orders are never prefetched (their byte work dwarfs the hand-off)
+PREFETCH_DEPTH = 2  # orders that may wait in a busy process's slot behind the running one
+# Under saturation (every process has PREFETCH_DEPTH orders waiting) the supervisor lets events
+# gather for a moment and handles them together: for at most COALESCE_MAX_S and at most one
+# typical order's service time, so a process still has an order in hand when the supervisor
+# comes back to it. Never for orders under COALESCE_MIN_SERVICE_S: there the timer's own
+# wake-up would cost more than it saves.
+COALESCE_MAX_S = 0.0005
+COALESCE_MIN_SERVICE_S = 0.0002
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,7 @@ class Pool:
         self.idle: deque[_Worker] = deque()
         self.queue: deque[_Job] = deque()
         self.queued_bytes = 0  # the frames waiting in `queue`
+        self._service_s = 0.0  # recent orders' time from start to reply, averaged
         self._poller = select.epoll()
         self._router: Router | None = None
         self._cpus = sorted(os.sched_getaffinity(0)) if config.pin_cpus else []
@@ -445,8 +453,10 @@ class Pool:
         if kind != KIND_REPLY or not worker.jobs:
             return
         job = worker.jobs.popleft()
+        now = time.monotonic()
+        self._service_s += (now - job.started - self._service_s) / 16  # moving average of service time
         if worker.jobs:
-            worker.jobs[0].started = time.monotonic()  # the slotted order runs now
+            worker.jobs[0].started = now  # the slotted order runs now
         else:
             self.idle.append(worker)
         if self.queue:  # keep the process busy first: the reply can go out while it works
@@ -478,6 +488,13 @@ class Pool:
                 logger.error("work order %s workload=%r: time limit exceeded, process replaced", job.work_order_id or "-", job.workload)
                 self._lose(router, worker, "workload {workload!r} exceeded its time limit; its process was stopped and replaced", "timeout")
 
+    def _coalesce(self) -> None:
+        """Under saturation, let events gather before handling them: fewer wake-ups per order."""
+        if self._service_s < COALESCE_MIN_SERVICE_S or not self.prefetch:
+            return
+        if all(len(worker.jobs) > PREFETCH_DEPTH for worker in self.workers.values()):
+            time.sleep(min(COALESCE_MAX_S, self._service_s))
+
     # the loop ------------------------------------------------------------------------------------
 
     def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
@@ -504,6 +521,7 @@ class Pool:
                 router_due = router.next_due()
                 if router_due is not None:
                     due = min(due, router_due)
+                self._coalesce()
                 try:
                     events = self._poller.poll(max(0.0, due - now))
                 except InterruptedError:
