@@ -107,7 +107,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
     parser.add_argument("--queue-limit", type=int, default=256,
                         help="requests that may wait for a free process; more are answered BUSY (default %(default)s)")
     parser.add_argument("--no-prefetch", action="store_true",
-                        help="hand each process one order at a time (no prefetch slot)")
+                        help="hand each process one order at a time (no orders waiting in its slot)")
     parser.add_argument("--pin-cpus", action="store_true",
                         help="pin each worker process to a core of its own and the supervisor to the cores left over; "
                              "steadier throughput when --workers is below the core count")

@@ -10,9 +10,9 @@ identity is loaded, so all share it; they use no ZMQ, only their socket pairs.
 Hand-off: each process has a "slot", a SOCK_SEQPACKET pair, and every order reaches it through
 that slot as one record, in order: a small order inline, a large one as a token that says "read
 the next order from your channel". While a process works, the supervisor may put the next small
-queued order in its slot (prefetch), so the process goes straight on to it. The supervisor keeps
-the process's end of the slot too: if the running order turns out slow, or the process dies, it
-takes the slotted order back — each record is received by exactly one reader, so an order is
+queued orders in its slot (prefetch, up to PREFETCH_DEPTH), so the process goes straight on. The
+supervisor keeps the process's end of the slot too: if the running order turns out slow, or the
+process dies, it takes back what is still slotted — each record is received by exactly one reader, so an order is
 never run twice and never stuck behind a slow one for longer than the inspection delay. Where
 SOCK_SEQPACKET pairs cannot be made (or with --no-prefetch) orders go over the channel alone.
 """
