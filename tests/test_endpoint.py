@@ -325,6 +325,13 @@ def test_any_bytes_give_messages_or_a_protocol_error(prefix: bytes, tail: bytes)
             pass
 
 
+def test_a_zmtp_3_0_peer_is_served_like_a_3_1_one() -> None:
+    stream = zmtp.PeerStream(max_message_bytes=1000)
+    greeting_3_0 = bytearray(zmtp.greeting())
+    greeting_3_0[11] = 0  # minor version: libzmq 4.0 and 4.1 speak ZMTP 3.0
+    assert stream.receive(bytes(greeting_3_0) + zmtp.ready(b"REQ") + zmtp.frame(b"", more=True) + zmtp.frame(b"x")) == [[b"", b"x"]]
+
+
 def test_endless_empty_frames_are_refused() -> None:
     stream = zmtp.PeerStream(max_message_bytes=1000)
     stream.receive(HELLO_READY)

@@ -1,10 +1,11 @@
-"""The server side of one ZMTP 3.x connection (ZeroMQ's wire protocol, RFC 23/37), with no I/O.
+"""One ZMTP 3.x connection (ZeroMQ's wire protocol, RFC 23/37), with no I/O.
 
-A `PeerStream` turns the bytes a peer sent into complete multipart messages and the messages we
-send into bytes. It speaks what a ZMQ ROUTER socket speaks to REQ, DEALER and ROUTER peers over
-NULL security: the greeting, the READY handshake, PING/PONG heartbeats and framing. Anything
-else (another mechanism, an incompatible socket type, a malformed or oversized frame) raises
-`ProtocolError`, after which the connection should be closed, as libzmq does.
+A `PeerStream` turns the bytes a peer sent into complete multipart messages; `message_buffers`
+turns the messages we send into bytes. It speaks what a ZMQ socket speaks over NULL security:
+the greeting, the READY handshake, PING/PONG heartbeats and framing. The pool's endpoint is its
+user as a ROUTER serving REQ, DEALER and ROUTER peers; the benchmark's load generator uses it as
+a DEALER. Anything else (another mechanism, an incompatible socket type, a malformed or oversized
+frame) raises `ProtocolError`, after which the connection should be closed, as libzmq does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import struct
 SIGNATURE_HEAD, SIGNATURE_TAIL = 0xFF, 0x7F
 GREETING_BYTES = 64
 MORE, LONG, COMMAND = 0x01, 0x02, 0x04
-PEER_TYPES = frozenset({b"REQ", b"DEALER", b"ROUTER"})  # what a ROUTER accepts
+PEER_TYPES = frozenset({b"REQ", b"DEALER", b"ROUTER"})  # what a ROUTER talks to
 MAX_FRAMES = 64  # per message: a request is 2 to 4 frames; empty frames must not pile up unbounded
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -24,7 +25,7 @@ class ProtocolError(Exception):
     """The peer broke ZMTP or a limit; close its connection."""
 
 
-def greeting(mechanism: bytes = b"NULL", as_server: bool = True) -> bytes:
+def greeting(mechanism: bytes = b"NULL", as_server: bool = False) -> bytes:
     """Our 64-byte greeting: ZMTP 3.1."""
     return (
         bytes([SIGNATURE_HEAD]) + bytes(8) + bytes([SIGNATURE_TAIL, 3, 1])
@@ -88,12 +89,17 @@ def message_buffers(parts: list[bytes | bytearray | memoryview]) -> list[bytes |
 
 
 class PeerStream:
-    """One peer's connection as a ROUTER sees it: feed it bytes, take the messages they complete;
-    what the protocol itself must send (greeting, READY, PONG) collects in `outgoing`."""
+    """One peer's connection as a `socket_type` socket sees it (a ROUTER unless told otherwise):
+    feed it bytes, take the messages they complete; what the protocol itself must send
+    (greeting, READY, PONG) collects in `outgoing`."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(
+        self, max_message_bytes: int, socket_type: bytes = b"ROUTER", peer_types: frozenset[bytes] = PEER_TYPES
+    ) -> None:
         self.max_message_bytes = max_message_bytes
-        self.outgoing = bytearray(greeting() + ready(b"ROUTER"))  # NULL: READY needs no reply first
+        self.socket_type = socket_type
+        self.peer_types = peer_types
+        self.outgoing = bytearray(greeting() + ready(socket_type))  # NULL: READY needs no reply first
         self.peer_type: bytes | None = None
         self._buffer = bytearray()
         self._greeted = False
@@ -171,8 +177,8 @@ class PeerStream:
             if self.peer_type is not None:
                 raise ProtocolError("a second READY")
             peer_type = parse_properties(data).get(b"socket-type")
-            if peer_type not in PEER_TYPES:
-                raise ProtocolError(f"a {peer_type!r} socket cannot talk to a ROUTER")
+            if peer_type not in self.peer_types:
+                raise ProtocolError(f"a {peer_type!r} socket cannot talk to a {self.socket_type.decode()}")
             self.peer_type = peer_type
         elif name == b"ERROR":
             raise ProtocolError("the peer reported an error")
