@@ -7,7 +7,7 @@ Inputs are plain JSON mappings; nothing here sorts or mutates the caller's data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import hashlib
@@ -22,22 +22,24 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _item_texts(items: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """The data items' hashed fields as text, items in index order (§6.6.1: items hashed by index)."""
+    for item in sorted(items, key=lambda item: item["index"]):
+        for field in _ITEM_FIELDS:
+            yield _text(item.get(field))
+
+
 def concat_items(items: Iterable[Mapping[str, Any]]) -> str:
-    """The data items' fields concatenated in index order (§6.6.1: items hashed by index)."""
-    ordered = sorted(items, key=lambda item: item["index"])
-    return "".join(_text(item.get(field)) for item in ordered for field in _ITEM_FIELDS)
+    """The data items' fields concatenated in index order."""
+    return "".join(_item_texts(items))
 
 
 def items_digest(items: Iterable[Mapping[str, Any]]) -> bytes:
     """SHA-256 of `concat_items(items)` in UTF-8, fed field by field: a megabyte item is not
     copied into one joined string first."""
     digest = hashlib.sha256()
-    ordered = items if len(items := list(items)) < 2 else sorted(items, key=lambda item: item["index"])
-    for item in ordered:
-        for field in _ITEM_FIELDS:
-            value = item.get(field)
-            if value is not None:
-                digest.update((value if isinstance(value, str) else str(value)).encode("utf-8"))
+    for text in _item_texts(items):
+        digest.update(text.encode("utf-8"))
     return digest.digest()
 
 
