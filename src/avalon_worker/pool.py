@@ -269,6 +269,7 @@ class Pool:
         self.config = config
         self.prefetch = config.prefetch
         self.metrics = metrics or PoolMetrics()
+        self._reporting = type(self.metrics) is not PoolMetrics  # skip metrics bookkeeping nobody reads
         self.workers: dict[int, _Worker] = {}
         self.idle: deque[_Worker] = deque()
         self.queue: deque[_Job] = deque()
@@ -465,9 +466,10 @@ class Pool:
             else:
                 self._dispatch(self._take())
         split = payload.index(b"\n")
-        method, workload, status = payload[:split].decode().split("\t")
         self._reply(router, job.envelope, memoryview(payload)[split + 1 :])
-        self.metrics.observe(method, workload, status, time.monotonic() - job.received)
+        if self._reporting:
+            method, workload, status = payload[:split].decode().split("\t")
+            self.metrics.observe(method, workload, status, time.monotonic() - job.received)
 
     def _expire(self, router: Router, now: float) -> None:
         for worker in list(self.workers.values()):
@@ -505,7 +507,6 @@ class Pool:
         router = self._router = Router(bind, self._poller, self.config.max_request_bytes * HARD_LIMIT_FACTOR)
         if on_ready is not None:
             on_ready(router.endpoint)
-        report = type(self.metrics) is not PoolMetrics  # skip the gauges' bookkeeping when nobody reads them
         try:
             while True:
                 stopping = stop.is_set
@@ -538,7 +539,7 @@ class Pool:
                 if now >= due:
                     self._expire(router, now)
                     router.tick(now)
-                if report:
+                if self._reporting:
                     self.metrics.set_queue_depth(len(self.queue))
                     self.metrics.set_pool_size(len(self.workers), len(self.workers) - len(self.idle))
         finally:

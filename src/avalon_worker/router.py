@@ -97,8 +97,8 @@ class _Peer:
 
 
 class Router:
-    """The endpoint. The caller registers nothing itself: `Router` adds its sockets to `poller`
-    and the caller passes back every event on a file descriptor for which `owns` is true."""
+    """The endpoint. The caller registers nothing itself: `Router` adds its sockets to `poller`,
+    and the caller passes every event on a descriptor that is not its own to `on_event`."""
 
     def __init__(self, bind: str, poller: select.epoll, max_message_bytes: int) -> None:
         self.listener, self.endpoint = listen(bind)
@@ -120,8 +120,10 @@ class Router:
 
     def next_due(self) -> float | None:
         """When `tick` should next be called: a pause or a handshake runs out. None: no need."""
-        times = [t for t in (self._accept_paused_until, self._handshakes[0][0] if self._handshakes else 0.0) if t]
-        return min(times) if times else None
+        if not self._handshakes:  # the usual case, checked on every turn of the loop
+            return self._accept_paused_until or None
+        due = self._handshakes[0][0]
+        return min(due, self._accept_paused_until) if self._accept_paused_until else due
 
     def tick(self, now: float) -> None:
         """Resume accepting once a pause has run out; close connections whose handshake has not
@@ -134,9 +136,6 @@ class Router:
             if peer.stream.peer_type is None and peer.sock.fileno() in self.peers:
                 logger.warning("closing a connection that did not finish the ZMTP handshake in %.0f s", HANDSHAKE_S)
                 self._drop(peer)
-
-    def owns(self, fd: int) -> bool:
-        return fd in self.peers or fd == self.listener.fileno()
 
     def on_event(self, fd: int, events: int) -> list[list[bytes]]:
         """Handle a poll event; return the messages that arrived, each led by its routing id."""
@@ -166,9 +165,7 @@ class Router:
             self._drop(peer)
             return []
         if peer.stream.outgoing:  # handshake or heartbeat answers
-            self._queue(peer, [bytes(peer.stream.outgoing)])
-            peer.stream.outgoing.clear()
-            self._flush(peer)
+            self._send_protocol(peer)
         routing_id = peer.routing_id
         for message in messages:
             message.insert(0, routing_id)
@@ -240,9 +237,13 @@ class Router:
             self.by_id[routing_id] = peer
             self.poller.register(sock.fileno(), select.EPOLLIN)
             self._handshakes.append((time.monotonic() + HANDSHAKE_S, peer))
-            self._queue(peer, [bytes(peer.stream.outgoing)])
-            peer.stream.outgoing.clear()
-            self._flush(peer)
+            self._send_protocol(peer)
+
+    def _send_protocol(self, peer: _Peer) -> None:
+        """Send what the protocol itself wrote (greeting, READY, PONG)."""
+        self._queue(peer, [bytes(peer.stream.outgoing)])
+        peer.stream.outgoing.clear()
+        self._flush(peer)
 
     def _queue(self, peer: _Peer, chunks: list[bytes | bytearray | memoryview]) -> None:
         for chunk in chunks:
