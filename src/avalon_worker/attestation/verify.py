@@ -79,13 +79,7 @@ def verify_quote_bytes(
     steps, quote, tcb_status, advisories = _quote_steps(
         raw_quote, policy, expected_report_data, report_data_label, collateral, root_ca, now
     )
-    return VerificationReport(
-        steps=tuple(steps),
-        quote=quote,
-        tcb_status=tcb_status,
-        advisory_ids=advisories,
-        insecure_overrides=policy.insecure_overrides(),
-    )
+    return _report(steps, quote, tcb_status, advisories, policy)
 
 
 def _quote_steps(
@@ -234,6 +228,12 @@ def verify_signup(
         )
 
     steps.append(_encryption_key_step(signup))
+    return _report(steps, quote, tcb_status, advisories, policy)
+
+
+def _report(
+    steps: list[Step], quote: Quote | None, tcb_status: str | None, advisories: tuple[str, ...], policy: AttestationPolicy
+) -> VerificationReport:
     return VerificationReport(
         steps=tuple(steps),
         quote=quote,
