@@ -15,6 +15,7 @@ import zmq
 from hypothesis import settings
 
 
+from attestation_fixtures import QuoteFactory, TestPki
 from avalon_worker.cli import start_worker_process
 from avalon_worker.identity import Identity
 from avalon_worker.processor import Processor
@@ -97,3 +98,15 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [sys.executable, "-m", "avalon_worker", *args], capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture(scope="module")
+def pki() -> TestPki:
+    """A test CA hierarchy shaped like Intel's SGX PKI, one per test module."""
+    return TestPki.create()
+
+
+@pytest.fixture(scope="module")
+def factory(pki: TestPki) -> QuoteFactory:
+    """Makes DCAP quotes signed under `pki`."""
+    return QuoteFactory(pki)

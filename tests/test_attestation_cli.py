@@ -66,11 +66,6 @@ class SignupServer:
         self.context.term()
 
 
-@pytest.fixture(scope="module")
-def pki() -> TestPki:
-    return TestPki.create()
-
-
 @pytest.fixture
 def files(tmp_path: Path, pki: TestPki) -> dict[str, Path]:
     policy = tmp_path / "policy.json"

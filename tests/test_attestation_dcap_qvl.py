@@ -48,16 +48,6 @@ REAL_COLLATERAL = (DATA / "dcap_qvl_sgx_quote_collateral.json").read_text()
 REAL_NOW = datetime(2025, 6, 20, tzinfo=timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def pki() -> TestPki:
-    return TestPki.create()
-
-
-@pytest.fixture(scope="module")
-def factory(pki: TestPki) -> QuoteFactory:
-    return QuoteFactory(pki)
-
-
 def quotes(factory: QuoteFactory) -> dict[str, bytes]:
     return {
         "v3": factory.quote(bytes(range(64))),

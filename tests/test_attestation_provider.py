@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from attestation_fixtures import MRENCLAVE, QuoteFactory, TestPki
+from attestation_fixtures import MRENCLAVE, QuoteFactory
 from sim_gramine import SimulatedGramine, eacces_target
 
 from avalon_worker.attestation import (
@@ -24,11 +24,6 @@ from avalon_worker.attestation import (
 from avalon_worker.attestation.errors import QuoteGenerationError
 
 PEM = "-----BEGIN PUBLIC KEY-----\nMFYwEAYHKoZIzj0CAQYFK4EEAAoDQgAE\n-----END PUBLIC KEY-----\n"
-
-
-@pytest.fixture(scope="module")
-def factory() -> QuoteFactory:
-    return QuoteFactory(TestPki.create())
 
 
 @pytest.fixture

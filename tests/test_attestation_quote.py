@@ -13,7 +13,6 @@ from attestation_fixtures import (
     MRSIGNER,
     OFF_SIG_DATA,
     QuoteFactory,
-    TestPki,
     epid_quote,
 )
 from hypothesis import HealthCheck, given, settings
@@ -29,11 +28,6 @@ from avalon_worker.attestation import (
 
 REAL_QUOTE = Path(__file__).parent / "data" / "attestation" / "dcap_qvl_sgx_quote.bin"
 REPORT_DATA = bytes(range(64))
-
-
-@pytest.fixture(scope="module")
-def factory() -> QuoteFactory:
-    return QuoteFactory(TestPki.create())
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,6 @@ NONCE = bytes.fromhex("c0ffee" * 8)
 
 
 @pytest.fixture(scope="module")
-def pki() -> TestPki:
-    return TestPki.create()
-
-
-@pytest.fixture(scope="module")
 def collateral(pki: TestPki) -> Collateral:
     return Collateral.from_dict(make_collateral(pki))
 

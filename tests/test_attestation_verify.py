@@ -63,16 +63,6 @@ POLICY = AttestationPolicy(enclave=MrEnclave(MRENCLAVE))
 
 
 @pytest.fixture(scope="module")
-def pki() -> TestPki:
-    return TestPki.create()
-
-
-@pytest.fixture(scope="module")
-def factory(pki: TestPki) -> QuoteFactory:
-    return QuoteFactory(pki)
-
-
-@pytest.fixture(scope="module")
 def collateral(pki: TestPki) -> Collateral:
     return Collateral.from_dict(make_collateral(pki))
 
