@@ -1,0 +1,57 @@
+"""Durable work-order stores behind one interface (`Store`); `open_store` picks the backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    DEFAULT_RESULT_TTL_S,
+    Completion,
+    LeasedOrder,
+    NewOrder,
+    OrderState,
+    OrderStatus,
+    Store,
+    StoreError,
+    SubmitOutcome,
+    WorkerRecord,
+    canonical_id,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PENDING",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "DEFAULT_RESULT_TTL_S",
+    "Completion",
+    "LeasedOrder",
+    "NewOrder",
+    "OrderState",
+    "OrderStatus",
+    "Store",
+    "StoreError",
+    "SubmitOutcome",
+    "WorkerRecord",
+    "canonical_id",
+    "open_store",
+]
+
+
+def open_store(
+    location: str | Path,
+    *,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+) -> Store:
+    """The store at `location`: a SQLite file (or a directory to keep one in), or
+    `sqlite:///path`. Raises `StoreError` with a message a person can act on."""
+    text = str(location)
+    if text.startswith("sqlite://"):
+        text = text[len("sqlite://"):]
+    elif "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise StoreError(f"unsupported store {scheme}://…; use a SQLite file path")
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(text, max_pending=max_pending, max_pending_bytes=max_pending_bytes)

@@ -1,0 +1,162 @@
+"""The durable work-order store: what the HTTP listener and the pump need, and nothing else.
+
+A store keeps four things: work orders (pending → leased → done), their outcomes (the worker's
+result or error object, until the retention time has passed), leases (who runs an order, until
+when) and worker registrations (the signup document and a heartbeat). The HTTP listener writes
+orders and reads outcomes and registrations; the pump on a worker host leases the orders addressed
+to its worker id, runs them, and writes outcomes back.
+
+Rules every backend keeps:
+- `submit` returns only after the orders it accepted are committed: an order answered "pending"
+  survives a crash of any process.
+- An order has at most one stored outcome: `complete` stores the first outcome and ignores later
+  ones, so an order run twice (its lease expired while a slow pump still held it) still has one
+  result.
+- A lease is exclusive until it expires; `lease` hands out pending orders and orders whose lease
+  has expired, oldest first, and only those addressed to the given worker id (they are encrypted
+  to its key).
+- Times are seconds since the epoch passed in by the caller (`now`), so that tests drive the
+  clock; a backend with a shared clock of its own may use that instead.
+- Ids are compared in canonical form (`canonical_id`): the SDK sends upper-case hex, others
+  lower-case, some with `0x`.
+
+Methods are synchronous and may block on I/O; callers on an event loop run them in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+DEFAULT_RESULT_TTL_S = 24 * 3600.0
+DEFAULT_MAX_PENDING = 10_000
+DEFAULT_MAX_PENDING_BYTES = 1 << 30
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used (a message a person can act on)."""
+
+
+def canonical_id(value: str) -> str:
+    """The form an id is stored and compared in: lower case, without `0x`."""
+    text = value.strip().lower()
+    return text[2:] if text.startswith("0x") else text
+
+
+class SubmitOutcome(Enum):
+    """What `Store.submit` did with one order."""
+
+    ACCEPTED = "accepted"  # committed as pending
+    DUPLICATE = "duplicate"  # an order with this workOrderId exists (pending, leased or done)
+    QUEUE_FULL = "queue_full"  # the worker's pending queue is at its limit
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """A WorkOrderSubmit request to keep: `request` is the JSON-RPC request as received."""
+
+    work_order_id: str  # canonical
+    worker_id: str  # canonical
+    request: bytes
+
+
+@dataclass(frozen=True)
+class LeasedOrder:
+    """An order handed to a pump until `expires`; `attempts` counts leases, this one included."""
+
+    work_order_id: str
+    request: bytes
+    attempts: int
+    expires: float
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The worker's answer to an order: its `result` object, or its `error` object (`is_error`),
+    as JSON bytes."""
+
+    work_order_id: str
+    outcome: bytes
+    is_error: bool
+
+
+class OrderState(Enum):
+    PENDING = "pending"  # waiting, or leased and running
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class OrderStatus:
+    """What a requester may learn about an order: pending, or done with its outcome."""
+
+    state: OrderState
+    outcome: bytes = b""
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A registered worker: its signup document (as `ProcessWorkerSignup` returns it) and when it
+    last said it was alive."""
+
+    worker_id: str  # canonical
+    signup: dict[str, Any]
+    registered: float
+    heartbeat: float
+
+    @staticmethod
+    def signup_text(signup: dict[str, Any]) -> str:
+        return json.dumps(signup, sort_keys=True, separators=(",", ":"))
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A durable work-order store (see the module docstring for the rules)."""
+
+    def submit(self, orders: Sequence[NewOrder], now: float) -> list[SubmitOutcome]:
+        """Keep new orders as pending, in one transaction; one outcome per order, in order."""
+        ...
+
+    def lease(self, worker_id: str, owner: str, limit: int, lease_s: float, now: float) -> list[LeasedOrder]:
+        """Lease up to `limit` runnable orders of `worker_id` to `owner`, oldest first."""
+        ...
+
+    def renew(self, owner: str, work_order_ids: Sequence[str], lease_s: float, now: float) -> int:
+        """Extend `owner`'s leases on these orders; return how many it still held."""
+        ...
+
+    def release(self, owner: str, work_order_ids: Sequence[str]) -> int:
+        """Give orders back to the queue unrun (e.g. the worker was busy); return how many."""
+        ...
+
+    def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        """Store outcomes; False for an order that already had one (or is unknown)."""
+        ...
+
+    def status(self, work_order_id: str) -> OrderStatus | None:
+        """The order's state and outcome, or None if no such order is kept."""
+        ...
+
+    def register_worker(self, worker_id: str, signup: dict[str, Any], now: float) -> None:
+        """Record (or replace) a worker's signup document; counts as a heartbeat."""
+        ...
+
+    def heartbeat(self, worker_id: str, now: float) -> None:
+        """Record that the worker is alive."""
+        ...
+
+    def worker(self, worker_id: str) -> WorkerRecord | None:
+        ...
+
+    def workers(self) -> list[WorkerRecord]:
+        ...
+
+    def purge(self, result_ttl_s: float, now: float) -> int:
+        """Delete outcomes completed more than `result_ttl_s` ago; return how many."""
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,0 +1,279 @@
+"""The store in one SQLite file (WAL, synchronous=FULL): the embedded backend for one host.
+
+One connection, used under a lock by whichever thread calls: SQLite allows one writer at a time
+anyway, and the listener batches submits so that one commit (one fsync of the WAL) covers many
+orders. `synchronous=FULL` makes every commit durable across a power cut, not only a crash of
+the process. The pending-queue limits are counted in memory, which is exact because this
+connection is the only writer of the file (a second process opening the same file would still be
+safe for leases and outcomes, but could let the queue run past its limit).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .base import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    Completion,
+    LeasedOrder,
+    NewOrder,
+    OrderState,
+    OrderStatus,
+    StoreError,
+    SubmitOutcome,
+    WorkerRecord,
+)
+
+SCHEMA_VERSION = 1
+FILE_NAME = "work-orders.sqlite3"
+
+PENDING, LEASED, DONE = 0, 1, 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    work_order_id TEXT PRIMARY KEY,
+    worker_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    request BLOB NOT NULL,          -- emptied once the order is done
+    request_bytes INTEGER NOT NULL,
+    submitted REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL,
+    outcome BLOB,
+    is_error INTEGER,
+    completed REAL
+);
+CREATE INDEX IF NOT EXISTS orders_queue ON orders (worker_id, state, submitted) WHERE state < 2;
+CREATE INDEX IF NOT EXISTS orders_done ON orders (completed) WHERE state = 2;
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY,
+    signup TEXT NOT NULL,
+    registered REAL NOT NULL,
+    heartbeat REAL NOT NULL
+);
+"""
+
+
+def _placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+class SQLiteStore:
+    """`Store` in a SQLite file; `path` is the file, or a directory to put `FILE_NAME` in."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+    ) -> None:
+        target = Path(path)
+        if target.is_dir():
+            target = target / FILE_NAME
+        self.path = target
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(str(target), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+            self._pending: dict[str, list[int]] = {}  # worker id → [orders, bytes] not yet done
+            for worker_id, count, size in self._db.execute(
+                "SELECT worker_id, count(*), coalesce(sum(request_bytes), 0) FROM orders WHERE state < 2 GROUP BY worker_id"
+            ):
+                self._pending[worker_id] = [count, size]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the work-order store {target}: {exc}") from None
+
+    def _migrate(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the work-order store {self.path} has schema version {row[0]}, newer than this "
+                    f"avalon-worker understands ({SCHEMA_VERSION}); upgrade avalon-worker"
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _write(self, sql_work: Any) -> Any:
+        """Run `sql_work(db)` in one IMMEDIATE transaction, under the lock."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                value = sql_work(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return value
+
+    # orders --------------------------------------------------------------------------------------
+
+    def submit(self, orders: Sequence[NewOrder], now: float) -> list[SubmitOutcome]:
+        added: dict[str, list[int]] = {}
+
+        def work(db: sqlite3.Connection) -> list[SubmitOutcome]:
+            outcomes = []
+            for order in orders:
+                count, size = self._pending.get(order.worker_id, (0, 0))
+                extra = added.setdefault(order.worker_id, [0, 0])
+                if count + extra[0] >= self.max_pending or size + extra[1] + len(order.request) > self.max_pending_bytes:
+                    outcomes.append(SubmitOutcome.QUEUE_FULL)
+                    continue
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO orders (work_order_id, worker_id, state, request, request_bytes, submitted) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (order.work_order_id, order.worker_id, PENDING, order.request, len(order.request), now),
+                )
+                if cursor.rowcount == 1:
+                    extra[0] += 1
+                    extra[1] += len(order.request)
+                    outcomes.append(SubmitOutcome.ACCEPTED)
+                else:
+                    outcomes.append(SubmitOutcome.DUPLICATE)
+            return outcomes
+
+        outcomes: list[SubmitOutcome] = self._write(work)
+        for worker_id, (count, size) in added.items():  # only once the commit succeeded
+            totals = self._pending.setdefault(worker_id, [0, 0])
+            totals[0] += count
+            totals[1] += size
+        return outcomes
+
+    def lease(self, worker_id: str, owner: str, limit: int, lease_s: float, now: float) -> list[LeasedOrder]:
+        if limit <= 0:
+            return []
+        expires = now + lease_s
+
+        def work(db: sqlite3.Connection) -> list[LeasedOrder]:
+            rows = db.execute(
+                "UPDATE orders SET state = ?, lease_owner = ?, lease_expires = ?, attempts = attempts + 1 "
+                "WHERE work_order_id IN (SELECT work_order_id FROM orders WHERE worker_id = ? "
+                "AND (state = ? OR (state = ? AND lease_expires <= ?)) ORDER BY submitted LIMIT ?) "
+                "RETURNING work_order_id, request, attempts, submitted",
+                (LEASED, owner, expires, worker_id, PENDING, LEASED, now, limit),
+            ).fetchall()
+            rows.sort(key=lambda row: row[3])
+            return [LeasedOrder(row[0], bytes(row[1]), row[2], expires) for row in rows]
+
+        leased: list[LeasedOrder] = self._write(work)
+        return leased
+
+    def renew(self, owner: str, work_order_ids: Sequence[str], lease_s: float, now: float) -> int:
+        return self._update_leases("lease_expires = ?", (now + lease_s,), owner, work_order_ids)
+
+    def release(self, owner: str, work_order_ids: Sequence[str]) -> int:
+        return self._update_leases(
+            "state = ?, lease_owner = NULL, lease_expires = NULL", (PENDING,), owner, work_order_ids
+        )
+
+    def _update_leases(self, assignments: str, values: tuple[Any, ...], owner: str, work_order_ids: Sequence[str]) -> int:
+        """Apply `assignments` to the orders `owner` holds leased; return how many there were."""
+        if not work_order_ids:
+            return 0
+        ids = list(work_order_ids)
+        count: int = self._write(
+            lambda db: db.execute(
+                f"UPDATE orders SET {assignments} WHERE state = ? AND lease_owner = ? "
+                f"AND work_order_id IN ({_placeholders(len(ids))})",
+                (*values, LEASED, owner, *ids),
+            ).rowcount
+        )
+        return count
+
+    def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        finished: list[tuple[str, int]] = []  # (worker id, request bytes) of each order finished here
+
+        def work(db: sqlite3.Connection) -> list[bool]:
+            stored = []
+            for item in completions:
+                row = db.execute(
+                    "UPDATE orders SET state = ?, outcome = ?, is_error = ?, completed = ?, request = x'', "
+                    "lease_owner = NULL, lease_expires = NULL WHERE work_order_id = ? AND state < ? "
+                    "RETURNING worker_id, request_bytes",
+                    (DONE, item.outcome, int(item.is_error), now, item.work_order_id, DONE),
+                ).fetchone()
+                stored.append(row is not None)
+                if row is not None:
+                    finished.append((row[0], row[1]))
+            return stored
+
+        stored: list[bool] = self._write(work)
+        for worker_id, size in finished:
+            totals = self._pending.get(worker_id)
+            if totals is not None:
+                totals[0] -= 1
+                totals[1] -= size
+        return stored
+
+    def status(self, work_order_id: str) -> OrderStatus | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state, outcome, is_error FROM orders WHERE work_order_id = ?", (work_order_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        if row[0] != DONE:
+            return OrderStatus(OrderState.PENDING)
+        return OrderStatus(OrderState.DONE, bytes(row[1]), bool(row[2]))
+
+    def purge(self, result_ttl_s: float, now: float) -> int:
+        count: int = self._write(
+            lambda db: db.execute(
+                "DELETE FROM orders WHERE state = ? AND completed < ?", (DONE, now - result_ttl_s)
+            ).rowcount
+        )
+        return count
+
+    # workers -------------------------------------------------------------------------------------
+
+    def register_worker(self, worker_id: str, signup: dict[str, Any], now: float) -> None:
+        self._write(
+            lambda db: db.execute(
+                "INSERT INTO workers (worker_id, signup, registered, heartbeat) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (worker_id) DO UPDATE SET signup = excluded.signup, heartbeat = excluded.heartbeat",
+                (worker_id, WorkerRecord.signup_text(signup), now, now),
+            )
+        )
+
+    def heartbeat(self, worker_id: str, now: float) -> None:
+        self._write(lambda db: db.execute("UPDATE workers SET heartbeat = ? WHERE worker_id = ?", (now, worker_id)))
+
+    def worker(self, worker_id: str) -> WorkerRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT worker_id, signup, registered, heartbeat FROM workers WHERE worker_id = ?", (worker_id,)
+            ).fetchone()
+        return None if row is None else WorkerRecord(row[0], json.loads(row[1]), row[2], row[3])
+
+    def workers(self) -> list[WorkerRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT worker_id, signup, registered, heartbeat FROM workers ORDER BY registered, worker_id"
+            ).fetchall()
+        return [WorkerRecord(row[0], json.loads(row[1]), row[2], row[3]) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

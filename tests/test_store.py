@@ -1,0 +1,272 @@
+"""The work-order store's contract, run against every backend (`store` fixture), plus what only
+the SQLite file has to show (durability across kill -9, schema versions)."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from avalon_worker.store import (
+    Completion,
+    NewOrder,
+    OrderState,
+    Store,
+    StoreError,
+    SubmitOutcome,
+    canonical_id,
+    open_store,
+)
+from avalon_worker.store.sqlite import SQLiteStore
+
+WORKER = "a" * 64
+OTHER_WORKER = "b" * 64
+T0 = 1_000_000.0
+
+StoreFactory = Callable[..., Store]
+
+
+@pytest.fixture(params=["sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Opens a store of the backend under test; the same arguments reopen the same data."""
+    opened: list[Store] = []
+
+    def make(**limits: int) -> Store:
+        store = SQLiteStore(tmp_path, **limits)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def order(number: int, worker: str = WORKER, size: int = 10) -> NewOrder:
+    return NewOrder(f"{number:064x}", worker, b"x" * size)
+
+
+class TestSubmit:
+    def test_accepted_order_is_pending(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        assert store.submit([order(1)], T0) == [SubmitOutcome.ACCEPTED]
+        status = store.status(order(1).work_order_id)
+        assert status is not None and status.state is OrderState.PENDING
+
+    def test_unknown_order_has_no_status(self, make_store: StoreFactory) -> None:
+        assert make_store().status("ff" * 32) is None
+
+    def test_duplicate_id_is_refused_in_one_batch_and_later(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        assert store.submit([order(1), order(1)], T0) == [SubmitOutcome.ACCEPTED, SubmitOutcome.DUPLICATE]
+        [leased] = store.lease(WORKER, "pump", 10, 30, T0)
+        store.complete([Completion(leased.work_order_id, b'{"a":1}', False)], T0)
+        assert store.submit([order(1)], T0 + 1) == [SubmitOutcome.DUPLICATE]
+
+    def test_queue_limit_in_orders_is_per_worker(self, make_store: StoreFactory) -> None:
+        store = make_store(max_pending=2)
+        outcomes = store.submit([order(1), order(2), order(3), order(4, OTHER_WORKER)], T0)
+        assert outcomes == [SubmitOutcome.ACCEPTED, SubmitOutcome.ACCEPTED, SubmitOutcome.QUEUE_FULL, SubmitOutcome.ACCEPTED]
+
+    def test_queue_limit_in_bytes(self, make_store: StoreFactory) -> None:
+        store = make_store(max_pending_bytes=100)
+        assert store.submit([order(1, size=60), order(2, size=60), order(3, size=40)], T0) == [
+            SubmitOutcome.ACCEPTED, SubmitOutcome.QUEUE_FULL, SubmitOutcome.ACCEPTED,
+        ]
+
+    def test_completed_orders_free_the_queue(self, make_store: StoreFactory) -> None:
+        store = make_store(max_pending=1)
+        store.submit([order(1)], T0)
+        assert store.submit([order(2)], T0) == [SubmitOutcome.QUEUE_FULL]
+        [leased] = store.lease(WORKER, "pump", 1, 30, T0)
+        store.complete([Completion(leased.work_order_id, b"{}", False)], T0)
+        assert store.submit([order(2)], T0) == [SubmitOutcome.ACCEPTED]
+
+    def test_queue_count_survives_reopening(self, make_store: StoreFactory) -> None:
+        make_store(max_pending=1).submit([order(1)], T0)
+        assert make_store(max_pending=1).submit([order(2)], T0) == [SubmitOutcome.QUEUE_FULL]
+
+
+class TestLease:
+    def test_only_the_workers_orders_oldest_first_up_to_the_limit(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(3)], T0 + 3)
+        store.submit([order(1), order(9, OTHER_WORKER)], T0 + 1)
+        store.submit([order(2)], T0 + 2)
+        leased = store.lease(WORKER, "pump", 2, 30, T0 + 10)
+        assert [item.work_order_id for item in leased] == [order(1).work_order_id, order(2).work_order_id]
+        assert [item.request for item in leased] == [b"x" * 10] * 2
+        assert all(item.attempts == 1 and item.expires == T0 + 40 for item in leased)
+
+    def test_a_leased_order_is_not_leased_again_before_expiry(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1)], T0)
+        assert len(store.lease(WORKER, "pump-1", 5, 30, T0)) == 1
+        assert store.lease(WORKER, "pump-2", 5, 30, T0 + 29) == []
+
+    def test_an_expired_lease_is_leased_again(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1)], T0)
+        store.lease(WORKER, "pump-1", 5, 30, T0)
+        [again] = store.lease(WORKER, "pump-2", 5, 30, T0 + 30)
+        assert again.attempts == 2
+        assert store.renew("pump-1", [again.work_order_id], 30, T0 + 31) == 0  # no longer pump-1's
+
+    def test_renewal_keeps_the_lease(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1)], T0)
+        [leased] = store.lease(WORKER, "pump", 5, 30, T0)
+        assert store.renew("pump", [leased.work_order_id], 30, T0 + 20) == 1
+        assert store.lease(WORKER, "other", 5, 30, T0 + 45) == []
+        assert len(store.lease(WORKER, "other", 5, 30, T0 + 50)) == 1
+
+    def test_released_orders_go_back_to_the_queue(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1)], T0)
+        [leased] = store.lease(WORKER, "pump", 5, 30, T0)
+        assert store.release("someone-else", [leased.work_order_id]) == 0
+        assert store.release("pump", [leased.work_order_id]) == 1
+        assert [item.work_order_id for item in store.lease(WORKER, "pump", 5, 30, T0 + 1)] == [leased.work_order_id]
+
+    def test_done_orders_are_never_leased(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1)], T0)
+        [leased] = store.lease(WORKER, "pump", 5, 1, T0)
+        store.complete([Completion(leased.work_order_id, b"{}", False)], T0)
+        assert store.lease(WORKER, "pump", 5, 1, T0 + 100) == []
+
+
+class TestComplete:
+    def test_first_outcome_wins(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1)], T0)
+        wo_id = order(1).work_order_id
+        assert store.complete([Completion(wo_id, b'{"first":1}', False)], T0) == [True]
+        assert store.complete([Completion(wo_id, b'{"code":1}', True)], T0) == [False]
+        status = store.status(wo_id)
+        assert status is not None
+        assert (status.state, status.outcome, status.is_error) == (OrderState.DONE, b'{"first":1}', False)
+
+    def test_an_error_outcome_is_kept_as_an_error(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1)], T0)
+        store.complete([Completion(order(1).work_order_id, b'{"code":4}', True)], T0)
+        status = store.status(order(1).work_order_id)
+        assert status is not None and status.is_error and status.outcome == b'{"code":4}'
+
+    def test_unknown_order_is_not_stored(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        assert store.complete([Completion("cd" * 32, b"{}", False)], T0) == [False]
+        assert store.status("cd" * 32) is None
+
+    def test_outcomes_survive_reopening(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1), order(2)], T0)
+        store.complete([Completion(order(1).work_order_id, b'{"r":1}', False)], T0)
+        store.close()
+        again = make_store()
+        done, pending = again.status(order(1).work_order_id), again.status(order(2).work_order_id)
+        assert done is not None and done.outcome == b'{"r":1}'
+        assert pending is not None and pending.state is OrderState.PENDING
+
+
+class TestRetention:
+    def test_purge_deletes_only_outcomes_older_than_the_ttl(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1), order(2), order(3)], T0)
+        store.complete([Completion(order(1).work_order_id, b"{}", False)], T0)
+        store.complete([Completion(order(2).work_order_id, b"{}", False)], T0 + 50)
+        assert store.purge(100, T0 + 120) == 1
+        assert store.status(order(1).work_order_id) is None
+        assert store.status(order(2).work_order_id) is not None
+        assert store.status(order(3).work_order_id) is not None  # pending orders are never purged
+
+
+class TestWorkers:
+    def test_registration_heartbeat_and_listing(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        assert store.worker(WORKER) is None
+        store.register_worker(WORKER, {"verifying_key": "pem"}, T0)
+        store.register_worker(OTHER_WORKER, {"verifying_key": "other"}, T0 + 1)
+        store.heartbeat(WORKER, T0 + 5)
+        record = store.worker(WORKER)
+        assert record is not None
+        assert (record.signup, record.registered, record.heartbeat) == ({"verifying_key": "pem"}, T0, T0 + 5)
+        assert [w.worker_id for w in store.workers()] == [WORKER, OTHER_WORKER]
+
+    def test_registering_again_replaces_the_signup_and_keeps_the_first_registration(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.register_worker(WORKER, {"quote": "old"}, T0)
+        store.register_worker(WORKER, {"quote": "new"}, T0 + 9)
+        store.close()
+        record = make_store().worker(WORKER)
+        assert record is not None and record.signup == {"quote": "new"} and record.registered == T0
+
+
+def test_canonical_id_ignores_case_and_0x() -> None:
+    assert canonical_id("0xABcd") == canonical_id("abCD") == "abcd"
+
+
+def test_open_store_takes_a_directory_a_path_or_a_sqlite_url(tmp_path: Path) -> None:
+    for location in (tmp_path, tmp_path / "s.db", f"sqlite://{tmp_path / 'u.db'}"):
+        store = open_store(location)
+        store.submit([order(1)], T0)
+        store.close()
+    assert (tmp_path / "work-orders.sqlite3").exists() and (tmp_path / "s.db").exists() and (tmp_path / "u.db").exists()
+
+
+def test_open_store_refuses_an_unknown_scheme(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="unsupported store"):
+        open_store("redis://localhost/0")
+
+
+def test_a_store_written_by_a_newer_version_is_refused(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / "work-orders.sqlite3") as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 99"):
+        SQLiteStore(tmp_path)
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "work-orders.sqlite3").write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open the work-order store"):
+        SQLiteStore(tmp_path)
+
+
+def test_every_accepted_order_survives_kill_9(tmp_path: Path) -> None:
+    """A process that submits as fast as it can is killed with SIGKILL; every order it was told
+    was accepted is in the file afterwards."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from avalon_worker.store import NewOrder
+        from avalon_worker.store.sqlite import SQLiteStore
+        store = SQLiteStore({str(tmp_path)!r}, max_pending=10**9)
+        for batch in range(10**6):
+            ids = [f"{{batch:032x}}{{n:032x}}" for n in range(4)]
+            store.submit([NewOrder(i, {WORKER!r}, b"request") for i in ids], 1.0)
+            print(*ids, flush=True)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    accepted: list[str] = []
+    while len(accepted) < 200:
+        line = process.stdout.readline()
+        assert line, "the submitting process stopped early"
+        accepted += line.split()
+    process.send_signal(signal.SIGKILL)
+    accepted += process.stdout.read().split()
+    process.wait()
+    store = SQLiteStore(tmp_path)
+    try:
+        missing = [wo_id for wo_id in accepted if store.status(wo_id) is None]
+        assert missing == []
+    finally:
+        store.close()
