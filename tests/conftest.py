@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import os
 
@@ -16,6 +18,7 @@ from hypothesis import settings
 
 
 from attestation_fixtures import QuoteFactory, TestPki
+from postgres_server import PostgresServer, PostgresUnavailable
 from avalon_worker.cli import start_worker_process
 from avalon_worker.identity import Identity
 from avalon_worker.processor import Processor
@@ -110,3 +113,50 @@ def pki() -> TestPki:
 def factory(pki: TestPki) -> QuoteFactory:
     """Makes DCAP quotes signed under `pki`."""
     return QuoteFactory(pki)
+
+
+# PostgreSQL ----------------------------------------------------------------------------------------
+
+_database_numbers = itertools.count(1)
+
+
+def postgres_unavailable(reason: str) -> NoReturn:
+    """Skip a test that needs PostgreSQL, or fail it when CI_REQUIRE_POSTGRES=1."""
+    if os.environ.get("CI_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required here (CI_REQUIRE_POSTGRES=1) but {reason}")
+    pytest.skip(
+        f"PostgreSQL not available: {reason}. Install Debian's postgresql package and the "
+        "'postgres' extra to run these tests; CI_REQUIRE_POSTGRES=1 makes this a failure."
+    )
+
+
+def start_postgres(*, fsync: bool = False) -> PostgresServer:
+    """A started PostgreSQL server of its own (call `remove()` when done), or a skip."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        postgres_unavailable("psycopg is not installed (pip install '.[postgres]')")
+    try:
+        server = PostgresServer(fsync=fsync)
+    except PostgresUnavailable as exc:
+        postgres_unavailable(str(exc))
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        server.remove()
+        postgres_unavailable(str(exc))
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run; tests get a database each (`postgres_url`)."""
+    server = start_postgres()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database on the shared server."""
+    return postgres_server.create_database(f"test_{next(_database_numbers)}")
