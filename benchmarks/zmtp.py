@@ -3,7 +3,7 @@
 The worker sees an ordinary ZMQ DEALER client (NULL security, REQ-compatible envelopes). Unlike
 libzmq, this client has no I/O thread and writes a batch of requests with one system call, so
 the load generator takes as little as possible of the CPU it shares with the worker under test.
-The framing is the worker's own (`avalon_worker.zmtp`); real libzmq peers check that in
+The framing is the worker's own (`avalon_worker._internal.zmtp`); real libzmq peers check that in
 `tests/test_endpoint.py`. Only what the benchmark needs is here: no reconnects.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 
-from avalon_worker.zmtp import PeerStream, message_buffers
+from avalon_worker._internal.zmtp import PeerStream, message_buffers
 
 MAX_REPLY_BYTES = 1 << 30
 

@@ -18,8 +18,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from avalon_worker import zmtp
-from avalon_worker.router import EndpointError, Router, listen
+from avalon_worker._internal import zmtp
+from avalon_worker._internal.router import EndpointError, Router, listen
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 from conftest import RunningWorker, launch_worker
 

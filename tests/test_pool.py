@@ -236,20 +236,22 @@ def allowed_cpus(pid: int) -> set[int]:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable cores")
-def test_pin_cpus_gives_each_process_its_core_and_the_supervisor_the_rest(tmp_path: Path) -> None:
+def test_pin_cpus_gives_each_process_its_core_and_the_spare_takes_over_a_lost_ones(tmp_path: Path) -> None:
     cores = sorted(os.sched_getaffinity(0))
     running = launch_worker(tmp_path, ["--workloads", REGISTRY, "--workers", "1", "--pin-cpus"])
     try:
         info = WorkerInfo.from_signup(running.signup())
-        [child] = children(running.process.pid)
-        assert allowed_cpus(child) == {cores[0]}
+        first = children(running.process.pid)
+        assert len(first) == 2, "one worker process and one warm spare"
+        [active] = [pid for pid in first if allowed_cpus(pid) == {cores[0]}]
+        [spare] = [pid for pid in first if pid != active]
         assert allowed_cpus(running.process.pid) == set(cores[1:])
         assert "was replaced" in Order(running, info, "exit", b"3").reply()["error"]["message"]
         deadline = time.monotonic() + 10
-        while (replacement := children(running.process.pid)) in ([], [child]) and time.monotonic() < deadline:
-            time.sleep(0.01)  # the supervisor answers first, then forks the replacement
-        [replacement] = replacement
-        assert replacement != child and allowed_cpus(replacement) == {cores[0]}
+        while (now := children(running.process.pid)) in ([], first, [spare]) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the supervisor answers first, then forks a new spare
+        assert active not in now and spare in now and len(now) == 2
+        assert allowed_cpus(spare) == {cores[0]}, "the spare took over the lost process's core"
         assert Order(running, info, "python-hello", b"pinned").result() == b"Hello pinned"
     finally:
         running.stop()

@@ -19,7 +19,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import zmq
 
 from . import __version__
 from .client import DEFAULT_TIMEOUT_S, WorkerClient, WorkerUnavailable
@@ -28,8 +27,8 @@ from .attestation.cli import add_policy_arguments, add_verify_arguments, require
 from .crypto import SigningKey
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, IdentityError, load_or_create
 from .requester import VerificationError, WorkOrderFailed
-from .router import EndpointError
-from .server import DEFAULT_MAX_REQUEST_BYTES, StopFlag, serve
+from ._internal.router import EndpointError
+from .pool import DEFAULT_MAX_REQUEST_BYTES, StopFlag
 from .workload.registry import RegistryError, WorkloadRegistry
 
 logger = logging.getLogger("avalon_worker")
@@ -98,14 +97,16 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)),
         help="worker processes behind the endpoint (default: usable cores, %(default)s); "
-        "0 serves in this process without isolation or time limits",
+        "0 runs orders in this process, one at a time, without isolation or time limits",
     )
-    parser.add_argument("--timeout-s", type=float, default=60.0,
-                        help="time limit of a workload (default %(default)s; a request's smaller responseTimeoutMSecs wins)")
+    parser.add_argument("--timeout-s", type=float,
+                        help="time limit of a workload (default 60; a request's smaller responseTimeoutMSecs wins)")
     parser.add_argument("--memory-limit-mb", type=int, default=0,
                         help="address-space limit of each worker process, interpreter included (default: none)")
     parser.add_argument("--queue-limit", type=int, default=256,
                         help="requests that may wait for a free process; more are answered BUSY (default %(default)s)")
+    parser.add_argument("--spare-workers", type=int,
+                        help="warm processes kept ready to replace one that is lost (default 1)")
     parser.add_argument("--no-prefetch", action="store_true",
                         help="hand each process one order at a time (no orders waiting in its slot)")
     parser.add_argument("--pin-cpus", action="store_true",
@@ -150,22 +151,34 @@ def run_server(args: argparse.Namespace) -> int:
         print(READY_PREFIX + endpoint, flush=True)
 
     try:
-        if args.workers == 0:
-            serve(processor, args.bind, max_request_bytes=args.max_request_bytes, stop=stop, on_ready=ready)
-        else:
-            _serve_pool(processor, args, stop, ready)
+        _serve_pool(processor, args, stop, ready)
     except EndpointError as exc:
         raise UsageError(f"cannot serve on {exc}") from None
-    except zmq.ZMQError as exc:
-        raise UsageError(f"cannot serve on {args.bind}: {exc}") from None
     return 0
 
 
 def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready: Any) -> None:
     from .pool import Pool, PoolConfig
 
-    if args.workers < 0 or args.timeout_s <= 0 or args.queue_limit < 0 or args.memory_limit_mb < 0:
-        raise UsageError("--workers, --queue-limit and --memory-limit-mb must be ≥ 0 and --timeout-s > 0")
+    if args.memory_limit_mb < 0:
+        raise UsageError("--memory-limit-mb must be ≥ 0")
+    if args.memory_limit_mb and os.path.isdir(args.attestation_root):  # Gramine's device tree: we run inside Gramine
+        raise UsageError("--memory-limit-mb is not enforced inside Gramine (it has no RLIMIT_AS): bound each "
+                         "process's memory with the manifest's sgx.enclave_size instead")
+    try:
+        config = PoolConfig(
+            workers=args.workers,
+            timeout_s=args.timeout_s,
+            memory_limit_bytes=args.memory_limit_mb * 1024 * 1024 or None,
+            queue_limit=args.queue_limit,
+            queue_bytes_limit=4 * args.max_request_bytes,  # four maximal requests may wait
+            max_request_bytes=args.max_request_bytes,
+            prefetch=not args.no_prefetch,
+            pin_cpus=args.pin_cpus,
+            spares=args.spare_workers,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     metrics = None
     if args.metrics_port:
         from .metrics import MetricsUnavailable, PrometheusMetrics
@@ -177,16 +190,6 @@ def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready:
             raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc.strerror}") from None
-    config = PoolConfig(
-        workers=args.workers,
-        timeout_s=args.timeout_s,
-        memory_limit_bytes=args.memory_limit_mb * 1024 * 1024 or None,
-        queue_limit=args.queue_limit,
-        queue_bytes_limit=4 * args.max_request_bytes,  # four maximal requests may wait
-        max_request_bytes=args.max_request_bytes,
-        prefetch=not args.no_prefetch,
-        pin_cpus=args.pin_cpus,
-    )
     Pool(processor, config, metrics).serve(args.bind, stop=stop, on_ready=ready)
 
 

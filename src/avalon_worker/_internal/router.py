@@ -29,6 +29,24 @@ ACCEPT_PAUSE_S = 0.1
 HANDSHAKE_S = 30.0  # a connection that has not finished the ZMTP handshake by then is closed (as libzmq does)  # smaller messages are joined into one buffer before sending
 
 
+def send_queued(sock: socket.socket, queue: deque[memoryview]) -> int:
+    """Write from the front of `queue` on a non-blocking socket until it is empty or the kernel
+    takes no more; return the bytes written (OSError: the connection is broken)."""
+    written = 0
+    while queue:
+        try:
+            sent = sock.sendmsg(list(queue)[:_IOV_MAX] if len(queue) > 1 else [queue[0]])
+        except (BlockingIOError, InterruptedError):
+            break
+        written += sent
+        while sent and sent >= len(queue[0]):
+            sent -= len(queue.popleft())
+        if sent:
+            queue[0] = queue[0][sent:]
+            break  # the kernel took part: the buffer is full
+    return written
+
+
 class EndpointError(ValueError):
     """A bind address this endpoint cannot serve."""
 
@@ -112,6 +130,7 @@ class Router:
         self._handshakes: deque[tuple[float, _Peer]] = deque()  # (deadline, peer), in accept order
         self.peers: dict[int, _Peer] = {}
         self.by_id: dict[bytes, _Peer] = {}
+        self.closed: list[bytes] = []  # routing ids of connections closed since the caller last cleared it
         self._ids = count(1)
         # one read buffer, reused: recv(256 KiB) would allocate (and map) 256 KiB on every read
         self._read_buffer = bytearray(READ_BYTES)
@@ -253,20 +272,11 @@ class Router:
 
     def _flush(self, peer: _Peer) -> None:
         queue = peer.queue
-        while queue:
-            try:
-                sent = peer.sock.sendmsg(list(queue)[:_IOV_MAX] if len(queue) > 1 else [queue[0]])
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self._drop(peer)
-                return
-            peer.queued_bytes -= sent
-            while sent and sent >= len(queue[0]):
-                sent -= len(queue.popleft())
-            if sent:
-                queue[0] = queue[0][sent:]
-                break  # the kernel took part: the buffer is full
+        try:
+            peer.queued_bytes -= send_queued(peer.sock, queue)
+        except OSError:
+            self._drop(peer)
+            return
         want_write = bool(queue)
         if not queue:
             peer.queued_messages = 0
@@ -279,6 +289,7 @@ class Router:
         if self.peers.pop(fd, None) is None:
             return
         del self.by_id[peer.routing_id]
+        self.closed.append(peer.routing_id)
         self.poller.unregister(fd)
         peer.sock.close()
         peer.queue.clear()

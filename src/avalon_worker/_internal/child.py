@@ -1,0 +1,62 @@
+"""The body of a worker process: orders in, replies out, over one stream socket.
+
+The process runs its orders one at a time, in the order they came. The supervisor may send
+orders ahead (prefetch) and later revoke the ones it wants back; so before each order starts,
+the process has read everything the supervisor sent up to then, and a revoked order it still
+holds is skipped and reported (`SKIPPED`) rather than run.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from .framing import ORDER, REPLY, REVOKE, SEQ, SKIPPED, Reader, encode, send_all
+
+
+class Outcome(Protocol):
+    """What the processor returns: the reply and what happened (for the supervisor's metrics)."""
+
+    reply: bytes
+    method: str
+    workload: str
+    status: str
+
+
+def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], memory_limit: int | None, max_payload: int) -> None:
+    """Serve orders from `sock` until the supervisor closes it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if memory_limit:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    reader = Reader(max_payload)
+    pending: deque[tuple[int, bytes | bytearray]] = deque()
+    while True:
+        # Everything sent so far must be read before an order starts (a REVOKE may be there);
+        # a read that returned less than it asked for has seen it all.
+        while not (pending and reader.drained):
+            try:
+                messages = reader.read(sock, socket.MSG_DONTWAIT if pending else 0)
+            except BlockingIOError:
+                break
+            if messages is None:
+                return
+            for kind, seq, payload in messages:
+                if kind == ORDER:
+                    pending.append((seq, payload))
+                elif kind == REVOKE:
+                    (last,) = SEQ.unpack(payload)
+                    for order in [order for order in pending if seq <= order[0] <= last]:
+                        pending.remove(order)
+                        send_all(sock, encode(SKIPPED, order[0]))
+        if not pending:
+            continue
+        seq, frame = pending.popleft()
+        outcome = process(frame)
+        meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
+        send_all(sock, encode(REPLY, seq, meta, outcome.reply))
+        reader.drained = False

@@ -1,0 +1,323 @@
+"""The pool's event loop: one thread, one epoll, carrying out the scheduler's actions.
+
+It owns what the scheduler does not: the endpoint's sockets (`router.Router`), the worker
+processes and their socket pairs, signals and the clock. Each process is forked into a
+process group of its own, so that killing it (time limit, replacement, shutdown) kills
+whatever its workload started too. With `--workers 0` the one "process" is the supervisor
+itself: an order runs in place when the scheduler hands it over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import child, framing
+from .router import Router, send_queued
+from .scheduler import Kill, Metrics, Pin, PoolConfig, Reply, Revoke, Scheduler, Send, Spawn
+
+logger = logging.getLogger(__name__)
+
+# Frames up to this multiple of --max-request-bytes are received and refused with a clear error;
+# larger ones are refused from their header, before they reach memory (the peer is disconnected).
+HARD_LIMIT_FACTOR = 4
+MAX_POLL_S = 0.2  # the stop flag is seen within this long
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (or by hand); the loop then answers what it holds and stops."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+
+    def set(self, signum: int | None = None, frame: Any = None) -> None:
+        self.is_set = True
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.set)
+        signal.signal(signal.SIGINT, self.set)
+
+
+class _Child:
+    """A forked worker process and the supervisor's end of its socket pair."""
+
+    __slots__ = ("id", "pid", "sock", "fd", "reader", "out", "writing")
+
+    def __init__(self, id: int, pid: int, sock: socket.socket, max_payload: int) -> None:
+        self.id = id
+        self.pid = pid
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.reader = framing.Reader(max_payload)
+        self.out: deque[memoryview] = deque()  # bytes not yet written, in order
+        self.writing = False  # registered for EPOLLOUT
+
+
+def describe_exit(status: int) -> str:
+    """How a process ended, from its wait status."""
+    if os.WIFSIGNALED(status):
+        try:
+            return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        except ValueError:
+            return f"was killed by signal {os.WTERMSIG(status)}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:  # gone already, or not a group leader (no process groups here)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Loop:
+    """Serves one endpoint with `scheduler`'s decisions and `process`'s answers."""
+
+    def __init__(self, process: Callable[[bytes | bytearray], Any], config: PoolConfig, metrics: Metrics | None = None) -> None:
+        self.process = process
+        self.config = config
+        self.cpus = sorted(os.sched_getaffinity(0)) if config.pin_cpus else []
+        self.scheduler = Scheduler(config, metrics, self.cpus)
+        self.max_payload = config.max_request_bytes * HARD_LIMIT_FACTOR
+        self.children: dict[int, _Child] = {}  # by scheduler id
+        self.by_fd: dict[int, _Child] = {}
+        self.poller = select.epoll()
+        self.router: Router | None = None
+
+    def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
+        """Serve until `stop` is set, then answer everything in flight and stop the processes."""
+        scheduler = self.scheduler
+        self.router = router = Router(bind, self.poller, self.max_payload)
+        clean = False
+        try:
+            self._do(scheduler.start(time.monotonic()))
+            spare = self.cpus[self.config.workers :]
+            if spare:  # the supervisor keeps off the worker processes' cores
+                os.sched_setaffinity(0, spare)
+            if on_ready is not None:
+                on_ready(router.endpoint)
+            self._run(stop)
+            clean = True
+        finally:
+            self._shutdown(clean)
+        logger.info("stopped")
+
+    def _run(self, stop: StopFlag) -> None:
+        scheduler, router, poller, by_fd = self.scheduler, self.router, self.poller, self.by_fd
+        assert router is not None
+        reporting = scheduler._reporting
+        while True:
+            if stop.is_set and not scheduler.stopping:
+                self._do(scheduler.stop(time.monotonic()))
+            if scheduler.finished:
+                return
+            now = time.monotonic()
+            due = scheduler.next_timer()
+            router_due = router.next_due()
+            if router_due is not None and (due is None or router_due < due):
+                due = router_due
+            wait = MAX_POLL_S if due is None else min(MAX_POLL_S, max(0.0, due - now))
+            pause = scheduler.coalesce_s()
+            if pause:
+                time.sleep(pause)
+            events = poller.poll(wait)
+            now = time.monotonic()
+            for fd, mask in events:
+                process = by_fd.get(fd)
+                if process is not None:
+                    self._on_child(process, mask, now)
+                else:
+                    for parts in router.on_event(fd, mask):
+                        self._do(scheduler.message_arrived(parts, now))
+            if router.closed:
+                for routing_id in router.closed:
+                    self._do(scheduler.connection_closed(routing_id, now))
+                router.closed.clear()
+            if due is not None and now >= due:
+                now = time.monotonic()
+                self._do(scheduler.time_passed(now))
+                router.tick(now)
+            if reporting:
+                scheduler.report()
+
+    # actions -------------------------------------------------------------------------------------
+
+    def _do(self, actions: list[Any]) -> None:
+        """Carry out `actions`, and those that their outcomes call for, in order."""
+        scheduler = self.scheduler
+        index = 0
+        while index < len(actions):
+            action = actions[index]
+            index += 1
+            kind = type(action)
+            if kind is Reply:
+                envelope = action.envelope
+                assert self.router is not None
+                self.router.send(envelope[0], [*envelope[1:], action.frame])
+            elif kind is Send:
+                target = self.children.get(action.process)
+                if target is None:  # in-process
+                    outcome = self.process(action.frame)
+                    meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
+                    actions += scheduler.replied(action.process, action.seq, meta + outcome.reply, time.monotonic())
+                else:
+                    self._write(target, framing.encode(framing.ORDER, action.seq, action.frame))
+            elif kind is Revoke:
+                target = self.children[action.process]
+                self._write(target, framing.encode(framing.REVOKE, action.first, framing.SEQ.pack(action.last)))
+                actions += scheduler.revoked(action.process, self._quiet(target), time.monotonic())
+            elif kind is Kill:
+                actions += self._kill(self.children[action.process])
+            elif kind is Spawn:
+                self._spawn(action.process, action.cpu)
+            elif kind is Pin:
+                self._pin(self.children[action.process].pid, action.cpu)
+
+    def _spawn(self, process_id: int, cpu: int | None) -> None:
+        if self.config.workers == 0:
+            return  # the supervisor runs orders itself
+        parent_end, child_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the worker process: never returns into the supervisor's code
+            status = 0
+            try:
+                try:
+                    os.setpgid(0, 0)
+                except OSError:
+                    pass
+                parent_end.close()
+                for other in self.children.values():
+                    other.sock.close()
+                if self.router is not None:
+                    self.router.close_inherited()
+                self.poller.close()
+                child.run(child_end, self.process, self.config.memory_limit_bytes, self.max_payload)
+            except BaseException:  # noqa: BLE001 - the supervisor sees the exit and answers for us
+                status = 1
+            finally:
+                os._exit(status)
+        try:
+            os.setpgid(pid, pid)  # also here: whichever runs first, the group exists before any kill
+        except OSError:
+            pass
+        if cpu is not None:
+            self._pin(pid, cpu)
+        child_end.close()
+        parent_end.setblocking(False)
+        target = _Child(process_id, pid, parent_end, self.max_payload)
+        self.children[process_id] = target
+        self.by_fd[target.fd] = target
+        self.poller.register(target.fd, select.EPOLLIN)
+
+    @staticmethod
+    def _pin(pid: int, cpu: int) -> None:
+        try:
+            os.sched_setaffinity(pid, {cpu})
+        except OSError:  # it has died already: its exit is on its way
+            pass
+
+    def _write(self, target: _Child, buffers: list[Any]) -> None:
+        for buffer in buffers:
+            if len(buffer):
+                target.out.append(memoryview(buffer).cast("B"))
+        if not target.writing:
+            self._flush(target)
+
+    def _flush(self, target: _Child) -> None:
+        out = target.out
+        try:
+            send_queued(target.sock, out)
+        except OSError:  # it has died: its end of file is on its way
+            out.clear()
+        want = bool(out)
+        if want != target.writing and target.id in self.children:
+            target.writing = want
+            self.poller.modify(target.fd, select.EPOLLIN | (select.EPOLLOUT if want else 0))
+
+    def _quiet(self, target: _Child) -> bool:
+        """After a REVOKE: it is all written and nothing from the process waits to be read, so the
+        process has not finished its running order and will read the REVOKE before the next."""
+        if target.out or target.reader.partial:
+            return False
+        return not select.select([target.sock], [], [], 0)[0]
+
+    # process events ------------------------------------------------------------------------------
+
+    def _on_child(self, target: _Child, mask: int, now: float) -> None:
+        if mask & select.EPOLLOUT:
+            self._flush(target)
+        if not mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+            return
+        actions, ended = self._receive(target, now, once=True)
+        self._do(actions)
+        if ended and target.id in self.children:
+            _kill_group(target.pid)  # whatever its workload left behind goes with it
+            self._do(self._reap(target, now))
+
+    def _receive(self, target: _Child, now: float, *, once: bool) -> tuple[list[Any], bool]:
+        """Read what the process sent (one read, or all there is); return the scheduler's
+        actions and whether its end is closed (or it sent garbage)."""
+        scheduler = self.scheduler
+        actions: list[Any] = []
+        for _ in range(1 if once else 1 << 20):
+            try:
+                messages = target.reader.read(target.sock)
+            except (BlockingIOError, InterruptedError):
+                return actions, False
+            except framing.FramingError:
+                return actions + scheduler.garbled(target.id, now), True
+            except OSError:
+                messages = None
+            if messages is None:
+                return actions, True
+            for kind, seq, payload in messages:
+                if kind == framing.REPLY:
+                    actions += scheduler.replied(target.id, seq, payload, now)
+                elif kind == framing.SKIPPED:
+                    actions += scheduler.skipped(target.id, seq, now)
+                else:
+                    return actions + scheduler.garbled(target.id, now), True
+        return actions, False
+
+    def _kill(self, target: _Child) -> list[Any]:
+        _kill_group(target.pid)
+        now = time.monotonic()
+        actions, _ = self._receive(target, now, once=False)  # what it sent before it died still counts
+        return actions + self._reap(target, now)
+
+    def _reap(self, target: _Child, now: float) -> list[Any]:
+        _, status = os.waitpid(target.pid, 0)
+        self._forget(target)
+        return self.scheduler.exited(target.id, describe_exit(status), now)
+
+    def _forget(self, target: _Child) -> None:
+        del self.children[target.id]
+        del self.by_fd[target.fd]
+        self.poller.unregister(target.fd)
+        target.sock.close()
+
+    def _shutdown(self, clean: bool) -> None:
+        targets = list(self.children.values())
+        for target in targets:
+            if not clean:
+                _kill_group(target.pid)
+            self._forget(target)  # end of file: an idle process returns and exits
+        for target in targets:
+            os.waitpid(target.pid, 0)
+            try:
+                os.killpg(target.pid, signal.SIGKILL)  # what its workloads left behind
+            except OSError:
+                pass
+        if self.router is not None:
+            self.router.close(linger_s=1.0)
+        self.poller.close()

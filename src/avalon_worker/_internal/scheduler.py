@@ -1,0 +1,614 @@
+"""Every decision of the pool, with no I/O (in the manner of h11).
+
+`Scheduler` takes events — a message arrived, a process replied, skipped, or exited, time
+passed, a connection closed, stop — each with the current time passed in, and returns actions
+for the event loop to carry out: spawn, pin, send an order, revoke orders, kill, reply. It
+owns the queue, the prefetch, the time limits and the replacement of processes; the loop owns
+sockets, processes and the clock. Unit tests drive it with a fake clock and no processes.
+
+Rules:
+- An order goes to an idle process, else waits in a queue bounded in orders and in bytes,
+  else is answered BUSY (8). While stopping, new orders are answered BUSY and the rest finish.
+- A busy process may hold up to PREFETCH_DEPTH small orders behind the one it runs. If the
+  running order turns slow (INSPECT_AFTER_S), those are revoked and go to the next free process.
+- Every order carries a sequence number; a reply must echo the number of the order its process
+  runs. Anything else stops that process and answers its orders with error 1.
+- Time limits run from receipt, on timers: the order is answered with error 1 and its process
+  killed; an order whose limit passes before it starts is answered without killing anything.
+- A lost process's running order is answered with error 1, the orders it had not started are
+  requeued in front, and a warm spare takes its place (a new spare is started behind it).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import re
+from collections import deque
+from dataclasses import dataclass
+from itertools import count
+from typing import Any
+
+from .. import jsonio
+from ..errors import ErrorCode
+from ..models import strip_0x
+from ..processor import encode, error_reply, jsonrpc_id
+
+logger = logging.getLogger(__name__)
+
+INSPECT_AFTER_S = 0.05  # a running order this old is read for its ids and its own time limit
+PREFETCH_MAX_BYTES = 64 * 1024  # larger orders are never sent ahead (their byte work dwarfs the hand-off)
+PREFETCH_DEPTH = 2  # orders that may wait in a busy process behind the running one
+# Under saturation (every process has PREFETCH_DEPTH orders waiting) the loop lets events gather
+# for at most COALESCE_MAX_S and one typical order's service time, never for orders under
+# COALESCE_MIN_SERVICE_S (there the timer's own wake-up would cost more than it saves).
+COALESCE_MAX_S = 0.0005
+COALESCE_MIN_SERVICE_S = 0.0002
+_SCAN_BYTES = 64 * 1024  # how far into a request its responseTimeoutMSecs is looked for on arrival
+_TIMEOUT_KEY = b"responseTimeoutMSecs"
+_TIMEOUT_VALUE = re.compile(rb'\\*"\s*:\s*(\d{1,10})\b')
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How the pool runs; the CLI fills it from its options. `workers=0` runs orders in the
+    supervisor's own process, one at a time, with no time limits."""
+
+    workers: int
+    timeout_s: float | None = None  # None: DEFAULT_TIMEOUT_S with worker processes, none in-process
+    memory_limit_bytes: int | None = None
+    queue_limit: int = 256
+    queue_bytes_limit: int = 128 * 1024 * 1024  # the queue's frames together: BUSY beyond either limit
+    max_request_bytes: int = 32 * 1024 * 1024
+    prefetch: bool = True
+    pin_cpus: bool = False
+    spares: int | None = None  # warm processes kept ready to replace a lost one; None: 1 (0 in-process)
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.queue_limit < 0 or (self.spares or 0) < 0:
+            raise ValueError("--workers, --queue-limit and --spare-workers must be ≥ 0")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError("--timeout-s must be > 0")
+        if self.workers == 0:
+            given = [name for name, value in (("--timeout-s", self.timeout_s), ("--memory-limit-mb", self.memory_limit_bytes),
+                                              ("--pin-cpus", self.pin_cpus), ("--spare-workers", self.spares)) if value]
+            if given:
+                raise ValueError(f"{', '.join(given)} need worker processes: with --workers 0 orders run in the "
+                                 "supervisor itself, which cannot be stopped, limited or pinned per order")
+
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+# actions ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """Start process `process` (pinned to core `cpu`, if given)."""
+
+    process: int
+    cpu: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """Pin process `process` to core `cpu` (a spare taking a lost process's place)."""
+
+    process: int
+    cpu: int
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Hand order `seq` to process `process`."""
+
+    process: int
+    seq: int
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """Ask process `process` to skip orders `first`…`last` it has not started; then tell the
+    scheduler (`revoked`) whether the process certainly had not started the first of them:
+    nothing from it was waiting to be read after the request was written."""
+
+    process: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """Kill process `process` and its descendants; then pass on what it had sent, and `exited`."""
+
+    process: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send `frame` to the client: `envelope[0]` is its routing id, the rest go before the frame."""
+
+    envelope: list[bytes]
+    frame: bytes | bytearray | memoryview
+
+
+Action = Spawn | Pin | Send | Revoke | Kill | Reply
+
+
+class Metrics:
+    """What the pool reports; the default does nothing (see `metrics.PrometheusMetrics`)."""
+
+    def observe(self, method: str, workload: str, status: str, seconds: float) -> None: ...
+
+    def set_queue_depth(self, depth: int) -> None: ...
+
+    def set_pool_size(self, alive: int, busy: int) -> None: ...
+
+
+# state -----------------------------------------------------------------------------------------
+
+
+class Job:
+    """One order from receipt to answer."""
+
+    __slots__ = ("seq", "envelope", "frame", "received", "deadline", "started", "process", "inspected",
+                 "revoking", "reply_id", "work_order_id", "workload")
+
+    def __init__(self, seq: int, envelope: list[bytes], frame: bytes, received: float, deadline: float) -> None:
+        self.seq = seq
+        self.envelope = envelope
+        self.frame = frame
+        self.received = received
+        self.deadline = deadline
+        self.started = 0.0  # when it became its process's running order
+        self.process: _Process | None = None
+        self.inspected = False
+        self.revoking = False  # revoked while its process may have started it: wait for its word
+        self.reply_id: Any = None
+        self.work_order_id: str | None = None
+        self.workload = "-"
+
+    def inspect(self) -> None:
+        """Read the request's ids and time limit (once, and only for a slow or failed order)."""
+        if self.inspected:
+            return
+        self.inspected = True
+        self.reply_id, self.work_order_id, self.workload, timeout_ms = inspect_request(self.frame)
+        if timeout_ms:
+            self.deadline = min(self.deadline, self.received + timeout_ms / 1000)
+
+
+class _Process:
+    __slots__ = ("id", "cpu", "jobs", "revoked", "spare", "killing", "timed_out", "untrusted")
+
+    def __init__(self, id: int, cpu: int | None, spare: bool) -> None:
+        self.id = id
+        self.cpu = cpu
+        self.jobs: deque[Job] = deque()  # the running order, then the ones sent ahead
+        self.revoked: set[int] = set()  # revoked orders it will report as skipped
+        self.spare = spare
+        self.killing = False
+        self.timed_out: Job | None = None  # the order it was killed for
+        self.untrusted = False  # it sent something that was not the reply to its order
+
+
+class Scheduler:
+    """The pool's decisions. Every method takes the time as `now` (monotonic seconds) and
+    returns the actions to carry out, in order."""
+
+    def __init__(self, config: PoolConfig, metrics: Metrics | None = None, cpus: list[int] | None = None) -> None:
+        self.config = config
+        self.inline = config.workers == 0
+        self.workers = config.workers or 1
+        self.timeout_s = math.inf if self.inline else (config.timeout_s or DEFAULT_TIMEOUT_S)
+        self.spares = 0 if self.inline else (1 if config.spares is None else config.spares)
+        self.prefetch = config.prefetch and not self.inline
+        self.metrics = metrics or Metrics()
+        self._reporting = type(self.metrics) is not Metrics  # skip bookkeeping nobody reads
+        self._cpus = cpus or []
+        self.processes: dict[int, _Process] = {}
+        self.idle: deque[_Process] = deque()
+        self._spares: deque[_Process] = deque()
+        self.queue: deque[Job] = deque()
+        self.queued_bytes = 0
+        self.stopping = False
+        self._jobs: dict[int, Job] = {}  # every order not yet answered, by sequence number
+        self._timers: list[tuple[float, int]] = []  # (when, seq), a heap; stale entries dropped lazily
+        self._seqs = count(1)
+        self._ids = count(1)
+        self._service_s = 0.0  # recent orders' time from start to reply, averaged
+        self._actions: list[Action] = []
+
+    # events ------------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """Start the processes."""
+        for n in range(self.workers):
+            self._spawn(self._cpus[n % len(self._cpus)] if self._cpus else None, spare=False)
+        self._keep_spares()
+        return self._take()
+
+    def message_arrived(self, parts: list[bytes], now: float) -> list[Action]:
+        """A client's message, led by its routing id (as the router yields it)."""
+        split = next((i for i, part in enumerate(parts) if not part), 0)
+        envelope, body = parts[: split + 1], parts[split + 1 :]
+        size = sum(len(part) for part in body)
+        limit = self.config.max_request_bytes
+        if size > limit:
+            message = f"request is {size} bytes; this worker accepts at most {limit} (see --max-request-bytes)"
+            self._reply(envelope, encode(error_reply(None, ErrorCode.INVALID_PARAMETER, message)))
+            return self._take()
+        if len(body) != 1:
+            self._reply(envelope, encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "send each request as one frame")))
+            return self._take()
+        frame = body[0]
+        deadline = now + self.timeout_s
+        if not self.inline:
+            timeout_ms = scan_timeout_ms(frame)
+            if timeout_ms:
+                deadline = min(deadline, now + timeout_ms / 1000)
+        job = Job(next(self._seqs), envelope, frame, now, deadline)
+        if self.stopping:
+            self._refuse(job, ErrorCode.BUSY, "the worker is shutting down; send this work order elsewhere or later", "busy", now)
+        elif self.idle:
+            self._admit(job)
+            self._run(self.idle.popleft(), job, now)
+        elif len(self.queue) < self.config.queue_limit and self.queued_bytes + len(frame) <= self.config.queue_bytes_limit:
+            self._admit(job)
+            self._enqueue(job)
+            self._fill_ahead()
+        else:
+            self._refuse(job, ErrorCode.BUSY, "the worker is busy (its queue is full); try again later", "busy", now)
+        return self._take()
+
+    def replied(self, process_id: int, seq: int, payload: bytes | bytearray, now: float) -> list[Action]:
+        """Process `process_id` sent a reply for order `seq`: `b"method\\tworkload\\tstatus\\n"`
+        followed by the reply frame."""
+        process = self.processes.get(process_id)
+        if process is None or process.untrusted:
+            return self._take()
+        if not process.jobs or process.jobs[0].seq != seq:
+            self._distrust(process, f"a reply for order {seq}")
+            return self._take()
+        job = process.jobs.popleft()
+        del self._jobs[seq]
+        self._service_s += (now - job.started - self._service_s) / 16  # moving average of service time
+        if process.jobs:
+            self._began(process.jobs[0], now)  # the order sent ahead runs now
+        elif not process.killing:
+            self.idle.append(process)
+        if self.queue and not process.killing:  # keep the process busy first: the reply can go out while it works
+            if process.jobs:
+                self._fill_ahead_of(process)
+            else:
+                self.idle.pop()
+                self._run(process, self._dequeue(), now)
+        split = payload.index(b"\n")
+        self._reply(job.envelope, memoryview(payload)[split + 1 :])
+        if self._reporting:
+            method, workload, status = bytes(payload[:split]).decode().split("\t")
+            self.metrics.observe(method, workload, status, now - job.received)
+        return self._take()
+
+    def skipped(self, process_id: int, seq: int, now: float) -> list[Action]:
+        """Process `process_id` did not run revoked order `seq`."""
+        process = self.processes.get(process_id)
+        if process is None or process.untrusted:
+            return self._take()
+        if seq in process.revoked:
+            process.revoked.discard(seq)
+            return self._take()
+        job = next((job for job in process.jobs if job.seq == seq and job.revoking), None)
+        if job is None:
+            self._distrust(process, f"order {seq} skipped")
+            return self._take()
+        process.jobs.remove(job)
+        if not process.jobs and not process.killing:
+            self.idle.append(process)
+        self._requeue([job], now)
+        return self._take()
+
+    def garbled(self, process_id: int, now: float) -> list[Action]:
+        """Process `process_id` sent bytes that are not a message."""
+        process = self.processes.get(process_id)
+        if process is not None and not process.untrusted:
+            self._distrust(process, "bytes that are not a message")
+        return self._take()
+
+    def revoked(self, process_id: int, certain: bool, now: float) -> list[Action]:
+        """The outcome of a `Revoke`: if `certain`, the process will skip every revoked order."""
+        process = self.processes.get(process_id)
+        if process is None:
+            return self._take()
+        revoking = [job for job in process.jobs if job.revoking]
+        if certain:
+            for job in revoking:
+                process.jobs.remove(job)
+                process.revoked.add(job.seq)
+            self._requeue(revoking, now)
+        return self._take()
+
+    def exited(self, process_id: int, how: str, now: float) -> list[Action]:
+        """Process `process_id` is gone (`how`: "was killed by SIGKILL", "exited with status 3")."""
+        process = self.processes.pop(process_id, None)
+        if process is None:
+            return self._take()
+        if process in self.idle:
+            self.idle.remove(process)
+        if process in self._spares:
+            self._spares.remove(process)
+        jobs = list(process.jobs)
+        if jobs:
+            first = jobs[0]
+            first.inspect()
+            if process.untrusted:
+                reason = "sent a reply that was not for its order"
+                lost = jobs
+            else:
+                lost, rest = jobs[:1], jobs[1:]
+                reason = "exceeded its time limit" if process.timed_out is first else how
+                for job in rest:
+                    job.revoking = False
+                self._requeue(rest, now)
+            if process.timed_out is first:
+                logger.error("work order %s workload=%r: time limit exceeded, process replaced", first.work_order_id or "-", first.workload)
+                message, status = f"workload {first.workload!r} exceeded its time limit; its process was stopped and replaced", "timeout"
+            else:
+                logger.error("work order %s workload=%r: worker process %s", first.work_order_id or "-", first.workload, reason)
+                message, status = f"the workload's process {reason} before answering; it was replaced", "error 1"
+            for job in lost:
+                self._refuse(job, ErrorCode.UNKNOWN_ERROR, message, status, now)
+        if process.spare:
+            self._keep_spares()
+        elif not (self.stopping and not self.queue):
+            self._replace(process)
+        self._dispatch_queue(now)
+        return self._take()
+
+    def time_passed(self, now: float) -> list[Action]:
+        """Act on every timer due by `now`."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, seq = heapq.heappop(timers)
+            job = self._jobs.get(seq)
+            if job is not None:
+                self._check(job, now)
+        return self._take()
+
+    def connection_closed(self, routing_id: bytes, now: float) -> list[Action]:
+        """A client has gone: its queued orders are dropped (their replies could go nowhere)."""
+        if self.queue:
+            for job in [job for job in self.queue if job.envelope[0] == routing_id]:
+                self.queue.remove(job)
+                self.queued_bytes -= len(job.frame)
+                del self._jobs[job.seq]
+        return self._take()
+
+    def stop(self, now: float) -> list[Action]:
+        """Answer new orders BUSY from now on; finish the rest."""
+        self.stopping = True
+        return self._take()
+
+    # questions from the loop ---------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Stopping, and every order has been answered."""
+        return self.stopping and not self._jobs
+
+    def next_timer(self) -> float | None:
+        """When `time_passed` should next be called (None: no timer is set)."""
+        timers, jobs = self._timers, self._jobs
+        while timers and timers[0][1] not in jobs:
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def coalesce_s(self) -> float:
+        """How long the loop may let events gather before it polls: under saturation, a moment,
+        so that it handles replies and requests in batches (fewer wake-ups per order)."""
+        if self._service_s < COALESCE_MIN_SERVICE_S or not self.prefetch:
+            return 0.0
+        for process in self.processes.values():
+            if not process.spare and len(process.jobs) <= PREFETCH_DEPTH:
+                return 0.0
+        return min(COALESCE_MAX_S, self._service_s)
+
+    def report(self) -> None:
+        """Pass the queue depth and pool size on to the metrics."""
+        if self._reporting:
+            active = sum(not p.spare for p in self.processes.values())
+            self.metrics.set_queue_depth(len(self.queue))
+            self.metrics.set_pool_size(active, active - len(self.idle))
+
+    # internals -----------------------------------------------------------------------------------
+
+    def _take(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    def _spawn(self, cpu: int | None, spare: bool) -> _Process:
+        process = _Process(next(self._ids), cpu, spare)
+        self.processes[process.id] = process
+        (self._spares if spare else self.idle).append(process)
+        self._actions.append(Spawn(process.id, cpu))
+        return process
+
+    def _keep_spares(self) -> None:
+        while len(self._spares) < self.spares and not self.stopping:
+            self._spawn(None, spare=True)
+
+    def _replace(self, lost: _Process) -> None:
+        """A spare (or a new process) takes the lost one's place and core."""
+        if self._spares:
+            process = self._spares.popleft()
+            process.spare = False
+            process.cpu = lost.cpu
+            self.idle.append(process)
+            if lost.cpu is not None:
+                self._actions.append(Pin(process.id, lost.cpu))
+        else:
+            self._spawn(lost.cpu, spare=False)
+        self._keep_spares()
+
+    def _admit(self, job: Job) -> None:
+        self._jobs[job.seq] = job
+        if job.deadline != math.inf:
+            self._timer(job.deadline, job.seq)
+
+    def _timer(self, when: float, seq: int) -> None:
+        timers = self._timers
+        if len(timers) > 4 * len(self._jobs) + 256:  # drop stale entries now and then
+            self._timers = timers = [entry for entry in timers if entry[1] in self._jobs]
+            heapq.heapify(timers)
+        heapq.heappush(timers, (when, seq))
+
+    def _reply(self, envelope: list[bytes], frame: bytes | bytearray | memoryview) -> None:
+        self._actions.append(Reply(envelope, frame))
+
+    def _refuse(self, job: Job, code: ErrorCode, message: str, status: str, now: float) -> None:
+        """Answer `job` ourselves, with an error."""
+        job.inspect()
+        self._jobs.pop(job.seq, None)
+        self._reply(job.envelope, encode(error_reply(job.reply_id, code, message, job.work_order_id)))
+        self.metrics.observe("work-order", job.workload, status, now - job.received)
+
+    def _run(self, process: _Process, job: Job, now: float) -> None:
+        """Hand `job` to idle `process`."""
+        job.process = process
+        process.jobs.append(job)
+        self._began(job, now)
+        self._actions.append(Send(process.id, job.seq, job.frame))
+
+    def _began(self, job: Job, now: float) -> None:
+        job.started = now
+        if not self.inline and not job.inspected:
+            self._timer(now + INSPECT_AFTER_S, job.seq)
+
+    def _enqueue(self, job: Job) -> None:
+        self.queue.append(job)
+        self.queued_bytes += len(job.frame)
+
+    def _dequeue(self) -> Job:
+        job = self.queue.popleft()
+        self.queued_bytes -= len(job.frame)
+        return job
+
+    def _requeue(self, jobs: list[Job], now: float) -> None:
+        """Put orders no process has started back at the front of the queue, in order."""
+        for job in reversed(jobs):
+            job.process = None
+            job.revoking = False
+            if now >= job.deadline:
+                self._refuse(job, ErrorCode.UNKNOWN_ERROR, "the work order waited past its time limit; it was not run", "timeout", now)
+                continue
+            self.queue.appendleft(job)
+            self.queued_bytes += len(job.frame)
+        self._dispatch_queue(now)
+
+    def _dispatch_queue(self, now: float) -> None:
+        while self.queue and self.idle:
+            self._run(self.idle.popleft(), self._dequeue(), now)
+        self._fill_ahead()
+
+    def _fill_ahead(self) -> None:
+        if self.queue and self.prefetch:
+            for process in self.processes.values():
+                self._fill_ahead_of(process)
+
+    def _fill_ahead_of(self, process: _Process) -> None:
+        """Send small queued orders ahead to a busy process, up to PREFETCH_DEPTH, unless its
+        running order is slow or large (leave them for a free process)."""
+        if not (self.prefetch and process.jobs) or process.killing or process.untrusted:
+            return
+        running = process.jobs[0]
+        if running.inspected or running.revoking or len(running.frame) > PREFETCH_MAX_BYTES:
+            return
+        queue = self.queue
+        while queue and len(process.jobs) <= PREFETCH_DEPTH and len(queue[0].frame) <= PREFETCH_MAX_BYTES:
+            job = self._dequeue()
+            job.process = process
+            process.jobs.append(job)
+            self._actions.append(Send(process.id, job.seq, job.frame))
+
+    def _check(self, job: Job, now: float) -> None:
+        """A timer of `job` is due."""
+        process = job.process
+        if process is None:  # queued
+            if now >= job.deadline:
+                self.queue.remove(job)
+                self.queued_bytes -= len(job.frame)
+                self._refuse(job, ErrorCode.UNKNOWN_ERROR, "the work order waited past its time limit; it was not run", "timeout", now)
+            return
+        if process.killing:
+            return
+        if process.jobs[0] is job:
+            if not job.inspected and now >= job.started + INSPECT_AFTER_S:
+                job.inspect()
+                if job.deadline > now:
+                    self._timer(job.deadline, job.seq)
+                if len(process.jobs) > 1:  # don't leave orders behind a slow one
+                    self._revoke(process, list(process.jobs)[1:])
+            if now >= job.deadline:
+                process.timed_out = job
+                self._kill(process)
+        elif now >= job.deadline and not job.revoking:  # sent ahead, not started: take it and those behind back
+            at = process.jobs.index(job)
+            self._revoke(process, list(process.jobs)[at:])
+
+    def _revoke(self, process: _Process, jobs: list[Job]) -> None:
+        jobs = [job for job in jobs if not job.revoking]
+        if jobs:
+            for job in jobs:
+                job.revoking = True
+            self._actions.append(Revoke(process.id, jobs[0].seq, jobs[-1].seq))
+
+    def _kill(self, process: _Process) -> None:
+        if process.killing:
+            return
+        process.killing = True
+        if process in self.idle:
+            self.idle.remove(process)
+        self._actions.append(Kill(process.id))
+
+    def _distrust(self, process: _Process, what: str) -> None:
+        logger.error("worker process %d sent %s, which is not the reply to its order: stopping it", process.id, what)
+        process.untrusted = True
+        self._kill(process)
+
+
+def scan_timeout_ms(frame: bytes) -> int | None:
+    """A request's responseTimeoutMSecs as found in its first bytes without parsing it (None if
+    absent or 0). A requester can only shorten its own order's limit with it."""
+    at = frame.find(_TIMEOUT_KEY, 0, _SCAN_BYTES)
+    if at < 0:
+        return None
+    match = _TIMEOUT_VALUE.match(frame, at + len(_TIMEOUT_KEY))
+    return int(match[1]) or None if match else None
+
+
+def inspect_request(frame: bytes | bytearray | memoryview) -> tuple[Any, str | None, str, int | None]:
+    """(reply id, workOrderId, workload, responseTimeoutMSecs) of a request frame, as far as they
+    can be read: what the supervisor needs to answer for an order its process did not answer."""
+    reply_id, work_order_id, workload, timeout_ms = None, None, "-", None
+    try:
+        outer = jsonio.loads(frame)
+        reply_id = jsonrpc_id(outer)
+        inner = jsonio.loads(outer["params"]) if isinstance(outer.get("params"), str) else outer.get("params")
+        if isinstance(inner, dict):
+            if "id" in inner:
+                reply_id = jsonrpc_id(inner)
+            params = inner.get("params")
+            if isinstance(params, dict):
+                work_order_id = params.get("workOrderId") if isinstance(params.get("workOrderId"), str) else None
+                raw = params.get("workloadId")
+                if isinstance(raw, str):
+                    workload = bytes.fromhex(strip_0x(raw)).decode("utf-8")
+                timeout = params.get("responseTimeoutMSecs")
+                if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
+                    timeout_ms = timeout
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError, UnicodeDecodeError):
+        pass
+    return reply_id, work_order_id, workload, timeout_ms

@@ -1,0 +1,388 @@
+"""The pool's scheduler in-process: events in, actions out, a fake clock, no processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from avalon_worker._internal.scheduler import (
+    COALESCE_MAX_S,
+    INSPECT_AFTER_S,
+    PREFETCH_DEPTH,
+    PREFETCH_MAX_BYTES,
+    Kill,
+    Metrics,
+    Pin,
+    PoolConfig,
+    Reply,
+    Revoke,
+    Scheduler,
+    Send,
+    Spawn,
+    inspect_request,
+    scan_timeout_ms,
+)
+
+META = b"work-order\thello\tok\n"
+
+
+def request(n: int = 1, timeout_ms: int = 0, pad: int = 0, workload: str = "hello") -> bytes:
+    """A ProcessWorkOrder frame as Avalon sends it: the WorkOrderSubmit request as a string."""
+    inner = {"jsonrpc": "2.0", "id": n, "method": "WorkOrderSubmit",
+             "params": {"responseTimeoutMSecs": timeout_ms, "workOrderId": f"order-{n}",
+                        "workloadId": workload.encode().hex(), "pad": "x" * pad}}
+    return json.dumps({"jsonrpc": "2.0", "id": n, "method": "ProcessWorkOrder", "params": json.dumps(inner)}).encode()
+
+
+def client(n: int) -> list[bytes]:
+    """A REQ client's envelope: routing id, empty delimiter."""
+    return [b"\x00client-%d" % n, b""]
+
+
+def arrive(s: Scheduler, n: int, now: float, **kwargs: int) -> list:
+    return s.message_arrived([*client(n), request(n, **kwargs)], now)
+
+
+def of(actions: list, kind: type) -> list:
+    return [action for action in actions if type(action) is kind]
+
+
+def replies(actions: list) -> list[tuple[bytes, dict]]:
+    """(routing id, decoded reply) of every Reply."""
+    return [(a.envelope[0], json.loads(bytes(a.frame))) for a in of(actions, Reply)]
+
+
+def answer(s: Scheduler, send: Send, now: float, text: bytes = b'{"result":"ok"}') -> list:
+    return s.replied(send.process, send.seq, META + text, now)
+
+
+class Recorder(Metrics):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+        self.depth = self.size = None
+
+    def observe(self, method: str, workload: str, status: str, seconds: float) -> None:
+        self.seen.append((method, workload, status))
+
+    def set_queue_depth(self, depth: int) -> None:
+        self.depth = depth
+
+    def set_pool_size(self, alive: int, busy: int) -> None:
+        self.size = (alive, busy)
+
+
+def started(config: PoolConfig, metrics: Metrics | None = None, cpus: list[int] | None = None) -> tuple[Scheduler, list]:
+    s = Scheduler(config, metrics, cpus)
+    return s, s.start(0.0)
+
+
+class TestStart:
+    def test_workers_and_one_warm_spare_are_spawned(self) -> None:
+        s, actions = started(PoolConfig(workers=2))
+        assert [type(a) for a in actions] == [Spawn, Spawn, Spawn]
+        assert len({a.process for a in actions}) == 3
+
+    def test_processes_are_pinned_round_robin_and_the_spare_floats(self) -> None:
+        _, actions = started(PoolConfig(workers=3, pin_cpus=True, spares=1), cpus=[4, 5])
+        assert [a.cpu for a in actions] == [4, 5, 4, None]
+
+    def test_in_process_mode_has_one_process_no_spare_and_no_timers(self) -> None:
+        s, actions = started(PoolConfig(workers=0))
+        assert [type(a) for a in actions] == [Spawn]
+        [send] = of(arrive(s, 1, 1.0, timeout_ms=5), Send)
+        assert s.next_timer() is None
+        assert replies(answer(s, send, 99.0))[0][1] == {"result": "ok"}
+
+
+class TestConfig:
+    @pytest.mark.parametrize("option, kwargs", [("--timeout-s", {"timeout_s": 5.0}), ("--memory-limit-mb", {"memory_limit_bytes": 1 << 20}),
+                                                ("--pin-cpus", {"pin_cpus": True}), ("--spare-workers", {"spares": 2})])
+    def test_options_that_need_processes_are_refused_in_process(self, option: str, kwargs: dict) -> None:
+        with pytest.raises(ValueError, match=f"{option} need worker processes"):
+            PoolConfig(workers=0, **kwargs)
+
+    def test_queue_limit_and_prefetch_hold_in_process(self) -> None:
+        PoolConfig(workers=0, queue_limit=3, prefetch=False)
+
+    @pytest.mark.parametrize("kwargs", [{"workers": -1}, {"workers": 1, "timeout_s": 0}, {"workers": 1, "spares": -1}])
+    def test_bad_numbers_are_refused(self, kwargs: dict) -> None:
+        with pytest.raises(ValueError):
+            PoolConfig(**kwargs)
+
+
+class TestDispatch:
+    def test_an_order_goes_to_an_idle_process_and_its_reply_to_its_client(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        [send] = arrive(s, 1, 0.0)
+        assert type(send) is Send and json.loads(send.frame)["id"] == 1
+        actions = answer(s, send, 0.01)
+        assert replies(actions) == [(b"\x00client-1", {"result": "ok"})]
+        assert of(actions, Reply)[0].envelope == client(1)
+
+    def test_a_request_too_large_or_in_two_frames_is_refused_without_a_process(self) -> None:
+        s, _ = started(PoolConfig(workers=1, max_request_bytes=100))
+        [(_, big)] = replies(s.message_arrived([*client(1), b"x" * 101], 0.0))
+        assert big["error"]["code"] == 2 and "request is 101 bytes" in big["error"]["message"]
+        [(_, two)] = replies(s.message_arrived([*client(1), b"a", b"b"], 0.0))
+        assert "one frame" in two["error"]["message"]
+
+    def test_orders_queue_then_go_out_in_arrival_order(self) -> None:
+        s, _ = started(PoolConfig(workers=1, prefetch=False))
+        [first] = arrive(s, 1, 0.0)
+        assert arrive(s, 2, 0.0) == [] and arrive(s, 3, 0.0) == []
+        [second] = of(answer(s, first, 0.1), Send)
+        [third] = of(answer(s, second, 0.2), Send)
+        assert [json.loads(x.frame)["id"] for x in (first, second, third)] == [1, 2, 3]
+
+    def test_a_reply_for_another_order_stops_the_process_and_is_never_delivered(self) -> None:
+        s, _ = started(PoolConfig(workers=1, prefetch=False))
+        [send] = arrive(s, 1, 0.0)
+        arrive(s, 2, 0.0)  # queued behind
+        actions = s.replied(send.process, send.seq + 1, META + b'{"result":"someone else"}', 0.01)
+        assert actions == [Kill(send.process)]
+        assert s.replied(send.process, send.seq, META + b'{"result":"late"}', 0.01) == []  # nothing more is believed
+        actions = s.exited(send.process, "was killed by SIGKILL", 0.02)
+        [(who, reply)] = replies(actions)
+        assert who == b"\x00client-1" and reply["error"]["code"] == 1 and "not for its order" in reply["error"]["message"]
+        assert reply["id"] == 1 and reply["error"]["data"] == {"workOrderId": "order-1"}
+        [send2] = of(actions, Send)  # the queued order goes to the spare that took over
+        assert json.loads(send2.frame)["id"] == 2 and send2.process != send.process
+
+    def test_bytes_that_are_not_a_message_stop_the_process(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        [send] = arrive(s, 1, 0.0)
+        assert s.garbled(send.process, 0.0) == [Kill(send.process)]
+
+    def test_a_skip_report_for_an_order_never_revoked_stops_the_process(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        [send] = arrive(s, 1, 0.0)
+        assert s.skipped(send.process, send.seq, 0.0) == [Kill(send.process)]
+
+
+class TestQueueBounds:
+    def test_busy_beyond_the_queue_limit_at_once(self) -> None:
+        s, _ = started(PoolConfig(workers=1, queue_limit=1, prefetch=False))
+        arrive(s, 1, 0.0)
+        assert arrive(s, 2, 0.0) == []
+        [(who, reply)] = replies(arrive(s, 3, 0.0))
+        assert who == b"\x00client-3" and reply["error"]["code"] == 8 and reply["id"] == 3
+
+    def test_busy_beyond_the_queue_bytes(self) -> None:
+        size = len(request(2, pad=1000))
+        s, _ = started(PoolConfig(workers=1, queue_bytes_limit=2 * size + 10, prefetch=False))
+        arrive(s, 1, 0.0)
+        assert arrive(s, 2, 0.0, pad=1000) == [] and arrive(s, 3, 0.0, pad=1000) == []
+        assert replies(arrive(s, 4, 0.0, pad=1000))[0][1]["error"]["code"] == 8
+        assert s.queued_bytes == 2 * size
+
+    def test_a_closed_connection_takes_its_queued_orders_with_it(self) -> None:
+        s, _ = started(PoolConfig(workers=1, prefetch=False))
+        [first] = arrive(s, 1, 0.0)
+        arrive(s, 2, 0.0)
+        arrive(s, 3, 0.0)
+        assert s.connection_closed(b"\x00client-2", 0.0) == []
+        [send] = of(answer(s, first, 0.1), Send)
+        assert json.loads(send.frame)["id"] == 3 and s.queued_bytes == 0
+
+
+class TestPrefetch:
+    def test_a_busy_process_holds_up_to_the_depth_behind_its_running_order(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        sends = [arrive(s, n, 0.0) for n in range(1, 5)]
+        assert [len(of(a, Send)) for a in sends] == [1, 1, 1, 0][: PREFETCH_DEPTH + 2]
+        assert len(s.queue) == 1
+        [fourth] = of(answer(s, sends[0][0], 0.001), Send)  # topped up as soon as a reply arrives
+        assert json.loads(fourth.frame)["id"] == 4
+
+    def test_nothing_is_sent_ahead_of_or_behind_a_large_order(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        arrive(s, 1, 0.0, pad=PREFETCH_MAX_BYTES)
+        assert arrive(s, 2, 0.0) == []
+        s2, _ = started(PoolConfig(workers=1))
+        arrive(s2, 1, 0.0)
+        assert arrive(s2, 2, 0.0, pad=PREFETCH_MAX_BYTES) == []
+
+    def test_without_prefetch_one_order_per_process(self) -> None:
+        s, _ = started(PoolConfig(workers=1, prefetch=False))
+        arrive(s, 1, 0.0)
+        assert arrive(s, 2, 0.0) == []
+
+    def test_orders_behind_a_slow_one_are_revoked_and_go_to_the_next_free_process(self) -> None:
+        s, _ = started(PoolConfig(workers=2))
+        [slow] = arrive(s, 1, 0.0)
+        [other] = arrive(s, 2, 0.0)
+        [ahead] = arrive(s, 3, 0.0)  # sent ahead behind one of them
+        assert s.time_passed(INSPECT_AFTER_S - 0.001) == []
+        actions = s.time_passed(INSPECT_AFTER_S)
+        revoke = next(a for a in actions if type(a) is Revoke)
+        assert revoke.process == ahead.process and revoke.first == revoke.last == ahead.seq
+        runner = other if ahead.process == other.process else slow
+        assert s.revoked(revoke.process, True, INSPECT_AFTER_S) == []  # no process is free yet
+        free = slow if runner is other else other
+        [resent] = of(answer(s, free, 0.06), Send)
+        assert resent.seq == ahead.seq and resent.process == free.process
+        assert s.skipped(revoke.process, ahead.seq, 0.07) == []  # the expected report, ignored
+
+    def test_an_uncertain_revoke_waits_for_the_process_to_say_what_it_did(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        [first] = arrive(s, 1, 0.0)
+        [second] = arrive(s, 2, 0.0)
+        [third] = arrive(s, 3, 0.0)
+        [revoke] = of(s.time_passed(INSPECT_AFTER_S), Revoke)
+        assert (revoke.first, revoke.last) == (second.seq, third.seq)
+        assert s.revoked(first.process, False, INSPECT_AFTER_S) == []  # it may have moved on already
+        assert replies(answer(s, first, 0.051))[0][0] == b"\x00client-1"
+        assert replies(answer(s, second, 0.052))[0][0] == b"\x00client-2"  # it had started the next one
+        [resent] = of(s.skipped(first.process, third.seq, 0.053), Send)  # ... but not the third
+        assert resent.seq == third.seq and resent.process == first.process  # free again: it takes it
+
+
+class TestTimeLimits:
+    def test_a_requests_own_limit_is_a_timer_to_the_millisecond(self) -> None:
+        s, _ = started(PoolConfig(workers=1, timeout_s=60))
+        [send] = arrive(s, 1, 10.0, timeout_ms=7)
+        assert s.next_timer() == pytest.approx(10.007)
+        assert s.time_passed(10.0069) == []
+        assert s.time_passed(10.007) == [Kill(send.process)]
+
+    def test_the_configured_limit_applies_when_the_request_has_none(self) -> None:
+        s, _ = started(PoolConfig(workers=1, timeout_s=2))
+        [send] = arrive(s, 1, 0.0)
+        s.time_passed(1.999)
+        assert s.time_passed(2.0) == [Kill(send.process)]
+
+    def test_a_killed_order_is_answered_and_a_spare_takes_the_core(self) -> None:
+        s, spawned = started(PoolConfig(workers=1, timeout_s=1, pin_cpus=True), cpus=[3])
+        spare = spawned[1].process
+        [send] = arrive(s, 1, 0.0)
+        arrive(s, 2, 0.5)  # sent ahead
+        s.time_passed(1.0)
+        actions = s.exited(send.process, "was killed by SIGKILL", 1.0)
+        [(who, reply)] = replies(actions)
+        assert who == b"\x00client-1" and "exceeded its time limit" in reply["error"]["message"]
+        assert Pin(spare, 3) in actions
+        assert [a.seq for a in of(actions, Send)] == [send.seq + 1]  # the order it never began, requeued
+        assert of(actions, Spawn) == [Spawn(of(actions, Spawn)[0].process, None)]  # a new spare
+
+    def test_a_queued_order_past_its_limit_is_answered_without_killing_anyone(self) -> None:
+        s, _ = started(PoolConfig(workers=1, prefetch=False))
+        arrive(s, 1, 0.0)
+        arrive(s, 2, 0.0, timeout_ms=5)
+        actions = s.time_passed(0.005)
+        [(who, reply)] = replies(actions)
+        assert who == b"\x00client-2" and "was not run" in reply["error"]["message"]
+        assert of(actions, Kill) == []
+
+    def test_an_order_sent_ahead_and_past_its_limit_is_revoked(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        [first] = arrive(s, 1, 0.0)
+        [ahead] = arrive(s, 2, 0.0, timeout_ms=3)
+        [revoke] = s.time_passed(0.003)
+        assert revoke == Revoke(first.process, ahead.seq, ahead.seq)
+        [(who, reply)] = replies(s.revoked(first.process, True, 0.003))
+        assert who == b"\x00client-2" and "was not run" in reply["error"]["message"]
+
+    def test_a_reply_read_after_the_kill_is_still_delivered(self) -> None:
+        s, _ = started(PoolConfig(workers=1, timeout_s=1))
+        [send] = arrive(s, 1, 0.0)
+        s.time_passed(1.0)
+        assert replies(answer(s, send, 1.0)) == [(b"\x00client-1", {"result": "ok"})]
+        actions = s.exited(send.process, "was killed by SIGKILL", 1.0)
+        assert of(actions, Reply) == []
+
+    def test_the_heap_of_timers_stays_small_under_a_long_run(self) -> None:
+        s, _ = started(PoolConfig(workers=1, timeout_s=60))
+        for n in range(5000):
+            [send] = of(arrive(s, n, n * 0.001), Send)
+            answer(s, send, n * 0.001)
+        assert len(s._timers) < 300
+
+
+class TestDeath:
+    def test_a_dead_process_costs_its_running_order_and_the_rest_are_requeued(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        [first] = arrive(s, 1, 0.0)
+        [second] = arrive(s, 2, 0.0)
+        actions = s.exited(first.process, "exited with status 3", 0.01)
+        [(who, reply)] = replies(actions)
+        assert who == b"\x00client-1" and "exited with status 3" in reply["error"]["message"]
+        [resent] = of(actions, Send)
+        assert resent.seq == second.seq and resent.process != first.process
+
+    def test_a_lost_spare_is_replaced_by_another_spare(self) -> None:
+        s, spawned = started(PoolConfig(workers=1))
+        actions = s.exited(spawned[1].process, "exited with status 1", 0.0)
+        assert [type(a) for a in actions] == [Spawn]
+
+    def test_without_a_spare_a_new_process_is_spawned(self) -> None:
+        s, spawned = started(PoolConfig(workers=1, spares=0))
+        [send] = arrive(s, 1, 0.0)
+        actions = s.exited(send.process, "was killed by SIGSEGV", 0.0)
+        assert len(of(actions, Spawn)) == 1 and len(of(actions, Reply)) == 1
+
+    def test_events_for_unknown_processes_are_ignored(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        for event in (s.replied(99, 1, META, 0.0), s.skipped(99, 1, 0.0), s.garbled(99, 0.0),
+                      s.revoked(99, True, 0.0), s.exited(99, "gone", 0.0)):
+            assert event == []
+
+
+class TestStop:
+    def test_stop_refuses_new_orders_and_finishes_the_rest(self) -> None:
+        s, _ = started(PoolConfig(workers=1, prefetch=False))
+        [first] = arrive(s, 1, 0.0)
+        arrive(s, 2, 0.0)
+        s.stop(0.1)
+        assert not s.finished
+        [(_, busy)] = replies(arrive(s, 3, 0.1))
+        assert busy["error"]["code"] == 8 and "shutting down" in busy["error"]["message"]
+        [second] = of(answer(s, first, 0.2), Send)
+        assert not s.finished
+        answer(s, second, 0.3)
+        assert s.finished
+
+    def test_no_spare_is_started_while_stopping(self) -> None:
+        s, spawned = started(PoolConfig(workers=1))
+        [send] = arrive(s, 1, 0.0)
+        s.stop(0.0)
+        actions = s.exited(send.process, "exited with status 3", 0.0)
+        assert of(actions, Spawn) == [] and s.finished
+
+
+class TestReporting:
+    def test_metrics_see_outcomes_queue_depth_and_pool_size(self) -> None:
+        recorder = Recorder()
+        s, _ = started(PoolConfig(workers=1, queue_limit=0, prefetch=False), recorder)
+        [send] = arrive(s, 1, 0.0)
+        arrive(s, 2, 0.0)  # BUSY
+        s.report()
+        assert recorder.size == (1, 1) and recorder.depth == 0
+        answer(s, send, 0.1)
+        assert recorder.seen == [("work-order", "hello", "busy"), ("work-order", "hello", "ok")]
+
+    def test_under_saturation_the_loop_may_let_events_gather(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        assert s.coalesce_s() == 0.0
+        sends = [of(arrive(s, n, 0.0), Send) for n in range(1, 4)]
+        assert s.coalesce_s() == 0.0  # service time unknown yet
+        answer(s, sends[0][0], 0.01)  # a 10 ms order: the average moves towards it
+        arrive(s, 4, 0.01)
+        assert s.coalesce_s() == COALESCE_MAX_S
+
+
+class TestRequestReading:
+    @pytest.mark.parametrize("frame, expected", [
+        (request(1, timeout_ms=250), 250), (request(1, timeout_ms=0), None), (b'{"responseTimeoutMSecs": 12}', 12),
+        (b"{}", None), (b'{"responseTimeoutMSecs":"x"}', None), (b"x" * 70_000 + b'"responseTimeoutMSecs":5', None),
+    ])
+    def test_the_time_limit_is_found_without_parsing(self, frame: bytes, expected: int | None) -> None:
+        assert scan_timeout_ms(frame) == expected
+
+    def test_ids_workload_and_limit_are_read_from_a_request(self) -> None:
+        assert inspect_request(request(4, timeout_ms=30, workload="echo")) == (4, "order-4", "echo", 30)
+
+    @pytest.mark.parametrize("frame", [b"not json", b"[]", b'{"params": 5}', b'{"params": "{\\"params\\": {\\"workloadId\\": \\"zz\\"}}"}'])
+    def test_unreadable_requests_give_what_can_be_read(self, frame: bytes) -> None:
+        reply_id, work_order_id, workload, timeout = inspect_request(frame)
+        assert (work_order_id, workload, timeout) == (None, "-", None)
