@@ -117,7 +117,7 @@ def factory(pki: TestPki) -> QuoteFactory:
 
 # PostgreSQL ----------------------------------------------------------------------------------------
 
-_database_numbers = itertools.count(1)
+_schema_numbers = itertools.count(1)
 
 
 def postgres_unavailable(reason: str) -> NoReturn:
@@ -158,5 +158,5 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
-    """The URL of a new, empty database on the shared server."""
-    return postgres_server.create_database(f"test_{next(_database_numbers)}")
+    """The URL of a new, empty schema on the shared server, for this test alone."""
+    return postgres_server.create_schema(f"test_{next(_schema_numbers)}")

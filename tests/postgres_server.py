@@ -60,6 +60,12 @@ def _account() -> pwd.struct_passwd | None:
     raise PostgresUnavailable("running as root and no unprivileged account (postgres, nobody) to run PostgreSQL as")
 
 
+def _plain(name: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"not a plain SQL name: {name!r}")
+    return name
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -151,10 +157,14 @@ class PostgresServer:
 
     def create_database(self, name: str) -> str:
         """A new empty database; its URL."""
-        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-            raise ValueError(f"not a plain database name: {name!r}")
-        self.execute([f"CREATE DATABASE {name}"])
+        self.execute([f"CREATE DATABASE {_plain(name)}"])
         return self.url(name)
+
+    def create_schema(self, name: str) -> str:
+        """A new empty schema in the `postgres` database; a URL whose connections see only it
+        (a database would take a second to make; a schema takes milliseconds)."""
+        self.execute([f"CREATE SCHEMA {_plain(name)}"])
+        return f"{self.url()}?options=-csearch_path%3D{name}"
 
     def remove(self) -> None:
         """Stop the server if it runs and delete its directory."""

@@ -18,12 +18,13 @@ def test_server_listens_on_loopback_only_and_runs_unprivileged(postgres_server: 
     assert os.stat(data_directory).st_uid != 0
 
 
-def test_each_test_gets_an_empty_database_of_its_own(postgres_server: PostgresServer, postgres_url: str) -> None:
+def test_each_test_gets_an_empty_schema_of_its_own(postgres_server: PostgresServer, postgres_url: str) -> None:
     with psycopg.connect(postgres_url) as connection:
-        name = connection.execute("SELECT current_database()").fetchone()[0]
-        tables = connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
-    assert name != "postgres"
-    assert tables == 0
+        connection.execute("CREATE TABLE mine (value int)")
+        schema = connection.execute("SELECT schemaname FROM pg_tables WHERE tablename = 'mine'").fetchone()[0]
+        tables = connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)).fetchone()[0]
+    assert schema.startswith("test_")
+    assert tables == 1
 
 
 def test_restart_keeps_committed_rows_and_the_port(postgres_server: PostgresServer, postgres_url: str) -> None:

@@ -32,13 +32,14 @@ T0 = 1_000_000.0
 StoreFactory = Callable[..., Store]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Opens a store of the backend under test; the same arguments reopen the same data."""
     opened: list[Store] = []
+    location = str(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
     def make(**limits: int) -> Store:
-        store = SQLiteStore(tmp_path, **limits)
+        store = open_store(location, **limits)
         opened.append(store)
         return store
 

@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_verify_arguments(p)
     p.set_defaults(func=run_verify)
 
+    from .store.cli import add_store_commands
+
+    add_store_commands(commands)
+
     p = commands.add_parser("demo", help="start a worker, run the nine sample work orders, stop it")
     p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help=argparse.SUPPRESS)
     p.set_defaults(func=run_demo)

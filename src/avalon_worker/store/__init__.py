@@ -44,14 +44,20 @@ def open_store(
     max_pending: int = DEFAULT_MAX_PENDING,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
 ) -> Store:
-    """The store at `location`: a SQLite file (or a directory to keep one in), or
-    `sqlite:///path`. Raises `StoreError` with a message a person can act on."""
+    """The store at `location`: a SQLite file (or a directory to keep one in), `sqlite:///path`,
+    or a PostgreSQL database, `postgresql://user@host:port/database` (libpq's URL; the password
+    is best kept in `PGPASSWORD` or `~/.pgpass`). Opening a PostgreSQL store creates or migrates
+    its schema. Raises `StoreError` with a message a person can act on."""
     text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(text, max_pending=max_pending, max_pending_bytes=max_pending_bytes)
     if text.startswith("sqlite://"):
         text = text[len("sqlite://"):]
     elif "://" in text:
         scheme = text.split("://", 1)[0]
-        raise StoreError(f"unsupported store {scheme}://…; use a SQLite file path")
+        raise StoreError(f"unsupported store {scheme}://…; use a SQLite file path or a postgresql:// URL")
     from .sqlite import SQLiteStore
 
     return SQLiteStore(text, max_pending=max_pending, max_pending_bytes=max_pending_bytes)

@@ -1,0 +1,574 @@
+"""The store in PostgreSQL: one database shared by any number of worker hosts and listeners.
+
+Listeners write orders and read outcomes; each worker host's pump leases the orders addressed to
+its worker id with `SELECT … FOR UPDATE SKIP LOCKED` (so pumps never wait on each other's rows)
+and writes outcomes back. `submit` and `complete` send a notification in the same transaction
+(`NOTIFY avalon_work_orders, '<worker id>'`, `NOTIFY avalon_results, '<ids>'`), delivered at
+commit: `subscribe` turns them into callbacks, so pumps and waiting submits wake without polling.
+Notifications sent while a subscriber was disconnected are lost; it is told everything may have
+changed when it reconnects, and callers keep a slow poll as well.
+
+Connections come from a pool (psycopg 3). When the server goes away (a restart, a fail-over),
+every call retries on a new connection for up to `reconnect_s` and then raises `StoreError`. A
+commit whose acknowledgement was lost is recognised on the retry by what it wrote (the exact
+submit time, lease expiry or completion time it stored), so an accepted order is never reported
+as a duplicate of itself and a lease is never taken twice by the same call.
+
+Times are the callers' (`now`): hosts sharing a database need synchronised clocks (NTP), as lease
+expiry and heartbeats compare times written by different hosts.
+
+The pending-queue limits are per worker id and exact across listeners: a submit takes a
+transaction-scoped advisory lock per worker id it adds to, then counts what is not done yet.
+
+The schema is versioned (`schema_version`) and migrated on open under an advisory lock, so many
+processes may start at once; a database written by a newer version is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from .base import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    Completion,
+    LeasedOrder,
+    NewOrder,
+    OrderState,
+    OrderStatus,
+    StoreError,
+    SubmitOutcome,
+    WorkerRecord,
+)
+
+try:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise StoreError(
+        "the PostgreSQL store needs psycopg 3 and psycopg-pool: pip install 'avalon-worker[postgres]'"
+    ) from exc
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PENDING, LEASED, DONE = 0, 1, 2
+ORDERS_CHANNEL = "avalon_work_orders"
+RESULTS_CHANNEL = "avalon_results"
+NOTIFY_PAYLOAD_BYTES = 7900  # PostgreSQL's limit is 8000 bytes per notification
+# Advisory locks are keyed (class, key); these classes are ours ("AVW0", "AVW1").
+_MIGRATION_LOCK_CLASS = 0x41565730
+_QUEUE_LOCK_CLASS = 0x41565731
+
+# Each entry takes the schema from the version before it to its own number (its index + 1).
+# Never edit a released entry: add one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE work_orders (
+        work_order_id text PRIMARY KEY,
+        worker_id text NOT NULL,
+        state smallint NOT NULL,
+        request bytea NOT NULL,              -- emptied once the order is done
+        request_bytes integer NOT NULL,
+        submitted double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        lease_owner text,
+        lease_expires double precision,
+        outcome bytea,
+        is_error boolean,
+        completed double precision
+    );
+    CREATE INDEX work_orders_queue ON work_orders (worker_id, submitted) INCLUDE (request_bytes)
+        WHERE state < 2;
+    CREATE INDEX work_orders_done ON work_orders (completed) WHERE state = 2;
+    CREATE TABLE workers (
+        worker_id text PRIMARY KEY,
+        signup text NOT NULL,
+        registered double precision NOT NULL,
+        heartbeat double precision NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def describe(url: str) -> str:
+    """`host:port/database` of a connection URL, for messages: never its password."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "(an unreadable PostgreSQL URL)"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def _chunks(ids: Sequence[str], limit: int = NOTIFY_PAYLOAD_BYTES) -> list[str]:
+    """Comma-joined ids, as few payloads as fit under PostgreSQL's notification size limit."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 0
+    for item in ids:
+        if current and size + len(item) + 1 > limit:
+            payloads.append(",".join(current))
+            current, size = [], 0
+        current.append(item)
+        size += len(item) + 1
+    if current:
+        payloads.append(",".join(current))
+    return payloads
+
+
+class _Subscriber:
+    def __init__(self, on_orders: Callable[[str | None], None] | None, on_results: Callable[[list[str] | None], None] | None) -> None:
+        self.on_orders = on_orders
+        self.on_results = on_results
+
+
+class _Notifications:
+    """One connection that LISTENs on both channels in a thread and calls the subscribers.
+
+    After every (re)connect each subscriber is called with None: notifications sent while no one
+    listened are gone, so anything may have changed."""
+
+    def __init__(self, url: str, retry_s: float = 1.0) -> None:
+        self._url = url
+        self._retry_s = retry_s
+        self._subscribers: list[_Subscriber] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-notifications", daemon=True)
+        self._thread.start()
+
+    def add(self, subscriber: _Subscriber) -> None:
+        with self._lock:
+            self._subscribers.append(subscriber)
+
+    def remove(self, subscriber: _Subscriber) -> None:
+        with self._lock:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+    def _each(self) -> list[_Subscriber]:
+        with self._lock:
+            return list(self._subscribers)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as connection:
+                    connection.execute(f"LISTEN {ORDERS_CHANNEL}")
+                    connection.execute(f"LISTEN {RESULTS_CHANNEL}")
+                    self.connected.set()
+                    self._deliver_all_changed()
+                    while not self._stop.is_set():
+                        for note in connection.notifies(timeout=0.5):
+                            self._deliver(note.channel, note.payload)
+            except psycopg.Error as exc:
+                if not self._stop.is_set():
+                    logger.warning("store notifications lost their connection (%s); reconnecting", type(exc).__name__)
+            finally:
+                self.connected.clear()
+            self._stop.wait(self._retry_s)
+
+    def _deliver_all_changed(self) -> None:
+        for subscriber in self._each():
+            if subscriber.on_orders is not None:
+                subscriber.on_orders(None)
+            if subscriber.on_results is not None:
+                subscriber.on_results(None)
+
+    def _deliver(self, channel: str, payload: str) -> None:
+        for subscriber in self._each():
+            if channel == ORDERS_CHANNEL and subscriber.on_orders is not None:
+                subscriber.on_orders(payload)
+            elif channel == RESULTS_CHANNEL and subscriber.on_results is not None:
+                subscriber.on_results(payload.split(","))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class PostgresStore:
+    """`Store` in a PostgreSQL database given by a `postgresql://` URL (libpq's form)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        pool_size: int = 4,
+        reconnect_s: float = 30.0,
+        migrate: bool = True,
+    ) -> None:
+        self.url = url
+        self.where = describe(url)
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.reconnect_s = reconnect_s
+        self._notifications: _Notifications | None = None
+        self._notifications_lock = threading.Lock()
+        self._wait_for_server()
+        try:
+            self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=max(2, pool_size),
+                kwargs={"autocommit": True, "connect_timeout": 10},
+                open=False,
+                name="avalon-store",
+                timeout=reconnect_s,
+                reconnect_timeout=max(reconnect_s, 60.0),
+            )
+            self._pool.open(wait=True, timeout=reconnect_s)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise StoreError(f"cannot use the PostgreSQL store {self.where}: {exc}") from None
+        if migrate:
+            try:
+                self.migrate()
+            except BaseException:
+                self._pool.close()
+                raise
+
+    # plumbing ------------------------------------------------------------------------------------
+
+    def _wait_for_server(self) -> None:
+        """Connect once, retrying for up to `reconnect_s` (a database may start after its
+        clients); raise `StoreError` with the server's last answer if it never accepts us."""
+        deadline = time.monotonic() + self.reconnect_s
+        delay = 0.1
+        while True:
+            try:
+                psycopg.connect(self.url, connect_timeout=max(1, int(deadline - time.monotonic()))).close()
+                return
+            except psycopg.OperationalError as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if time.monotonic() + delay >= deadline:
+                    raise StoreError(
+                        f"cannot connect to the PostgreSQL store {self.where} within {self.reconnect_s:g} s ({reason}); "
+                        "check the URL, that the server runs and accepts this client (pg_hba.conf), and the password"
+                    ) from None
+                if delay == 0.1:
+                    logger.warning("the PostgreSQL store %s is not reachable yet (%s); retrying", self.where, reason)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot use the PostgreSQL store {self.where}: {exc}") from None
+
+    def _run(self, work: Callable[[psycopg.Connection[Any], bool], T], *, transaction: bool = True) -> T:
+        """Run `work(connection, retrying)` in one transaction; on a lost connection, again on a
+        new one until `reconnect_s` has passed. `retrying` tells `work` that an earlier attempt may
+        have committed without our knowing."""
+        deadline = time.monotonic() + self.reconnect_s
+        delay = 0.05
+        retrying = False
+        while True:
+            try:
+                with self._pool.connection(timeout=max(0.1, deadline - time.monotonic())) as connection:
+                    if not transaction:
+                        return work(connection, retrying)
+                    with connection.transaction():
+                        return work(connection, retrying)
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise StoreError(
+                        f"the PostgreSQL store {self.where} did not answer for {self.reconnect_s:g} s: "
+                        f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                    ) from None
+                if not retrying:
+                    logger.warning("the PostgreSQL store %s went away (%s); retrying", self.where, type(exc).__name__)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                retrying = True
+            except psycopg.Error as exc:
+                raise StoreError(f"the PostgreSQL store {self.where} refused an operation: {exc}") from None
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema to `SCHEMA_VERSION`; return the version found before."""
+
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> int:
+            connection.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_MIGRATION_LOCK_CLASS,))
+            connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+            row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+            found = int(row[0]) if row and row[0] is not None else 0
+            if found > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the PostgreSQL store {self.where} has schema version {found}, newer than this avalon-worker "
+                    f"understands ({SCHEMA_VERSION}); upgrade avalon-worker"
+                )
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                connection.execute(MIGRATIONS[version - 1])  # type: ignore[arg-type]
+                connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                logger.info("PostgreSQL store %s: schema migrated to version %d", self.where, version)
+            return found
+
+        found: int = self._run(work)
+        return found
+
+    def schema_version(self) -> int:
+        row = self._run(lambda c, _: c.execute("SELECT max(version) FROM schema_version").fetchone(), transaction=False)
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # orders --------------------------------------------------------------------------------------
+
+    def submit(self, orders: Sequence[NewOrder], now: float) -> list[SubmitOutcome]:
+        if not orders:
+            return []
+
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> list[SubmitOutcome]:
+            workers = sorted({order.worker_id for order in orders})
+            ids = [order.work_order_id for order in orders]
+            for worker_id in workers:  # sorted: two submits never wait on each other's locks in a cycle
+                connection.execute("SELECT pg_advisory_xact_lock(%s::int, hashtext(%s))", (_QUEUE_LOCK_CLASS, worker_id))
+            queued = {
+                row[0]: [row[1], row[2]]
+                for row in connection.execute(
+                    "SELECT worker_id, count(*), coalesce(sum(request_bytes), 0) FROM work_orders "
+                    "WHERE worker_id = ANY(%s) AND state < 2 GROUP BY worker_id",
+                    (workers,),
+                )
+            }
+            existing: dict[str, tuple[str, float, int]] = {
+                row[0]: (row[1], row[2], row[3])
+                for row in connection.execute(
+                    "SELECT work_order_id, worker_id, submitted, request_bytes FROM work_orders WHERE work_order_id = ANY(%s)",
+                    (ids,),
+                )
+            }
+            outcomes: list[SubmitOutcome] = []
+            chosen: list[NewOrder] = []
+            seen: set[str] = set()
+            for order in orders:
+                size = len(order.request)
+                if order.work_order_id in seen:
+                    outcomes.append(SubmitOutcome.DUPLICATE)
+                    continue
+                seen.add(order.work_order_id)
+                if order.work_order_id in existing:
+                    # An earlier attempt of this very call committed it (same worker, time, size).
+                    mine = retrying and existing[order.work_order_id] == (order.worker_id, now, size)
+                    outcomes.append(SubmitOutcome.ACCEPTED if mine else SubmitOutcome.DUPLICATE)
+                    continue
+                count, total = queued.setdefault(order.worker_id, [0, 0])
+                if count >= self.max_pending or total + size > self.max_pending_bytes:
+                    outcomes.append(SubmitOutcome.QUEUE_FULL)
+                    continue
+                queued[order.worker_id] = [count + 1, total + size]
+                chosen.append(order)
+                outcomes.append(SubmitOutcome.ACCEPTED)
+            if chosen:
+                inserted = {
+                    row[0]
+                    for row in connection.execute(
+                        "INSERT INTO work_orders (work_order_id, worker_id, state, request, request_bytes, submitted) "
+                        "SELECT id, worker, %s, request, octet_length(request), %s "
+                        "FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS v(id, worker, request) "
+                        "ON CONFLICT (work_order_id) DO NOTHING RETURNING work_order_id",
+                        (
+                            PENDING, now, [o.work_order_id for o in chosen], [o.worker_id for o in chosen],
+                            [o.request for o in chosen],
+                        ),
+                    )
+                }
+                chosen_ids = {o.work_order_id for o in chosen}
+                for index, order in enumerate(orders):  # lost a race with another listener's submit
+                    if order.work_order_id in chosen_ids - inserted and outcomes[index] is SubmitOutcome.ACCEPTED:
+                        outcomes[index] = SubmitOutcome.DUPLICATE
+                woken = sorted({o.worker_id for o in chosen if o.work_order_id in inserted})
+                if woken:
+                    connection.execute(
+                        "SELECT pg_notify(%s, worker) FROM unnest(%s::text[]) AS w(worker)", (ORDERS_CHANNEL, woken)
+                    )
+            return outcomes
+
+        outcomes: list[SubmitOutcome] = self._run(work)
+        return outcomes
+
+    def lease(self, worker_id: str, owner: str, limit: int, lease_s: float, now: float) -> list[LeasedOrder]:
+        if limit <= 0:
+            return []
+        expires = now + lease_s
+
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> list[LeasedOrder]:
+            rows = connection.execute(
+                "WITH picked AS (SELECT work_order_id FROM work_orders WHERE worker_id = %(worker)s AND state < 2 "
+                "AND (state = %(pending)s OR lease_expires <= %(now)s) ORDER BY submitted LIMIT %(limit)s "
+                "FOR UPDATE SKIP LOCKED) "
+                "UPDATE work_orders o SET state = %(leased)s, lease_owner = %(owner)s, lease_expires = %(expires)s, "
+                "attempts = o.attempts + 1 FROM picked WHERE o.work_order_id = picked.work_order_id "
+                "RETURNING o.work_order_id, o.request, o.attempts, o.submitted",
+                {"worker": worker_id, "pending": PENDING, "now": now, "limit": limit, "leased": LEASED,
+                 "owner": owner, "expires": expires},
+            ).fetchall()
+            if retrying:  # what an earlier attempt of this call leased and never heard back about
+                rows += connection.execute(
+                    "SELECT work_order_id, request, attempts, submitted FROM work_orders WHERE worker_id = %s "
+                    "AND state = %s AND lease_owner = %s AND lease_expires = %s",
+                    (worker_id, LEASED, owner, expires),
+                ).fetchall()
+            rows.sort(key=lambda row: row[3])
+            return [LeasedOrder(row[0], bytes(row[1]), row[2], expires) for row in rows]
+
+        leased: list[LeasedOrder] = self._run(work)
+        return leased
+
+    def renew(self, owner: str, work_order_ids: Sequence[str], lease_s: float, now: float) -> int:
+        return self._update_leases("lease_expires = %s", (now + lease_s,), owner, work_order_ids)
+
+    def release(self, owner: str, work_order_ids: Sequence[str]) -> int:
+        return self._update_leases(
+            "state = %s, lease_owner = NULL, lease_expires = NULL", (PENDING,), owner, work_order_ids, wake=True
+        )
+
+    def _update_leases(
+        self, assignments: str, values: tuple[Any, ...], owner: str, work_order_ids: Sequence[str], *, wake: bool = False
+    ) -> int:
+        """Apply `assignments` to the orders `owner` holds leased; return how many there were.
+        `wake`: tell the pumps of those orders' workers to look again."""
+        if not work_order_ids:
+            return 0
+        ids = list(work_order_ids)
+
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> int:
+            rows = connection.execute(
+                f"UPDATE work_orders SET {assignments} WHERE state = %s AND lease_owner = %s "
+                "AND work_order_id = ANY(%s) RETURNING worker_id",
+                (*values, LEASED, owner, ids),
+            ).fetchall()
+            if wake and rows:
+                connection.execute(
+                    "SELECT pg_notify(%s, worker) FROM unnest(%s::text[]) AS w(worker)",
+                    (ORDERS_CHANNEL, sorted({row[0] for row in rows})),
+                )
+            return len(rows)
+
+        count: int = self._run(work)
+        return count
+
+    def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
+        if not completions:
+            return []
+        first: dict[str, Completion] = {}
+        for item in completions:
+            first.setdefault(item.work_order_id, item)
+
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> set[str]:
+            items = list(first.values())
+            stored = {
+                row[0]
+                for row in connection.execute(
+                    "UPDATE work_orders o SET state = %s, outcome = v.outcome, is_error = v.is_error, completed = %s, "
+                    "request = '', lease_owner = NULL, lease_expires = NULL "
+                    "FROM unnest(%s::text[], %s::bytea[], %s::boolean[]) AS v(id, outcome, is_error) "
+                    "WHERE o.work_order_id = v.id AND o.state < %s RETURNING o.work_order_id",
+                    (DONE, now, [i.work_order_id for i in items], [i.outcome for i in items],
+                     [i.is_error for i in items], DONE),
+                )
+            }
+            if retrying:  # an earlier attempt of this call stored them
+                stored |= {
+                    row[0]
+                    for row in connection.execute(
+                        "SELECT work_order_id FROM work_orders WHERE work_order_id = ANY(%s) AND state = %s AND completed = %s",
+                        ([i.work_order_id for i in items if i.work_order_id not in stored], DONE, now),
+                    )
+                }
+            for payload in _chunks(sorted(stored)):
+                connection.execute("SELECT pg_notify(%s, %s)", (RESULTS_CHANNEL, payload))
+            return stored
+
+        stored: set[str] = self._run(work)
+        answered: list[bool] = []
+        for item in completions:
+            answered.append(first.get(item.work_order_id) is item and item.work_order_id in stored)
+        return answered
+
+    def status(self, work_order_id: str) -> OrderStatus | None:
+        row = self._run(
+            lambda c, _: c.execute(
+                "SELECT state, outcome, is_error FROM work_orders WHERE work_order_id = %s", (work_order_id,)
+            ).fetchone(),
+            transaction=False,
+        )
+        if row is None:
+            return None
+        if row[0] != DONE:
+            return OrderStatus(OrderState.PENDING)
+        return OrderStatus(OrderState.DONE, bytes(row[1]), bool(row[2]))
+
+    def purge(self, result_ttl_s: float, now: float) -> int:
+        count: int = self._run(
+            lambda c, _: c.execute(
+                "DELETE FROM work_orders WHERE state = %s AND completed < %s", (DONE, now - result_ttl_s)
+            ).rowcount
+        )
+        return count
+
+    # workers -------------------------------------------------------------------------------------
+
+    def register_worker(self, worker_id: str, signup: dict[str, Any], now: float) -> None:
+        self._run(
+            lambda c, _: c.execute(
+                "INSERT INTO workers (worker_id, signup, registered, heartbeat) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (worker_id) DO UPDATE SET signup = excluded.signup, heartbeat = excluded.heartbeat",
+                (worker_id, WorkerRecord.signup_text(signup), now, now),
+            )
+        )
+
+    def heartbeat(self, worker_id: str, now: float) -> None:
+        self._run(
+            lambda c, _: c.execute(
+                "UPDATE workers SET heartbeat = greatest(heartbeat, %s) WHERE worker_id = %s", (now, worker_id)
+            )
+        )
+
+    def worker(self, worker_id: str) -> WorkerRecord | None:
+        row = self._run(
+            lambda c, _: c.execute(
+                "SELECT worker_id, signup, registered, heartbeat FROM workers WHERE worker_id = %s", (worker_id,)
+            ).fetchone(),
+            transaction=False,
+        )
+        return None if row is None else WorkerRecord(row[0], json.loads(row[1]), row[2], row[3])
+
+    def workers(self) -> list[WorkerRecord]:
+        rows = self._run(
+            lambda c, _: c.execute(
+                "SELECT worker_id, signup, registered, heartbeat FROM workers ORDER BY registered, worker_id"
+            ).fetchall(),
+            transaction=False,
+        )
+        return [WorkerRecord(row[0], json.loads(row[1]), row[2], row[3]) for row in rows]
+
+    # notifications -------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        on_orders: Callable[[str | None], None] | None = None,
+        on_results: Callable[[list[str] | None], None] | None = None,
+    ) -> Callable[[], None]:
+        """Call `on_orders(worker_id)` when orders for a worker become runnable and
+        `on_results(ids)` when outcomes are stored, from a thread of the store's; both get None
+        when notifications may have been missed. Returns the function that unsubscribes."""
+        subscriber = _Subscriber(on_orders, on_results)
+        with self._notifications_lock:
+            if self._notifications is None:
+                self._notifications = _Notifications(self.url)
+            notifications = self._notifications
+        notifications.add(subscriber)
+        return lambda: notifications.remove(subscriber)
+
+    def close(self) -> None:
+        with self._notifications_lock:
+            if self._notifications is not None:
+                self._notifications.close()
+                self._notifications = None
+        self._pool.close()

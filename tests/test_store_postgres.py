@@ -1,0 +1,256 @@
+"""What the PostgreSQL store shows beyond the store contract (test_store.py runs that on it too):
+several processes sharing one database at once, schema versions, notifications, and a server
+that goes away and comes back."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from avalon_worker.store import Completion, NewOrder, OrderState, StoreError, SubmitOutcome, open_store
+from avalon_worker.store.postgres import (
+    NOTIFY_PAYLOAD_BYTES,
+    SCHEMA_VERSION,
+    PostgresStore,
+    _chunks,
+    describe,
+)
+from conftest import start_postgres
+from postgres_server import PostgresServer, free_port
+
+WORKER = "a" * 64
+OTHER_WORKER = "b" * 64
+T0 = 1_000_000.0
+WAIT_S = 30  # how long a test waits for something that should happen; never reached when it works
+
+
+def order(number: int, worker: str = WORKER, size: int = 10) -> NewOrder:
+    return NewOrder(f"{number:064x}", worker, b"x" * size)
+
+
+@pytest.fixture(scope="module")
+def server_to_stop() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def own_server(server_to_stop: PostgresServer) -> PostgresServer:
+    """A PostgreSQL server of this module's own, running, for a test to stop and start."""
+    if not server_to_stop.running():
+        server_to_stop.start()
+    return server_to_stop
+
+
+class TestSchema:
+    def test_a_new_database_gets_the_current_version(self, postgres_url: str) -> None:
+        store = PostgresStore(postgres_url)
+        try:
+            assert store.schema_version() == SCHEMA_VERSION
+            assert store.migrate() == SCHEMA_VERSION  # nothing left to do
+        finally:
+            store.close()
+
+    def test_a_database_written_by_a_newer_version_is_refused(self, postgres_url: str) -> None:
+        PostgresStore(postgres_url).close()
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute("INSERT INTO schema_version VALUES (99)")
+        with pytest.raises(StoreError, match="schema version 99, newer than"):
+            PostgresStore(postgres_url)
+
+    def test_processes_starting_at_once_migrate_once(self, postgres_url: str) -> None:
+        barrier = threading.Barrier(4)
+
+        def open_and_close(_: int) -> int:
+            barrier.wait()
+            store = PostgresStore(postgres_url)
+            version = store.schema_version()
+            store.close()
+            return version
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(open_and_close, range(4))) == [SCHEMA_VERSION] * 4
+        with psycopg.connect(postgres_url) as connection:
+            versions = [row[0] for row in connection.execute("SELECT version FROM schema_version ORDER BY version")]
+        assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+class TestSharing:
+    """Several stores on one database stand for several listeners and worker hosts."""
+
+    def test_the_queue_limit_holds_across_listeners_submitting_at_once(self, postgres_url: str) -> None:
+        stores = [PostgresStore(postgres_url, max_pending=50) for _ in range(4)]
+        barrier = threading.Barrier(len(stores))
+
+        def submit_all(index: int) -> int:
+            barrier.wait()
+            accepted = 0
+            for batch in range(10):
+                numbers = range(1000 * index + 5 * batch, 1000 * index + 5 * batch + 5)
+                outcomes = stores[index].submit([order(n) for n in numbers], T0)
+                accepted += outcomes.count(SubmitOutcome.ACCEPTED)
+            return accepted
+
+        try:
+            with ThreadPoolExecutor(len(stores)) as pool:
+                total = sum(pool.map(submit_all, range(len(stores))))
+            assert total == 50
+            assert len(stores[0].lease(WORKER, "pump", 1000, 30, T0)) == 50
+        finally:
+            for store in stores:
+                store.close()
+
+    def test_the_same_order_id_from_two_listeners_is_accepted_once(self, postgres_url: str) -> None:
+        stores = [PostgresStore(postgres_url) for _ in range(4)]
+        barrier = threading.Barrier(len(stores))
+
+        def submit(index: int) -> SubmitOutcome:
+            barrier.wait()
+            return stores[index].submit([order(7)], T0 + index)[0]
+
+        try:
+            with ThreadPoolExecutor(len(stores)) as pool:
+                outcomes = list(pool.map(submit, range(len(stores))))
+            assert sorted(o.value for o in outcomes) == ["accepted"] + ["duplicate"] * 3
+        finally:
+            for store in stores:
+                store.close()
+
+    def test_pumps_leasing_at_once_never_get_the_same_order(self, postgres_url: str) -> None:
+        feeder = PostgresStore(postgres_url)
+        feeder.submit([order(n) for n in range(300)], T0)
+        pumps = [PostgresStore(postgres_url) for _ in range(4)]
+        barrier = threading.Barrier(len(pumps))
+
+        def drain(index: int) -> list[str]:
+            barrier.wait()
+            mine: list[str] = []
+            while leased := pumps[index].lease(WORKER, f"pump-{index}", 7, 30, T0):
+                mine += [item.work_order_id for item in leased]
+            return mine
+
+        try:
+            with ThreadPoolExecutor(len(pumps)) as pool:
+                shares = list(pool.map(drain, range(len(pumps))))
+            every = [wo_id for share in shares for wo_id in share]
+            assert sorted(every) == sorted(order(n).work_order_id for n in range(300))  # each exactly once
+        finally:
+            for store in [feeder, *pumps]:
+                store.close()
+
+
+class TestNotifications:
+    def test_submits_and_outcomes_wake_subscribers_in_other_processes(self, postgres_url: str) -> None:
+        listener, pump = PostgresStore(postgres_url), PostgresStore(postgres_url)
+        woken: list[str | None] = []
+        results: list[str] = []
+        got_orders, got_results, connected = threading.Event(), threading.Event(), threading.Event()
+
+        def on_orders(worker_id: str | None) -> None:
+            if worker_id is None:
+                connected.set()
+                return
+            woken.append(worker_id)
+            got_orders.set()
+
+        def on_results(ids: list[str] | None) -> None:
+            if ids is not None:
+                results.extend(ids)
+                got_results.set()
+
+        unsubscribe = pump.subscribe(on_orders=on_orders, on_results=on_results)
+        try:
+            assert connected.wait(WAIT_S), "the subscription never connected"
+            listener.submit([order(1), order(2), order(3, OTHER_WORKER)], T0)
+            assert got_orders.wait(WAIT_S)
+            leased = pump.lease(WORKER, "pump", 10, 30, T0)
+            pump.complete([Completion(item.work_order_id, b"{}", False) for item in leased], T0)
+            assert got_results.wait(WAIT_S)
+            assert sorted(set(woken)) == [WORKER, OTHER_WORKER]
+            assert sorted(results) == sorted(item.work_order_id for item in leased)
+        finally:
+            unsubscribe()
+            listener.close()
+            pump.close()
+
+    def test_long_id_lists_are_split_under_the_payload_limit(self) -> None:
+        ids = [f"{n:064x}" for n in range(1000)]
+        payloads = _chunks(ids)
+        assert len(payloads) > 1
+        assert all(len(payload) <= NOTIFY_PAYLOAD_BYTES for payload in payloads)
+        assert [item for payload in payloads for item in payload.split(",")] == ids
+
+
+class TestServerAway:
+    def test_calls_made_while_the_server_restarts_wait_for_it(self, own_server: PostgresServer) -> None:
+        url = own_server.create_database("restarts")
+        store = PostgresStore(url, reconnect_s=60)
+        reconnected = threading.Event()
+        connects: list[None] = []
+
+        def on_orders(worker_id: str | None) -> None:
+            if worker_id is None:
+                connects.append(None)
+                if len(connects) == 2:
+                    reconnected.set()
+
+        unsubscribe = store.subscribe(on_orders=on_orders)
+        try:
+            assert store.submit([order(1)], T0) == [SubmitOutcome.ACCEPTED]
+            own_server.stop("immediate")
+            restart = threading.Timer(1.0, own_server.start)
+            restart.start()
+            assert store.submit([order(2)], T0) == [SubmitOutcome.ACCEPTED]  # waits through the restart
+            restart.join()
+            statuses = [store.status(order(n).work_order_id) for n in (1, 2)]
+            assert all(s is not None and s.state is OrderState.PENDING for s in statuses)
+            assert reconnected.wait(WAIT_S), "the subscription did not reconnect after the restart"
+        finally:
+            unsubscribe()
+            store.close()
+
+    def test_a_server_that_stays_away_gives_an_error_naming_it_without_the_password(
+        self, own_server: PostgresServer
+    ) -> None:
+        url = own_server.create_database("goes_away").replace("postgres@", "postgres:s3cret-pw@")
+        store = PostgresStore(url, reconnect_s=1)
+        try:
+            own_server.stop("immediate")
+            with pytest.raises(StoreError) as raised:
+                store.status(order(1).work_order_id)
+            assert f"127.0.0.1:{own_server.port}/goes_away" in str(raised.value)
+            assert "s3cret-pw" not in str(raised.value)
+        finally:
+            store.close()
+
+
+def test_an_unreachable_store_is_refused_at_open_with_what_to_check() -> None:
+    with pytest.raises(StoreError, match="cannot connect to the PostgreSQL store 127.0.0.1:.*check the URL"):
+        PostgresStore(f"postgresql://nobody:pw@127.0.0.1:{free_port()}/none", reconnect_s=1)
+
+
+def test_describe_shows_host_port_and_database_only() -> None:
+    assert describe("postgresql://user:secret@db.example:6543/orders?sslmode=require") == "db.example:6543/orders"
+
+
+def test_open_store_picks_postgresql_by_url(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    try:
+        assert isinstance(store, PostgresStore)
+    finally:
+        store.close()
+
+
+def test_store_migrate_command_creates_then_finds_the_current_schema(postgres_url: str) -> None:
+    from conftest import run_cli
+
+    first = run_cli("store", "migrate", "--store", postgres_url)
+    assert first.returncode == 0, first.stderr
+    assert f"migrated from schema version 0 to {SCHEMA_VERSION}" in first.stdout
+    second = run_cli("store", "migrate", "--store", postgres_url)
+    assert second.returncode == 0 and f"at schema version {SCHEMA_VERSION}; nothing to do" in second.stdout
