@@ -6,9 +6,9 @@ import itertools
 import json
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import os
 
@@ -19,10 +19,13 @@ from hypothesis import settings
 
 from attestation_fixtures import QuoteFactory, TestPki
 from postgres_server import PostgresServer, PostgresUnavailable
+from avalon_worker import hashing
 from avalon_worker.cli import start_worker_process
+from avalon_worker.hashing import ItemText
 from avalon_worker.identity import Identity
 from avalon_worker.processor import Processor
 from avalon_worker.requester import WorkerInfo
+from avalon_worker.signup import signup_function
 from avalon_worker.workload.registry import WorkloadRegistry
 
 # CI explores the same examples every run, so a red build always means a change broke something;
@@ -86,9 +89,48 @@ def identity() -> Identity:
     return Identity.generate(2048)
 
 
+def make_processor(identity: Identity, **options: Any) -> Processor:
+    """A processor with the built-in workloads and no attestation."""
+    return Processor(identity, WorkloadRegistry.builtin(), signup_function(identity), **options)
+
+
 @pytest.fixture(scope="session")
 def processor(identity: Identity) -> Processor:
-    return Processor(identity, WorkloadRegistry.builtin())
+    return make_processor(identity)
+
+
+def _items(items: Any) -> list[ItemText]:
+    return [ItemText.from_json(item) for item in items or ()]
+
+
+def concat_items_of(items: Any) -> str:
+    """`hashing.concat_items` over data items given as decoded JSON."""
+    return hashing.concat_items(_items(items))
+
+
+def request_hash_of(params: Mapping[str, Any]) -> bytes:
+    """`hashing.request_hash` over WorkOrderSubmit params given as decoded JSON."""
+    return hashing.request_hash(
+        requester_nonce=params.get("requesterNonce") or "",
+        work_order_id=params.get("workOrderId") or "",
+        worker_id=params.get("workerId") or "",
+        workload_id=params.get("workloadId") or "",
+        requester_id=params.get("requesterId") or "",
+        in_data=_items(params["inData"]),
+        out_data=_items(params.get("outData")),
+    )
+
+
+def response_hash_of(result: Mapping[str, Any]) -> bytes:
+    """`hashing.response_hash` over a result given as decoded JSON."""
+    return hashing.response_hash(
+        worker_nonce=result.get("workerNonce") or "",
+        work_order_id=result.get("workOrderId") or "",
+        worker_id=result.get("workerId") or "",
+        workload_id=result.get("workloadId") or "",
+        requester_id=result.get("requesterId") or "",
+        out_data=_items(result["outData"]),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,12 @@ import json
 import pytest
 
 from avalon_worker import crypto
-from avalon_worker.core import open_work_order, seal_result
-from avalon_worker.hashing import request_hash
+from avalon_worker.core import insecure_seal_result_reusing_session_iv, open_work_order, seal_result
 from avalon_worker.identity import Identity
 from avalon_worker.models import WorkOrderRequest
 from avalon_worker.processor import Processor
 from avalon_worker.requester import InputSpec, WorkerInfo, build_work_order, open_result
-from avalon_worker.workload.registry import WorkloadRegistry
+from conftest import make_processor, request_hash_of
 
 
 def roundtrip(processor: Processor, pending) -> dict:
@@ -61,7 +60,7 @@ def test_each_output_gets_a_fresh_iv_not_the_session_iv(processor: Processor, wo
 
 
 def test_legacy_mode_encrypts_results_under_the_session_iv(identity: Identity, worker_info: WorkerInfo) -> None:
-    legacy = Processor(identity, WorkloadRegistry.builtin(), reuse_session_iv=True)
+    legacy = make_processor(identity, seal=insecure_seal_result_reusing_session_iv)
     pending = build_work_order(worker_info, "python-hello", [b"Rama"])
     item = roundtrip(legacy, pending)["result"]["outData"][0]
     assert item["iv"] == ""
@@ -86,7 +85,7 @@ def _without_session_iv(pending) -> None:
         item["data"] = base64.b64encode(iv + crypto.aes_gcm_encrypt(pending.session_key, iv, plaintext)).decode()
         item["iv"] = ""
     iv = crypto.random_bytes(12)
-    params["encryptedRequestHash"] = (iv + crypto.aes_gcm_encrypt(pending.session_key, iv, request_hash(params))).hex()
+    params["encryptedRequestHash"] = (iv + crypto.aes_gcm_encrypt(pending.session_key, iv, request_hash_of(params))).hex()
 
 
 def test_requests_without_session_iv_use_prefixed_ivs(processor: Processor, worker_info: WorkerInfo) -> None:
@@ -96,7 +95,7 @@ def test_requests_without_session_iv_use_prefixed_ivs(processor: Processor, work
 
 
 def test_legacy_mode_without_session_iv_prefixes_a_fresh_iv(identity: Identity, worker_info: WorkerInfo) -> None:
-    legacy = Processor(identity, WorkloadRegistry.builtin(), reuse_session_iv=True)
+    legacy = make_processor(identity, seal=insecure_seal_result_reusing_session_iv)
     pending = build_work_order(worker_info, "python-hello", [b"Uma"])
     _without_session_iv(pending)
     data = base64.b64decode(roundtrip(legacy, pending)["result"]["outData"][0]["data"])
@@ -116,11 +115,11 @@ def test_opening_and_sealing_never_mutate_the_request(identity: Identity, worker
 def test_worker_nonces_differ_and_come_from_the_injected_rng(identity: Identity, worker_info: WorkerInfo) -> None:
     pending = build_work_order(worker_info, "python-hello", [b"x"])
     opened = open_work_order(WorkOrderRequest.parse(pending.request), identity)
-    nonces = {seal_result(opened, [b"r"], identity)["result"]["workerNonce"] for _ in range(5)}
+    nonces = {seal_result(opened, [b"r"], identity).worker_nonce for _ in range(5)}
     assert len(nonces) == 5
-    fixed = seal_result(opened, [b"r"], identity, random_bytes=lambda n: b"\x01" * n)["result"]
-    assert fixed["workerNonce"] == base64.b64encode(b"\x01" * 16).decode()
-    assert fixed["outData"][0]["iv"] == "01" * 12
+    fixed = seal_result(opened, [b"r"], identity, random_bytes=lambda n: b"\x01" * n)
+    assert fixed.worker_nonce == base64.b64encode(b"\x01" * 16).decode()
+    assert fixed.out_data[0].iv == "01" * 12
 
 
 def test_result_signed_by_another_key_is_rejected(processor: Processor, worker_info: WorkerInfo) -> None:
@@ -143,7 +142,7 @@ def test_outputs_count_must_match_requested_outdata(processor: Processor, worker
 def test_a_reused_session_key_is_unwrapped_once(identity: Identity, worker_info: WorkerInfo) -> None:
     from avalon_worker.requester import Session
 
-    cached = Processor(identity, WorkloadRegistry.builtin())
+    cached = make_processor(identity)
     session = Session.new(worker_info)
     for name in (b"a", b"b", b"c"):
         pending = build_work_order(worker_info, "python-hello", [name], session=session)
@@ -152,7 +151,7 @@ def test_a_reused_session_key_is_unwrapped_once(identity: Identity, worker_info:
 
 
 def test_a_bad_session_key_is_not_cached(identity: Identity, worker_info: WorkerInfo) -> None:
-    cached = Processor(identity, WorkloadRegistry.builtin())
+    cached = make_processor(identity)
     pending = build_work_order(worker_info, "python-hello", [b"x"])
     pending.request["params"]["encryptedSessionKey"] = "00" * 256
     for _ in range(2):

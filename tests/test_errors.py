@@ -13,7 +13,7 @@ import pytest
 from avalon_worker import crypto
 from avalon_worker.crypto import SigningKey
 from avalon_worker.errors import IntegrityError
-from avalon_worker.hashing import request_hash
+from conftest import request_hash_of
 from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_order, open_result
 from conftest import RunningWorker
 
@@ -29,7 +29,7 @@ def reseal(pending: PendingWorkOrder) -> None:
     """Recompute the request hash after a tampering, as a requester who means it would."""
     params = pending.request["params"]
     params["encryptedRequestHash"] = crypto.aes_gcm_encrypt(
-        pending.session_key, pending.session_key_iv, request_hash(params)
+        pending.session_key, pending.session_key_iv, request_hash_of(params)
     ).hex()
 
 
@@ -151,7 +151,7 @@ def _signature_by_another_key(pending: PendingWorkOrder) -> None:
     signer, impostor = SigningKey.generate(), SigningKey.generate()
     params["verifyingKey"] = signer.verifying_key_pem
     reseal(pending)
-    digest = request_hash(params)
+    digest = request_hash_of(params)
     params["requesterSignature"] = base64.b64encode(impostor.sign_digest(digest)).decode()
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,48 @@ def test_state_dir_and_key_file_are_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE((state / STATE_FILE).stat().st_mode) == 0o600
     assert sorted(p.name for p in state.iterdir()) == [STATE_FILE]
+
+
+def test_an_existing_state_dir_that_others_can_read_is_made_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    load_or_create(state, 2048)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    load_or_create(state, 2048)  # and it is loaded from there again
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_missing_parents_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    state = tmp_path / "a" / "b" / "state"
+    old = os.umask(0)
+    try:
+        load_or_create(state, 2048)
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "a", tmp_path / "a" / "b", state):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_the_serving_worker_makes_no_core_dumps(tmp_path: Path) -> None:
+    worker = launch_worker(tmp_path / "state")
+    try:
+        limits = Path(f"/proc/{worker.process.pid}/limits").read_text()
+        core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+        assert core.split()[4:6] == ["0", "0"], core
+    finally:
+        worker.stop()
+
+
+def test_disable_core_dumps_clears_the_dumpable_flag() -> None:
+    code = (
+        "import ctypes, resource\n"
+        "from avalon_worker.identity import disable_core_dumps\n"
+        "disable_core_dumps()\n"
+        "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), resource.getrlimit(resource.RLIMIT_CORE))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split(None, 1) == ["0", "(0, 0)\n"], done.stderr
 
 
 def test_loading_again_gives_the_same_keys(tmp_path: Path) -> None:

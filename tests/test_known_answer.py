@@ -27,7 +27,8 @@ from ecdsa.util import sigdecode_der, sigencode_der
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from avalon_worker import crypto, hashing
+from avalon_worker import crypto
+from conftest import concat_items_of, request_hash_of, response_hash_of
 
 # --- The vector ------------------------------------------------------------------------------
 
@@ -139,13 +140,13 @@ class TestIndependentVector:
 
 class TestHashing:
     def test_concat_items(self) -> None:
-        assert hashing.concat_items(vector_params()["inData"]) == CAT_IN_DATA
+        assert concat_items_of(vector_params()["inData"]) == CAT_IN_DATA
 
     def test_request_hash(self) -> None:
-        assert hashing.request_hash(vector_params()) == REQUEST_HASH
+        assert request_hash_of(vector_params()) == REQUEST_HASH
 
     def test_response_hash(self) -> None:
-        assert hashing.response_hash(vector_result()) == RESPONSE_HASH
+        assert response_hash_of(vector_result()) == RESPONSE_HASH
 
     def test_request_hash_appends_non_empty_out_data(self) -> None:
         params = vector_params()
@@ -158,26 +159,26 @@ class TestHashing:
             + hashlib.sha256(CAT_IN_DATA.encode()).digest()
             + hashlib.sha256(b"-").digest()
         ).digest()
-        assert hashing.request_hash(params) == ir.request_hash(params) == expected
+        assert request_hash_of(params) == ir.request_hash(params) == expected
         assert expected != REQUEST_HASH
 
     def test_request_hash_leaves_out_empty_out_data(self) -> None:
         params = vector_params()
         params["outData"] = []
-        assert hashing.request_hash(params) == ir.request_hash(params) == REQUEST_HASH
+        assert request_hash_of(params) == ir.request_hash(params) == REQUEST_HASH
 
     @pytest.mark.parametrize("style", ["upper", "0x"])
     def test_ids_are_hashed_as_transmitted(self, style: str) -> None:
         params = vector_params()
         for name in ("workOrderId", "requesterId", "workerId"):
             params[name] = params[name].upper() if style == "upper" else "0x" + params[name]
-        assert hashing.request_hash(params) == ir.request_hash(params) != REQUEST_HASH
+        assert request_hash_of(params) == ir.request_hash(params) != REQUEST_HASH
 
     def test_a_null_field_hashes_like_an_absent_one(self) -> None:
         params = vector_params()
         params["inData"][1]["dataHash"] = None
         params["inData"][1]["iv"] = None
-        assert hashing.request_hash(params) == ir.request_hash(params) == REQUEST_HASH
+        assert request_hash_of(params) == ir.request_hash(params) == REQUEST_HASH
 
     def test_request_hashing_neither_mutates_nor_reorders_the_callers_lists(self) -> None:
         params = vector_params()
@@ -185,8 +186,8 @@ class TestHashing:
         snapshot = copy.deepcopy(params)
         in_items = list(params["inData"])
         out_items = list(params["outData"])
-        hashing.request_hash(params)
-        hashing.concat_items(params["inData"])
+        request_hash_of(params)
+        concat_items_of(params["inData"])
         assert params == snapshot
         assert [it["index"] for it in params["inData"]] == [1, 0]
         assert [it["index"] for it in params["outData"]] == [2, 1]
@@ -197,7 +198,7 @@ class TestHashing:
         result = vector_result()
         result["outData"] = [dict(HELLO_ITEM, index=3), dict(HELLO_ITEM, index=0)]
         snapshot = copy.deepcopy(result)
-        hashing.response_hash(result)
+        response_hash_of(result)
         assert result == snapshot
         assert [it["index"] for it in result["outData"]] == [3, 0]
 
@@ -205,7 +206,7 @@ class TestHashing:
         from types import MappingProxyType
 
         params = MappingProxyType({**vector_params(), "inData": tuple(vector_params()["inData"])})
-        assert hashing.request_hash(params) == REQUEST_HASH
+        assert request_hash_of(params) == REQUEST_HASH
 
     @settings(max_examples=200, deadline=None)
     @given(
@@ -230,10 +231,10 @@ class TestHashing:
         self, in_data: list[dict[str, Any]], out_data: list[dict[str, Any]], ids: dict[str, str]
     ) -> None:
         params = {**ids, "inData": in_data, "outData": out_data}
-        assert hashing.concat_items(in_data) == ir.concat_items(in_data)
-        assert hashing.request_hash(params) == ir.request_hash(params)
+        assert concat_items_of(in_data) == ir.concat_items(in_data)
+        assert request_hash_of(params) == ir.request_hash(params)
         result = {**ids, "workerNonce": "n", "outData": in_data}
-        assert hashing.response_hash(result) == ir.response_hash(result)
+        assert response_hash_of(result) == ir.response_hash(result)
 
 
 class TestAesGcm:
@@ -558,7 +559,7 @@ class TestIndependentRequesterBuild:
         assert params["sessionKeyIv"] == SESSION_KEY_IV.hex()
         assert params["encryptedRequestHash"] == ENCRYPTED_REQUEST_HASH.hex()
         assert ir.request_hash(params) == ctx.request_hash == REQUEST_HASH
-        assert hashing.request_hash(params) == REQUEST_HASH
+        assert request_hash_of(params) == REQUEST_HASH
         assert fake.session_key(params) == SESSION_KEY
         optional = {"payloadFormat", "responseTimeoutMSecs", "dataEncryptionAlgorithm"}
         assert not optional & params.keys()
@@ -624,7 +625,7 @@ class TestIndependentRequesterBuild:
         assert len(encrypted_hash) == (48 if session_key_iv else 60)
         session_key = fake.session_key(params)
         assert fake.decrypt(session_key, params, encrypted_hash, None) == ctx.request_hash
-        assert hashing.request_hash(params) == ctx.request_hash
+        assert request_hash_of(params) == ctx.request_hash
 
     def test_keys_ivs_and_ids_are_fresh_for_every_work_order(self, fake: FakeWorker) -> None:
         contexts = [
@@ -653,7 +654,7 @@ class TestIndependentRequesterBuild:
         signature = base64.b64decode(params["requesterSignature"])
         assert _is_high_s(signature) == (s_form == "high")
         assert _ecdsa_accepts(params["verifyingKey"], signature, ctx.request_hash)
-        assert _ours_accepts(params["verifyingKey"], signature, hashing.request_hash(params))
+        assert _ours_accepts(params["verifyingKey"], signature, request_hash_of(params))
 
     @pytest.mark.parametrize(
         ("style", "check"), [("upper", str.isupper), ("0x", lambda s: s.startswith("0x"))]
@@ -665,7 +666,7 @@ class TestIndependentRequesterBuild:
         params = _inner(frame_text)["params"]
         for name in ("workOrderId", "requesterId", "requesterNonce", "workerId", "workloadId"):
             assert check(params[name]), name
-        assert hashing.request_hash(params) == ctx.request_hash
+        assert request_hash_of(params) == ctx.request_hash
 
     def test_inner_and_outer_ids_are_kept_apart(self, fake: FakeWorker) -> None:
         frame_text, ctx = ir.build_work_order(
@@ -678,7 +679,7 @@ class TestIndependentRequesterBuild:
         _, ctx = ir.build_work_order(fake.signup, "python-hello", [ir.ItemSpec(b"x")], sign=True)
         ctx.params["inData"][0]["dataHash"] = "00" * 32
         params = _inner(ir.reseal(ctx))["params"]
-        digest = hashing.request_hash(params)
+        digest = request_hash_of(params)
         encrypted = bytes.fromhex(params["encryptedRequestHash"])
         assert ir.aes_gcm_decrypt(ctx.session_key, ctx.session_key_iv, encrypted) == digest
         signature = base64.b64decode(params["requesterSignature"])

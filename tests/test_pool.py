@@ -35,11 +35,11 @@ class Order:
         self.pending.request["params"].update(params)
         if params:  # re-seal the request hash over the changed fields
             from avalon_worker import crypto
-            from avalon_worker.hashing import request_hash
+            from conftest import request_hash_of
 
             p = self.pending.request["params"]
             p["encryptedRequestHash"] = crypto.aes_gcm_encrypt(
-                self.pending.session_key, self.pending.session_key_iv, request_hash(p)).hex()
+                self.pending.session_key, self.pending.session_key_iv, request_hash_of(p)).hex()
         self.sock = zmq.Context.instance().socket(zmq.REQ)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(worker.endpoint)
@@ -260,3 +260,23 @@ def test_pin_cpus_gives_each_process_its_core_and_the_spare_takes_over_a_lost_on
 def children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as handle:
         return [int(p) for p in handle.read().split()]
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local IPv4 addresses with a TCP listener on `port`, from /proc/net/tcp (state 0A: LISTEN)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def test_metrics_listen_on_loopback_unless_asked(tmp_path: Path) -> None:
+    port = free_port()
+    running = launch_worker(tmp_path, ["--workers", "1", "--metrics-port", str(port)])
+    try:
+        assert _listening_addresses(port) == {"127.0.0.1"}
+    finally:
+        running.stop()

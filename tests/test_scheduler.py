@@ -20,9 +20,9 @@ from avalon_worker._internal.scheduler import (
     Scheduler,
     Send,
     Spawn,
-    inspect_request,
     scan_timeout_ms,
 )
+from avalon_worker.jsonrpc import inspect_request
 
 META = b"work-order\thello\tok\n"
 
@@ -30,7 +30,7 @@ META = b"work-order\thello\tok\n"
 def request(n: int = 1, timeout_ms: int = 0, pad: int = 0, workload: str = "hello") -> bytes:
     """A ProcessWorkOrder frame as Avalon sends it: the WorkOrderSubmit request as a string."""
     inner = {"jsonrpc": "2.0", "id": n, "method": "WorkOrderSubmit",
-             "params": {"responseTimeoutMSecs": timeout_ms, "workOrderId": f"order-{n}",
+             "params": {"responseTimeoutMSecs": timeout_ms, "workOrderId": f"{n:064x}",
                         "workloadId": workload.encode().hex(), "pad": "x" * pad}}
     return json.dumps({"jsonrpc": "2.0", "id": n, "method": "ProcessWorkOrder", "params": json.dumps(inner)}).encode()
 
@@ -145,7 +145,7 @@ class TestDispatch:
         actions = s.exited(send.process, "was killed by SIGKILL", 0.02)
         [(who, reply)] = replies(actions)
         assert who == b"\x00client-1" and reply["error"]["code"] == 1 and "not for its order" in reply["error"]["message"]
-        assert reply["id"] == 1 and reply["error"]["data"] == {"workOrderId": "order-1"}
+        assert reply["id"] == 1 and reply["error"]["data"] == {"workOrderId": f"{1:064x}"}
         [send2] = of(actions, Send)  # the queued order goes to the spare that took over
         assert json.loads(send2.frame)["id"] == 2 and send2.process != send.process
 
@@ -380,7 +380,7 @@ class TestRequestReading:
         assert scan_timeout_ms(frame) == expected
 
     def test_ids_workload_and_limit_are_read_from_a_request(self) -> None:
-        assert inspect_request(request(4, timeout_ms=30, workload="echo")) == (4, "order-4", "echo", 30)
+        assert inspect_request(request(4, timeout_ms=30, workload="echo")) == (4, f"{4:064x}", "echo", 30)
 
     @pytest.mark.parametrize("frame", [b"not json", b"[]", b'{"params": 5}', b'{"params": "{\\"params\\": {\\"workloadId\\": \\"zz\\"}}"}'])
     def test_unreadable_requests_give_what_can_be_read(self, frame: bytes) -> None:

@@ -13,7 +13,8 @@ import pytest
 from avalon_worker.client import WorkerClient
 from avalon_worker.cli import READY_PREFIX
 from avalon_worker.requester import WorkOrderFailed
-from avalon_worker.workload.registry import RegistryError, WorkloadRegistry, WorkloadRunError
+from avalon_worker.errors import WorkloadError
+from avalon_worker.workload.registry import RegistryError, WorkloadRegistry
 from avalon_worker.workloads.fibonacci import MAX_POSITION, fibonacci
 
 
@@ -46,7 +47,7 @@ def test_fib_accepts_its_documented_limit() -> None:
 
 @pytest.mark.parametrize("text", [b"-1", b"abc", b"1e3", b"", str(MAX_POSITION + 1).encode(), b"9" * 100, b"\xff"])
 def test_fib_refuses_bad_positions_without_echoing_them(text: bytes) -> None:
-    with pytest.raises(WorkloadRunError) as raised:
+    with pytest.raises(WorkloadError) as raised:
         run("python-fib", text)
     assert "python-fib" in str(raised.value)
     shown = text.decode(errors="ignore").strip()

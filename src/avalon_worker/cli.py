@@ -21,15 +21,16 @@ from typing import Any
 
 
 from . import __version__
-from .client import DEFAULT_TIMEOUT_S, WorkerClient, WorkerUnavailable
-from .attestation import AttestationError, select_provider
 from .attestation.cli import add_policy_arguments, add_verify_arguments, require_attested_worker, run_verify
+from .attestation.providers import select_provider
+from .client import DEFAULT_TIMEOUT_S, WorkerClient
 from .crypto import SigningKey
-from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, IdentityError, load_or_create
+from .errors import Error, SetupError
+from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, load_or_create
 from .requester import VerificationError, WorkOrderFailed
 from ._internal.router import EndpointError
 from .pool import DEFAULT_MAX_REQUEST_BYTES, StopFlag
-from .workload.registry import RegistryError, WorkloadRegistry
+from .workload.registry import WorkloadRegistry
 
 logger = logging.getLogger("avalon_worker")
 
@@ -38,7 +39,7 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:7777"
 READY_PREFIX = "listening on "
 
 
-class UsageError(Exception):
+class UsageError(SetupError):
     """A setup problem the user can fix; printed as one line."""
 
 
@@ -113,26 +114,32 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
                         help="pin each worker process to a core of its own and the supervisor to the cores left over; "
                              "steadier throughput when --workers is below the core count")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (default: off)")
-    parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default %(default)s)")
+    parser.add_argument("--metrics-addr", default="127.0.0.1",
+                        help="address for --metrics-port (default %(default)s; 0.0.0.0 exposes it to the network)")
+    parser.add_argument("--worker-id", help="refuse work orders whose workerId is not this hex id (error 2); "
+                        "the signup then names it as worker_id (default: accept any workerId)")
+    parser.add_argument("--replay-window-s", type=float, default=0.0,
+                        help="refuse a work order whose workOrderId was served in the last N seconds, across all "
+                        "worker processes (error 2; default 0: off, every verified order is served)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-
-
-def _attestation_provider(mode: str, root: str) -> Any:
-    try:
-        return select_provider(mode, root)
-    except AttestationError as exc:
-        raise UsageError(exc.diagnostics()) from None
 
 
 def run_server(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
-    try:
-        registry = WorkloadRegistry.from_file(args.workloads) if args.workloads else WorkloadRegistry.builtin()
-        attestation = _attestation_provider(args.attestation, args.attestation_root)  # before any key is made
-        identity, created = load_or_create(args.state_dir, args.rsa_bits)
-    except (RegistryError, IdentityError) as exc:
-        raise UsageError(str(exc)) from None
+    disable_core_dumps()  # before any private key is in memory
+    registry = WorkloadRegistry.from_file(args.workloads) if args.workloads else WorkloadRegistry.builtin()
+    attestation = select_provider(args.attestation, args.attestation_root)  # before any key is made
+    identity, created = load_or_create(args.state_dir, args.rsa_bits)
+    from .core import insecure_seal_result_reusing_session_iv, seal_result
+    from .models import is_hex, strip_0x
     from .processor import Processor
+    from .replay import ReplayGuard
+    from .signup import signup_function
+
+    if args.worker_id is not None and not (is_hex(args.worker_id) and strip_0x(args.worker_id)):
+        raise UsageError("--worker-id must be a hex id, e.g. the SHA-256 the requesters address this worker by")
+    if args.replay_window_s < 0:
+        raise UsageError("--replay-window-s must be ≥ 0")
 
     logger.info(
         "%s identity %s (RSA-%d) in %s", "created" if created else "loaded", identity.worker_id[:16],
@@ -142,7 +149,14 @@ def run_server(args: argparse.Namespace) -> int:
     logger.info("%s", attestation.describe())
     if args.insecure_reuse_session_iv:
         logger.warning("--insecure-reuse-session-iv: results are encrypted with a reused AES-GCM nonce")
-    processor = Processor(identity, registry, attestation=attestation, reuse_session_iv=args.insecure_reuse_session_iv)
+    processor = Processor(
+        identity,
+        registry,
+        signup_function(identity, attestation, worker_id=args.worker_id),
+        seal=insecure_seal_result_reusing_session_iv if args.insecure_reuse_session_iv else seal_result,
+        worker_id=args.worker_id,
+        replay_guard=ReplayGuard(args.replay_window_s) if args.replay_window_s else None,
+    )
     stop = StopFlag()
     stop.install()
 
@@ -181,13 +195,11 @@ def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready:
         raise UsageError(str(exc)) from None
     metrics = None
     if args.metrics_port:
-        from .metrics import MetricsUnavailable, PrometheusMetrics
+        from .metrics import PrometheusMetrics
 
         try:
             metrics = PrometheusMetrics()
             metrics.start(args.metrics_port, args.metrics_addr)
-        except MetricsUnavailable as exc:
-            raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc.strerror}") from None
     Pool(processor, config, metrics).serve(args.bind, stop=stop, on_ready=ready)
@@ -363,15 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(func: Any, args: argparse.Namespace) -> int:
     try:
         return int(func(args))
-    except UsageError as exc:
-        print(f"avalon-worker: {exc}", file=sys.stderr)
-        return 2
-    except (WorkerUnavailable, VerificationError, WorkOrderFailed) as exc:
-        print(f"avalon-worker: {exc}", file=sys.stderr)
-        return 1
-    except AttestationError as exc:
+    except Error as exc:
         print(f"avalon-worker: {exc.diagnostics()}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130
 

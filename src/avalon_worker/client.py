@@ -13,12 +13,13 @@ import zmq
 
 from . import jsonio
 from .crypto import SigningKey
+from .errors import Error
 from .requester import InputSpec, ItemModeName, WorkerInfo, build_work_order, open_result
 
 DEFAULT_TIMEOUT_S = 30.0
 
 
-class WorkerUnavailable(Exception):
+class WorkerUnavailable(Error):
     """The worker did not answer in time, or its answer was not JSON."""
 
 
@@ -85,7 +86,10 @@ class WorkerClient:
         reply = self.call(frame)
         if isinstance(reply, dict) and "error" in reply:
             error = reply["error"]
-            raise WorkerUnavailable(f"{self.endpoint} refused the signup request: {error.get('message')}")
+            message = error.get("message") if isinstance(error, dict) else error
+            raise WorkerUnavailable(f"{self.endpoint} refused the signup request: {str(message)[:500]}")
+        if not isinstance(reply, dict):
+            raise WorkerUnavailable(f"{self.endpoint} answered the signup request with something other than an object")
         return reply
 
     def worker(self) -> WorkerInfo:
@@ -101,15 +105,18 @@ class WorkerClient:
         *,
         requester_key: SigningKey | None = None,
         output_modes: Sequence[ItemModeName] | None = None,
+        include_data_hash: bool = True,
     ) -> list[bytes]:
         """Run a work order and return its verified, decrypted outputs.
 
+        `include_data_hash=False` sends no input `dataHash` (see `requester.build_work_order`).
         Raises `requester.WorkOrderFailed` for an error reply and `requester.VerificationError`
         for a reply that fails verification.
         """
         worker = self.worker()
         pending = build_work_order(
-            worker, workload_id, inputs, requester_key=requester_key, output_modes=output_modes, request_id=self._request_id()
+            worker, workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
+            include_data_hash=include_data_hash, request_id=self._request_id(),
         )
         reply = self.call(pending.frame(self._request_id()))
         return open_result(pending, reply, worker)

@@ -1,7 +1,9 @@
 """The worker's side of a work order, with no I/O: open a request, then seal the results.
 
 `open_work_order` uses the worker's keys to check integrity and decrypt the inputs;
-`seal_result` encrypts the workload's outputs and signs the response. Between the two the
+`seal_result` encrypts the workload's outputs and signs the response
+(`insecure_seal_result_reusing_session_iv` is the original worker's nonce-reusing way, for
+old clients only). Between the two the
 caller runs the workload wherever it likes (in-process, or in an isolated process).
 """
 
@@ -9,19 +11,20 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from . import crypto
 from .crypto import CryptoError
 from .errors import IntegrityError, WorkloadError
-from .hashing import request_hash, response_hash
-from .models import DataItem, ItemMode, WorkOrderRequest
+from .hashing import ItemText
+from .models import DataItem, ItemMode, WorkOrderRequest, WorkOrderResult
 
 # Output items returned when the request does not say how it wants them (§6.5): one item,
 # index 0, under the session key, marked the way Avalon's clients mark it.
 DEFAULT_OUTPUT = DataItem(
-    index=0, mode=ItemMode.SESSION_KEY, data=b"", data_hash=None, iv=None, wrapped_key=None, key_text="null"
+    index=0, mode=ItemMode.SESSION_KEY, data=b"", data_hash=None, iv=None, wrapped_key=None,
+    text=ItemText(0, encrypted_key="null"),
 )
 
 WORKER_NONCE_BYTES = 16
@@ -92,7 +95,7 @@ def open_work_order(request: WorkOrderRequest, keys: WorkerKeys) -> OpenedWorkOr
             sent_hash = crypto.aes_gcm_decrypt_prefixed(session_key, request.encrypted_request_hash)
         else:
             sent_hash = crypto.aes_gcm_decrypt(session_key, request.session_key_iv, request.encrypted_request_hash)
-        digest = request_hash(request.params)
+        digest = request.request_hash()
         if not crypto.digests_equal(sent_hash, digest):
             raise CryptoError("request hash mismatch")
         if request.requester_signature is not None and request.requester_verifying_key is not None:
@@ -116,62 +119,94 @@ def open_work_order(request: WorkOrderRequest, keys: WorkerKeys) -> OpenedWorkOr
     return OpenedWorkOrder(request, session_key, tuple(inputs), tuple(output_keys) or (None,))
 
 
+def _check_output_count(opened: OpenedWorkOrder, outputs: Sequence[bytes]) -> None:
+    wanted = opened.outputs_requested
+    if len(outputs) != len(wanted):
+        raise WorkloadError(
+            f"workload {opened.request.workload_id!r} returned {len(outputs)} result(s) "
+            f"but the request's outData asks for {len(wanted)}",
+            work_order_id=opened.request.work_order_id,
+        )
+
+
+def _output_item(item: DataItem, plaintext: bytes, data: bytes, iv_text: str) -> ItemText:
+    return ItemText(
+        index=item.index,
+        data_hash=crypto.sha256(plaintext).hex(),
+        data=base64.b64encode(data).decode("ascii"),
+        encrypted_key=item.text.encrypted_key,
+        iv=iv_text,
+    )
+
+
+def _sign(
+    opened: OpenedWorkOrder, out_data: list[ItemText], keys: WorkerKeys, random_bytes: Callable[[int], bytes]
+) -> WorkOrderResult:
+    request = opened.request
+    unsigned = WorkOrderResult(
+        work_order_id=request.work_order_id,
+        workload_id=request.workload_id_text,
+        worker_id=request.worker_id,
+        requester_id=request.requester_id,
+        worker_nonce=base64.b64encode(random_bytes(WORKER_NONCE_BYTES)).decode("ascii"),
+        out_data=tuple(out_data),
+    )
+    signature = keys.sign_digest(unsigned.response_hash())
+    return replace(unsigned, worker_signature=base64.b64encode(signature).decode("ascii"))
+
+
 def seal_result(
     opened: OpenedWorkOrder,
     outputs: Sequence[bytes],
     keys: WorkerKeys,
     *,
     random_bytes: Callable[[int], bytes] = crypto.random_bytes,
-    reuse_session_iv: bool = False,
-) -> dict[str, Any]:
+) -> WorkOrderResult:
     """Encrypt the workload's outputs as the request asked and sign the response (§6.6.2).
 
-    Each encrypted output gets a fresh random IV in its `iv` field. `reuse_session_iv` is the
-    legacy behaviour of the original worker (outputs under `sessionKeyIv`), which reuses an
-    AES-GCM nonce and leaks plaintext; it exists only for old clients that ignore `iv`.
+    Each encrypted output gets a fresh random IV, sent in its `iv` field.
     """
-    request = opened.request
-    wanted = opened.outputs_requested
-    if len(outputs) != len(wanted):
-        raise WorkloadError(
-            f"workload {request.workload_id!r} returned {len(outputs)} result(s) "
-            f"but the request's outData asks for {len(wanted)}",
-            work_order_id=request.work_order_id,
-        )
+    _check_output_count(opened, outputs)
+    out_data = [
+        _seal_item(opened, item, data_key, plaintext, random_bytes)
+        for item, data_key, plaintext in zip(opened.outputs_requested, opened.output_keys, outputs, strict=True)
+    ]
+    return _sign(opened, out_data, keys, random_bytes)
+
+
+def _seal_item(
+    opened: OpenedWorkOrder, item: DataItem, data_key: bytes | None, plaintext: bytes, random_bytes: Callable[[int], bytes]
+) -> ItemText:
+    if item.mode is ItemMode.PLAINTEXT:
+        return _output_item(item, plaintext, plaintext, "")
+    iv = random_bytes(crypto.GCM_IV_BYTES)
+    key = opened.session_key if data_key is None else data_key
+    return _output_item(item, plaintext, crypto.aes_gcm_encrypt(key, iv, plaintext), iv.hex())
+
+
+def insecure_seal_result_reusing_session_iv(
+    opened: OpenedWorkOrder,
+    outputs: Sequence[bytes],
+    keys: WorkerKeys,
+    *,
+    random_bytes: Callable[[int], bytes] = crypto.random_bytes,
+) -> WorkOrderResult:
+    """INSECURE: the original worker's sealing, for old clients that ignore each item's `iv`.
+
+    Outputs under the session key are encrypted under the request's `sessionKeyIv`, the same
+    AES-GCM key and nonce that already protect the request hash and the inputs: anyone who sees
+    the traffic can recover plaintext (PROTOCOL §7). Without a `sessionKeyIv` a random IV is
+    prefixed to the ciphertext, as Avalon does. Outputs with their own data key get fresh IVs.
+    """
+    _check_output_count(opened, outputs)
+    session_iv = opened.request.session_key_iv
     out_data = []
-    for item, data_key, plaintext in zip(wanted, opened.output_keys, outputs, strict=True):
-        iv_text = ""
-        if item.mode is ItemMode.PLAINTEXT:
-            data = plaintext
-        elif item.mode is ItemMode.SESSION_KEY and reuse_session_iv:
-            if request.session_key_iv is not None:
-                data = crypto.aes_gcm_encrypt(opened.session_key, request.session_key_iv, plaintext)
-            else:
-                iv = random_bytes(crypto.GCM_IV_BYTES)
-                data = iv + crypto.aes_gcm_encrypt(opened.session_key, iv, plaintext)
+    for item, data_key, plaintext in zip(opened.outputs_requested, opened.output_keys, outputs, strict=True):
+        if item.mode is not ItemMode.SESSION_KEY:
+            out_data.append(_seal_item(opened, item, data_key, plaintext, random_bytes))
+        elif session_iv is not None:
+            out_data.append(_output_item(item, plaintext, crypto.aes_gcm_encrypt(opened.session_key, session_iv, plaintext), ""))
         else:
-            key = opened.session_key if data_key is None else data_key
             iv = random_bytes(crypto.GCM_IV_BYTES)
-            data = crypto.aes_gcm_encrypt(key, iv, plaintext)
-            iv_text = iv.hex()
-        out_data.append(
-            {
-                "index": item.index,
-                "dataHash": crypto.sha256(plaintext).hex(),
-                "data": base64.b64encode(data).decode("ascii"),
-                "encryptedDataEncryptionKey": item.key_text,
-                "iv": iv_text,
-            }
-        )
-    params = request.params
-    result: dict[str, Any] = {
-        "workOrderId": params["workOrderId"],
-        "workloadId": params["workloadId"],
-        "workerId": params["workerId"],
-        "requesterId": params["requesterId"],
-        "workerNonce": base64.b64encode(random_bytes(WORKER_NONCE_BYTES)).decode("ascii"),
-        "outData": out_data,
-    }
-    signature = keys.sign_digest(response_hash(result))
-    result["workerSignature"] = base64.b64encode(signature).decode("ascii")
-    return {"jsonrpc": "2.0", "id": request.jsonrpc_id, "result": result}
+            out_data.append(_output_item(item, plaintext, iv + crypto.aes_gcm_encrypt(opened.session_key, iv, plaintext), ""))
+    return _sign(opened, out_data, keys, random_bytes)

@@ -13,7 +13,7 @@ import hmac
 import os
 
 import coincurve
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import Error
 
 AES_KEY_BYTES = 32
 GCM_IV_BYTES = 12
@@ -33,7 +35,7 @@ SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD036
 _OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
 
 
-class CryptoError(Exception):
+class CryptoError(Error):
     """A decryption or verification failed (the reason is deliberately vague)."""
 
 
@@ -123,10 +125,10 @@ def private_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
 
 
 def _load_public_pem(pem: str | bytes) -> object:
-    data = pem.encode("ascii") if isinstance(pem, str) else pem
     try:
+        data = pem.encode("ascii") if isinstance(pem, str) else pem
         return serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnicodeError) as exc:
+    except (ValueError, TypeError, UnicodeError, UnsupportedAlgorithm) as exc:  # e.g. a curve OpenSSL lacks
         raise ValueError("not a PEM public key") from exc
 
 
@@ -172,6 +174,7 @@ class VerifyingKey:
     """An ECDSA secp256k1 public key, loaded once from PEM, that verifies digests."""
 
     def __init__(self, pem: str | bytes) -> None:
+        """Raises `ValueError` for anything but a PEM secp256k1 public key."""
         key = _load_public_pem(pem)
         if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256K1):
             raise ValueError("not a secp256k1 public key")

@@ -1,13 +1,45 @@
-"""Errors that carry an EEA TC v1.1 error code.
+"""Every error this package raises, under one root: `Error`, whose `diagnostics()` a person can act on.
 
-The protocol core raises these; only the processor at the boundary turns them into JSON-RPC
-error objects. Messages are meant for the requester: they say what to fix and never contain
-keys or plaintext.
+`WorkOrderError` and its subclasses carry an EEA TC v1.1 error code: the protocol core raises
+them and only `jsonrpc` turns them into JSON-RPC error objects. Their messages are meant for
+the requester: they say what to fix and never contain keys or plaintext.
+
+The command line catches `Error` once, prints `diagnostics()` and exits with `exit_status`.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
+
+
+class Error(Exception):
+    """The root of every error of this package.
+
+    `message` says what happened; `hint`, when there is one, what to do about it.
+    `exit_status` is what the command line exits with: 1 when something failed a check or
+    could not be reached, 2 when the set-up or the command itself is wrong.
+    """
+
+    hint: str = ""
+    exit_status: int = 1
+
+    def __init__(self, message: str = "", *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def diagnostics(self) -> str:
+        """The message and, when there is one, what to do about it."""
+        if not self.hint:
+            return self.message
+        return f"{self.message}\n  hint: {self.hint}"
+
+
+class SetupError(Error):
+    """A problem with how the program was started (arguments, files, state); exit status 2."""
+
+    exit_status = 2
 
 
 class ErrorCode(IntEnum):
@@ -23,14 +55,13 @@ class ErrorCode(IntEnum):
     BUSY = 8
 
 
-class WorkOrderError(Exception):
+class WorkOrderError(Error):
     """A failure the requester is told about, with its spec error code."""
 
     code: ErrorCode = ErrorCode.UNKNOWN_ERROR
 
     def __init__(self, message: str, *, work_order_id: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.work_order_id = work_order_id
 
 
@@ -65,12 +96,15 @@ class UnsupportedModeError(WorkOrderError):
 
 
 class WorkloadError(WorkOrderError):
-    """The workload raised, failed, or ran out of time or memory (code 1)."""
+    """The workload raised, failed, or ran out of time or memory (code 1).
+
+    The message names the workload and the problem, never the inputs.
+    """
 
     code = ErrorCode.UNKNOWN_ERROR
 
 
 class BusyError(WorkOrderError):
-    """The worker's queue is full; try again later (Avalon's BUSY, 8)."""
+    """The worker cannot take the order now; try again later (Avalon's BUSY, 8)."""
 
     code = ErrorCode.BUSY

@@ -2,39 +2,66 @@
 
 The spec says to decode fields before hashing; Avalon's components hash the strings exactly as
 transmitted (case, `0x` and the literal text "null" or "-" included), and interoperability wins.
-Inputs are plain JSON mappings; nothing here sorts or mutates the caller's data.
+So the models keep every hashed field's text as sent (`ItemText`), and hashing works on them;
+nothing here sorts or mutates the caller's data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
-
 import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from .crypto import sha256
 
-_ITEM_FIELDS = ("dataHash", "data", "encryptedDataEncryptionKey", "iv")
+
+@dataclass(frozen=True)
+class ItemText:
+    """A data item's hashed fields, as transmitted (an absent field or JSON null is "")."""
+
+    index: int
+    data_hash: str = ""
+    data: str = ""
+    encrypted_key: str = ""
+    iv: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "dataHash": self.data_hash,
+            "data": self.data,
+            "encryptedDataEncryptionKey": self.encrypted_key,
+            "iv": self.iv,
+        }
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> ItemText:
+        """The hashed fields of a decoded item; `TypeError` if one is neither text nor null."""
+        index = item.get("index")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError("index must be an integer")
+        texts = [item.get(name) for name in ("dataHash", "data", "encryptedDataEncryptionKey", "iv")]
+        if not all(value is None or isinstance(value, str) for value in texts):
+            raise TypeError("data item fields must be strings")
+        return cls(index, *(value or "" for value in texts))
 
 
-def _text(value: Any) -> str:
-    # JSON null for an optional field hashes like an absent one.
-    return "" if value is None else str(value)
+def _item_texts(items: Iterable[ItemText]) -> Iterator[str]:
+    # §6.6.1: items hashed in index order.
+    for item in sorted(items, key=lambda item: item.index):
+        yield item.data_hash
+        yield item.data
+        yield item.encrypted_key
+        yield item.iv
 
 
-def _item_texts(items: Iterable[Mapping[str, Any]]) -> Iterator[str]:
-    """The data items' hashed fields as text, items in index order (§6.6.1: items hashed by index)."""
-    for item in sorted(items, key=lambda item: item["index"]):
-        for field in _ITEM_FIELDS:
-            yield _text(item.get(field))
-
-
-def concat_items(items: Iterable[Mapping[str, Any]]) -> str:
+def concat_items(items: Iterable[ItemText]) -> str:
     """The data items' fields concatenated in index order."""
     return "".join(_item_texts(items))
 
 
-def items_digest(items: Iterable[Mapping[str, Any]]) -> bytes:
+def items_digest(items: Iterable[ItemText]) -> bytes:
     """SHA-256 of `concat_items(items)` in UTF-8, fed field by field: a megabyte item is not
     copied into one joined string first."""
     digest = hashlib.sha256()
@@ -43,23 +70,36 @@ def items_digest(items: Iterable[Mapping[str, Any]]) -> bytes:
     return digest.digest()
 
 
-_REQUEST_IDS = ("requesterNonce", "workOrderId", "workerId", "workloadId", "requesterId")
-_RESPONSE_IDS = ("workerNonce", "workOrderId", "workerId", "workloadId", "requesterId")
+def _ids_digest(*texts: str) -> bytes:
+    return sha256("".join(texts).encode("utf-8"))
 
 
-def _ids_digest(fields: Mapping[str, Any], names: tuple[str, ...]) -> bytes:
-    return sha256("".join([_text(fields.get(name)) for name in names]).encode("utf-8"))
-
-
-def request_hash(params: Mapping[str, Any]) -> bytes:
-    """The 32-byte request hash of WorkOrderSubmit params."""
-    parts = _ids_digest(params, _REQUEST_IDS) + items_digest(params["inData"])
-    out_data = params.get("outData")
-    if out_data:
-        parts += items_digest(out_data)
+def request_hash(
+    *,
+    requester_nonce: str,
+    work_order_id: str,
+    worker_id: str,
+    workload_id: str,
+    requester_id: str,
+    in_data: Iterable[ItemText],
+    out_data: Iterable[ItemText] = (),
+) -> bytes:
+    """The 32-byte request hash; `out_data` is hashed only when non-empty."""
+    parts = _ids_digest(requester_nonce, work_order_id, worker_id, workload_id, requester_id) + items_digest(in_data)
+    out_items = tuple(out_data)
+    if out_items:
+        parts += items_digest(out_items)
     return sha256(parts)
 
 
-def response_hash(result: Mapping[str, Any]) -> bytes:
-    """The 32-byte response hash of a work-order result object."""
-    return sha256(_ids_digest(result, _RESPONSE_IDS) + items_digest(result["outData"]))
+def response_hash(
+    *,
+    worker_nonce: str,
+    work_order_id: str,
+    worker_id: str,
+    workload_id: str,
+    requester_id: str,
+    out_data: Iterable[ItemText],
+) -> bytes:
+    """The 32-byte response hash of a work-order result."""
+    return sha256(_ids_digest(worker_nonce, work_order_id, worker_id, workload_id, requester_id) + items_digest(out_data))

@@ -3,12 +3,16 @@
 Created once, loaded on every later start. Private keys never leave this object except into
 the state file (mode 0600, in a 0700 directory, written atomically). A state directory that
 exists but cannot be read is an error, never a reason to make a new identity over an old one.
+`disable_core_dumps` keeps the keys out of core files and away from other processes' ptrace.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import resource
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import crypto
 from .crypto import SigningKey
+from .errors import SetupError
 
 STATE_FILE = "identity.json"
 STATE_VERSION = 1
@@ -25,7 +30,7 @@ DEFAULT_RSA_BITS = 3072
 ALLOWED_RSA_BITS = (2048, 3072, 4096)
 
 
-class IdentityError(Exception):
+class IdentityError(SetupError):
     """The state directory holds no usable identity and must not be overwritten."""
 
 
@@ -127,16 +132,55 @@ def _write_new(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+_PR_SET_DUMPABLE = 4
+
+
+def disable_core_dumps() -> None:
+    """No core file for this process and its children, and no ptrace by same-user processes.
+
+    RLIMIT_CORE 0 stops core files; PR_SET_DUMPABLE 0 also stops the kernel's core pipe
+    (systemd-coredump, apport), which ignores that limit, and makes /proc/<pid>/mem root's.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def _private_directory(folder: Path) -> None:
+    """Make `folder` and any missing parents with mode 0700 whatever the umask; tighten an
+    existing `folder` that others could read or enter."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    try:
+        for path in reversed(missing):
+            try:
+                path.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            os.chmod(path, 0o700)  # mkdir's mode is masked by the umask, which may be anything
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(folder, 0o700)
+    except OSError as exc:
+        raise IdentityError(
+            f"cannot make state directory {folder} private (mode 0700): {exc.strerror}",
+            hint="create it yourself, owned by the worker's user, with chmod 700",
+        ) from None
+
+
 def load_or_create(state_dir: str | Path, rsa_bits: int = DEFAULT_RSA_BITS) -> tuple[Identity, bool]:
     """The identity kept in `state_dir`, created there if the directory holds none.
 
-    Returns (identity, created). Raises `IdentityError` when the state cannot be read.
+    The directory (and any parent it creates) is made mode 0700; an existing one that others
+    could read is tightened to 0700. Returns (identity, created). Raises `IdentityError` when
+    the state cannot be read.
     """
     folder = Path(state_dir)
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise IdentityError(f"cannot create state directory {folder}: {exc.strerror}") from None
+    _private_directory(folder)
     path = folder / STATE_FILE
     try:
         text = path.read_text(encoding="utf-8")

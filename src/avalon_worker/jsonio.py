@@ -16,8 +16,25 @@ JSONDecodeError = orjson.JSONDecodeError  # a ValueError
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
-    """Decode JSON text; raises `JSONDecodeError` (a ValueError) on bad input or deep nesting."""
+    """Decode JSON text; raises `JSONDecodeError` (a ValueError) on bad input or deep nesting.
+
+    Integers beyond 64 bits come back as floats (orjson's choice); `loads_exact` keeps them.
+    """
     return orjson.loads(data)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_exact(data: bytes | bytearray | memoryview | str) -> Any:
+    """Decode JSON text that `loads` accepted, keeping integers of any size exact.
+
+    The standard library accepts everything orjson accepts and more; NaN and Infinity, which
+    only it would take, are refused here too.
+    """
+    text = bytes(data).decode("utf-8") if not isinstance(data, str) else data
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def dumps(value: Any) -> bytes:

@@ -3,12 +3,13 @@ queue depth and pool size. Needs the optional `prometheus-client` package."""
 
 from __future__ import annotations
 
+from .errors import SetupError
 from .pool import PoolMetrics
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-class MetricsUnavailable(Exception):
+class MetricsUnavailable(SetupError):
     """prometheus-client is not installed."""
 
 

@@ -2,7 +2,8 @@
 
 Parsing checks only shape: types, encodings and supported modes. Any fault here raises
 `InvalidParameterError` (code 2) or `UnsupportedModeError` (code 6), before any key is used.
-The raw JSON params are kept, unmodified, because hashes are computed over the strings as sent.
+Every hashed field keeps its text exactly as sent, because hashes are computed over the strings
+as transmitted (`hashing`); the models compute them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from .crypto import GCM_IV_BYTES, VerifyingKey
 from .errors import InvalidParameterError, UnsupportedModeError
+from .hashing import ItemText, request_hash, response_hash
 
 SUPPORTED_PAYLOAD_FORMAT = "JSON-RPC"
 SUPPORTED_DATA_ALGORITHM = "AES-GCM-256"
@@ -33,18 +35,32 @@ class ItemMode(Enum):
     DATA_KEY = "data-key"
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 def strip_0x(value: str) -> str:
     return value[2:] if value[:2] in ("0x", "0X") else value
+
+
+def is_hex(value: str) -> bool:
+    """An even number of hex digits after an optional `0x`: no spaces, no line breaks.
+
+    (`bytes.fromhex` skips whitespace; a work order id that is echoed into logs and replies
+    must not carry any.)
+    """
+    digits = strip_0x(value)
+    return len(digits) % 2 == 0 and _HEX_DIGITS.issuperset(digits)
 
 
 def decode_hex(value: Any, field: str, *, work_order_id: str | None = None) -> bytes:
     """Decode a hex string (an optional `0x` prefix allowed) or raise code 2 naming the field."""
     if not isinstance(value, str):
         raise InvalidParameterError(f"{field} must be a hex string", work_order_id=work_order_id)
-    try:
-        return bytes.fromhex(strip_0x(value))
-    except ValueError:
-        raise InvalidParameterError(f"{field} is not valid hex", work_order_id=work_order_id) from None
+    if not is_hex(value):
+        raise InvalidParameterError(
+            f"{field} is not valid hex (an even number of digits 0-9 a-f, nothing else)", work_order_id=work_order_id
+        )
+    return bytes.fromhex(strip_0x(value))
 
 
 def decode_base64(value: Any, field: str, *, work_order_id: str | None = None) -> bytes:
@@ -67,7 +83,7 @@ def _optional_str(params: Mapping[str, Any], field: str, where: str, wo_id: str 
 
 def _id_field(params: Mapping[str, Any], field: str, wo_id: str | None) -> str:
     value = params.get(field)
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not strip_0x(value):
         raise InvalidParameterError(f"{field} is required (a hex string)", work_order_id=wo_id)
     decode_hex(value, field, work_order_id=wo_id)
     return value
@@ -83,7 +99,7 @@ class DataItem:
     data_hash: bytes | None
     iv: bytes | None
     wrapped_key: bytes | None
-    key_text: str
+    text: ItemText  # the hashed fields as sent
 
     @classmethod
     def parse(
@@ -124,7 +140,8 @@ class DataItem:
         if iv is not None and len(iv) != GCM_IV_BYTES:
             raise InvalidParameterError(f"{where}iv must be 12 bytes", work_order_id=work_order_id)
         return cls(
-            index=index, mode=mode, data=data, data_hash=data_hash, iv=iv, wrapped_key=wrapped, key_text=ekey
+            index=index, mode=mode, data=data, data_hash=data_hash, iv=iv, wrapped_key=wrapped,
+            text=ItemText(index, hash_text, data_text, ekey, iv_text),
         )
 
 
@@ -145,10 +162,12 @@ def _parse_items(raw: Any, field: str, wo_id: str | None, *, required: bool) -> 
 class WorkOrderRequest:
     """A WorkOrderSubmit request whose shape has been checked (no key has been used yet)."""
 
-    jsonrpc_id: Any
-    params: Mapping[str, Any]
     work_order_id: str
-    workload_id: str
+    worker_id: str
+    requester_id: str
+    requester_nonce: str
+    workload_id_text: str  # hex, as sent
+    workload_id: str  # the workload's name
     in_data: tuple[DataItem, ...]
     out_data: tuple[DataItem, ...]
     encrypted_session_key: bytes
@@ -169,11 +188,11 @@ class WorkOrderRequest:
         params = request.get("params")
         if not isinstance(params, Mapping):
             raise InvalidParameterError("WorkOrderSubmit params must be an object")
-        raw_wo_id = params.get("workOrderId")
-        wo_id = raw_wo_id if isinstance(raw_wo_id, str) else None
         work_order_id = _id_field(params, "workOrderId", None)
-        for field in ("workerId", "requesterId", "requesterNonce"):
-            _id_field(params, field, wo_id)
+        wo_id = work_order_id  # from here on, errors name the (valid hex) work order
+        worker_id, requester_id, requester_nonce = (
+            _id_field(params, field, wo_id) for field in ("workerId", "requesterId", "requesterNonce")
+        )
 
         payload_format = params.get("payloadFormat")
         if payload_format is not None:
@@ -228,15 +247,17 @@ class WorkOrderRequest:
             try:
                 verifying_key = VerifyingKey(verifying_key_pem)
             except ValueError:
-                raise InvalidParameterError(
+                    raise InvalidParameterError(
                     "verifyingKey is not a PEM secp256k1 public key", work_order_id=wo_id
                 ) from None
         _optional_str(params, "workerEncryptionKey", "", wo_id)
 
         return cls(
-            jsonrpc_id=request.get("id"),
-            params=params,
             work_order_id=work_order_id,
+            worker_id=worker_id,
+            requester_id=requester_id,
+            requester_nonce=requester_nonce,
+            workload_id_text=raw_workload,
             workload_id=workload_id,
             in_data=_parse_items(params.get("inData"), "inData", wo_id, required=True),
             out_data=_parse_items(params.get("outData"), "outData", wo_id, required=False),
@@ -247,3 +268,66 @@ class WorkOrderRequest:
             requester_verifying_key=verifying_key,
             response_timeout_ms=timeout,
         )
+
+    def request_hash(self) -> bytes:
+        """The request hash (§6.6.1) over the fields as sent."""
+        return request_hash(
+            requester_nonce=self.requester_nonce,
+            work_order_id=self.work_order_id,
+            worker_id=self.worker_id,
+            workload_id=self.workload_id_text,
+            requester_id=self.requester_id,
+            in_data=[item.text for item in self.in_data],
+            out_data=[item.text for item in self.out_data],
+        )
+
+
+@dataclass(frozen=True)
+class WorkOrderResult:
+    """A work-order result (§6.1 response): the request's ids, the worker's nonce and outputs."""
+
+    work_order_id: str
+    workload_id: str
+    worker_id: str
+    requester_id: str
+    worker_nonce: str
+    out_data: tuple[ItemText, ...]
+    worker_signature: str = ""
+
+    def response_hash(self) -> bytes:
+        """The response hash (§6.6.2) over the fields as sent."""
+        return response_hash(
+            worker_nonce=self.worker_nonce,
+            work_order_id=self.work_order_id,
+            worker_id=self.worker_id,
+            workload_id=self.workload_id,
+            requester_id=self.requester_id,
+            out_data=self.out_data,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "workOrderId": self.work_order_id,
+            "workloadId": self.workload_id,
+            "workerId": self.worker_id,
+            "requesterId": self.requester_id,
+            "workerNonce": self.worker_nonce,
+            "workerSignature": self.worker_signature,
+            "outData": [item.to_json() for item in self.out_data],
+        }
+
+    @classmethod
+    def parse(cls, result: Any) -> WorkOrderResult:
+        """A decoded result object; `ValueError` if its shape is not a result's."""
+        if not isinstance(result, Mapping) or not isinstance(result.get("outData"), list):
+            raise ValueError("the reply has neither a result with outData nor an error")
+        names = ("workOrderId", "workloadId", "workerId", "requesterId", "workerNonce", "workerSignature")
+        texts = [result.get(name) for name in names]
+        if not all(value is None or isinstance(value, str) for value in texts):
+            raise ValueError("the result's ids, nonce and signature must be strings")
+        try:
+            items = tuple(ItemText.from_json(item) for item in result["outData"])
+        except (TypeError, AttributeError):
+            raise ValueError("the result's outData items are malformed") from None
+        work_order_id, workload_id, worker_id, requester_id, worker_nonce, signature = (value or "" for value in texts)
+        return cls(work_order_id, workload_id, worker_id, requester_id, worker_nonce, items, signature)

@@ -1,51 +1,32 @@
 """JSON-RPC dispatch: one request frame in, one reply frame out, no I/O.
 
 `Processor.handle` never raises and always returns a reply: a REP socket left without one
-would hang Avalon's enclave manager forever.
+would hang Avalon's enclave manager forever. The signup document comes from a function the
+caller hands in (`signup.signup_function`), so nothing here talks to an attestation device.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import jsonio
-from .core import open_work_order, seal_result
-from .errors import ErrorCode, InvalidParameterError, IntegrityError, WorkloadError, WorkOrderError
+from . import jsonio, jsonrpc
+from .core import OpenedWorkOrder, WorkerKeys, open_work_order, seal_result
+from .errors import BusyError, ErrorCode, IntegrityError, InvalidParameterError, WorkOrderError
 from .identity import Identity
-from .models import WorkOrderRequest
+from .models import WorkOrderRequest, WorkOrderResult, is_hex, strip_0x
+from .replay import ReplayGuard, Seen
 from .session_cache import DEFAULT_SIZE as DEFAULT_CACHE_SIZE
 from .session_cache import SessionKeyCache
-from .attestation.providers import AttestationProvider
-from .signup import signup_document
-from .workload.registry import WorkloadRegistry, WorkloadRunError
+from .workload.registry import WorkloadRegistry
 
 logger = logging.getLogger(__name__)
 
-
-def error_reply(reply_id: Any, code: int, message: str, work_order_id: str | None = None) -> dict[str, Any]:
-    """A JSON-RPC error object in the shape Avalon's clients read."""
-    error: dict[str, Any] = {"code": int(code), "message": message}
-    if work_order_id is not None:
-        error["data"] = {"workOrderId": work_order_id}
-    return {"jsonrpc": "2.0", "id": reply_id, "error": error}
-
-
-def encode(reply: dict[str, Any]) -> bytes:
-    return jsonio.dumps(reply)
-
-
-def jsonrpc_id(message: Any) -> Any:
-    """The request's id if JSON-RPC allows it (a string or a number), else null."""
-    value = message.get("id") if isinstance(message, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        return None
-    if isinstance(value, int) and not -(2**63) <= value < 2**64:
-        return None  # beyond what JSON libraries round-trip exactly
-    return value
+SealFunction = Callable[[OpenedWorkOrder, Sequence[bytes], WorkerKeys], WorkOrderResult]
+SIGNUP_PARAMS = 'signup params must be null or {"nonce": "<hex, 1 to 64 bytes>"}'
 
 
 @dataclass(frozen=True)
@@ -59,30 +40,40 @@ class Outcome:
     milliseconds: float = 0.0
 
 
-def _bad_frame(message: str, reply_id: Any = None) -> Outcome:
-    return Outcome(encode(error_reply(reply_id, ErrorCode.INVALID_PARAMETER, message)), "invalid", status="error 2")
+def _refused(reply_to: Any, exc: WorkOrderError) -> Outcome:
+    return Outcome(jsonrpc.error_for(exc, reply_to), "invalid", status=f"error {int(exc.code)}")
 
 
 class Processor:
-    """Turns request frames into reply frames for one worker identity."""
+    """Turns request frames into reply frames for one worker identity.
+
+    `signup(nonce)` makes the signup document. `seal` encrypts and signs results
+    (`core.seal_result`; the legacy `core.insecure_seal_result_reusing_session_iv` only for old
+    clients). With `worker_id`, orders addressed to another worker are refused (code 2); with
+    `replay_guard`, an order whose workOrderId was served within its window is refused (code 2).
+    """
 
     def __init__(
         self,
         identity: Identity,
         registry: WorkloadRegistry,
+        signup: Callable[[bytes | None], Mapping[str, Any]],
         *,
-        attestation: AttestationProvider | None = None,
-        reuse_session_iv: bool = False,
+        seal: SealFunction = seal_result,
+        worker_id: str | None = None,
+        replay_guard: ReplayGuard | None = None,
         session_cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.identity = identity
         self.keys = SessionKeyCache(identity, session_cache_size)
         self.registry = registry
-        self.attestation = attestation
-        self.reuse_session_iv = reuse_session_iv
+        self._make_signup = signup
+        self._seal = seal
+        self._worker_id = strip_0x(worker_id).lower() if worker_id else None
+        self._replay_guard = replay_guard
         self._clock = clock
-        self._signup = encode(signup_document(identity, attestation))
+        self._signup = jsonio.dumps(signup(None))
 
     def handle(self, frame: bytes | bytearray) -> bytes:
         """Answer one request frame."""
@@ -91,80 +82,86 @@ class Processor:
     def process(self, frame: bytes | bytearray) -> Outcome:
         """Answer one request frame, and say what happened."""
         try:
-            message = jsonio.loads(frame)  # orjson checks UTF-8 itself: no decoded copy of the frame
-        except (ValueError, RecursionError):
-            try:
-                bytes(frame).decode("utf-8")
-            except UnicodeDecodeError:
-                return _bad_frame("request is not UTF-8 text")
-            return _bad_frame("request is not valid JSON (or is nested too deeply)")
-        outer_id = jsonrpc_id(message)
-        method = message.get("method") if isinstance(message, dict) else None
+            message = jsonrpc.decode(frame, "request")
+            if not isinstance(message, dict):
+                raise InvalidParameterError("request must be a JSON-RPC object")
+            outer_id = jsonrpc.reply_id(message)
+        except InvalidParameterError as exc:
+            return _refused(None, exc)
+        method = message.get("method")
         if method == "ProcessWorkerSignup":
             return Outcome(self._signup_reply(message.get("params"), outer_id), "signup")
         if method == "ProcessWorkOrder":
             return self._work_order(message.get("params"), outer_id)
-        if not isinstance(message, dict):
-            return _bad_frame("request must be a JSON-RPC object")
-        return _bad_frame("unknown method: use ProcessWorkerSignup or ProcessWorkOrder", outer_id)
+        return _refused(outer_id, InvalidParameterError("unknown method: use ProcessWorkerSignup or ProcessWorkOrder"))
 
     def _signup_reply(self, params: Any, outer_id: Any) -> bytes:
         if params is None or params == {} or params == []:
             return self._signup
         nonce_hex = params.get("nonce") if isinstance(params, dict) else None
         try:
-            nonce = bytes.fromhex(nonce_hex) if isinstance(nonce_hex, str) else None
+            nonce = bytes.fromhex(nonce_hex) if isinstance(nonce_hex, str) and is_hex(nonce_hex) else None
         except ValueError:
             nonce = None
         if nonce is None or not 0 < len(nonce) <= 64:
-            return encode(
-                error_reply(outer_id, ErrorCode.INVALID_PARAMETER, 'signup params must be null or {"nonce": "<hex, 1 to 64 bytes>"}')
-            )
+            return jsonrpc.invalid(outer_id, SIGNUP_PARAMS)
         try:
-            return encode(signup_document(self.identity, self.attestation, nonce))
+            return jsonio.dumps(self._make_signup(nonce))
         except Exception as exc:  # the attestation device failed; say so, keep serving
             logger.error("signup with nonce failed: %s", type(exc).__name__)
-            return encode(error_reply(outer_id, ErrorCode.UNKNOWN_ERROR, "the worker could not produce a fresh quote"))
+            return jsonrpc.error_reply(outer_id, ErrorCode.UNKNOWN_ERROR, "the worker could not produce a fresh quote")
+
+    def _check_addressing(self, request: WorkOrderRequest) -> None:
+        if self._worker_id is not None and strip_0x(request.worker_id).lower() != self._worker_id:
+            raise InvalidParameterError(
+                "workerId is not this worker's id: fetch its signup and address the order to its worker_id",
+                work_order_id=request.work_order_id,
+            )
+
+    def _check_replay(self, request: WorkOrderRequest) -> None:
+        if self._replay_guard is None:
+            return
+        seen = self._replay_guard.check_and_record(request.work_order_id)
+        if seen is Seen.REPLAY:
+            raise InvalidParameterError(
+                f"workOrderId was already served within the last {self._replay_guard.window_s:g} s: "
+                "send each work order once, under a new workOrderId",
+                work_order_id=request.work_order_id,
+            )
+        if seen is Seen.FULL:
+            raise BusyError("the replay guard is full: try again later", work_order_id=request.work_order_id)
+
+    def _run(self, request: WorkOrderRequest) -> WorkOrderResult:
+        if request.workload_id not in self.registry:
+            raise InvalidParameterError(
+                f"workload {request.workload_id[:64]!r} is not registered; "
+                f"this worker runs {', '.join(self.registry.names())}",
+                work_order_id=request.work_order_id,
+            )
+        self._check_addressing(request)
+        opened = open_work_order(request, self.keys)
+        self._check_replay(request)  # after the integrity checks: a forgery cannot use up an id
+        outputs = self.registry.run(request.workload_id, opened.inputs)
+        return self._seal(opened, outputs, self.keys)
 
     def _work_order(self, params: Any, outer_id: Any) -> Outcome:
         started = self._clock()
-        reply_id: Any = outer_id
+        reply_to: Any = outer_id
         work_order_id: str | None = None
         workload = "-"
         try:
-            if isinstance(params, str):
-                try:
-                    inner = jsonio.loads(params)
-                except (ValueError, RecursionError):
-                    raise InvalidParameterError("params is not a valid JSON WorkOrderSubmit request") from None
-            elif isinstance(params, dict):
-                inner = params
-            else:
-                raise InvalidParameterError("params must be the WorkOrderSubmit request as a JSON string")
-            if isinstance(inner, dict) and "id" in inner:
-                reply_id = jsonrpc_id(inner)
+            inner, reply_to = jsonrpc.read_work_order(params, outer_id)
             request = WorkOrderRequest.parse(inner)
-            work_order_id = request.work_order_id
-            workload = request.workload_id
-            if workload not in self.registry:
-                raise InvalidParameterError(
-                    f"workload {workload[:64]!r} is not registered; this worker runs {', '.join(self.registry.names())}",
-                    work_order_id=work_order_id,
-                )
-            opened = open_work_order(request, self.keys)
-            try:
-                outputs = self.registry.run(workload, opened.inputs)
-            except WorkloadRunError as exc:
-                raise WorkloadError(str(exc), work_order_id=work_order_id) from None
-            reply = seal_result(opened, outputs, self.keys, reuse_session_iv=self.reuse_session_iv)
+            work_order_id, workload = request.work_order_id, request.workload_id
+            reply = jsonrpc.result_reply(reply_to, self._run(request).to_json())
             status, detail = "ok", ""
         except WorkOrderError as exc:
-            reply = error_reply(reply_id, exc.code, exc.message, exc.work_order_id)
+            reply = jsonrpc.error_reply(reply_to, exc.code, exc.message, exc.work_order_id or work_order_id)
             status, detail = f"error {int(exc.code)}", f" ({exc.step})" if isinstance(exc, IntegrityError) else ""
         except Exception as exc:  # a bug of ours: answer, log the type only, keep serving
-            reply = error_reply(reply_id, ErrorCode.UNKNOWN_ERROR, "internal error in the worker", work_order_id)
+            reply = jsonrpc.error_reply(reply_to, ErrorCode.UNKNOWN_ERROR, "internal error in the worker", work_order_id)
             status, detail = "error 1", f" (internal {type(exc).__name__})"
         elapsed_ms = (self._clock() - started) * 1000
         logger.info("work order %s workload=%r %s%s %.1f ms", work_order_id or "-", workload[:64], status, detail, elapsed_ms)
         known = workload if workload in self.registry else "-"  # metrics label only registered names
-        return Outcome(encode(reply), "work-order", known, status, elapsed_ms)
+        return Outcome(reply, "work-order", known, status, elapsed_ms)

@@ -13,22 +13,24 @@ from typing import Any, Literal
 
 from . import crypto, jsonio
 from .crypto import CryptoError, SigningKey, VerifyingKey
-from .hashing import request_hash, response_hash
+from .errors import Error
+from .hashing import ItemText, request_hash
+from .models import WorkOrderResult
 
 ItemModeName = Literal["session-key", "plaintext", "data-key"]
 
 
-class VerificationError(Exception):
+class VerificationError(Error):
     """A signup or a result failed a check: do not trust it."""
 
 
-class WorkOrderFailed(Exception):
+class WorkOrderFailed(Error):
     """The worker answered with a JSON-RPC error."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(f"error {code}: {message}")
         self.code = code
-        self.message = message
+        self.reason = message
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,24 @@ def _wrap_key(key: bytes, worker: WorkerInfo, session_key: bytes, random_bytes: 
     return (iv + crypto.aes_gcm_encrypt(session_key, iv, wrapped)).hex()
 
 
+def _input_item(
+    index: int,
+    spec: InputSpec,
+    worker: WorkerInfo,
+    session_key: bytes,
+    include_data_hash: bool,
+    random_bytes: Callable[[int], bytes],
+) -> ItemText:
+    data_hash = crypto.sha256(spec.data).hex() if include_data_hash else ""
+    if spec.mode == "plaintext":
+        return ItemText(index, data_hash, base64.b64encode(spec.data).decode(), "-", "")
+    key = session_key if spec.mode == "session-key" else random_bytes(crypto.AES_KEY_BYTES)
+    iv = random_bytes(crypto.GCM_IV_BYTES)
+    ekey = "null" if spec.mode == "session-key" else _wrap_key(key, worker, session_key, random_bytes)
+    ciphertext = crypto.aes_gcm_encrypt(key, iv, spec.data)
+    return ItemText(index, data_hash, base64.b64encode(ciphertext).decode(), ekey, iv.hex())
+
+
 def build_work_order(
     worker: WorkerInfo,
     workload_id: str,
@@ -128,6 +148,7 @@ def build_work_order(
     requester_id: str | None = None,
     request_id: Any = 1,
     session: Session | None = None,
+    include_data_hash: bool = True,
     random_bytes: Callable[[int], bytes] = crypto.random_bytes,
 ) -> PendingWorkOrder:
     """A WorkOrderSubmit request for `workload_id` on `inputs`.
@@ -135,23 +156,18 @@ def build_work_order(
     `requester_key` signs the request hash; `output_modes` asks for one output item per mode
     (indexes 0, 1, …); without it the worker returns one item under the session key.
     `session` reuses a session key; by default each work order gets a new one.
+    `include_data_hash=False` leaves each input's `dataHash` out: it is an unsalted SHA-256 of
+    the plaintext, sent in clear, so a guessable input can be recovered from it (SECURITY.md).
+    AES-GCM already authenticates every encrypted input.
     """
     session = session or Session.new(worker, random_bytes)
     session_key = session.key
     session_iv = random_bytes(crypto.GCM_IV_BYTES)
-    in_data = []
-    for index, spec in enumerate(inputs):
-        spec = spec if isinstance(spec, InputSpec) else InputSpec(bytes(spec))
-        item = {"index": index, "dataHash": crypto.sha256(spec.data).hex()}
-        if spec.mode == "plaintext":
-            item.update(data=base64.b64encode(spec.data).decode(), encryptedDataEncryptionKey="-", iv="")
-        else:
-            key = session_key if spec.mode == "session-key" else random_bytes(crypto.AES_KEY_BYTES)
-            iv = random_bytes(crypto.GCM_IV_BYTES)
-            ekey = "null" if spec.mode == "session-key" else _wrap_key(key, worker, session_key, random_bytes)
-            ciphertext = crypto.aes_gcm_encrypt(key, iv, spec.data)
-            item.update(data=base64.b64encode(ciphertext).decode(), encryptedDataEncryptionKey=ekey, iv=iv.hex())
-        in_data.append(item)
+    in_items = [
+        _input_item(index, spec if isinstance(spec, InputSpec) else InputSpec(bytes(spec)), worker, session_key,
+                    include_data_hash, random_bytes)
+        for index, spec in enumerate(inputs)
+    ]
     params: dict[str, Any] = {
         "responseTimeoutMSecs": 0,
         "payloadFormat": "JSON-RPC",
@@ -166,19 +182,27 @@ def build_work_order(
         "encryptedSessionKey": session.encrypted_key.hex(),
         "sessionKeyIv": session_iv.hex(),
         "requesterNonce": random_bytes(16).hex(),
-        "inData": in_data,
+        "inData": [item.to_json() for item in in_items],
     }
     output_keys: dict[int, bytes] = {}
-    if output_modes:
-        out_data = []
-        for index, mode in enumerate(output_modes):
-            marker = {"session-key": "null", "plaintext": "-"}.get(mode)
-            if marker is None:
-                output_keys[index] = random_bytes(crypto.AES_KEY_BYTES)
-                marker = _wrap_key(output_keys[index], worker, session_key, random_bytes)
-            out_data.append({"index": index, "dataHash": "", "data": "", "encryptedDataEncryptionKey": marker, "iv": ""})
-        params["outData"] = out_data
-    digest = request_hash(params)
+    out_items = []
+    for index, mode in enumerate(output_modes or ()):
+        marker = {"session-key": "null", "plaintext": "-"}.get(mode)
+        if marker is None:
+            output_keys[index] = random_bytes(crypto.AES_KEY_BYTES)
+            marker = _wrap_key(output_keys[index], worker, session_key, random_bytes)
+        out_items.append(ItemText(index, encrypted_key=marker))
+    if out_items:
+        params["outData"] = [item.to_json() for item in out_items]
+    digest = request_hash(
+        requester_nonce=params["requesterNonce"],
+        work_order_id=params["workOrderId"],
+        worker_id=params["workerId"],
+        workload_id=params["workloadId"],
+        requester_id=params["requesterId"],
+        in_data=in_items,
+        out_data=out_items,
+    )
     params["encryptedRequestHash"] = crypto.aes_gcm_encrypt(session_key, session_iv, digest).hex()
     if requester_key is not None:
         params["requesterSignature"] = base64.b64encode(requester_key.sign_digest(digest)).decode()
@@ -197,41 +221,37 @@ def open_result(pending: PendingWorkOrder, reply: Any, worker: WorkerInfo) -> li
         raise VerificationError("the reply is not a JSON object")
     error = reply.get("error")
     if isinstance(error, Mapping):
-        raise WorkOrderFailed(int(error.get("code", 1)), str(error.get("message", "")))
-    result = reply.get("result")
-    if not isinstance(result, Mapping) or not isinstance(result.get("outData"), list):
-        raise VerificationError("the reply has neither a result with outData nor an error")
+        code = error.get("code")
+        raise WorkOrderFailed(code if isinstance(code, int) and not isinstance(code, bool) else 1,
+                              str(error.get("message", ""))[:500])
+    try:
+        result = WorkOrderResult.parse(reply.get("result"))
+    except ValueError as exc:
+        raise VerificationError(str(exc)) from None
     params = pending.request["params"]
-    for name in ("workOrderId", "workloadId", "requesterId"):
-        if result.get(name) != params[name]:
+    for name, value in (("workOrderId", result.work_order_id), ("workloadId", result.workload_id),
+                        ("requesterId", result.requester_id)):
+        if value != params[name]:
             raise VerificationError(f"the result's {name} is not the request's")
     try:
-        signature = base64.b64decode(str(result.get("workerSignature", "")), validate=True)
-        worker.verifying_key.verify_digest(signature, response_hash(result))
-    except (CryptoError, ValueError, KeyError, TypeError):
+        signature = base64.b64decode(result.worker_signature, validate=True)
+        worker.verifying_key.verify_digest(signature, result.response_hash())
+    except (CryptoError, ValueError):
         raise VerificationError("the worker's signature over the result does not verify") from None
-    outputs = []
     try:
-        for item in sorted(result["outData"], key=lambda it: it["index"]):
-            outputs.append(_open_item(item, pending))
-    except (CryptoError, ValueError, KeyError, TypeError):
+        return [_open_item(item, pending) for item in sorted(result.out_data, key=lambda it: it.index)]
+    except (CryptoError, ValueError, KeyError):
         raise VerificationError("an output item does not decrypt or does not match its dataHash") from None
-    return outputs
 
 
-def _open_item(item: Mapping[str, Any], pending: PendingWorkOrder) -> bytes:
-    data = base64.b64decode(item.get("data") or "", validate=True)
-    ekey = item.get("encryptedDataEncryptionKey") or ""
-    if ekey == "-":
+def _open_item(item: ItemText, pending: PendingWorkOrder) -> bytes:
+    data = base64.b64decode(item.data, validate=True)
+    if item.encrypted_key == "-":
         plaintext = data
     else:
-        key = pending.session_key if ekey in ("", "null") else pending.output_keys[item["index"]]
-        iv_text = item.get("iv") or ""
-        if iv_text:
-            plaintext = crypto.aes_gcm_decrypt(key, bytes.fromhex(iv_text), data)
-        else:
-            plaintext = crypto.aes_gcm_decrypt(key, pending.session_key_iv, data)
-    expected = item.get("dataHash") or ""
-    if expected and not crypto.digests_equal(bytes.fromhex(expected), crypto.sha256(plaintext)):
+        key = pending.session_key if item.encrypted_key in ("", "null") else pending.output_keys[item.index]
+        iv = bytes.fromhex(item.iv) if item.iv else pending.session_key_iv
+        plaintext = crypto.aes_gcm_decrypt(key, iv, data)
+    if item.data_hash and not crypto.digests_equal(bytes.fromhex(item.data_hash), crypto.sha256(plaintext)):
         raise CryptoError("dataHash mismatch")
     return plaintext

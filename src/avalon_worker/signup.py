@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
-from .attestation.providers import AttestationProvider, report_data
+from .attestation.binding import report_data
+from .attestation.providers import AttestationProvider
 from .identity import Identity
+
+SignupFunction = Callable[[bytes | None], dict[str, Any]]
+"""Makes the signup document, its quote bound to a nonce when one is given."""
 
 
 def signup_document(
-    identity: Identity, attestation: AttestationProvider | None = None, nonce: bytes | None = None
+    identity: Identity,
+    attestation: AttestationProvider | None = None,
+    nonce: bytes | None = None,
+    *,
+    worker_id: str | None = None,
 ) -> dict[str, Any]:
-    """The fields Avalon reads, in its encodings, plus a few descriptive extras."""
+    """The fields Avalon reads, in its encodings, plus a few descriptive extras.
+
+    `worker_id` is the id requesters address this worker by (default: SHA-256 of its
+    verifying key).
+    """
     quote = b""
     mrenclave = ""
     if attestation is not None:
@@ -25,10 +38,21 @@ def signup_document(
         "encryption_key_signature": identity.encryption_key_signature,
         "mrenclave": mrenclave,
         "quote": base64.b64encode(quote).decode("ascii"),
-        "worker_id": identity.worker_id,
+        "worker_id": worker_id or identity.worker_id,
         "attestation_type": attestation.kind if attestation is not None else "none",
         "signing_algorithm": "SECP256K1",
         "encryption_algorithm": f"RSA-OAEP-{identity.rsa_bits}",
         "hashing_algorithm": "SHA-256",
         "data_encryption_algorithm": "AES-GCM-256",
     }
+
+
+def signup_function(
+    identity: Identity, attestation: AttestationProvider | None = None, *, worker_id: str | None = None
+) -> SignupFunction:
+    """`signup_document` for this worker, as the processor calls it: nonce in, document out."""
+
+    def signup(nonce: bytes | None) -> dict[str, Any]:
+        return signup_document(identity, attestation, nonce, worker_id=worker_id)
+
+    return signup

@@ -12,6 +12,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
+from ..errors import Error
+
 HEADER = struct.Struct(">BQI")
 SEQ = struct.Struct(">Q")
 ORDER = ord("O")  # supervisor → process: run the request frame in the payload
@@ -25,7 +27,7 @@ _LARGE = READ_BYTES  # payloads beyond this are received straight into their own
 Buffer = bytes | bytearray | memoryview
 
 
-class FramingError(Exception):
+class FramingError(Error):
     """The peer sent something that is not a message of this format."""
 
 

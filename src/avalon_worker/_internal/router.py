@@ -18,6 +18,7 @@ import time
 from collections import deque
 from itertools import count
 
+from ..errors import SetupError
 from .zmtp import PeerStream, ProtocolError, message_buffers
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def send_queued(sock: socket.socket, queue: deque[memoryview]) -> int:
     return written
 
 
-class EndpointError(ValueError):
+class EndpointError(SetupError, ValueError):
     """A bind address this endpoint cannot serve."""
 
 

@@ -30,10 +30,8 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-from .. import jsonio
 from ..errors import ErrorCode
-from ..models import strip_0x
-from ..processor import encode, error_reply, jsonrpc_id
+from ..jsonrpc import error_reply, inspect_request, invalid
 
 logger = logging.getLogger(__name__)
 
@@ -239,10 +237,10 @@ class Scheduler:
         limit = self.config.max_request_bytes
         if size > limit:
             message = f"request is {size} bytes; this worker accepts at most {limit} (see --max-request-bytes)"
-            self._reply(envelope, encode(error_reply(None, ErrorCode.INVALID_PARAMETER, message)))
+            self._reply(envelope, invalid(None, message))
             return self._take()
         if len(body) != 1:
-            self._reply(envelope, encode(error_reply(None, ErrorCode.INVALID_PARAMETER, "send each request as one frame")))
+            self._reply(envelope, invalid(None, "send each request as one frame"))
             return self._take()
         frame = body[0]
         deadline = now + self.timeout_s
@@ -472,7 +470,7 @@ class Scheduler:
         """Answer `job` ourselves, with an error."""
         job.inspect()
         self._jobs.pop(job.seq, None)
-        self._reply(job.envelope, encode(error_reply(job.reply_id, code, message, job.work_order_id)))
+        self._reply(job.envelope, error_reply(job.reply_id, code, message, job.work_order_id))
         self.metrics.observe("work-order", job.workload, status, now - job.received)
 
     def _run(self, process: _Process, job: Job, now: float) -> None:
@@ -587,28 +585,3 @@ def scan_timeout_ms(frame: bytes) -> int | None:
         return None
     match = _TIMEOUT_VALUE.match(frame, at + len(_TIMEOUT_KEY))
     return int(match[1]) or None if match else None
-
-
-def inspect_request(frame: bytes | bytearray | memoryview) -> tuple[Any, str | None, str, int | None]:
-    """(reply id, workOrderId, workload, responseTimeoutMSecs) of a request frame, as far as they
-    can be read: what the supervisor needs to answer for an order its process did not answer."""
-    reply_id, work_order_id, workload, timeout_ms = None, None, "-", None
-    try:
-        outer = jsonio.loads(frame)
-        reply_id = jsonrpc_id(outer)
-        inner = jsonio.loads(outer["params"]) if isinstance(outer.get("params"), str) else outer.get("params")
-        if isinstance(inner, dict):
-            if "id" in inner:
-                reply_id = jsonrpc_id(inner)
-            params = inner.get("params")
-            if isinstance(params, dict):
-                work_order_id = params.get("workOrderId") if isinstance(params.get("workOrderId"), str) else None
-                raw = params.get("workloadId")
-                if isinstance(raw, str):
-                    workload = bytes.fromhex(strip_0x(raw)).decode("utf-8")
-                timeout = params.get("responseTimeoutMSecs")
-                if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
-                    timeout_ms = timeout
-    except (ValueError, TypeError, AttributeError, KeyError, RecursionError, UnicodeDecodeError):
-        pass
-    return reply_id, work_order_id, workload, timeout_ms

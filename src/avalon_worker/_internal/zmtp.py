@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 
+from ..errors import Error
+
 SIGNATURE_HEAD, SIGNATURE_TAIL = 0xFF, 0x7F
 GREETING_BYTES = 64
 MORE, LONG, COMMAND = 0x01, 0x02, 0x04
@@ -21,7 +23,7 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
 
-class ProtocolError(Exception):
+class ProtocolError(Error):
     """The peer broke ZMTP or a limit; close its connection."""
 
 

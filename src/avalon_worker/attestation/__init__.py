@@ -1,86 +1,76 @@
 """Attestation: quotes bound to the worker's keys, verified offline down to Intel's root.
 
-Worker side: `select_provider` gives an `AttestationProvider` (`none`, or `gramine` over
-/dev/attestation) whose `quote(report_data(verifying_key_pem, nonce))` goes into the signup.
+Two sides that never import each other:
 
-Requester side: `parse_quote` (pure, no I/O), `verify_signup` against an `AttestationPolicy`
-(optionally with `Collateral` for revocation, QE identity and TCB status) → a
-`VerificationReport` listing every step as pass, fail or not checked.
+- **Worker side** (`providers`): `select_provider` gives an `AttestationProvider` (`none`, or
+  `gramine` over /dev/attestation) whose `quote(report_data(verifying_key_pem, nonce))` goes
+  into the signup.
+- **Requester side** (`quote`, `dcap`, `pck`, `collateral`, `roots`, `policy`, `verify`,
+  `report`, `cli`): `parse_quote` (pure, no I/O), `verify_signup` against an
+  `AttestationPolicy` (optionally with `Collateral` for revocation, QE identity and TCB
+  status) → a `VerificationReport` listing every step as pass, fail or not checked.
+
+Both use `binding.report_data` and `errors`. The names below load their module on first use,
+so importing one side does not load the other.
 """
 
-from .collateral import Collateral, load_collateral
-from .errors import (
-    AttestationError,
-    AttestationFailed,
-    AttestationUnavailable,
-    CollateralError,
-    InsecurePolicyWarning,
-    PolicyError,
-    QuoteGenerationError,
-    QuoteParseError,
-    SignupFetchError,
-    UnsupportedQuoteError,
-)
-from .policy import (
-    AllOf,
-    AnyOf,
-    AttestationPolicy,
-    EnclavePolicy,
-    InsecureAnyEnclave,
-    MrEnclave,
-    MrSigner,
-    PolicyViolation,
-    load_policy,
-)
-from .providers import (
-    AttestationProvider,
-    GramineAttestation,
-    NoAttestation,
-    report_data,
-    select_provider,
-)
-from .quote import DcapQuote, EpidQuote, Quote, ReportBody, parse_quote
-from .report import Step, StepStatus, VerificationReport
-from .roots import INTEL_SGX_ROOT_CA_SHA256, intel_sgx_root_ca
-from .verify import verify_quote_bytes, verify_signup
+from __future__ import annotations
 
-__all__ = [
-    "AllOf",
-    "AnyOf",
-    "AttestationError",
-    "AttestationFailed",
-    "AttestationPolicy",
-    "AttestationProvider",
-    "AttestationUnavailable",
-    "Collateral",
-    "CollateralError",
-    "DcapQuote",
-    "EnclavePolicy",
-    "EpidQuote",
-    "GramineAttestation",
-    "INTEL_SGX_ROOT_CA_SHA256",
-    "InsecureAnyEnclave",
-    "InsecurePolicyWarning",
-    "MrEnclave",
-    "MrSigner",
-    "NoAttestation",
-    "PolicyError",
-    "PolicyViolation",
-    "Quote",
-    "QuoteGenerationError",
-    "QuoteParseError",
-    "ReportBody",
-    "SignupFetchError",
-    "Step",
-    "StepStatus",
-    "UnsupportedQuoteError",
-    "VerificationReport",
-    "intel_sgx_root_ca",
-    "load_collateral",
-    "load_policy",
-    "parse_quote",
-    "report_data",
-    "select_provider",
-    "verify_quote_bytes",
-    "verify_signup",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AllOf": "policy",
+    "AnyOf": "policy",
+    "AttestationError": "errors",
+    "AttestationFailed": "errors",
+    "AttestationPolicy": "policy",
+    "AttestationProvider": "providers",
+    "AttestationUnavailable": "errors",
+    "Collateral": "collateral",
+    "CollateralError": "errors",
+    "DcapQuote": "quote",
+    "EnclavePolicy": "policy",
+    "EpidQuote": "quote",
+    "GramineAttestation": "providers",
+    "InsecureAnyEnclave": "policy",
+    "InsecurePolicyWarning": "errors",
+    "intel_sgx_root_ca": "roots",
+    "INTEL_SGX_ROOT_CA_SHA256": "roots",
+    "load_collateral": "collateral",
+    "load_policy": "policy",
+    "MrEnclave": "policy",
+    "MrSigner": "policy",
+    "NoAttestation": "providers",
+    "parse_quote": "quote",
+    "PolicyError": "errors",
+    "PolicyViolation": "policy",
+    "Quote": "quote",
+    "QuoteGenerationError": "errors",
+    "QuoteParseError": "errors",
+    "report_data": "binding",
+    "ReportBody": "quote",
+    "select_provider": "providers",
+    "SignupFetchError": "errors",
+    "Step": "report",
+    "StepStatus": "report",
+    "UnsupportedQuoteError": "errors",
+    "VerificationReport": "report",
+    "verify_quote_bytes": "verify",
+    "verify_signup": "verify",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .collateral import Collateral
-from .errors import CollateralError
+from .errors import AttestationError, CollateralError
 from .pck import PckExtension, parse_pck_extension
 from .quote import CERT_TYPE_PCK_CHAIN, DcapQuote
 from .report import (
@@ -56,7 +56,7 @@ _QE_STATUSES = frozenset(
 )
 
 
-class _Fail(Exception):
+class _Fail(AttestationError):
     """Internal: a step failed with this message."""
 
 

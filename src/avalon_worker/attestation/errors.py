@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
+from ..errors import Error
 
-class AttestationError(Exception):
-    """Base class for every error this package raises."""
 
-    hint: str = ""
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if hint is not None:
-            self.hint = hint
-
-    def diagnostics(self) -> str:
-        """The message and, when there is one, what to do about it."""
-        if not self.hint:
-            return self.message
-        return f"{self.message}\n  hint: {self.hint}"
+class AttestationError(Error):
+    """Base class for every error the attestation package raises."""
 
 
 class AttestationUnavailable(AttestationError):
     """The requested attestation provider cannot work on this host (e.g. no SGX)."""
+
+    exit_status = 2
 
 
 class QuoteGenerationError(AttestationError):
@@ -43,6 +33,8 @@ class CollateralError(AttestationError):
 
 class PolicyError(AttestationError):
     """An attestation policy (object or JSON file) is invalid."""
+
+    exit_status = 2
 
 
 class SignupFetchError(AttestationError):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .dcap import TCB_STATUSES
-from .errors import InsecurePolicyWarning, PolicyError
+from .errors import AttestationError, InsecurePolicyWarning, PolicyError
 from .quote import ReportBody
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ _SECURE_TCB_STATUSES = frozenset(
 _OUT_OF_DATE = frozenset({"OutOfDate", "OutOfDateConfigurationNeeded"})
 
 
-class PolicyViolation(Exception):
+class PolicyViolation(AttestationError):
     """The enclave does not satisfy the policy; the message says which value differed."""
 
 

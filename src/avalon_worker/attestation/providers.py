@@ -9,7 +9,6 @@ so the write-then-read pair is serialised here. A failed quote surfaces as ``EAC
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import threading
@@ -18,25 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .binding import REPORT_DATA_SIZE
 from .errors import AttestationUnavailable, QuoteGenerationError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ROOT = "/dev/attestation"
-REPORT_DATA_SIZE = 64
 TARGET_INFO_SIZE = 512
 QUOTE_MAX_SIZE = 8192  # Gramine's QUOTE_MAX_SIZE
 MODES = ("auto", "none", "gramine")
-
-
-def report_data(verifying_key_pem: str, nonce: bytes | None = None) -> bytes:
-    """REPORT_DATA binding a quote to a worker: SHA256(verifying key PEM) ‖ SHA256(nonce) or ‖ 0³².
-
-    The PEM is hashed exactly as published (UTF-8 of the string, line breaks included).
-    """
-    first = hashlib.sha256(verifying_key_pem.encode("utf-8")).digest()
-    second = hashlib.sha256(nonce).digest() if nonce is not None else bytes(32)
-    return first + second
 
 
 @runtime_checkable
@@ -50,6 +39,9 @@ class AttestationProvider(Protocol):
 
     def quote(self, report_data: bytes) -> bytes:
         """A fresh raw quote over exactly 64 bytes of report data (b"" when not attesting)."""
+
+    def describe(self) -> str:
+        """One line for the worker's log: the kind of attestation and what requesters can check."""
 
 
 class NoAttestation:

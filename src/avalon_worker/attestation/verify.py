@@ -18,10 +18,10 @@ from cryptography import x509
 
 from .. import crypto
 from .collateral import Collateral
+from .binding import report_data
 from .dcap import verify_dcap_quote
 from .errors import QuoteParseError
 from .policy import AttestationPolicy, PolicyViolation, warn_insecure
-from .providers import report_data
 from .quote import INTEL_QE_VENDOR_ID, DcapQuote, Quote, parse_quote
 from .report import (
     SIGNATURE_CHAIN_STEPS,

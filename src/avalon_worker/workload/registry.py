@@ -14,15 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import SetupError, WorkloadError
 from .workload import Workload, WorkLoad, WorkloadFailure
 
 
-class RegistryError(Exception):
+class RegistryError(SetupError):
     """The registry file or one of its entries is unusable."""
-
-
-class WorkloadRunError(Exception):
-    """A workload failed; the message is safe to send back (it never repeats inputs)."""
 
 
 class InputData(Protocol):
@@ -99,33 +96,33 @@ class WorkloadRegistry:
     def run(self, workload_id: str, inputs: Sequence[InputData]) -> list[bytes]:
         """Run a workload on inputs in index order; return one bytes per output item.
 
-        Raises `WorkloadRunError` with a message that names the problem but never the inputs.
+        Raises `WorkloadError` (code 1) with a message that names the problem but never the inputs.
         """
         workload = self._workloads[workload_id]
         result: bytes | Sequence[bytes]
         try:
             if isinstance(workload, WorkLoad) or not callable(getattr(workload, "run", None)):
-                result = _run_legacy(workload, inputs)
+                result = _run_legacy(workload_id, workload, inputs)
             else:
                 result = workload.run([item.data for item in inputs])  # type: ignore[union-attr]  # checked just above
         except WorkloadFailure as exc:
-            raise WorkloadRunError(f"workload {workload_id!r} failed: {exc}") from None
-        except WorkloadRunError as exc:
-            raise WorkloadRunError(f"workload {workload_id!r} {exc}") from None
+            raise WorkloadError(f"workload {workload_id!r} failed: {exc}") from None
+        except WorkloadError:
+            raise
         except MemoryError:
-            raise WorkloadRunError(f"workload {workload_id!r} ran out of memory") from None
+            raise WorkloadError(f"workload {workload_id!r} ran out of memory") from None
         except Exception as exc:
-            raise WorkloadRunError(f"workload {workload_id!r} raised {type(exc).__name__}") from None
+            raise WorkloadError(f"workload {workload_id!r} raised {type(exc).__name__}") from None
         if isinstance(result, (bytes, bytearray, memoryview)):
             return [bytes(result)]
         if isinstance(result, Sequence) and not isinstance(result, str) and all(
             isinstance(part, (bytes, bytearray, memoryview)) for part in result
         ):
             return [bytes(part) for part in result]
-        raise WorkloadRunError(f"workload {workload_id!r} returned {type(result).__name__}, not bytes")
+        raise WorkloadError(f"workload {workload_id!r} returned {type(result).__name__}, not bytes")
 
 
-def _run_legacy(workload: Any, inputs: Sequence[InputData]) -> bytes:
+def _run_legacy(workload_id: str, workload: Any, inputs: Sequence[InputData]) -> bytes:
     # The original worker passed dicts with plaintext `data`; status False meant failure, and
     # its bytes were an error text that may quote the input, so they are not passed on.
     items = [
@@ -134,12 +131,12 @@ def _run_legacy(workload: Any, inputs: Sequence[InputData]) -> bytes:
     ]
     outcome = workload.execute(items)
     if not (isinstance(outcome, tuple) and len(outcome) == 2):
-        raise WorkloadRunError("returned something other than (status, bytes)")
+        raise WorkloadError(f"workload {workload_id!r} returned something other than (status, bytes)")
     ok, data = outcome
     if not ok:
-        raise WorkloadRunError("reported failure")
+        raise WorkloadError(f"workload {workload_id!r} reported failure")
     if isinstance(data, str):
         data = data.encode("utf-8")
     if not isinstance(data, (bytes, bytearray)):
-        raise WorkloadRunError("returned a result that is not bytes")
+        raise WorkloadError(f"workload {workload_id!r} returned a result that is not bytes")
     return bytes(data)

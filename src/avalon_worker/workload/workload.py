@@ -14,8 +14,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import Error
 
-class WorkloadFailure(Exception):
+
+class WorkloadFailure(Error):
     """A workload's own, deliberate failure; its message is returned to the requester in clear.
 
     Never put input data in it: error replies are not encrypted.
