@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import Error
+
 DEFAULT_RESULT_TTL_S = 24 * 3600.0
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_MAX_PENDING_BYTES = 1 << 30
 
 
-class StoreError(Exception):
+class StoreError(Error):
     """The store cannot be opened or used (a message a person can act on)."""
 
 
