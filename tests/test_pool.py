@@ -280,3 +280,61 @@ def test_metrics_listen_on_loopback_unless_asked(tmp_path: Path) -> None:
         assert _listening_addresses(port) == {"127.0.0.1"}
     finally:
         running.stop()
+
+
+def processes_with(marker: str) -> list[int]:
+    """Processes whose command line carries `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def gone(marker: str, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while processes_with(marker):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_what_a_workload_started_dies_with_its_order_at_the_time_limit(pool) -> None:
+    running, info, _ = pool
+    marker = f"descendant-{os.getpid()}-{time.monotonic_ns()}"
+    reply = Order(running, info, "descendant", f"{marker} 30".encode(), responseTimeoutMSecs=1000).reply()
+    assert "exceeded its time limit" in reply["error"]["message"]
+    assert gone(marker), "a descendant of the killed process is still running"
+    assert_full_pool(running, info)
+
+
+def test_what_workloads_started_dies_at_shutdown(pool) -> None:
+    running, info, _ = pool
+    marker = f"descendant-{os.getpid()}-{time.monotonic_ns()}"
+    assert Order(running, info, "descendant", marker.encode()).result() == b"started " + marker.encode()
+    assert processes_with(marker), "the workload did start its descendant"
+    assert running.stop() == 0
+    assert gone(marker), "a descendant outlived the worker"
+
+
+def test_a_workload_that_forks_into_the_worker_loop_never_answers_another_requester(pool) -> None:
+    """Both processes of the fork read orders and send replies; only replies that echo the
+    order's sequence number are believed, and the process that broke the rule is stopped."""
+    running, info, _ = pool
+    forked = Order(running, info, "fork", b"x")
+    hellos = [Order(running, info, "python-hello", f"requester {n}".encode()) for n in range(8)]
+    first = forked.reply()
+    assert first.get("result") or first["error"]["code"] == 1
+    for n, order in enumerate(hellos):
+        reply = order.reply()
+        if "error" in reply:
+            assert reply["error"]["code"] == 1, reply
+        else:
+            assert open_result(order.pending, reply, info) == [f"Hello requester {n}".encode()]
+    assert_full_pool(running, info)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+import sys
 import time
 
 from avalon_worker.workload import Workload
@@ -43,3 +45,22 @@ class SegfaultWorkload(Workload):
     def run(self, inputs):
         ctypes.string_at(0)
         return b"unreachable"
+
+
+class DescendantWorkload(Workload):
+    """Starts a long-lived process whose command line carries the input, then sleeps for the
+    time given after the marker: a descendant the worker must not leave behind."""
+
+    def run(self, inputs):
+        marker, _, seconds = inputs[0].decode().partition(" ")
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", marker])
+        time.sleep(float(seconds or 0))
+        return b"started " + marker.encode()
+
+
+class ForkWorkload(Workload):
+    """Forks, and both processes return into the worker's loop with this order's result."""
+
+    def run(self, inputs):
+        os.fork()
+        return b"forked " + inputs[0]
