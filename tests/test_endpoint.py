@@ -11,6 +11,8 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avalon_worker._internal import zmtp
-from avalon_worker._internal.router import EndpointError, Router, listen
+from avalon_worker._internal.router import FRAMES_PER_TURN, EndpointError, Router, listen
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 from conftest import RunningWorker, launch_worker
 
@@ -214,47 +216,175 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_out_of_file_descriptors_pauses_accepting_without_spinning(served) -> None:
+@contextmanager
+def few_descriptors(running: RunningWorker, spare: int) -> Iterator[list[socket.socket]]:
+    """The supervisor's descriptor limit lowered to `spare` more than it uses, for the duration;
+    sockets put in the yielded list are closed at the end."""
+    pid = running.process.pid
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    opened: list[socket.socket] = []
+    try:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")) + spare, limits[1]))
+        yield opened
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+        for sock in opened:
+            sock.close()
+
+
+def test_out_of_file_descriptors_the_supervisor_does_not_spin(served) -> None:
     running, info = served
     pid = running.process.pid
-    in_use = len(os.listdir(f"/proc/{pid}/fd"))
-    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-    extra: list[socket.socket] = []
-    try:
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 2, limits[1]))
-        extra = [raw_connection(running) for _ in range(6)]  # the kernel queues them; accept fails
+    with few_descriptors(running, 2) as extra:
+        extra += [raw_connection(running) for _ in range(6)]  # the kernel queues them; accept fails
         before = cpu_seconds(pid)
         time.sleep(1.0)
         assert cpu_seconds(pid) - before < 0.5, "the supervisor spins on a listener it cannot accept from"
-    finally:
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
-        for sock in extra:
-            sock.close()
     hello(running, info)  # accepting resumed
 
 
-def test_a_connection_that_never_finishes_its_handshake_is_closed() -> None:
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+PING = zmtp.command(b"PING", b"\x00\x00")
+
+
+def test_a_peer_that_pings_and_never_reads_is_dropped(served) -> None:
+    """PONGs count against the peer's send limits like replies: the supervisor does not keep
+    answering into memory for a peer that never reads."""
+    running, info = served
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host, port = running.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    sock.connect((host, int(port)))
+    sock.settimeout(10)
+    with sock:
+        sock.sendall(HELLO_READY)
+        burst = PING * 10_000
+        try:
+            for _ in range(150):  # at most 1.5 million PINGs
+                sock.sendall(burst)
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass
+        assert closed_by_server(sock, timeout_s=20)
+    assert rss_mib(running.process.pid) < 300
+    hello(running, info)
+
+
+def test_unfinished_messages_are_bounded_in_total_and_freed_on_close(tmp_path: Path) -> None:
+    """Eight peers each send most of a maximal message and stop: beyond a budget for all partly
+    received messages together the largest senders are dropped, and what a closed connection
+    held is given back at once."""
+    running = launch_worker(tmp_path, ["--workers", "1", "--spare-workers", "0", "--max-request-bytes", "8000000"])
+    try:
+        info = WorkerInfo.from_signup(running.signup())
+        pid = running.process.pid
+        before = rss_mib(pid)
+        limit = 4 * 8_000_000  # the hard limit of one message; also the budget for all of them
+        attackers = [raw_connection(running) for _ in range(8)]
+        chunk = b"x" * (1 << 20)
+        dropped = 0
+        for sock in attackers:
+            sock.sendall(HELLO_READY + b"\x02" + struct.pack(">Q", limit - 10))
+            try:
+                for _ in range((limit - (1 << 20)) // len(chunk)):
+                    sock.sendall(chunk)
+            except (ConnectionResetError, BrokenPipeError):
+                dropped += 1
+        time.sleep(0.5)
+        held = rss_mib(pid)
+        dropped = sum(closed_by_server(sock, timeout_s=2) for sock in attackers)
+        assert dropped >= 6, f"only {dropped} of 8 unfinished senders were dropped"
+        assert held - before < 3 * limit / (1 << 20), f"{before:.0f} → {held:.0f} MiB"
+        for sock in attackers:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while rss_mib(pid) - before > 2 * limit / (1 << 20) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rss_mib(pid) - before <= 2 * limit / (1 << 20), "closed connections' buffers are still held"
+        hello(running, info)
+    finally:
+        running.stop()
+
+
+@contextmanager
+def router_in_process() -> Iterator[tuple[Router, select.epoll, socket.socket, socket.socket]]:
+    """A Router served by the test itself, and two raw client connections to it."""
     poller = select.epoll()
     router = Router("tcp://127.0.0.1:*", poller, max_message_bytes=1 << 20)
     host, port = router.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    first, second = (socket.create_connection((host, int(port)), timeout=5) for _ in range(2))
     try:
-        silent, ready = (socket.create_connection((host, int(port)), timeout=5) for _ in range(2))
+        yield router, poller, first, second
+    finally:
+        first.close()
+        second.close()
+        router.close()
+        poller.close()
+
+
+def pump(router: Router, poller: select.epoll, done: Callable[[], bool], what: str) -> None:
+    """Hand the router its events until `done()`."""
+    deadline = time.monotonic() + 5
+    while not done():
+        assert time.monotonic() < deadline, what
+        for fd, mask in poller.poll(0.1):
+            router.on_event(fd, mask)
+
+
+def test_a_flood_of_commands_is_parsed_a_slice_per_turn() -> None:
+    """One turn of the loop parses at most FRAMES_PER_TURN frames of a peer; the rest waits, its
+    reading paused, while another peer's message in the same turn is served."""
+    with router_in_process() as (router, poller, flooder, client):
+        flooder.sendall(HELLO_READY)
+        client.sendall(HELLO_READY)
+        pump(router, poller, lambda: sum(p.stream.peer_type is not None for p in router.peers.values()) == 2,
+             "the two connections did not finish their handshakes")
+        unknown = zmtp.command(b"X")  # 3 bytes: an unknown command, which ZMTP says to ignore
+        flooder.sendall(unknown * 50_000)
+        client.sendall(b"".join(bytes(b) for b in zmtp.message_buffers([b"", b"request"])))
+        time.sleep(0.2)
+        got: list[list[bytes]] = []
+        for fd, mask in poller.poll(1):
+            got += router.on_event(fd, mask)
+        assert [m[1:] for m in got] == [[b"", b"request"]], "the other peer's message waits behind the flood"
+        [flooding] = router.backlog.values()
+        assert flooding.sock.getpeername() == flooder.getsockname()
+        waiting = flooding.stream.buffered
+        assert waiting > 10 * FRAMES_PER_TURN * len(unknown)
+        router.drain_backlog()
+        assert waiting - flooding.stream.buffered == FRAMES_PER_TURN * len(unknown)  # one slice per turn
+
+
+def test_idle_connections_up_to_the_descriptor_limit_do_not_lock_out_a_new_client(served) -> None:
+    """With every descriptor taken by idle peers that finished their handshake, a new client
+    is still accepted: the longest-idle connection makes room."""
+    running, info = served
+    with few_descriptors(running, 20) as idle:
+        for _ in range(40):
+            idle.append(raw_connection(running))
+            idle[-1].sendall(HELLO_READY)
+        time.sleep(0.5)
+        hello(running, info)
+        hello(running, info, name=b"and again")
+    hello(running, info)
+
+
+def test_a_connection_that_never_finishes_its_handshake_is_closed() -> None:
+    with router_in_process() as (router, poller, silent, ready):
         ready.sendall(HELLO_READY)
-        deadline = time.monotonic() + 5
-        while sorted(p.stream.peer_type or b"" for p in router.peers.values()) != [b"", b"DEALER"]:
-            assert time.monotonic() < deadline, "the two connections were not accepted"
-            for fd, mask in poller.poll(0.1):
-                router.on_event(fd, mask)
+        pump(router, poller, lambda: sorted(p.stream.peer_type or b"" for p in router.peers.values()) == [b"", b"DEALER"],
+             "the two connections were not accepted")
         due = router.next_due()
         assert due is not None and due > time.monotonic() + 20  # libzmq's 30 s handshake interval
         router.tick(due)
         assert closed_by_server(silent, timeout_s=5)
         assert len(router.peers) == 1  # the peer that finished its handshake stays
-        silent.close()
-        ready.close()
-    finally:
-        router.close()
-        poller.close()
 
 
 @pytest.mark.parametrize("bind, shown", [("tcp://localhost:*", "tcp://127.0.0.1:"), ("tcp://*:0", "tcp://0.0.0.0:"),

@@ -127,6 +127,8 @@ class Loop:
             if router_due is not None and (due is None or router_due < due):
                 due = router_due
             wait = MAX_POLL_S if due is None else min(MAX_POLL_S, max(0.0, due - now))
+            if router.backlog:  # frames already received wait to be parsed: don't sleep
+                wait = 0.0
             pause = scheduler.coalesce_s()
             if pause:
                 time.sleep(pause)
@@ -139,6 +141,9 @@ class Loop:
                 else:
                     for parts in router.on_event(fd, mask):
                         self._do(scheduler.message_arrived(parts, now))
+            if router.backlog:
+                for parts in router.drain_backlog():
+                    self._do(scheduler.message_arrived(parts, now))
             if router.closed:
                 for routing_id in router.closed:
                     self._do(scheduler.connection_closed(routing_id, now))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import select
 import socket
 import time
@@ -25,9 +26,12 @@ logger = logging.getLogger(__name__)
 
 READ_BYTES = 256 * 1024
 _IOV_MAX = 512
-SMALL_MESSAGE_BYTES = 64 * 1024
+SMALL_MESSAGE_BYTES = 64 * 1024  # smaller messages are joined into one buffer before sending
 ACCEPT_PAUSE_S = 0.1
-HANDSHAKE_S = 30.0  # a connection that has not finished the ZMTP handshake by then is closed (as libzmq does)  # smaller messages are joined into one buffer before sending
+HANDSHAKE_S = 30.0  # a connection that has not finished the ZMTP handshake by then is closed (as libzmq does)
+FRAMES_PER_TURN = 256  # frames and commands parsed per connection per turn of the loop
+FD_HEADROOM = 64  # descriptors kept for worker processes, metrics and the like below RLIMIT_NOFILE
+WARN_EVERY_S = 10.0  # each kind of warning about hostile or broken peers, at most this often
 
 
 def send_queued(sock: socket.socket, queue: deque[memoryview]) -> int:
@@ -103,7 +107,8 @@ def _listen(bind: str) -> tuple[socket.socket, str]:
 
 
 class _Peer:
-    __slots__ = ("sock", "stream", "routing_id", "queue", "queued_bytes", "queued_messages", "writing")
+    __slots__ = ("sock", "stream", "routing_id", "queue", "queued_bytes", "queued_messages", "writing",
+                 "reading", "partial", "in_flight", "active")
 
     def __init__(self, sock: socket.socket, stream: PeerStream, routing_id: bytes) -> None:
         self.sock = sock
@@ -113,26 +118,48 @@ class _Peer:
         self.queued_bytes = 0
         self.queued_messages = 0  # sent since the queue was last empty
         self.writing = False  # registered for EPOLLOUT
+        self.reading = True  # registered for EPOLLIN (off while frames wait to be parsed)
+        self.partial = 0  # bytes of incomplete messages held for it (counted in Router.partial_bytes)
+        self.in_flight = 0  # messages received and not yet answered
+        self.active = 0  # the router's turn when it last heard from it
 
 
 class Router:
     """The endpoint. The caller registers nothing itself: `Router` adds its sockets to `poller`,
-    and the caller passes every event on a descriptor that is not its own to `on_event`."""
+    and the caller passes every event on a descriptor that is not its own to `on_event`.
 
-    def __init__(self, bind: str, poller: select.epoll, max_message_bytes: int) -> None:
+    No peer can exhaust it: each peer's queued writes (replies and protocol answers alike) are
+    bounded, partly received messages of all peers together are bounded by `max_partial_bytes`
+    (beyond it the largest partial senders are dropped), each peer has at most FRAMES_PER_TURN
+    frames parsed per turn (the rest waits in `backlog`: the caller polls without sleeping while
+    it is not empty and calls `drain_backlog`), and connections are capped, below the descriptor
+    limit, by closing the longest-idle one with nothing in flight, or else refusing the new one;
+    a descriptor kept in reserve lets it accept (and so answer or refuse) even when none is left."""
+
+    def __init__(self, bind: str, poller: select.epoll, max_message_bytes: int, *,
+                 max_partial_bytes: int | None = None, max_connections: int | None = None) -> None:
         self.listener, self.endpoint = listen(bind)
         self.listener.setblocking(False)
         self.poller = poller
         self.max_message_bytes = max_message_bytes
-        # a peer that does not read its replies is dropped beyond either (libzmq's send HWM is 1000)
+        # a peer that does not read what it is sent is dropped beyond either (libzmq's send HWM is 1000)
         self.max_queued_bytes = max_message_bytes
         self.max_queued_messages = 1000
+        self.max_partial_bytes = max_partial_bytes or max_message_bytes
+        self.partial_bytes = 0
+        if max_connections is None:
+            max_connections = max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_HEADROOM)
+        self.max_connections = max_connections
+        self._reserve: int | None = self._open_reserve()
         self._accept_paused_until = 0.0
         self._handshakes: deque[tuple[float, _Peer]] = deque()  # (deadline, peer), in accept order
         self.peers: dict[int, _Peer] = {}
         self.by_id: dict[bytes, _Peer] = {}
+        self.backlog: dict[int, _Peer] = {}  # peers with frames received but not parsed yet
         self.closed: list[bytes] = []  # routing ids of connections closed since the caller last cleared it
         self._ids = count(1)
+        self._turn = 0
+        self._warned: dict[str, float] = {}
         # one read buffer, reused: recv(256 KiB) would allocate (and map) 256 KiB on every read
         self._read_buffer = bytearray(READ_BYTES)
         self._read_view = memoryview(self._read_buffer)
@@ -154,7 +181,7 @@ class Router:
         while self._handshakes and self._handshakes[0][0] <= now:
             _, peer = self._handshakes.popleft()
             if peer.stream.peer_type is None and peer.sock.fileno() in self.peers:
-                logger.warning("closing a connection that did not finish the ZMTP handshake in %.0f s", HANDSHAKE_S)
+                self._warn("handshake", f"closing connections that did not finish the ZMTP handshake in {HANDSHAKE_S:.0f} s")
                 self._drop(peer)
 
     def on_event(self, fd: int, events: int) -> list[list[bytes]]:
@@ -178,17 +205,13 @@ class Router:
         if not size:
             self._drop(peer)
             return []
-        try:
-            messages = peer.stream.receive(self._read_view[:size])
-        except ProtocolError as exc:
-            logger.warning("closing a client connection: %s", exc)
-            self._drop(peer)
-            return []
-        if peer.stream.outgoing:  # handshake or heartbeat answers
-            self._send_protocol(peer)
-        routing_id = peer.routing_id
-        for message in messages:
-            message.insert(0, routing_id)
+        return self._parse(peer, self._read_view[:size])
+
+    def drain_backlog(self) -> list[list[bytes]]:
+        """Parse the next frames of every peer in `backlog`; return the messages they complete."""
+        messages: list[list[bytes]] = []
+        for peer in list(self.backlog.values()):
+            messages += self._parse(peer, b"")
         return messages
 
     def send(self, routing_id: bytes, parts: list[bytes | bytearray | memoryview]) -> bool:
@@ -196,17 +219,11 @@ class Router:
         peer = self.by_id.get(routing_id)
         if peer is None:
             return False
+        if peer.in_flight:
+            peer.in_flight -= 1
         buffers = message_buffers(parts)
         size = sum(len(b) for b in buffers)
-        self._queue(peer, [b"".join(buffers)] if size < SMALL_MESSAGE_BYTES else buffers)
-        peer.queued_messages += 1
-        if peer.queued_bytes > self.max_queued_bytes or peer.queued_messages > self.max_queued_messages:
-            logger.warning("closing a client connection that does not read its replies")
-            self._drop(peer)
-            return False
-        if not peer.writing:
-            self._flush(peer)
-        return True
+        return self._send(peer, [b"".join(buffers)] if size < SMALL_MESSAGE_BYTES else buffers)
 
     def close(self, linger_s: float = 0.0) -> None:
         """Close every connection, first trying for up to `linger_s` to write what is queued."""
@@ -224,15 +241,106 @@ class Router:
         if not self._accept_paused_until:
             self.poller.unregister(self.listener.fileno())
         self.listener.close()
+        self._close_reserve()
 
     def close_inherited(self) -> None:
         """In a forked child process: close its copies of the sockets, so that a connection the
         parent closes is really closed."""
         self.listener.close()
+        self._close_reserve()
         for peer in self.peers.values():
             peer.sock.close()
 
     # internals -----------------------------------------------------------------------------------
+
+    def _parse(self, peer: _Peer, data: bytes | memoryview) -> list[list[bytes]]:
+        self._turn += 1
+        peer.active = self._turn
+        stream = peer.stream
+        try:
+            messages = stream.receive(data, FRAMES_PER_TURN)
+        except ProtocolError as exc:
+            self._warn("protocol", f"closing a client connection: {exc}")
+            self._drop(peer)
+            return []
+        held = stream.buffered
+        if held != peer.partial:
+            self.partial_bytes += held - peer.partial
+            peer.partial = held
+            if self.partial_bytes > self.max_partial_bytes:
+                self._shed()
+        if stream.outgoing:  # handshake or heartbeat answers
+            self._send_protocol(peer)
+        fd = peer.sock.fileno()
+        if fd not in self.peers:
+            return []
+        if stream.backlog != (fd in self.backlog):
+            if stream.backlog:
+                self.backlog[fd] = peer
+            else:
+                del self.backlog[fd]
+            peer.reading = not stream.backlog
+            self._watch(peer)
+        if messages:
+            peer.in_flight += len(messages)
+            routing_id = peer.routing_id
+            for message in messages:
+                message.insert(0, routing_id)
+        return messages
+
+    def _shed(self) -> None:
+        """Partly received messages take more than their budget: drop the largest senders."""
+        for peer in sorted(self.peers.values(), key=lambda p: p.partial, reverse=True):
+            if self.partial_bytes <= self.max_partial_bytes:
+                break
+            self._warn("partial", f"closing connections whose unfinished messages took more than "
+                                  f"{self.max_partial_bytes} bytes together")
+            self._drop(peer)
+
+    def _warn(self, kind: str, message: str) -> None:
+        """Log `message` unless this kind of warning was logged less than WARN_EVERY_S ago."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._warned[kind] = now
+            logger.warning("%s", message)
+
+    @staticmethod
+    def _open_reserve() -> int | None:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def _close_reserve(self) -> None:
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
+
+    def _accept_with_reserve(self) -> socket.socket | bool:
+        """Out of descriptors: give up the reserved one for a moment to accept the next client.
+        Return it if there is room for it, True if it was refused, False if none was waiting."""
+        self._close_reserve()
+        try:
+            sock = self.listener.accept()[0]
+        except OSError:
+            self._reserve = self._open_reserve()
+            return False
+        room = self._evict()
+        if not room:
+            sock.close()
+        self._reserve = self._open_reserve()
+        return sock if room else True
+
+    def _evict(self) -> bool:
+        """Close the longest-idle connection with nothing in flight or queued to make room; False
+        if there is none."""
+        idle = [peer for peer in self.peers.values() if not peer.in_flight and not peer.queue]
+        if not idle:
+            self._warn("full", f"refusing a connection: {len(self.peers)} are open and all are busy")
+            return False
+        # connections that never finished their handshake go first, then the longest idle
+        self._drop(min(idle, key=lambda p: (p.stream.peer_type is not None, p.active)))
+        return True
 
     def _accept(self) -> None:
         while True:
@@ -241,18 +349,33 @@ class Router:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._reserve is not None:
+                    accepted = self._accept_with_reserve()
+                    if accepted is False:
+                        return
+                    if accepted is True:
+                        continue  # refused: on to the next client waiting
+                    sock = accepted
+                elif exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # out of descriptors or memory: stop listening for a moment instead of spinning
                     # on a listener that stays readable; the connected peers are still served
-                    logger.warning("cannot accept connections for now: %s", exc.strerror)
+                    self._warn("accept", f"cannot accept connections for now: {exc.strerror}")
                     self.poller.unregister(self.listener.fileno())
                     self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_S
-                return
+                    return
+                else:
+                    return
+            else:
+                if len(self.peers) >= self.max_connections and not self._evict():
+                    sock.close()
+                    continue
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             routing_id = b"\x00" + next(self._ids).to_bytes(4, "big")  # libzmq's form of generated ids
             peer = _Peer(sock, PeerStream(self.max_message_bytes), routing_id)
+            self._turn += 1
+            peer.active = self._turn
             self.peers[sock.fileno()] = peer
             self.by_id[routing_id] = peer
             self.poller.register(sock.fileno(), select.EPOLLIN)
@@ -260,16 +383,24 @@ class Router:
             self._send_protocol(peer)
 
     def _send_protocol(self, peer: _Peer) -> None:
-        """Send what the protocol itself wrote (greeting, READY, PONG)."""
-        self._queue(peer, [bytes(peer.stream.outgoing)])
+        """Send what the protocol itself wrote (greeting, READY, PONG), within the peer's limits."""
+        data = bytes(peer.stream.outgoing)
         peer.stream.outgoing.clear()
-        self._flush(peer)
+        self._send(peer, [data])
 
-    def _queue(self, peer: _Peer, chunks: list[bytes | bytearray | memoryview]) -> None:
+    def _send(self, peer: _Peer, chunks: list[bytes | bytearray | memoryview]) -> bool:
         for chunk in chunks:
             if chunk:
                 peer.queue.append(memoryview(chunk))
                 peer.queued_bytes += len(chunk)
+        peer.queued_messages += 1
+        if peer.queued_bytes > self.max_queued_bytes or peer.queued_messages > self.max_queued_messages:
+            self._warn("reader", "closing a client connection that does not read what it is sent")
+            self._drop(peer)
+            return False
+        if not peer.writing:
+            self._flush(peer)
+        return True
 
     def _flush(self, peer: _Peer) -> None:
         queue = peer.queue
@@ -278,19 +409,27 @@ class Router:
         except OSError:
             self._drop(peer)
             return
-        want_write = bool(queue)
         if not queue:
             peer.queued_messages = 0
-        if want_write != peer.writing and peer.sock.fileno() in self.peers:
-            peer.writing = want_write
-            self.poller.modify(peer.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if want_write else 0))
+        if bool(queue) != peer.writing:
+            peer.writing = bool(queue)
+            self._watch(peer)
+
+    def _watch(self, peer: _Peer) -> None:
+        fd = peer.sock.fileno()
+        if fd in self.peers:
+            self.poller.modify(fd, (select.EPOLLIN if peer.reading else 0) | (select.EPOLLOUT if peer.writing else 0))
 
     def _drop(self, peer: _Peer) -> None:
         fd = peer.sock.fileno()
         if self.peers.pop(fd, None) is None:
             return
         del self.by_id[peer.routing_id]
+        self.backlog.pop(fd, None)
         self.closed.append(peer.routing_id)
+        self.partial_bytes -= peer.partial
+        peer.partial = 0
+        peer.stream.release()  # a closed connection's buffers go now, not when the last reference does
         self.poller.unregister(fd)
         peer.sock.close()
         peer.queue.clear()

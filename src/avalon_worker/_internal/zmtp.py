@@ -107,10 +107,24 @@ class PeerStream:
         self._greeted = False
         self._parts: list[bytes] = []
         self._message_bytes = 0
+        self.backlog = False  # `receive` stopped at its frame budget: call it again (with b"")
 
-    def receive(self, data: bytes | bytearray | memoryview) -> list[list[bytes]]:
-        """Take bytes from the peer; return the messages they complete (in order)."""
+    @property
+    def buffered(self) -> int:
+        """Bytes held for messages not yet complete (and frames not yet parsed)."""
+        return len(self._buffer) + self._message_bytes
+
+    def release(self) -> None:
+        """Let go of everything buffered (the connection is closed)."""
+        self._buffer = bytearray()
+        self._parts = []
+        self._message_bytes = 0
+
+    def receive(self, data: bytes | bytearray | memoryview, max_frames: int = 1 << 62) -> list[list[bytes]]:
+        """Take bytes from the peer; return the messages they complete (in order), parsing at
+        most `max_frames` frames: beyond that `backlog` is set and the rest waits for the next call."""
         self._buffer += data
+        self.backlog = False
         messages: list[list[bytes]] = []
         if not self._greeted:
             if not self._check_greeting():
@@ -118,6 +132,10 @@ class PeerStream:
         buffer, offset, end = self._buffer, 0, len(self._buffer)
         try:
             while offset + 2 <= end:
+                if max_frames == 0:
+                    self.backlog = True
+                    break
+                max_frames -= 1
                 flags = buffer[offset]
                 if flags & ~(MORE | LONG | COMMAND):
                     raise ProtocolError("reserved frame flags are set")
