@@ -97,9 +97,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def run(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    code = run_verify(parse(argv), out=out)
-    return code, out.getvalue()
+    """Exit code, and what was printed: the report, or the error that stopped it."""
+    out, err = io.StringIO(), io.StringIO()
+    code = run_verify(parse(argv), out=out, err=err)
+    return code, out.getvalue() + err.getvalue()
 
 
 def common(files: dict[str, Path], *, collateral: bool = True) -> list[str]:
@@ -180,13 +181,13 @@ class TestVerifyEndpoint:
         data = json.loads(out)
         assert code == EXIT_VERIFIED and data["ok"] is True and data["tcb_status"] == "UpToDate"
 
-    def test_unreachable_endpoint_exits_two(self, files: dict[str, Path]) -> None:
+    def test_unreachable_endpoint_exits_one(self, files: dict[str, Path]) -> None:
         with zmq.Context() as ctx, ctx.socket(zmq.REP) as sock:
             port = sock.bind_to_random_port("tcp://127.0.0.1")
             sock.unbind(f"tcp://127.0.0.1:{port}")
-        code, out = run(["--endpoint", f"tcp://127.0.0.1:{port}", "--timeout", "0.3", *common(files)])
-        assert code == EXIT_ERROR
-        assert "no reply" in out
+        code, out = run(["--endpoint", f"tcp://127.0.0.1:{port}", "--timeout-s", "0.3", *common(files)])
+        assert code == EXIT_FAILED
+        assert out.startswith("avalon-worker: no worker at") and "no connection within 0.3 s" in out
 
 
 class TestVerifySavedSignup:

@@ -1,7 +1,9 @@
 """Command line: `avalon-worker serve|signup|submit|run-orders|demo|verify`, and `wo-processor`.
 
 The only place that configures logging. Errors a person can fix are printed as one line,
-without a traceback, and give exit status 2 (bad setup) or 1 (a failed work order).
+without a traceback (`errors.Error.diagnostics()`). Every command exits 0 when it did its job,
+1 when something failed a check or could not be reached (a failed work order or verification,
+an unreachable worker), 2 when the command or its set-up is wrong (a bad option or file).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from typing import Any
 
 
 from . import __version__
-from .attestation.cli import add_policy_arguments, add_verify_arguments, require_attested_worker, run_verify
+from .attestation.cli import (
+    add_policy_arguments,
+    add_verify_arguments,
+    endpoint_argument,
+    require_attested_worker,
+    run_verify,
+    say,
+)
 from .attestation.providers import select_provider
 from .client import DEFAULT_TIMEOUT_S, WorkerClient
 from .crypto import SigningKey
@@ -209,12 +218,15 @@ def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready:
 
 
 def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"the worker's ZMQ endpoint (default {DEFAULT_ENDPOINT})")
-    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for each reply")
+    parser.add_argument("--endpoint", type=endpoint_argument, default=DEFAULT_ENDPOINT,
+                        help=f"the worker's ZMQ endpoint (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds to wait for each reply; the worker is asked to stop an order "
+                        "after as long (default %(default)g)")
 
 
 def run_signup(args: argparse.Namespace) -> int:
-    with WorkerClient(args.endpoint, args.timeout_s) as client:
+    with WorkerClient(args.endpoint, args.timeout_s, on_wait=say) as client:
         worker = client.worker()
     print(json.dumps(dict(worker.signup), indent=2))
     print(f"encryption key signature: verified (worker id {worker.worker_id})", file=sys.stderr)
@@ -226,7 +238,7 @@ def _client(args: argparse.Namespace) -> WorkerClient:
     signup = require_attested_worker(args, args.endpoint, timeout=args.timeout_s)
     if signup is not None:
         print(f"worker at {args.endpoint} passed attestation policy {args.policy}", file=sys.stderr)
-    return WorkerClient(args.endpoint, args.timeout_s, signup=signup)
+    return WorkerClient(args.endpoint, args.timeout_s, signup=signup, on_wait=say)
 
 
 def run_submit(args: argparse.Namespace) -> int:

@@ -1,26 +1,87 @@
 """A requester over ZMQ: fetch and check a worker's signup, submit work orders, open results.
 
 A thin shell around `requester`; every call has a timeout, so a dead worker is an error
-message, not a hang.
+message, not a hang. While it waits, it watches the connection (a ZMQ socket monitor), so
+that the message at the end says what went wrong: nothing listening, a peer that does not
+speak ZMQ, or a worker that took the order and did not answer in time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import jsonio
 from .crypto import SigningKey
-from .errors import Error
+from .errors import Error, SetupError
 from .requester import InputSpec, ItemModeName, WorkerInfo, build_work_order, open_result
 
 DEFAULT_TIMEOUT_S = 30.0
+ENDPOINT_FORMS = "tcp://HOST:PORT or ipc://PATH"
+_MONITORED = (
+    zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
 
 
 class WorkerUnavailable(Error):
     """The worker did not answer in time, or its answer was not JSON."""
+
+
+class BadEndpoint(SetupError, ValueError):
+    """An endpoint a client cannot connect to; the message says what to write instead."""
+
+
+def check_endpoint(endpoint: str) -> str:
+    """`endpoint` unchanged if a client can connect to it (tcp://HOST:PORT or ipc://PATH), else
+    `BadEndpoint` saying what to write instead."""
+    scheme, sep, address = endpoint.partition("://")
+    if not sep:
+        guess = f" (did you mean tcp://{endpoint}?)" if ":" in endpoint else ""
+        raise BadEndpoint(f"{endpoint!r} has no scheme: write {ENDPOINT_FORMS}{guess}")
+    if scheme == "ipc" and address:
+        return endpoint
+    if scheme in ("http", "https"):
+        raise BadEndpoint(f"{endpoint!r} is an HTTP address; a worker's ZMQ endpoint is {ENDPOINT_FORMS}")
+    if scheme != "tcp":
+        raise BadEndpoint(f"{endpoint!r}: scheme {scheme!r} is not supported; write {ENDPOINT_FORMS}")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadEndpoint(f"{endpoint!r}: write tcp://HOST:PORT with a port from 1 to 65535")
+    return endpoint
+
+
+class _Link:
+    """What a socket monitor has said about the connection so far."""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.monitor = sock.get_monitor_socket(_MONITORED)
+        self.connected = False  # a TCP (or IPC) connection is up
+        self.handshaken = False  # ... and the peer completed the ZMTP handshake
+        self.refused = False  # a connection attempt failed (refused, unreachable, unresolvable)
+        self.not_zmq = False  # the peer accepted a connection but failed the ZMTP handshake
+
+    def read(self) -> None:
+        """Take in every event the monitor has queued."""
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                self.connected = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshaken, self.not_zmq = True, False
+            elif event == zmq.EVENT_CONNECT_RETRIED:
+                self.refused = not self.connected
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.connected = self.handshaken = False
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                self.not_zmq = True
+
+    def close(self) -> None:
+        self.monitor.close(linger=0)
 
 
 class WorkerClient:
@@ -32,12 +93,17 @@ class WorkerClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         context: zmq.Context | None = None,
         signup: dict[str, Any] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
-        """`signup`: a signup already fetched and checked (e.g. attested); otherwise it is fetched."""
-        self.endpoint = endpoint
+        """`signup`: a signup already fetched and checked (e.g. attested); otherwise it is fetched.
+        `on_wait` is told, once, when the worker cannot be reached yet and the client keeps
+        trying (up to `timeout_s`). An endpoint no client can use raises `BadEndpoint`."""
+        self.endpoint = check_endpoint(endpoint)
         self.timeout_s = timeout_s
         self._context = context or zmq.Context.instance()
+        self._on_wait = on_wait
         self._socket: zmq.Socket | None = None
+        self._link: _Link | None = None
         self._next_id = 1
         self._worker: WorkerInfo | None = WorkerInfo.from_signup(signup) if signup is not None else None
 
@@ -51,29 +117,73 @@ class WorkerClient:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
 
     def call(self, frame: bytes) -> Any:
         """Send one request frame and return the decoded JSON reply."""
         if self._socket is None:
             sock = self._context.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
-            timeout_ms = int(self.timeout_s * 1000)
-            sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
-            sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            sock.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))
+            self._link = _Link(sock)
             sock.connect(self.endpoint)
             self._socket = sock
         try:
             self._socket.send(frame)
-            reply = self._socket.recv()
         except zmq.Again:
-            self.close()  # a REQ socket that missed its reply cannot be reused
-            raise WorkerUnavailable(
-                f"no reply from {self.endpoint} within {self.timeout_s:g} s: is the worker running and reachable?"
-            ) from None
+            self._give_up()
+        reply = self._socket.recv() if self._wait_for_reply(self._socket) else self._give_up()
         try:
             return jsonio.loads(reply)
         except ValueError:
             raise WorkerUnavailable(f"{self.endpoint} answered with something that is not JSON") from None
+
+    def _wait_for_reply(self, sock: zmq.Socket) -> bool:
+        """Wait up to the timeout for a reply, watching the connection while it is not up."""
+        link = self._link
+        assert link is not None
+        deadline = time.monotonic() + self.timeout_s
+        while (remaining_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+            if link.handshaken:  # the usual case: one poll, no monitor traffic
+                if sock.poll(remaining_ms, zmq.POLLIN):
+                    return True
+                link.read()
+                continue
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(link.monitor, zmq.POLLIN)
+            if sock in dict(poller.poll(remaining_ms)):
+                return True
+            link.read()
+            if link.not_zmq:
+                return False
+            if link.refused and self._on_wait is not None:
+                self._on_wait(f"cannot connect to {self.endpoint} yet (nothing listening?); "
+                              f"retrying for up to {self.timeout_s:g} s")
+                self._on_wait = None  # say it once
+        return False
+
+    def _give_up(self) -> NoReturn:
+        """Raise `WorkerUnavailable` saying what the connection did; close the socket (a REQ
+        socket that missed its reply cannot be reused)."""
+        link = self._link
+        assert link is not None
+        link.read()
+        if link.not_zmq:
+            message = f"{self.endpoint} is not a ZMQ worker endpoint (the peer failed the ZMQ handshake)"
+        elif link.handshaken:
+            message = (f"{self.endpoint} took the request but did not answer within {self.timeout_s:g} s "
+                       "(the work order may need longer: raise --timeout-s)")
+        elif link.connected:
+            message = (f"{self.endpoint} accepted a connection but never completed the ZMQ handshake "
+                       f"within {self.timeout_s:g} s: is it a worker's ZMQ endpoint?")
+        else:
+            message = (f"no worker at {self.endpoint}: no connection within {self.timeout_s:g} s "
+                       "(is it running, and is the address right?)")
+        self.close()
+        raise WorkerUnavailable(message)
 
     def _request_id(self) -> int:
         self._next_id += 1
@@ -110,6 +220,9 @@ class WorkerClient:
         """Run a work order and return its verified, decrypted outputs.
 
         `include_data_hash=False` sends no input `dataHash` (see `requester.build_work_order`).
+        The request asks the worker to give up after this client's timeout (its
+        `responseTimeoutMSecs`), so that no order runs on for a client that stopped waiting.
+
         Raises `requester.WorkOrderFailed` for an error reply and `requester.VerificationError`
         for a reply that fails verification.
         """
@@ -117,6 +230,7 @@ class WorkerClient:
         pending = build_work_order(
             worker, workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
             include_data_hash=include_data_hash, request_id=self._request_id(),
+            response_timeout_ms=int(self.timeout_s * 1000),
         )
         reply = self.call(pending.frame(self._request_id()))
         return open_result(pending, reply, worker)

@@ -149,6 +149,7 @@ def build_work_order(
     request_id: Any = 1,
     session: Session | None = None,
     include_data_hash: bool = True,
+    response_timeout_ms: int = 0,
     random_bytes: Callable[[int], bytes] = crypto.random_bytes,
 ) -> PendingWorkOrder:
     """A WorkOrderSubmit request for `workload_id` on `inputs`.
@@ -159,6 +160,7 @@ def build_work_order(
     `include_data_hash=False` leaves each input's `dataHash` out: it is an unsalted SHA-256 of
     the plaintext, sent in clear, so a guessable input can be recovered from it (SECURITY.md).
     AES-GCM already authenticates every encrypted input.
+    `response_timeout_ms` asks the worker to stop the order after that long (0: its own limit).
     """
     session = session or Session.new(worker, random_bytes)
     session_key = session.key
@@ -169,7 +171,7 @@ def build_work_order(
         for index, spec in enumerate(inputs)
     ]
     params: dict[str, Any] = {
-        "responseTimeoutMSecs": 0,
+        "responseTimeoutMSecs": response_timeout_ms,
         "payloadFormat": "JSON-RPC",
         "resultUri": "",
         "notifyUri": "",

@@ -3,7 +3,8 @@
 ``verify`` fetches a fresh signup (with a random nonce) over ZMQ, or reads a saved one, checks
 it against a JSON policy and prints every step as pass/fail; it exits 0 only if the worker
 is verified (or accepted under a policy's explicitly insecure relaxations), 1 if verification
-failed, 2 if it could not be run (bad policy, unreachable worker, unreadable file).
+failed or the worker could not be reached, 2 if the command or its files are wrong (bad
+policy, unreadable signup file), as every ``avalon-worker`` command does.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-import zmq
 from cryptography import x509
 
+from ..client import DEFAULT_TIMEOUT_S, BadEndpoint, WorkerClient, WorkerUnavailable, check_endpoint
+from ..errors import Error, SetupError
 from .collateral import Collateral, load_collateral
-from .errors import AttestationError, AttestationFailed, SignupFetchError
-from .policy import load_policy
+from .errors import AttestationFailed, SignupFetchError
+from .policy import POLICY_TEMPLATE, load_policy
 from .report import VerificationReport
 from .verify import verify_signup
 
@@ -30,20 +32,29 @@ EXIT_ERROR = 2
 NONCE_BYTES = 32
 
 
-def fetch_signup(endpoint: str, *, nonce: bytes | None, timeout: float = 10.0) -> dict[str, Any]:
-    """Ask a worker for its signup (`ProcessWorkerSignup`, with `{"nonce": hex}` if given)."""
-    from ..client import WorkerClient, WorkerUnavailable
+def say(message: str) -> None:
+    """A one-line notice for the person at the command line (stderr)."""
+    print(f"avalon-worker: {message}", file=sys.stderr, flush=True)
 
+
+def endpoint_argument(text: str) -> str:
+    """argparse type of --endpoint: a malformed endpoint is a usage error naming the option."""
+    try:
+        return check_endpoint(text)
+    except BadEndpoint as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def fetch_signup(endpoint: str, *, nonce: bytes | None, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Ask a worker for its signup (`ProcessWorkerSignup`, with `{"nonce": hex}` if given)."""
     request: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "ProcessWorkerSignup"}
     if nonce is not None:
         request["params"] = {"nonce": nonce.hex()}
     try:
-        with WorkerClient(endpoint, timeout) as client:
+        with WorkerClient(endpoint, timeout, on_wait=say) as client:
             reply = client.call(json.dumps(request).encode("utf-8"))
-    except WorkerUnavailable as exc:
-        raise SignupFetchError(str(exc), hint="is the worker running at that address?") from exc
-    except zmq.ZMQError as exc:
-        raise SignupFetchError(f"cannot talk to {endpoint}: {exc}") from exc
+    except (WorkerUnavailable, BadEndpoint) as exc:
+        raise SignupFetchError(str(exc)) from exc
     return _signup_from(reply, endpoint)
 
 
@@ -77,12 +88,25 @@ def _load_root(path: str | None) -> x509.Certificate | None:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
     except (OSError, ValueError) as exc:
-        raise AttestationError(f"cannot load root CA {path}: {exc}") from exc
+        raise SetupError(f"cannot load root CA {path}: {exc}") from exc
 
 
-def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+class _PrintPolicyTemplate(argparse.Action):
+    """``--print-policy-template``: print a minimal policy and exit (like ``--version``)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(json.dumps(POLICY_TEMPLATE, indent=2))
+        parser.exit()
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
     """Add ``--policy``, ``--collateral`` and ``--insecure-root-ca`` (for submit/run-orders too)."""
-    parser.add_argument("--policy", metavar="FILE", help="JSON attestation policy the worker must satisfy")
+    parser.add_argument("--policy", metavar="FILE", required=required,
+                        help="JSON attestation policy the worker must satisfy "
+                        "(`avalon-worker verify --print-policy-template` prints one to start from)")
     parser.add_argument(
         "--collateral",
         metavar="FILE",
@@ -97,10 +121,13 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     """Configure the ``verify`` subcommand's parser."""
+    parser.add_argument("--print-policy-template", action=_PrintPolicyTemplate,
+                        help="print a minimal policy to edit (allowed MRENCLAVE, current TCB only) and exit")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--endpoint", metavar="URL", help="worker ZMQ endpoint, e.g. tcp://host:7777")
+    source.add_argument("--endpoint", metavar="URL", type=endpoint_argument,
+                        help="worker ZMQ endpoint, e.g. tcp://host:7777")
     source.add_argument("--signup", metavar="FILE", help="a saved signup JSON document")
-    add_policy_arguments(parser)
+    add_policy_arguments(parser, required=True)
     parser.add_argument(
         "--nonce",
         metavar="HEX",
@@ -108,7 +135,8 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: none, so REPORT_DATA must end in zeros)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS", help="ZMQ timeout (default 10)"
+        "--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+        help="seconds to wait for the signup (default %(default)g)",
     )
     parser.add_argument(
         "--save-signup", metavar="FILE", help="with --endpoint: write the fetched signup here"
@@ -121,12 +149,24 @@ def _collateral(args: argparse.Namespace) -> Collateral | None:
     return load_collateral(path) if path else None
 
 
-def run_verify(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
-    """Run ``verify``; print the steps; return the exit code."""
+def _saved_signup(path: str, nonce_hex: str | None) -> tuple[bytes | None, dict[str, Any]]:
+    """`verify --signup FILE [--nonce HEX]`: the nonce and the signup; `SetupError` if either is bad."""
+    try:
+        nonce = bytes.fromhex(nonce_hex) if nonce_hex else None
+    except ValueError:
+        raise SetupError("--nonce must be hex") from None
+    try:
+        return nonce, parse_signup(Path(path).read_bytes(), source=path)
+    except OSError as exc:
+        raise SetupError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except SignupFetchError as exc:
+        raise SetupError(exc.message) from None
+
+
+def run_verify(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run ``verify``; print the steps to `out` (or why it could not run to `err`); return the exit code."""
     out = out or sys.stdout
     try:
-        if not args.policy:
-            raise AttestationError("verify needs --policy FILE", hint="see the policy format in the docs")
         policy = load_policy(args.policy)
         collateral = _collateral(args)
         root_ca = _load_root(getattr(args, "insecure_root_ca", None))
@@ -134,22 +174,14 @@ def run_verify(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             print("WARNING: --insecure-root-ca replaces Intel's SGX Root CA: INSECURE", file=sys.stderr)
         if args.endpoint:
             nonce: bytes | None = os.urandom(NONCE_BYTES)
-            signup = fetch_signup(args.endpoint, nonce=nonce, timeout=args.timeout)
+            signup = fetch_signup(args.endpoint, nonce=nonce, timeout=args.timeout_s)
             if args.save_signup:
                 Path(args.save_signup).write_text(json.dumps(signup, indent=2), encoding="utf-8")
         else:
-            try:
-                nonce = bytes.fromhex(args.nonce) if args.nonce else None
-            except ValueError as exc:
-                raise AttestationError("--nonce must be hex") from exc
-            try:
-                raw = Path(args.signup).read_bytes()
-            except OSError as exc:
-                raise SignupFetchError(f"cannot read {args.signup}: {exc.strerror or exc}") from exc
-            signup = parse_signup(raw, source=args.signup)
-    except AttestationError as exc:
-        print(f"error: {exc.diagnostics()}", file=out)
-        return EXIT_ERROR
+            nonce, signup = _saved_signup(args.signup, args.nonce)
+    except Error as exc:
+        print(f"avalon-worker: {exc.diagnostics()}", file=err or sys.stderr)
+        return exc.exit_status
     report = verify_signup(signup, policy, nonce=nonce, collateral=collateral, root_ca=root_ca)
     if getattr(args, "json", False):
         print(json.dumps(report.to_dict(), indent=2), file=out)
@@ -160,7 +192,7 @@ def run_verify(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 
 def require_attested_worker(
-    args: argparse.Namespace, endpoint: str, *, timeout: float = 10.0
+    args: argparse.Namespace, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT_S
 ) -> dict[str, Any] | None:
     """For submit/run-orders: if ``--policy`` was given, attest the worker first.
 

@@ -43,6 +43,14 @@ _SECURE_TCB_STATUSES = frozenset(
 _OUT_OF_DATE = frozenset({"OutOfDate", "OutOfDateConfigurationNeeded"})
 
 
+MRENCLAVE_PLACEHOLDER = "REPLACE-with-the-64-hex-digit-MRENCLAVE-your-enclave-build-printed"
+# The smallest useful policy: one allowed enclave, current TCB only (`verify --print-policy-template`).
+POLICY_TEMPLATE: dict[str, Any] = {
+    "enclave": {"mrenclave": [MRENCLAVE_PLACEHOLDER]},
+    "accepted_tcb_statuses": ["UpToDate"],
+}
+
+
 class PolicyViolation(AttestationError):
     """The enclave does not satisfy the policy; the message says which value differed."""
 

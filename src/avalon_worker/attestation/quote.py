@@ -240,7 +240,7 @@ def parse_quote(data: bytes, *, max_size: int = MAX_QUOTE_SIZE) -> Quote:
         raise QuoteParseError(f"a quote is bytes, not {type(data).__name__}")
     data = bytes(data)
     if not data:
-        raise QuoteParseError("the quote is empty (the worker may run without attestation)")
+        raise QuoteParseError("the quote is empty: the worker runs without SGX attestation")
     if len(data) > max_size:
         raise QuoteParseError(f"quote of {len(data)} bytes exceeds the {max_size}-byte limit")
     if len(data) < 2:

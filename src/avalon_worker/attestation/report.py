@@ -102,10 +102,17 @@ class VerificationReport:
         raise KeyError(name)
 
     def verdict(self) -> str:
-        """One line: VERIFIED, ACCEPTED WITH INSECURE OVERRIDES …, or FAILED …."""
+        """One line: VERIFIED, ACCEPTED WITH INSECURE OVERRIDES …, or FAILED …, leading with the
+        steps that failed (the cause) before those that could not be checked because of them."""
         if not self.ok:
-            names = ", ".join(step.name for step in self.failures)
-            return f"FAILED: {names}"
+            failed = [step for step in self.failures if step.status is StepStatus.FAIL]
+            unchecked = [step.name for step in self.failures if step.status is not StepStatus.FAIL]
+            if not failed:
+                return f"FAILED: not checked: {', '.join(unchecked)}"
+            causes = "; ".join(f"{step.name}: {step.detail}" if step.detail else step.name for step in failed)
+            if unchecked:
+                causes += f" ({len(unchecked)} further check{'s' if len(unchecked) > 1 else ''} could not run)"
+            return f"FAILED: {causes}"
         if self.insecure_overrides:
             what = ", ".join(self.insecure_overrides)
             return f"ACCEPTED WITH INSECURE OVERRIDES ({what}): do not rely on this worker"

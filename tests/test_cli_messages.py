@@ -1,0 +1,185 @@
+"""What a person sees when something is wrong: one clear line, the right exit status, no silence.
+
+Real subprocesses of `avalon-worker` against real workers and sockets on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from avalon_worker.attestation import load_policy
+from avalon_worker.attestation.policy import MRENCLAVE_PLACEHOLDER
+from conftest import RunningWorker, run_cli
+
+REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
+SAMPLE = str(Path(__file__).with_name("test_work_orders.json"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sleepy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningWorker, Path]]:
+    """A one-process worker with the misbehaving test workloads; its log goes to a file."""
+    state = tmp_path_factory.mktemp("sleepy")
+    log = state / "worker.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", str(state / "s"),
+             "--rsa-bits", "2048", "--attestation", "none", "--workers", "1", "--workloads", REGISTRY],
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )
+    assert process.stdout is not None
+    endpoint = process.stdout.readline().removeprefix("listening on ").strip()
+    running = RunningWorker(process, endpoint, state)
+    yield running, log
+    running.stop()
+
+
+def wait_for_line(path: Path, fragment: str, limit_s: float = 60) -> str:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        for line in path.read_text().splitlines():
+            if fragment in line:
+                return line
+        time.sleep(0.1)
+    raise AssertionError(f"{fragment!r} never appeared in {path}:\n{path.read_text()}")
+
+
+# 1. a mistyped endpoint --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["signup"], ["submit", "--workload", "python-hello", "x"], ["run-orders", SAMPLE],
+                                     ["verify", "--policy", "p.json"]])
+def test_an_endpoint_without_a_scheme_is_one_line_naming_the_option(command: list[str]) -> None:
+    done = run_cli(*command[:1], "--endpoint", "127.0.0.1:7777", *command[1:])
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "argument --endpoint: '127.0.0.1:7777' has no scheme" in done.stderr
+    assert "did you mean tcp://127.0.0.1:7777?" in done.stderr
+
+
+@pytest.mark.parametrize("endpoint,fragment", [
+    ("http://127.0.0.1:7777", "is an HTTP address; a worker's ZMQ endpoint is tcp://HOST:PORT"),
+    ("udp://127.0.0.1:7777", "scheme 'udp' is not supported"),
+    ("tcp://127.0.0.1:99999", "a port from 1 to 65535"),
+    ("tcp://127.0.0.1", "write tcp://HOST:PORT"),
+])
+def test_other_malformed_endpoints_say_what_to_write(endpoint: str, fragment: str) -> None:
+    done = run_cli("submit", "--endpoint", endpoint, "--workload", "python-hello", "x")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert fragment in done.stderr
+
+
+# 2. waiting: say so, say why, and stop the order the client gave up on ----------------------------
+
+
+def test_nothing_listening_is_said_at_once_and_explained_at_the_end() -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    done = run_cli("signup", "--endpoint", endpoint, "--timeout-s", "2")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"avalon-worker: cannot connect to {endpoint} yet (nothing listening?); retrying for up to 2 s"
+    assert lines[-1] == (f"avalon-worker: no worker at {endpoint}: no connection within 2 s "
+                         "(is it running, and is the address right?)")
+
+
+def test_a_peer_that_is_not_a_zmq_worker_is_named_at_once() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer_like_http() -> None:
+        connection, _ = server.accept()
+        connection.recv(64)
+        connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        connection.close()
+
+    threading.Thread(target=answer_like_http, daemon=True).start()
+    endpoint = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        done = run_cli("signup", "--endpoint", endpoint, "--timeout-s", "30")
+    finally:
+        server.close()
+    assert done.returncode == 1
+    assert f"{endpoint} is not a ZMQ worker endpoint" in done.stderr
+
+
+def test_a_slow_order_is_told_apart_from_a_missing_worker_and_stopped_by_the_worker(
+        sleepy: tuple[RunningWorker, Path]) -> None:
+    running, log = sleepy
+    done = run_cli("submit", "--endpoint", running.endpoint, "--timeout-s", "1.5", "--workload", "sleep", "30")
+    assert done.returncode == 1
+    assert f"{running.endpoint} took the request but did not answer within 1.5 s" in done.stderr
+    assert "raise --timeout-s" in done.stderr
+    # The request carried the client's 1.5 s as responseTimeoutMSecs: the worker stops the order
+    # instead of running it for 30 s (its own limit is 60 s).
+    assert "workload='sleep': time limit exceeded" in wait_for_line(log, "time limit exceeded")
+    assert run_cli("submit", "--endpoint", running.endpoint, "--workload", "python-hello", "again").stdout == "Hello again\n"
+
+
+def test_help_shows_the_reply_timeout_default() -> None:
+    for command in ("signup", "submit", "run-orders", "verify"):
+        help_text = " ".join(run_cli(command, "--help").stdout.split())
+        assert "--timeout-s TIMEOUT_S" in help_text and "(default 30)" in help_text, command
+
+
+# 7. verify speaks like the other commands ------------------------------------------------------------
+
+
+def test_verify_shows_policy_as_required_and_names_it_when_missing(worker: RunningWorker) -> None:
+    usage = run_cli("verify", "--help").stdout.split("\n\n")[0]
+    assert " --policy FILE" in usage and "[--policy FILE]" not in usage
+    done = run_cli("verify", "--endpoint", worker.endpoint)
+    assert done.returncode == 2
+    assert "the following arguments are required: --policy" in done.stderr
+
+
+def test_verify_prints_a_policy_template_that_needs_only_the_enclave(tmp_path: Path) -> None:
+    done = run_cli("verify", "--print-policy-template")
+    assert done.returncode == 0
+    template = json.loads(done.stdout)
+    assert template["enclave"]["mrenclave"] == [MRENCLAVE_PLACEHOLDER]
+    policy = tmp_path / "policy.json"
+    policy.write_text(done.stdout.replace(MRENCLAVE_PLACEHOLDER, "ab" * 32))
+    assert "ab" * 32 in load_policy(policy).describe()
+    policy.write_text(done.stdout)
+    refused = run_cli("verify", "--signup", str(tmp_path / "none.json"), "--policy", str(policy))
+    assert refused.returncode == 2 and "is not hex" in refused.stderr
+
+
+def test_verify_errors_look_like_every_other_command(tmp_path: Path) -> None:
+    template = run_cli("verify", "--print-policy-template").stdout.replace(MRENCLAVE_PLACEHOLDER, "ab" * 32)
+    policy = tmp_path / "policy.json"
+    policy.write_text(template)
+    done = run_cli("verify", "--signup", str(tmp_path / "missing.json"), "--policy", str(policy))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"avalon-worker: cannot read {tmp_path / 'missing.json'}")
+    unreachable = run_cli("verify", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--policy", str(policy),
+                          "--timeout-s", "1")
+    same = run_cli("signup", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout-s", "1")
+    assert unreachable.returncode == same.returncode == 1
+    assert unreachable.stderr.splitlines()[-1].startswith("avalon-worker: no worker at")
+    assert same.stderr.splitlines()[-1].startswith("avalon-worker: no worker at")
+
+
+def test_verify_of_a_worker_without_sgx_leads_with_the_missing_quote(worker: RunningWorker, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(run_cli("verify", "--print-policy-template").stdout.replace(MRENCLAVE_PLACEHOLDER, "ab" * 32))
+    done = run_cli("verify", "--endpoint", worker.endpoint, "--policy", str(policy))
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[-1] == (
+        "FAILED: quote parsed: the quote is empty: the worker runs without SGX attestation "
+        "(11 further checks could not run)")
