@@ -18,7 +18,7 @@ import pytest
 
 from avalon_worker.attestation import load_policy
 from avalon_worker.attestation.policy import MRENCLAVE_PLACEHOLDER
-from conftest import RunningWorker, run_cli
+from conftest import RunningWorker, launch_worker, run_cli
 
 REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
 SAMPLE = str(Path(__file__).with_name("test_work_orders.json"))
@@ -117,17 +117,27 @@ def test_a_peer_that_is_not_a_zmq_worker_is_named_at_once() -> None:
     assert f"{endpoint} is not a ZMQ worker endpoint" in done.stderr
 
 
-def test_a_slow_order_is_told_apart_from_a_missing_worker_and_stopped_by_the_worker(
-        sleepy: tuple[RunningWorker, Path]) -> None:
+def test_a_slow_order_is_stopped_by_the_worker_at_the_clients_time_limit(sleepy: tuple[RunningWorker, Path]) -> None:
     running, log = sleepy
-    done = run_cli("submit", "--endpoint", running.endpoint, "--timeout-s", "1.5", "--workload", "sleep", "30")
+    done = run_cli("submit", "--endpoint", running.endpoint, "--timeout-s", "4", "--workload", "sleep", "30")
     assert done.returncode == 1
-    assert f"{running.endpoint} took the request but did not answer within 1.5 s" in done.stderr
-    assert "raise --timeout-s" in done.stderr
-    # The request carried the client's 1.5 s as responseTimeoutMSecs: the worker stops the order
-    # instead of running it for 30 s (its own limit is 60 s).
+    # The request carried 3 s (the client's 4 s less a margin) as responseTimeoutMSecs: the worker
+    # stops the order instead of running it for 30 s (its own limit is 60 s), and says so in time.
+    assert "error 1: workload 'sleep' exceeded its time limit" in done.stderr
+    assert "hint: this client asked the worker to stop the order after 3 s; raise --timeout-s" in done.stderr
     assert "workload='sleep': time limit exceeded" in wait_for_line(log, "time limit exceeded")
     assert run_cli("submit", "--endpoint", running.endpoint, "--workload", "python-hello", "again").stdout == "Hello again\n"
+
+
+def test_a_worker_that_took_the_order_and_did_not_answer_is_told_apart_from_a_missing_one(tmp_path: Path) -> None:
+    inline = launch_worker(tmp_path, ["--workers", "0", "--workloads", REGISTRY])  # no time limits in-process
+    try:
+        done = run_cli("submit", "--endpoint", inline.endpoint, "--timeout-s", "1", "--workload", "sleep", "3")
+    finally:
+        inline.stop()
+    assert done.returncode == 1
+    assert f"{inline.endpoint} took the request but did not answer within 1 s" in done.stderr
+    assert "raise --timeout-s" in done.stderr
 
 
 def test_help_shows_the_reply_timeout_default() -> None:

@@ -18,7 +18,7 @@ from zmq.utils.monitor import recv_monitor_message
 from . import jsonio
 from .crypto import SigningKey
 from .errors import Error, SetupError
-from .requester import InputSpec, ItemModeName, WorkerInfo, build_work_order, open_result
+from .requester import InputSpec, ItemModeName, WorkerInfo, WorkOrderFailed, build_work_order, open_result
 
 DEFAULT_TIMEOUT_S = 30.0
 ENDPOINT_FORMS = "tcp://HOST:PORT or ipc://PATH"
@@ -53,6 +53,12 @@ def check_endpoint(endpoint: str) -> str:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise BadEndpoint(f"{endpoint!r}: write tcp://HOST:PORT with a port from 1 to 65535")
     return endpoint
+
+
+def order_time_limit_s(timeout_s: float) -> float:
+    """The time limit a client with `timeout_s` asks for its orders: up to a second less, so
+    that the worker's answer that the limit was reached arrives while the client still waits."""
+    return timeout_s - min(1.0, timeout_s / 4)
 
 
 class _Link:
@@ -220,8 +226,9 @@ class WorkerClient:
         """Run a work order and return its verified, decrypted outputs.
 
         `include_data_hash=False` sends no input `dataHash` (see `requester.build_work_order`).
-        The request asks the worker to give up after this client's timeout (its
-        `responseTimeoutMSecs`), so that no order runs on for a client that stopped waiting.
+        The request asks the worker to give up a little before this client's timeout (its
+        `responseTimeoutMSecs`, see `order_time_limit_s`), so that no order runs on for a client
+        that stopped waiting and the worker's own answer says that the limit was reached.
 
         Raises `requester.WorkOrderFailed` for an error reply and `requester.VerificationError`
         for a reply that fails verification.
@@ -230,7 +237,14 @@ class WorkerClient:
         pending = build_work_order(
             worker, workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
             include_data_hash=include_data_hash, request_id=self._request_id(),
-            response_timeout_ms=int(self.timeout_s * 1000),
+            response_timeout_ms=int(order_time_limit_s(self.timeout_s) * 1000),
         )
+        sent = time.monotonic()
         reply = self.call(pending.frame(self._request_id()))
-        return open_result(pending, reply, worker)
+        try:
+            return open_result(pending, reply, worker)
+        except WorkOrderFailed as exc:
+            if time.monotonic() - sent >= order_time_limit_s(self.timeout_s):
+                exc.hint = (f"this client asked the worker to stop the order after {order_time_limit_s(self.timeout_s):g} s; "
+                            "raise --timeout-s to give it longer")
+            raise
