@@ -158,13 +158,14 @@ def _cert(
     days: int = 365,
     not_before: datetime | None = None,
     extension: bytes | None = None,
+    serial: int | None = None,
 ) -> x509.Certificate:
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
         .issuer_name(issuer.subject if issuer else _name(subject))
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial or x509.random_serial_number())
         .not_valid_before(not_before or now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
@@ -230,6 +231,13 @@ class TestPki:
         )
         tcb_cert = _cert("Test SGX TCB Signing", tcb_key, root, root_key, ca=False, now=now, days=3650)
         return cls(now, root_key, root, ca_key, ca, pck_key, pck, tcb_key, tcb_cert)
+
+    def reissued_root(self, *, days: int) -> x509.Certificate:
+        """Another issue of the root: same key, subject and serial, another validity period."""
+        return _cert(
+            "Test SGX Root CA", self.root_key, None, self.root_key, ca=True, now=self.now, days=days,
+            not_before=self.now - timedelta(days=30), serial=self.root.serial_number,
+        )
 
     def chain_pem(self, *, include_root: bool = True) -> bytes:
         """Quote-order PCK chain: leaf, CA, root (NUL-terminated like real quotes)."""

@@ -95,12 +95,66 @@ def test_without_collateral_the_chain_still_verifies_but_tcb_is_not_checked() ->
     ("offset", "expected"),
     [
         (OFF_REPORT_DATA, {R.STEP_QUOTE_SIGNATURE}),
-        (OFF_QE_REPORT_DATA, {R.STEP_QE_SIGNATURE, R.STEP_QE_BINDING}),
+        (OFF_QE_REPORT_DATA, {R.STEP_QE_SIGNATURE, R.STEP_QE_BINDING, R.STEP_QE_IDENTITY, R.STEP_TCB}),
     ],
 )
 def test_tampering_the_real_quote(offset: int, expected: set[str]) -> None:
     policy = AttestationPolicy(enclave=MrEnclave(MRENCLAVE), accepted_tcb_statuses=frozenset({REAL_STATUS}))
     assert failing(verify(flip(QUOTE, offset), policy)) == expected
+
+
+CERT_START = QUOTE.index(b"-----BEGIN CERTIFICATE-----")
+CERT_END = QUOTE.rindex(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
+
+
+@pytest.mark.parametrize("bit", range(8))
+def test_a_flipped_bit_in_the_pck_leaf_fails_a_step_instead_of_raising(bit: int) -> None:
+    # Offset 1640 lies in the leaf's CRL distribution point; bit 0 duplicates that extension.
+    raw = bytearray(QUOTE)
+    raw[1640] ^= 1 << bit
+    report = verify(bytes(raw), AttestationPolicy(enclave=MrEnclave(MRENCLAVE)))
+    assert report.step(R.STEP_CHAIN).status is StepStatus.FAIL
+    assert not report.ok
+
+
+def test_every_bit_of_the_certificate_region_flipped_gives_a_failed_report_never_an_exception() -> None:
+    """Exhaustive: each of the 8 × 3,546 single-bit flips of the PEM chain (without collateral,
+    which the certificates do not reach) must fail verification, and nothing may raise."""
+    policy = AttestationPolicy(enclave=MrEnclave(MRENCLAVE))
+    raised: dict[str, int] = {}
+    verified = []
+    for offset in range(CERT_START, CERT_END):
+        for bit in range(8):
+            raw = bytearray(QUOTE)
+            raw[offset] ^= 1 << bit
+            try:
+                report = verify(bytes(raw), policy, collateral=None)
+            except Exception as exc:  # the property under test: collect, then fail with the count
+                raised[type(exc).__name__] = raised.get(type(exc).__name__, 0) + 1
+                continue
+            if report.step(R.STEP_CHAIN).status is StepStatus.PASS:
+                verified.append((offset, bit))
+    assert raised == {}
+    # A few flips leave every signed byte and signature of the leaf and its CA as they were: the
+    # unused low bits of a base64 character, PEM framing, the "unused bits" octet of a
+    # signature's BIT STRING (which the library ignores), or anything in the quote's own copy of
+    # the root (never used: only the pinned root is trusted). Those may still verify; no other.
+    for offset, bit in verified:
+        raw = bytearray(QUOTE)
+        raw[offset] ^= 1 << bit
+        assert _signed_parts(bytes(raw))[:2] == _signed_parts(QUOTE)[:2], (offset, bit)
+
+
+def _signed_parts(raw: bytes) -> list[tuple[bytes, bytes]]:
+    from cryptography import x509
+
+    from avalon_worker.attestation.quote import DcapQuote, parse_quote
+
+    quote = parse_quote(raw)
+    assert isinstance(quote, DcapQuote)
+    pems = quote.signature_data.certification_data.pem_certificates()
+    certs = [x509.load_pem_x509_certificate(p) for p in pems]
+    return [(cert.tbs_certificate_bytes, cert.signature) for cert in certs]
 
 
 def test_expired_collateral_is_refused() -> None:

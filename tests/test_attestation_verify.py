@@ -163,11 +163,14 @@ class TestGoodQuote:
     def test_the_pinned_intel_root_rejects_a_test_chain(self, good: bytes, pki: TestPki) -> None:
         report = verify_quote_bytes(good, POLICY, now=pki.now)
         assert report.step(R.STEP_CHAIN).status is StepStatus.FAIL
-        assert "not the pinned root" in report.step(R.STEP_CHAIN).detail
+        assert "does not lead to the pinned root" in report.step(R.STEP_CHAIN).detail
 
 
 class TestTamperingBreaksItsOwnStep:
-    """Raw byte flips: the signature over them fails, and so does the check of that field."""
+    """Raw byte flips: the signature over them fails, and so does the check of that field.
+
+    A QE report the PCK key did not sign proves nothing about the QE, so its identity (and the
+    TCB status that needs it) fail with it; a broken chain leaves no TCB to read."""
 
     @pytest.mark.parametrize(
         ("offset", "mask", "expected"),
@@ -179,9 +182,9 @@ class TestTamperingBreaksItsOwnStep:
             (OFF_ISVSVN, 0x01, {R.STEP_QUOTE_SIGNATURE}),
             (OFF_ISV_SIGNATURE + 10, 0x01, {R.STEP_QUOTE_SIGNATURE}),
             (OFF_ATTESTATION_KEY + 7, 0x01, {R.STEP_QE_BINDING, R.STEP_QUOTE_SIGNATURE}),
-            (OFF_QE_REPORT + 64, 0x01, {R.STEP_QE_SIGNATURE}),
-            (OFF_QE_REPORT_DATA, 0x01, {R.STEP_QE_SIGNATURE, R.STEP_QE_BINDING}),
-            (OFF_QE_SIGNATURE + 40, 0x01, {R.STEP_QE_SIGNATURE}),
+            (OFF_QE_REPORT + 64, 0x01, {R.STEP_QE_SIGNATURE, R.STEP_QE_IDENTITY, R.STEP_TCB}),
+            (OFF_QE_REPORT_DATA, 0x01, {R.STEP_QE_SIGNATURE, R.STEP_QE_BINDING, R.STEP_QE_IDENTITY, R.STEP_TCB}),
+            (OFF_QE_SIGNATURE + 40, 0x01, {R.STEP_QE_SIGNATURE, R.STEP_QE_IDENTITY, R.STEP_TCB}),
             (OFF_QE_AUTH + 5, 0x01, {R.STEP_QE_BINDING}),
         ],
     )
@@ -211,8 +214,8 @@ class TestTamperingBreaksItsOwnStep:
         lines = b"\n".join(body[i : i + 64] for i in range(0, len(body), 64))
         bad_pem = b"-----BEGIN CERTIFICATE-----\n" + lines + b"\n-----END CERTIFICATE-----\n"
         report = verify(replace_leaf_pem(good, leaf_pem, bad_pem), pki, collateral)
-        assert failing(report) == {R.STEP_CHAIN, R.STEP_REVOCATION}
-        assert "not validly signed" in report.step(R.STEP_CHAIN).detail
+        assert failing(report) == {R.STEP_CHAIN, R.STEP_REVOCATION, R.STEP_TCB}
+        assert "signature does not match" in report.step(R.STEP_CHAIN).detail
         assert report.step(R.STEP_REVOCATION).status is StepStatus.NOT_CHECKED
 
     def test_chain_to_another_root(self, factory: QuoteFactory, pki: TestPki, collateral: Collateral) -> None:
@@ -222,7 +225,7 @@ class TestTamperingBreaksItsOwnStep:
         )
         report = verify(rogue.quote(EXPECTED), pki, collateral)
         assert R.STEP_CHAIN in failing(report)
-        assert "not the pinned root" in report.step(R.STEP_CHAIN).detail
+        assert "signature does not match" in report.step(R.STEP_CHAIN).detail  # same names, other keys
 
     def test_intermediate_named_like_the_root_but_signed_by_another_key(
         self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
@@ -232,16 +235,16 @@ class TestTamperingBreaksItsOwnStep:
             other, attestation_key=factory.attestation_key, qe_auth_data=factory.qe_auth_data
         )
         report = verify(rogue.quote(EXPECTED, cert_data=other.chain_pem(include_root=False)), pki, collateral)
-        assert failing(report) == {R.STEP_CHAIN, R.STEP_REVOCATION}
-        assert "is not validly signed by" in report.step(R.STEP_CHAIN).detail
+        assert failing(report) == {R.STEP_CHAIN, R.STEP_REVOCATION, R.STEP_TCB}
+        assert "signature does not match" in report.step(R.STEP_CHAIN).detail
 
     def test_chain_without_its_intermediate(
         self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
     ) -> None:
         chain = pem(pki.pck) + pem(pki.root)
         report = verify(factory.quote(EXPECTED, cert_data=chain), pki, collateral)
-        assert failing(report) == {R.STEP_CHAIN, R.STEP_REVOCATION}
-        assert "no certificate for issuer" in report.step(R.STEP_CHAIN).detail
+        assert failing(report) == {R.STEP_CHAIN, R.STEP_REVOCATION, R.STEP_TCB}
+        assert "does not lead to the pinned root" in report.step(R.STEP_CHAIN).detail
 
     def test_chain_without_root_is_completed_by_the_pinned_root(
         self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
@@ -259,7 +262,7 @@ class TestTamperingBreaksItsOwnStep:
     def test_expired_pck_certificate(self, factory: QuoteFactory, pki: TestPki) -> None:
         report = verify(factory.quote(EXPECTED), pki, None, now=pki.now + timedelta(days=400))
         assert report.step(R.STEP_CHAIN).status is StepStatus.FAIL
-        assert "valid from" in report.step(R.STEP_CHAIN).detail
+        assert "not valid at validation time" in report.step(R.STEP_CHAIN).detail
 
     def test_pck_signed_by_a_non_ca_is_refused(self, pki: TestPki, collateral: Collateral) -> None:
         # A leaf issued by the TCB signing certificate (not a CA) must not chain.
@@ -274,7 +277,53 @@ class TestTamperingBreaksItsOwnStep:
             pki.now, pki.root_key, pki.root, pki.tcb_key, pki.tcb_cert, key, leaf, pki.tcb_key, pki.tcb_cert
         )
         report = verify(QuoteFactory(rogue_pki).quote(EXPECTED, cert_data=chain), pki, collateral)
-        assert "not a CA" in report.step(R.STEP_CHAIN).detail
+        assert "basicConstraints.cA must be asserted" in report.step(R.STEP_CHAIN).detail
+
+
+class TestChainRules:
+    @pytest.mark.parametrize("first", ["ca", "root"])
+    def test_a_chain_that_does_not_start_with_the_leaf_fails(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral, first: str
+    ) -> None:
+        chain = pem(pki.ca) + pem(pki.root) if first == "ca" else pem(pki.root)
+        report = verify(factory.quote(EXPECTED, cert_data=chain), pki, collateral)
+        assert report.step(R.STEP_CHAIN).status is StepStatus.FAIL
+        assert "is a CA: the chain must start with the PCK leaf" in report.step(R.STEP_CHAIN).detail
+        assert not report.ok
+
+    def test_another_issue_of_the_pinned_root_in_the_quote_is_ignored_like_a_missing_root(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
+        older = pki.reissued_root(days=100)
+        assert (older.subject, older.serial_number) == (pki.root.subject, pki.root.serial_number)
+        with_older = verify(factory.quote(EXPECTED, cert_data=pem(pki.pck) + pem(pki.ca) + pem(older)), pki, collateral)
+        without = verify(factory.quote(EXPECTED, cert_data=pki.chain_pem(include_root=False)), pki, collateral)
+        assert with_older.ok and without.ok
+        detail = with_older.step(R.STEP_CHAIN).detail
+        assert detail.startswith(without.step(R.STEP_CHAIN).detail)
+        assert (
+            f"the quote's own {older.subject.rfc4514_string()} (another issue of the pinned root, with its key, "
+            f"valid {older.not_valid_before_utc:%Y-%m-%d} to {older.not_valid_after_utc:%Y-%m-%d}) was not used: "
+            "only the pinned root is trusted"
+        ) in detail
+
+    def test_a_foreign_root_in_the_quote_is_never_trusted(
+        self, factory: QuoteFactory, pki: TestPki, collateral: Collateral
+    ) -> None:
+        other = TestPki.create(now=pki.now)
+        good_path = verify(factory.quote(EXPECTED, cert_data=pem(pki.pck) + pem(pki.ca) + pem(other.root)), pki, collateral)
+        assert good_path.ok
+        assert "a root other than the pinned one" in good_path.step(R.STEP_CHAIN).detail
+        rogue = QuoteFactory(other, attestation_key=factory.attestation_key, qe_auth_data=factory.qe_auth_data)
+        assert R.STEP_CHAIN in failing(verify(rogue.quote(EXPECTED), pki, collateral))
+
+    def test_qe_identity_does_not_pass_on_a_qe_report_the_pck_key_did_not_sign(
+        self, good: bytes, pki: TestPki, collateral: Collateral
+    ) -> None:
+        report = verify(flip(good, OFF_QE_SIGNATURE + 3), pki, collateral)
+        assert report.step(R.STEP_QE_SIGNATURE).status is StepStatus.FAIL
+        assert report.step(R.STEP_QE_IDENTITY).status is StepStatus.FAIL
+        assert "not signed by the PCK key" in report.step(R.STEP_QE_IDENTITY).detail
 
 
 class TestPolicyFailuresOnProperlySignedQuotes:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,11 +22,12 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from .collateral import Collateral
 from .errors import AttestationError, CollateralError
 from .pck import PckExtension, parse_pck_extension
-from .quote import CERT_TYPE_PCK_CHAIN, DcapQuote
+from .quote import CERT_TYPE_PCK_CHAIN, DcapQuote, EcdsaSignatureData
 from .report import (
     STEP_CHAIN,
     STEP_QE_BINDING,
@@ -38,7 +41,17 @@ from .report import (
     passed,
 )
 
-MAX_CHAIN_LENGTH = 4  # Intel's chains are leaf, one CA, root.
+MAX_CHAIN_DEPTH = 2  # intermediates between leaf and root: Intel's chains have one CA
+# What parsing attacker-supplied certificate content can raise (cryptography parses lazily, so
+# a corrupt field surfaces when it is first read). Every one of them fails the step it hits.
+CERTIFICATE_CONTENT_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.InvalidVersion,
+    x509.UnsupportedGeneralNameType,
+)
 
 TCB_STATUSES = frozenset(
     {
@@ -101,21 +114,6 @@ def _subject(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
-def _check_dates(cert: x509.Certificate, now: datetime) -> None:
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise _Fail(
-            f"certificate {_subject(cert)} is valid from {cert.not_valid_before_utc:%Y-%m-%d} "
-            f"to {cert.not_valid_after_utc:%Y-%m-%d}, not at {now:%Y-%m-%d %H:%M}"
-        )
-
-
-def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> None:
-    try:
-        child.verify_directly_issued_by(parent)
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise _Fail(f"{_subject(child)} is not validly signed by {_subject(parent)}") from exc
-
-
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
@@ -123,44 +121,53 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def verify_chain(
-    leaf: x509.Certificate,
-    others: list[x509.Certificate] | tuple[x509.Certificate, ...],
-    root: x509.Certificate,
-    now: datetime,
+def _self_signed(cert: x509.Certificate) -> bool:
+    return cert.issuer == cert.subject
+
+
+def verified_path(
+    leaf: x509.Certificate, others: Sequence[x509.Certificate], root: x509.Certificate, now: datetime
 ) -> list[x509.Certificate]:
-    """Path leaf → … → pinned root, or raise `_Fail`. Roots found in `others` are never trusted."""
-    root_der = _der(root)
-    candidates = []
+    """The path leaf → … → pinned `root` as `cryptography` validates it (RFC 5280 with the
+    Web PKI's CA profile, which Intel's CAs meet), or raise `_Fail`.
+
+    Only `root` is trusted: self-signed certificates among `others` (a quote's own copy of the
+    root, in whatever issue) are never used to build the path. The leaf must not be a CA.
+    """
+    if _is_ca(leaf):
+        raise _Fail(f"the first certificate, {_subject(leaf)}, is a CA: the chain must start with the PCK leaf")
+    intermediates = [cert for cert in others if not _self_signed(cert)]
+    verifier = (
+        PolicyBuilder()
+        .store(Store([root]))
+        .time(now)
+        .max_chain_depth(MAX_CHAIN_DEPTH)
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
+        .build_client_verifier()
+    )
+    try:
+        chain = verifier.verify(leaf, intermediates).chain
+    except VerificationError as exc:
+        reason = str(exc).removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
+        if "no interior errors" in reason:  # no candidate issuer at all, at some link
+            reason = "the chain does not lead to the pinned root (an issuer is missing or is another root)"
+        raise _Fail(f"no valid path from {_subject(leaf)} to the pinned root {_subject(root)}: {reason}") from None
+    return list(chain)
+
+
+def _ignored_roots(others: Sequence[x509.Certificate], root: x509.Certificate) -> str:
+    """What the detail says of self-signed certificates the quote carries besides the path."""
+    notes = []
     for cert in others:
-        if _der(cert) == root_der:
+        if not _self_signed(cert) or _der(cert) == _der(root):
             continue
-        if cert.issuer == cert.subject:
-            raise _Fail(f"the chain ends in {_subject(cert)}, which is not the pinned root {_subject(root)}")
-        candidates.append(cert)
-    path = [leaf]
-    current = leaf
-    while True:
-        if current.issuer == root.subject:
-            _issued_by(current, root)
-            path.append(root)
-            break
-        parent = next((c for c in candidates if c.subject == current.issuer and c not in path), None)
-        if parent is None:
-            raise _Fail(
-                f"no certificate for issuer {current.issuer.rfc4514_string()} leading to {_subject(root)}"
-            )
-        _issued_by(current, parent)
-        path.append(parent)
-        current = parent
-        if len(path) > MAX_CHAIN_LENGTH:
-            raise _Fail("certificate chain too long")
-    for cert in path:
-        _check_dates(cert, now)
-    for cert in path[1:]:
-        if not _is_ca(cert):
-            raise _Fail(f"{_subject(cert)} signs certificates but is not a CA")
-    return path
+        same_key = cert.public_key() == root.public_key()
+        what = "another issue of the pinned root, with its key" if same_key else "a root other than the pinned one"
+        notes.append(
+            f"; the quote's own {_subject(cert)} ({what}, valid {cert.not_valid_before_utc:%Y-%m-%d} to "
+            f"{cert.not_valid_after_utc:%Y-%m-%d}) was not used: only the pinned root is trusted"
+        )
+    return "".join(notes)
 
 
 def _public_key(cert: x509.Certificate) -> Any:
@@ -200,7 +207,9 @@ def _collateral_chain_key(
     what: str,
 ) -> ec.EllipticCurvePublicKey:
     """Verify a collateral signing chain (e.g. TCB Signing → Root) and return the signer's key."""
-    path = verify_chain(chain[0], chain[1:], root, now)
+    if not chain:
+        raise _Fail(f"{what} has no issuer chain")
+    path = verified_path(chain[0], chain[1:], root, now)
     _check_crl(collateral.root_ca_crl, root, now, "root CA CRL")
     for cert in path[:-1]:
         _not_revoked(collateral.root_ca_crl, cert)
@@ -377,6 +386,139 @@ def _platform_tcb(
     raise _Fail("the platform's TCB is below every level in TCB info (TCB status unrecognised)")
 
 
+def _judged(name: str, check: Callable[[], str]) -> Step:
+    """Run one check: passed with its detail, or failed with why (never an exception)."""
+    try:
+        with warnings.catch_warnings():  # the library warns about malformed fields it still reads
+            warnings.simplefilter("ignore")
+            return passed(name, check())
+    except _Fail as exc:
+        return failed(name, str(exc))
+    except CERTIFICATE_CONTENT_ERRORS as exc:
+        return failed(name, f"a certificate in the quote cannot be parsed ({type(exc).__name__})")
+
+
+@dataclass
+class _Chain:
+    """What the chain step found: the quote's certificates and, if it verified, the path."""
+
+    certs: list[x509.Certificate]
+    path: list[x509.Certificate] | None = None
+
+
+def _chain_step(sig: EcdsaSignatureData, root: x509.Certificate, now: datetime, chain: _Chain) -> Step:
+    cert_data = sig.certification_data
+    if cert_data.cert_type != CERT_TYPE_PCK_CHAIN:
+        return failed(
+            STEP_CHAIN, f"certification data type {cert_data.cert_type} carries no PCK chain (type 5 needed offline)"
+        )
+
+    def check() -> str:
+        chain.certs = [x509.load_pem_x509_certificate(pem) for pem in cert_data.pem_certificates()]
+        if not chain.certs:
+            raise _Fail("the quote's certification data holds no certificate")
+        path = verified_path(chain.certs[0], chain.certs[1:], root, now)
+        detail = " → ".join(_subject(cert) for cert in path) + _ignored_roots(chain.certs[1:], root)
+        chain.path = path
+        return detail
+
+    return _judged(STEP_CHAIN, check)
+
+
+def _revocation_step(collateral: Collateral | None, chain: _Chain, root: x509.Certificate, now: datetime) -> Step:
+    if collateral is None:
+        return not_checked(STEP_REVOCATION, "no CRLs given (pass collateral)")
+    path = chain.path
+    if path is None:
+        return not_checked(STEP_REVOCATION, "no verified PCK chain to check")
+
+    def check() -> str:
+        _check_crl(collateral.root_ca_crl, root, now, "root CA CRL")
+        for cert in path[1:-1]:
+            _not_revoked(collateral.root_ca_crl, cert)
+        _check_crl(collateral.pck_crl, path[1], now, "PCK CRL")
+        _not_revoked(collateral.pck_crl, path[0])
+        return "checked against root CA CRL and PCK CRL"
+
+    return _judged(STEP_REVOCATION, check)
+
+
+def _qe_signature_step(sig: EcdsaSignatureData, chain: _Chain) -> Step:
+    leaf = chain.certs[0] if chain.certs else None
+    pck_key = _public_key(leaf) if leaf is not None else None
+    if not isinstance(pck_key, ec.EllipticCurvePublicKey):
+        return not_checked(STEP_QE_SIGNATURE, "no usable PCK certificate")
+    if ecdsa_p256_verify(pck_key, sig.qe_report_signature, sig.qe_report.raw):
+        return passed(STEP_QE_SIGNATURE)
+    return failed(STEP_QE_SIGNATURE, "the QE report signature does not verify with the PCK key")
+
+
+def _qe_binding_step(sig: EcdsaSignatureData) -> Step:
+    expected = hashlib.sha256(sig.attestation_key + sig.qe_auth_data).digest() + bytes(32)
+    if hmac.compare_digest(expected, sig.qe_report.report_data):
+        return passed(STEP_QE_BINDING, "QE REPORT_DATA = SHA256(attestation key ‖ QE auth data) ‖ 0³²")
+    return failed(STEP_QE_BINDING, "QE REPORT_DATA does not hash the attestation key and auth data")
+
+
+def _quote_signature_step(quote: DcapQuote) -> Step:
+    sig = quote.signature_data
+    try:
+        ak = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + sig.attestation_key)
+    except ValueError:
+        return failed(STEP_QUOTE_SIGNATURE, "the attestation key is not a P-256 point")
+    if ecdsa_p256_verify(ak, sig.signature, quote.signed_data):
+        return passed(STEP_QUOTE_SIGNATURE)
+    return failed(STEP_QUOTE_SIGNATURE, "the quote signature does not verify with the attestation key")
+
+
+def _qe_identity_step(
+    quote: DcapQuote, collateral: Collateral | None, root: x509.Certificate, now: datetime, qe_signature: Step
+) -> tuple[Step, tuple[str, tuple[str, ...]] | None]:
+    """The QE identity step and, when it passed, the QE's TCB status and advisories."""
+    if collateral is None:
+        return not_checked(STEP_QE_IDENTITY, "no QE identity collateral given"), None
+    if not qe_signature.ok:
+        # Without the PCK key's signature the QE report is just bytes anyone could write.
+        return failed(STEP_QE_IDENTITY, "the QE report is not signed by the PCK key, so its identity proves nothing"), None
+    outcome: list[tuple[str, tuple[str, ...]]] = []
+
+    def check() -> str:
+        status, advisories, detail = _qe_identity(quote, collateral, root, now)
+        outcome.append((status, advisories))
+        return detail
+
+    step = _judged(STEP_QE_IDENTITY, check)
+    return step, (outcome[0] if outcome and step.ok else None)
+
+
+def _tcb_evaluation(
+    collateral: Collateral | None,
+    chain: _Chain,
+    root: x509.Certificate,
+    now: datetime,
+    qe: tuple[str, tuple[str, ...]] | None,
+) -> tuple[TcbEvaluation, PckExtension | None]:
+    if collateral is None:
+        return TcbEvaluation(status=None, error="TCB status not checked: no collateral given", checked=False), None
+    if chain.path is None:
+        return TcbEvaluation(status=None, error="no verified PCK certificate to read the platform's TCB from"), None
+    try:
+        pck_ext = parse_pck_extension(chain.path[0])
+    except (CollateralError, *CERTIFICATE_CONTENT_ERRORS):
+        return TcbEvaluation(status=None, error="no readable SGX extension in the PCK certificate"), None
+    if qe is None:
+        return TcbEvaluation(status=None, error="the QE identity check failed"), pck_ext
+    qe_status, qe_advisories = qe
+    try:
+        platform, advisories, tcb_date = _platform_tcb(collateral, root, now, pck_ext)
+    except _Fail as exc:
+        return TcbEvaluation(status=None, error=str(exc)), pck_ext
+    except CERTIFICATE_CONTENT_ERRORS as exc:
+        return TcbEvaluation(status=None, error=f"TCB info collateral cannot be parsed ({type(exc).__name__})"), pck_ext
+    merged = advisories + tuple(a for a in qe_advisories if a not in advisories)
+    return TcbEvaluation(status=converge_tcb_status(platform, qe_status), advisory_ids=merged, tcb_date=tcb_date), pck_ext
+
+
 def verify_dcap_quote(
     quote: DcapQuote,
     *,
@@ -384,113 +526,22 @@ def verify_dcap_quote(
     collateral: Collateral | None,
     now: datetime,
 ) -> DcapResult:
-    """Run every cryptographic check on a parsed DCAP quote; each step is judged on its own."""
-    steps: list[Step] = []
+    """Run every cryptographic check on a parsed DCAP quote; each step is judged on its own.
+
+    Never raises for anything the quote or collateral contains: a fault is a failed step.
+    """
     sig = quote.signature_data
-    leaf: x509.Certificate | None = None
-    path: list[x509.Certificate] | None = None
-    pck_ext: PckExtension | None = None
-
-    cert_data = sig.certification_data
-    if cert_data.cert_type != CERT_TYPE_PCK_CHAIN:
-        steps.append(
-            failed(
-                STEP_CHAIN,
-                f"certification data type {cert_data.cert_type} carries no PCK chain (type 5 needed offline)",
-            )
-        )
-    else:
-        certs: list[x509.Certificate] = []
-        try:
-            certs = [x509.load_pem_x509_certificate(pem) for pem in cert_data.pem_certificates()]
-        except ValueError:
-            steps.append(failed(STEP_CHAIN, "the quote's PCK chain holds a malformed certificate"))
-        if certs:
-            leaf = certs[0]
-            try:
-                path = verify_chain(leaf, certs[1:], root_ca, now)
-                steps.append(passed(STEP_CHAIN, " → ".join(c.subject.rfc4514_string() for c in path)))
-            except _Fail as exc:
-                steps.append(failed(STEP_CHAIN, str(exc)))
-            except ValueError:  # cryptography parses certificate fields lazily: a corrupt one fails here
-                path = None
-                steps.append(failed(STEP_CHAIN, "the quote's PCK chain holds a malformed certificate"))
-        elif not steps:
-            steps.append(failed(STEP_CHAIN, "the quote's certification data holds no certificate"))
-
-    if collateral is None:
-        steps.append(not_checked(STEP_REVOCATION, "no CRLs given (pass collateral)"))
-    elif path is None:
-        steps.append(not_checked(STEP_REVOCATION, "no verified PCK chain to check"))
-    else:
-        try:
-            _check_crl(collateral.root_ca_crl, root_ca, now, "root CA CRL")
-            for cert in path[1:-1]:
-                _not_revoked(collateral.root_ca_crl, cert)
-            _check_crl(collateral.pck_crl, path[1], now, "PCK CRL")
-            _not_revoked(collateral.pck_crl, path[0])
-            steps.append(passed(STEP_REVOCATION, "checked against root CA CRL and PCK CRL"))
-        except _Fail as exc:
-            steps.append(failed(STEP_REVOCATION, str(exc)))
-
-    pck_key = _public_key(leaf) if leaf is not None else None
-    if not isinstance(pck_key, ec.EllipticCurvePublicKey):
-        steps.append(not_checked(STEP_QE_SIGNATURE, "no usable PCK certificate"))
-    elif ecdsa_p256_verify(pck_key, sig.qe_report_signature, sig.qe_report.raw):
-        steps.append(passed(STEP_QE_SIGNATURE))
-    else:
-        steps.append(failed(STEP_QE_SIGNATURE, "the QE report signature does not verify with the PCK key"))
-
-    expected = hashlib.sha256(sig.attestation_key + sig.qe_auth_data).digest() + bytes(32)
-    if hmac.compare_digest(expected, sig.qe_report.report_data):
-        steps.append(passed(STEP_QE_BINDING, "QE REPORT_DATA = SHA256(attestation key ‖ QE auth data) ‖ 0³²"))
-    else:
-        steps.append(
-            failed(STEP_QE_BINDING, "QE REPORT_DATA does not hash the attestation key and auth data")
-        )
-
-    try:
-        ak = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + sig.attestation_key)
-    except ValueError:
-        steps.append(failed(STEP_QUOTE_SIGNATURE, "the attestation key is not a P-256 point"))
-    else:
-        if ecdsa_p256_verify(ak, sig.signature, quote.signed_data):
-            steps.append(passed(STEP_QUOTE_SIGNATURE))
-        else:
-            steps.append(
-                failed(STEP_QUOTE_SIGNATURE, "the quote signature does not verify with the attestation key")
-            )
-
-    if leaf is not None:
-        try:
-            pck_ext = parse_pck_extension(leaf)
-        except CollateralError:
-            pck_ext = None
-
-    qe_status: str | None = None
-    qe_advisories: tuple[str, ...] = ()
-    if collateral is None:
-        steps.append(not_checked(STEP_QE_IDENTITY, "no QE identity collateral given"))
-    else:
-        try:
-            qe_status, qe_advisories, detail = _qe_identity(quote, collateral, root_ca, now)
-            steps.append(passed(STEP_QE_IDENTITY, detail))
-        except _Fail as exc:
-            steps.append(failed(STEP_QE_IDENTITY, str(exc)))
-
-    if collateral is None:
-        tcb = TcbEvaluation(status=None, error="TCB status not checked: no collateral given", checked=False)
-    elif pck_ext is None:
-        tcb = TcbEvaluation(status=None, error="no readable SGX extension in a PCK certificate")
-    elif qe_status is None:
-        tcb = TcbEvaluation(status=None, error="the QE identity check failed")
-    else:
-        try:
-            platform, advisories, tcb_date = _platform_tcb(collateral, root_ca, now, pck_ext)
-            merged = advisories + tuple(a for a in qe_advisories if a not in advisories)
-            tcb = TcbEvaluation(
-                status=converge_tcb_status(platform, qe_status), advisory_ids=merged, tcb_date=tcb_date
-            )
-        except _Fail as exc:
-            tcb = TcbEvaluation(status=None, error=str(exc))
-    return DcapResult(steps=tuple(steps), tcb=tcb, pck_extension=pck_ext)
+    chain = _Chain([])
+    chain_step = _chain_step(sig, root_ca, now, chain)
+    qe_signature = _qe_signature_step(sig, chain)
+    qe_identity, qe = _qe_identity_step(quote, collateral, root_ca, now, qe_signature)
+    tcb, pck_ext = _tcb_evaluation(collateral, chain, root_ca, now, qe)
+    steps = (
+        chain_step,
+        _revocation_step(collateral, chain, root_ca, now),
+        qe_signature,
+        _qe_binding_step(sig),
+        _quote_signature_step(quote),
+        qe_identity,
+    )
+    return DcapResult(steps=steps, tcb=tcb, pck_extension=pck_ext)
