@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 
-from . import __version__
+from . import __version__, orderlog
 from .attestation.cli import (
     add_policy_arguments,
     add_verify_arguments,
@@ -64,11 +64,7 @@ def _configure_logging(level: str) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=orderlog.FORMAT, stream=sys.stderr)
 
 
 # serve ----------------------------------------------------------------------------------------
@@ -165,6 +161,7 @@ def run_server(args: argparse.Namespace) -> int:
         seal=insecure_seal_result_reusing_session_iv if args.insecure_reuse_session_iv else seal_result,
         worker_id=args.worker_id,
         replay_guard=ReplayGuard(args.replay_window_s) if args.replay_window_s else None,
+        order_log=orderlog.OrderLog(sys.stderr) if logging.getLogger("avalon_worker.processor").isEnabledFor(logging.INFO) else None,
     )
     stop = StopFlag()
     stop.install()

@@ -29,7 +29,8 @@ class Pool:
     """Serves `processor` on one endpoint as `config` says."""
 
     def __init__(self, processor: Processor, config: PoolConfig, metrics: PoolMetrics | None = None) -> None:
-        self.loop = Loop(processor.process, config, metrics)
+        order_log = processor.order_log
+        self.loop = Loop(processor.process, config, metrics, order_log.flush if order_log is not None else lambda: None)
 
     def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve until `stop` is set, then answer everything in flight and stop the processes."""

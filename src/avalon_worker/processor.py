@@ -18,6 +18,7 @@ from .core import OpenedWorkOrder, WorkerKeys, open_work_order, seal_result
 from .errors import BusyError, ErrorCode, IntegrityError, InvalidParameterError, WorkOrderError
 from .identity import Identity
 from .models import WorkOrderRequest, WorkOrderResult, is_hex, strip_0x
+from .orderlog import OrderLog
 from .replay import ReplayGuard, Seen
 from .session_cache import DEFAULT_SIZE as DEFAULT_CACHE_SIZE
 from .session_cache import SessionKeyCache
@@ -64,6 +65,7 @@ class Processor:
         replay_guard: ReplayGuard | None = None,
         session_cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.perf_counter,
+        order_log: OrderLog | None = None,
     ) -> None:
         self.identity = identity
         self.keys = SessionKeyCache(identity, session_cache_size)
@@ -73,6 +75,7 @@ class Processor:
         self._worker_id = strip_0x(worker_id).lower() if worker_id else None
         self._replay_guard = replay_guard
         self._clock = clock
+        self.order_log = order_log  # the per-order line's cheap writer; else it goes through logging
         self._signup = jsonio.dumps(signup(None))
 
     def handle(self, frame: bytes | bytearray) -> bytes:
@@ -162,6 +165,9 @@ class Processor:
             reply = jsonrpc.error_reply(reply_to, ErrorCode.UNKNOWN_ERROR, "internal error in the worker", work_order_id)
             status, detail = "error 1", f" (internal {type(exc).__name__})"
         elapsed_ms = (self._clock() - started) * 1000
-        logger.info("work order %s workload=%r %s%s %.1f ms", work_order_id or "-", workload[:64], status, detail, elapsed_ms)
+        if self.order_log is not None:
+            self.order_log.line(work_order_id or "-", workload[:64], status + detail, elapsed_ms)
+        else:
+            logger.info("work order %s workload=%r %s%s %.1f ms", work_order_id or "-", workload[:64], status, detail, elapsed_ms)
         known = workload if workload in self.registry else "-"  # metrics label only registered names
         return Outcome(reply, "work-order", known, status, elapsed_ms)

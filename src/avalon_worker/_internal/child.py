@@ -27,8 +27,9 @@ class Outcome(Protocol):
     status: str
 
 
-def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], memory_limit: int | None, max_payload: int) -> None:
-    """Serve orders from `sock` until the supervisor closes it."""
+def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], memory_limit: int | None, max_payload: int,
+        idle: Callable[[], None] = lambda: None) -> None:
+    """Serve orders from `sock` until the supervisor closes it; call `idle` before waiting for one."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_limit:
@@ -39,6 +40,8 @@ def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], me
         # Everything sent so far must be read before an order starts (a REVOKE may be there);
         # a read that returned less than it asked for has seen it all.
         while not (pending and reader.drained):
+            if not pending:
+                idle()
             try:
                 messages = reader.read(sock, socket.MSG_DONTWAIT if pending else 0)
             except BlockingIOError:

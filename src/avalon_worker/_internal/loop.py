@@ -83,8 +83,10 @@ def _kill_group(pid: int) -> None:
 class Loop:
     """Serves one endpoint with `scheduler`'s decisions and `process`'s answers."""
 
-    def __init__(self, process: Callable[[bytes | bytearray], Any], config: PoolConfig, metrics: Metrics | None = None) -> None:
+    def __init__(self, process: Callable[[bytes | bytearray], Any], config: PoolConfig, metrics: Metrics | None = None,
+                 idle: Callable[[], None] = lambda: None) -> None:
         self.process = process
+        self.idle = idle  # called before waiting for work (flushes the order log)
         self.config = config
         self.cpus = sorted(os.sched_getaffinity(0)) if config.pin_cpus else []
         self.scheduler = Scheduler(config, metrics, self.cpus)
@@ -129,6 +131,8 @@ class Loop:
             wait = MAX_POLL_S if due is None else min(MAX_POLL_S, max(0.0, due - now))
             if router.backlog:  # frames already received wait to be parsed: don't sleep
                 wait = 0.0
+            if wait:
+                self.idle()
             pause = scheduler.coalesce_s()
             if pause:
                 time.sleep(pause)
@@ -206,7 +210,7 @@ class Loop:
                 if self.router is not None:
                     self.router.close_inherited()
                 self.poller.close()
-                child.run(child_end, self.process, self.config.memory_limit_bytes, self.max_payload)
+                child.run(child_end, self.process, self.config.memory_limit_bytes, self.max_payload, self.idle)
             except BaseException:  # noqa: BLE001 - the supervisor sees the exit and answers for us
                 status = 1
             finally:
@@ -312,6 +316,7 @@ class Loop:
         target.sock.close()
 
     def _shutdown(self, clean: bool) -> None:
+        self.idle()
         targets = list(self.children.values())
         for target in targets:
             if not clean:
