@@ -6,6 +6,7 @@ Real subprocesses of `avalon-worker` against real workers and sockets on 127.0.0
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -15,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 
 from avalon_worker.attestation import load_policy
 from avalon_worker.attestation.policy import MRENCLAVE_PLACEHOLDER
+from avalon_worker.requester import WorkerInfo, build_work_order
 from conftest import RunningWorker, launch_worker, run_cli
 
 REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
@@ -30,22 +33,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def sleepy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningWorker, Path]]:
+def serve_logged(state: Path, *extra: str) -> tuple[RunningWorker, Path]:
     """A one-process worker with the misbehaving test workloads; its log goes to a file."""
-    state = tmp_path_factory.mktemp("sleepy")
     log = state / "worker.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", str(state / "s"),
-             "--rsa-bits", "2048", "--attestation", "none", "--workers", "1", "--workloads", REGISTRY],
+             "--rsa-bits", "2048", "--attestation", "none", "--workers", "1", "--workloads", REGISTRY, *extra],
             stdout=subprocess.PIPE, stderr=stderr, text=True,
         )
     assert process.stdout is not None
     endpoint = process.stdout.readline().removeprefix("listening on ").strip()
-    running = RunningWorker(process, endpoint, state)
+    return RunningWorker(process, endpoint, state), log
+
+
+@pytest.fixture(scope="module")
+def sleepy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningWorker, Path]]:
+    running, log = serve_logged(tmp_path_factory.mktemp("sleepy"))
     yield running, log
     running.stop()
+
+
+def send_order(running: RunningWorker, workload: str, data: bytes) -> zmq.Socket:
+    """Send one work order on a REQ socket of its own; the reply waits there."""
+    info = WorkerInfo.from_signup(running.signup())
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(running.endpoint)
+    sock.send(build_work_order(info, workload, [data]).frame())
+    return sock
 
 
 def wait_for_line(path: Path, fragment: str, limit_s: float = 60) -> str:
@@ -144,6 +160,51 @@ def test_help_shows_the_reply_timeout_default() -> None:
     for command in ("signup", "submit", "run-orders", "verify"):
         help_text = " ".join(run_cli(command, "--help").stdout.split())
         assert "--timeout-s TIMEOUT_S" in help_text and "(default 30)" in help_text, command
+
+
+# 3. Ctrl-C: say what the worker waits for; a second one stops it now ----------------------------------
+
+
+def test_a_stop_says_what_it_waits_for_and_a_second_signal_stops_now(tmp_path: Path) -> None:
+    running, log = serve_logged(tmp_path)
+    marker = tmp_path / "started"
+    try:
+        order = send_order(running, "mark-then-sleep", f"{marker} 40".encode())
+        while not marker.exists():  # the order is running
+            assert running.process.poll() is None, log.read_text()
+            time.sleep(0.05)
+        running.process.send_signal(signal.SIGINT)
+        draining = wait_for_line(log, "stopping:")
+        assert "answering 1 work order(s) in progress and 0 queued (within 60 s, their time limit)" in draining
+        assert "send the signal again (Ctrl-C) to stop now" in draining
+        assert running.process.poll() is None, "it drains: the order has 40 s to go"
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=30) == 128 + signal.SIGINT
+        assert order.poll(10000), "the order in flight is answered"
+        reply = json.loads(order.recv())
+        assert reply["error"]["code"] == 1
+        assert reply["error"]["message"] == "the worker was stopped before this work order finished"
+        assert "stopping now: 1 work order(s) answered with an error" in log.read_text()
+    finally:
+        running.stop()
+
+
+def test_a_second_signal_interrupts_an_order_running_in_process(tmp_path: Path) -> None:
+    running, log = serve_logged(tmp_path, "--workers", "0")
+    marker = tmp_path / "started"
+    try:
+        order = send_order(running, "mark-then-sleep", f"{marker} 40".encode())
+        while not marker.exists():
+            assert running.process.poll() is None, log.read_text()
+            time.sleep(0.05)
+        running.process.send_signal(signal.SIGTERM)
+        assert "answering 1 work order(s) in progress" in wait_for_line(log, "stopping:")
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=30) == 128 + signal.SIGTERM
+        assert order.poll(10000)
+        assert json.loads(order.recv())["error"]["message"] == "the worker was stopped before this work order finished"
+    finally:
+        running.stop()
 
 
 # 7. verify speaks like the other commands ------------------------------------------------------------

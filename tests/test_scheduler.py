@@ -350,6 +350,25 @@ class TestStop:
         assert of(actions, Spawn) == [] and s.finished
 
 
+    def test_in_flight_says_what_a_stop_waits_for(self) -> None:
+        s, _ = started(PoolConfig(workers=1, timeout_s=60, prefetch=False))
+        arrive(s, 1, 0.0)
+        arrive(s, 2, 5.0, timeout_ms=10_000)
+        s.stop(6.0)
+        assert s.in_flight(6.0) == (1, 1, 54.0)
+
+    def test_abort_answers_everything_at_once_and_finishes(self) -> None:
+        s, _ = started(PoolConfig(workers=1, prefetch=False))
+        arrive(s, 1, 0.0)
+        arrive(s, 2, 0.0)
+        answered = dict(replies(s.abort(1.0)))
+        assert answered[b"\x00client-1"]["error"]["code"] == 1
+        assert "stopped before this work order finished" in answered[b"\x00client-1"]["error"]["message"]
+        assert answered[b"\x00client-2"]["error"]["code"] == 8  # never started: send it elsewhere
+        assert s.finished and s.in_flight(1.0) == (0, 0, 0.0)
+        assert replies(arrive(s, 3, 1.0))[0][1]["error"]["code"] == 8
+
+
 class TestReporting:
     def test_metrics_see_outcomes_queue_depth_and_pool_size(self) -> None:
         recorder = Recorder()

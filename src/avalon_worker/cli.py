@@ -151,7 +151,6 @@ def run_server(args: argparse.Namespace) -> int:
         identity.rsa_bits, args.state_dir,
     )
     logger.info("workloads: %s", ", ".join(registry.names()))
-    logger.info("%s", attestation.describe())
     if args.insecure_reuse_session_iv:
         logger.warning("--insecure-reuse-session-iv: results are encrypted with a reused AES-GCM nonce")
     processor = Processor(
@@ -174,6 +173,8 @@ def run_server(args: argparse.Namespace) -> int:
         _serve_pool(processor, args, stop, ready)
     except EndpointError as exc:
         raise UsageError(f"cannot serve on {exc}") from None
+    if stop.forced:  # a second signal: what was in flight was answered with an error
+        return 128 + stop.forced_by if stop.forced_by else 1
     return 0
 
 

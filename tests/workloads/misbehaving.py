@@ -64,3 +64,14 @@ class ForkWorkload(Workload):
     def run(self, inputs):
         os.fork()
         return b"forked " + inputs[0]
+
+
+class MarkThenSleepWorkload(Workload):
+    """Creates the file named first (so a test knows the order is running), then sleeps for
+    the seconds given after it."""
+
+    def run(self, inputs):
+        path, _, seconds = inputs[0].decode().partition(" ")
+        open(path, "w").close()
+        time.sleep(float(seconds))
+        return b"slept " + seconds.encode()

@@ -32,12 +32,26 @@ MAX_POLL_S = 0.2  # the stop flag is seen within this long
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT (or by hand); the loop then answers what it holds and stops."""
+    """Set by SIGTERM/SIGINT (or by hand); the loop then answers what it holds and stops.
+
+    A second signal forces the stop: the loop answers what it still holds with an error and
+    kills its processes; an order running in the loop's own process (`--workers 0`) is
+    interrupted. `forced_by` is the signal that forced it (0 when set by hand).
+    """
 
     def __init__(self) -> None:
         self.is_set = False
+        self.forced = False
+        self.forced_by = 0
+        self.interruptible = False  # an order runs in this process and may be interrupted
 
     def set(self, signum: int | None = None, frame: Any = None) -> None:
+        if self.is_set:
+            self.forced, self.forced_by = True, signum or 0
+            if self.interruptible:
+                raise KeyboardInterrupt
+        elif self.interruptible:  # the loop is busy with that order: say it here
+            _say_draining(1, 0, float("inf"))
         self.is_set = True
 
     def install(self) -> None:
@@ -70,6 +84,14 @@ def describe_exit(status: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
+def _say_draining(running: int, queued: int, within_s: float) -> None:
+    """Tell the person who stopped the worker what it is waiting for."""
+    if running or queued:
+        limit = f" (within {within_s:.0f} s, their time limit)" if within_s != float("inf") else ""
+        logger.warning("stopping: answering %d work order(s) in progress and %d queued%s; "
+                       "send the signal again (Ctrl-C) to stop now", running, queued, limit)
+
+
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -95,6 +117,7 @@ class Loop:
         self.by_fd: dict[int, _Child] = {}
         self.poller = select.epoll()
         self.router: Router | None = None
+        self._stop = StopFlag()
 
     def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve until `stop` is set, then answer everything in flight and stop the processes."""
@@ -108,8 +131,9 @@ class Loop:
                 os.sched_setaffinity(0, spare)
             if on_ready is not None:
                 on_ready(router.endpoint)
+            self._stop = stop
             self._run(stop)
-            clean = True
+            clean = not stop.forced
         finally:
             self._shutdown(clean)
         logger.info("stopped")
@@ -121,6 +145,10 @@ class Loop:
         while True:
             if stop.is_set and not scheduler.stopping:
                 self._do(scheduler.stop(time.monotonic()))
+                _say_draining(*scheduler.in_flight(time.monotonic()))
+            if stop.forced:
+                self._abort()
+                return
             if scheduler.finished:
                 return
             now = time.monotonic()
@@ -176,7 +204,9 @@ class Loop:
             elif kind is Send:
                 target = self.children.get(action.process)
                 if target is None:  # in-process
-                    outcome = self.process(action.frame)
+                    outcome = self._run_here(action.frame)
+                    if outcome is None:  # a forced stop interrupted it
+                        return
                     meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
                     actions += scheduler.replied(action.process, action.seq, meta + outcome.reply, time.monotonic())
                 else:
@@ -191,6 +221,25 @@ class Loop:
                 self._spawn(action.process, action.cpu)
             elif kind is Pin:
                 self._pin(self.children[action.process].pid, action.cpu)
+
+    def _run_here(self, frame: bytes) -> Any:
+        """Run an order in this process (`--workers 0`); None if a forced stop interrupted it."""
+        stop = self._stop
+        stop.interruptible = True
+        try:
+            return self.process(frame)
+        except KeyboardInterrupt:
+            if not stop.forced:
+                raise
+            return None
+        finally:
+            stop.interruptible = False
+
+    def _abort(self) -> None:
+        """A forced stop: answer every order still held, with an error, and stop at once."""
+        answered = self.scheduler.abort(time.monotonic())
+        logger.warning("stopping now: %d work order(s) answered with an error", len(answered))
+        self._do(answered)
 
     def _spawn(self, process_id: int, cpu: int | None) -> None:
         if self.config.workers == 0:

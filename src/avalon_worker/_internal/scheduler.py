@@ -390,7 +390,29 @@ class Scheduler:
         self.stopping = True
         return self._take()
 
+    def abort(self, now: float) -> list[Action]:
+        """Stop now: answer every order not yet answered with an error — BUSY (8) for those no
+        process has been given, 1 for the rest — and take no more. The loop then kills the processes."""
+        self.stopping = True
+        for job in list(self._jobs.values()):
+            if job.process is None:
+                self._refuse(job, ErrorCode.BUSY, "the worker was stopped before it ran this work order; "
+                             "send it elsewhere or later", "busy", now)
+            else:
+                self._refuse(job, ErrorCode.UNKNOWN_ERROR, "the worker was stopped before this work order finished",
+                             "error 1", now)
+        self.queue.clear()
+        self.queued_bytes = 0
+        return self._take()
+
     # questions from the loop ---------------------------------------------------------------------
+
+    def in_flight(self, now: float) -> tuple[int, int, float]:
+        """Orders given to a process, orders queued, and the seconds until the last of their
+        time limits (inf when an order has none)."""
+        queued = len(self.queue)
+        latest = max((job.deadline for job in self._jobs.values()), default=now)
+        return len(self._jobs) - queued, queued, latest - now
 
     @property
     def finished(self) -> bool:
