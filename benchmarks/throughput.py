@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from importlib import metadata
 
 import zmq
-
 import zmtp
 
 from avalon_worker import crypto

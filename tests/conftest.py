@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import os
-
 import pytest
 import zmq
 from hypothesis import settings
 
-
-from attestation_fixtures import QuoteFactory, TestPki
-from postgres_server import PostgresServer, PostgresUnavailable
-from avalon_worker import hashing
+from avalon_worker import crypto, hashing
 from avalon_worker.cli import start_worker_process
 from avalon_worker.hashing import ItemText
 from avalon_worker.identity import Identity
 from avalon_worker.processor import Processor
-from avalon_worker.requester import WorkerInfo
+from avalon_worker.requester import PendingWorkOrder, WorkerInfo
 from avalon_worker.signup import signup_function
 from avalon_worker.workload.registry import WorkloadRegistry
+
+from attestation_fixtures import QuoteFactory, TestPki
+from postgres_server import PostgresServer, PostgresUnavailable
 
 # CI explores the same examples every run, so a red build always means a change broke something;
 # local runs keep exploring new ones.
@@ -119,6 +118,15 @@ def request_hash_of(params: Mapping[str, Any]) -> bytes:
         in_data=_items(params["inData"]),
         out_data=_items(params.get("outData")),
     )
+
+
+def reseal(pending: PendingWorkOrder) -> None:
+    """Recompute the encrypted request hash after editing a built request's params, as a
+    requester who means the edit would (the hash is taken over the edited params as decoded JSON)."""
+    params = pending.request["params"]
+    params["encryptedRequestHash"] = crypto.aes_gcm_encrypt(
+        pending.session_key, pending.session_key_iv, request_hash_of(params)
+    ).hex()
 
 
 def response_hash_of(result: Mapping[str, Any]) -> bytes:

@@ -524,26 +524,8 @@ def open_response(
     requested. An encrypted item's IV is its `iv`, else sessionKeyIv, else a 12-byte prefix on
     its data, for data-key items as for session-key items.
     """
-    if not isinstance(reply, Mapping):
-        raise MalformedReply("reply is not a JSON object")
-    if "error" in reply:
-        error = reply["error"] if isinstance(reply["error"], Mapping) else {}
-        raise ReplyError(error.get("code"), error.get("message"), error.get("data"), reply.get("id"))
-    if reply.get("jsonrpc") != "2.0":
-        raise MalformedReply("reply is not JSON-RPC 2.0")
-    if reply.get("id") != ctx.inner_id or type(reply.get("id")) is not type(ctx.inner_id):
-        raise VerificationError(f"reply id {reply.get('id')!r} is not the inner id {ctx.inner_id!r}")
-    result = reply.get("result")
-    if not isinstance(result, Mapping):
-        raise MalformedReply("reply has no result object")
-    out_data = result.get("outData")
-    if not isinstance(out_data, list) or not out_data:
-        raise MalformedReply("result has no outData items")
-    if not all(isinstance(it, Mapping) and isinstance(it.get("index"), int) for it in out_data):
-        raise MalformedReply("every outData item needs an integer index")
-    if not isinstance(result.get("workerNonce"), str) or not result["workerNonce"]:
-        raise MalformedReply("result has no workerNonce")
-
+    result = _result_of(reply, ctx)
+    out_data = result["outData"]
     for name in _ID_FIELDS:
         if result.get(name) != ctx.params.get(name):
             raise VerificationError(f"result {name} is not the request's")
@@ -573,6 +555,30 @@ def open_response(
             raise VerificationError(f"outData[{item['index']}] dataHash does not match")
         plaintexts.append(plaintext)
     return plaintexts
+
+
+def _result_of(reply: Mapping[str, Any], ctx: RequestContext) -> Mapping[str, Any]:
+    """The result object of a well-shaped reply to this request (errors raised as such)."""
+    if not isinstance(reply, Mapping):
+        raise MalformedReply("reply is not a JSON object")
+    if "error" in reply:
+        error = reply["error"] if isinstance(reply["error"], Mapping) else {}
+        raise ReplyError(error.get("code"), error.get("message"), error.get("data"), reply.get("id"))
+    if reply.get("jsonrpc") != "2.0":
+        raise MalformedReply("reply is not JSON-RPC 2.0")
+    if reply.get("id") != ctx.inner_id or type(reply.get("id")) is not type(ctx.inner_id):
+        raise VerificationError(f"reply id {reply.get('id')!r} is not the inner id {ctx.inner_id!r}")
+    result = reply.get("result")
+    if not isinstance(result, Mapping):
+        raise MalformedReply("reply has no result object")
+    out_data = result.get("outData")
+    if not isinstance(out_data, list) or not out_data:
+        raise MalformedReply("result has no outData items")
+    if not all(isinstance(it, Mapping) and isinstance(it.get("index"), int) for it in out_data):
+        raise MalformedReply("every outData item needs an integer index")
+    if not isinstance(result.get("workerNonce"), str) or not result["workerNonce"]:
+        raise MalformedReply("result has no workerNonce")
+    return result
 
 
 # Transport ----------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 import zmq
-from attestation_fixtures import MRENCLAVE, QuoteFactory, TestPki, make_collateral, make_signup, pem
-from sim_gramine import SimulatedGramine
 
 from avalon_worker import crypto
 from avalon_worker.attestation import AttestationFailed, GramineAttestation
@@ -27,6 +25,9 @@ from avalon_worker.attestation.cli import (
     run_verify,
 )
 from avalon_worker.attestation.errors import SignupFetchError
+
+from attestation_fixtures import MRENCLAVE, QuoteFactory, TestPki, make_collateral, make_signup, pem
+from sim_gramine import SimulatedGramine
 
 
 class SignupServer:

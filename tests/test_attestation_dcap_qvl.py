@@ -12,19 +12,6 @@ from pathlib import Path
 
 import dcap_qvl
 import pytest
-from attestation_fixtures import (
-    FLAGS_DEBUG,
-    OFF_ISV_SIGNATURE,
-    OFF_QE_SIGNATURE,
-    PCE_SVN,
-    TCB_COMPONENTS,
-    QuoteFactory,
-    TestPki,
-    default_tcb_levels,
-    flip,
-    make_collateral,
-    tcb_level,
-)
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -41,6 +28,20 @@ from avalon_worker.attestation.dcap import verify_dcap_quote
 from avalon_worker.attestation.pck import parse_pck_extension
 from avalon_worker.attestation.roots import intel_sgx_root_ca
 from avalon_worker.attestation.verify import verify_quote_bytes
+
+from attestation_fixtures import (
+    FLAGS_DEBUG,
+    OFF_ISV_SIGNATURE,
+    OFF_QE_SIGNATURE,
+    PCE_SVN,
+    TCB_COMPONENTS,
+    QuoteFactory,
+    TestPki,
+    default_tcb_levels,
+    flip,
+    make_collateral,
+    tcb_level,
+)
 
 DATA = Path(__file__).parent / "data" / "attestation"
 REAL_QUOTE = (DATA / "dcap_qvl_sgx_quote.bin").read_bytes()

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from attestation_fixtures import MRENCLAVE, QuoteFactory, TestPki, make_collateral
 from cryptography.hazmat.primitives.serialization import Encoding
-from sim_gramine import SimulatedGramine
 
+from attestation_fixtures import MRENCLAVE, QuoteFactory, TestPki, make_collateral
 from conftest import RunningWorker, launch_worker, run_cli
+from sim_gramine import SimulatedGramine
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from attestation_fixtures import ISV_PROD_ID, ISV_SVN, MRENCLAVE, MRSIGNER, report_body
 
 from avalon_worker.attestation import (
     AllOf,
@@ -21,6 +20,8 @@ from avalon_worker.attestation import (
     ReportBody,
     load_policy,
 )
+
+from attestation_fixtures import ISV_PROD_ID, ISV_SVN, MRENCLAVE, MRSIGNER, report_body
 
 BODY = ReportBody.parse(report_body())
 

@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from attestation_fixtures import MRENCLAVE, QuoteFactory
-from sim_gramine import SimulatedGramine, eacces_target
 
 from avalon_worker.attestation import (
     AttestationProvider,
@@ -22,6 +20,9 @@ from avalon_worker.attestation import (
     select_provider,
 )
 from avalon_worker.attestation.errors import QuoteGenerationError
+
+from attestation_fixtures import MRENCLAVE, QuoteFactory
+from sim_gramine import SimulatedGramine, eacces_target
 
 PEM = "-----BEGIN PUBLIC KEY-----\nMFYwEAYHKoZIzj0CAQYFK4EEAAoDQgAE\n-----END PUBLIC KEY-----\n"
 

@@ -6,15 +6,6 @@ import struct
 from pathlib import Path
 
 import pytest
-from attestation_fixtures import (
-    FLAGS_DEBUG,
-    ISV_PROD_ID,
-    MRENCLAVE,
-    MRSIGNER,
-    OFF_SIG_DATA,
-    QuoteFactory,
-    epid_quote,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +15,16 @@ from avalon_worker.attestation import (
     QuoteParseError,
     UnsupportedQuoteError,
     parse_quote,
+)
+
+from attestation_fixtures import (
+    FLAGS_DEBUG,
+    ISV_PROD_ID,
+    MRENCLAVE,
+    MRSIGNER,
+    OFF_SIG_DATA,
+    QuoteFactory,
+    epid_quote,
 )
 
 REAL_QUOTE = Path(__file__).parent / "data" / "attestation" / "dcap_qvl_sgx_quote.bin"

@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from attestation_fixtures import OFF_QE_REPORT_DATA, OFF_REPORT_DATA, flip
 from cryptography.hazmat.primitives import hashes
 
 from avalon_worker.attestation import (
@@ -23,6 +22,8 @@ from avalon_worker.attestation import (
     verify_quote_bytes,
 )
 from avalon_worker.attestation import report as R
+
+from attestation_fixtures import OFF_QE_REPORT_DATA, OFF_REPORT_DATA, flip
 
 DATA = Path(__file__).parent / "data" / "attestation"
 QUOTE = (DATA / "dcap_qvl_sgx_quote.bin").read_bytes()

@@ -7,8 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from attestation_fixtures import MRENCLAVE, QuoteFactory, TestPki, make_collateral, make_signup
-from sim_gramine import SimulatedGramine
 
 from avalon_worker import crypto
 from avalon_worker.attestation import (
@@ -22,6 +20,9 @@ from avalon_worker.attestation import (
     verify_signup,
 )
 from avalon_worker.attestation import report as R
+
+from attestation_fixtures import MRENCLAVE, QuoteFactory, TestPki, make_collateral, make_signup
+from sim_gramine import SimulatedGramine
 
 Keys = tuple[crypto.SigningKey, str]
 POLICY = AttestationPolicy(enclave=MrEnclave(MRENCLAVE))

@@ -7,6 +7,26 @@ import re
 from datetime import timedelta
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from avalon_worker.attestation import (
+    AttestationPolicy,
+    Collateral,
+    DcapQuote,
+    InsecurePolicyWarning,
+    MrEnclave,
+    MrSigner,
+    StepStatus,
+    VerificationReport,
+    parse_quote,
+    report_data,
+    verify_quote_bytes,
+)
+from avalon_worker.attestation import report as R
+
 from attestation_fixtures import (
     FLAGS_DEBUG,
     ISV_PROD_ID,
@@ -35,25 +55,6 @@ from attestation_fixtures import (
     sgx_extension_der,
     tcb_level,
 )
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from avalon_worker.attestation import (
-    AttestationPolicy,
-    Collateral,
-    DcapQuote,
-    InsecurePolicyWarning,
-    MrEnclave,
-    MrSigner,
-    StepStatus,
-    VerificationReport,
-    parse_quote,
-    report_data,
-    verify_quote_bytes,
-)
-from avalon_worker.attestation import report as R
 
 VK_PEM = "-----BEGIN PUBLIC KEY-----\nworker key\n-----END PUBLIC KEY-----\n"
 NONCE = b"fresh nonce"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from avalon_worker.requester import Session, WorkerInfo, build_work_order, open_result
+
 from conftest import RunningWorker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

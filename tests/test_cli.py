@@ -116,9 +116,9 @@ def test_signup_with_a_nonce_is_answered_and_without_one_is_unchanged(worker: Ru
 
 
 def test_workers_0_serves_in_process(tmp_path: Path) -> None:
-    from conftest import launch_worker
-
     from avalon_worker.client import WorkerClient
+
+    from conftest import launch_worker
 
     inline = launch_worker(tmp_path, ["--workers", "0", "--max-request-bytes", "4096"])
     try:

@@ -21,6 +21,7 @@ import zmq
 from avalon_worker.attestation import load_policy
 from avalon_worker.attestation.policy import MRENCLAVE_PLACEHOLDER
 from avalon_worker.requester import WorkerInfo, build_work_order
+
 from conftest import RunningWorker, launch_worker, run_cli
 
 REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")

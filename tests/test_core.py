@@ -14,6 +14,7 @@ from avalon_worker.identity import Identity
 from avalon_worker.models import WorkOrderRequest
 from avalon_worker.processor import Processor
 from avalon_worker.requester import InputSpec, WorkerInfo, build_work_order, open_result
+
 from conftest import make_processor, request_hash_of
 
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from avalon_worker._internal import zmtp
 from avalon_worker._internal.router import FRAMES_PER_TURN, EndpointError, Router, listen
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
+
 from conftest import RunningWorker, launch_worker
 
 REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")

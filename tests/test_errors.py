@@ -13,9 +13,9 @@ import pytest
 from avalon_worker import crypto
 from avalon_worker.crypto import SigningKey
 from avalon_worker.errors import IntegrityError
-from conftest import request_hash_of
 from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_order, open_result
-from conftest import RunningWorker
+
+from conftest import RunningWorker, request_hash_of, reseal
 
 SECRET_INPUT = b"the secret input 8d1f"
 
@@ -23,14 +23,6 @@ SECRET_INPUT = b"the secret input 8d1f"
 @pytest.fixture(scope="module")
 def info(worker: RunningWorker) -> WorkerInfo:
     return WorkerInfo.from_signup(worker.signup())
-
-
-def reseal(pending: PendingWorkOrder) -> None:
-    """Recompute the request hash after a tampering, as a requester who means it would."""
-    params = pending.request["params"]
-    params["encryptedRequestHash"] = crypto.aes_gcm_encrypt(
-        pending.session_key, pending.session_key_iv, request_hash_of(params)
-    ).hex()
 
 
 def assert_still_serving(worker: RunningWorker, info: WorkerInfo) -> None:

@@ -13,24 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import independent_requester as ir
 import pytest
 
-from avalon_worker import crypto
 from avalon_worker.crypto import SigningKey
 from avalon_worker.requester import PendingWorkOrder, VerificationError, WorkerInfo, build_work_order, open_result
-from conftest import RunningWorker, launch_worker
+
+from conftest import RunningWorker, launch_worker, reseal
 
 
 @pytest.fixture(scope="module")
 def info(worker: RunningWorker) -> WorkerInfo:
     return WorkerInfo.from_signup(worker.signup())
-
-
-def _reseal(pending: PendingWorkOrder) -> None:
-    params = pending.request["params"]
-    digest = ir.request_hash(params)
-    params["encryptedRequestHash"] = crypto.aes_gcm_encrypt(pending.session_key, pending.session_key_iv, digest).hex()
 
 
 def _frame(pending: PendingWorkOrder, inner_id_json: str | None, outer_id_json: str = "7") -> bytes:
@@ -129,7 +122,7 @@ def test_a_verifying_key_on_an_unknown_curve_gets_error_2(worker: RunningWorker,
     pending = build_work_order(info, "python-hello", [b"x"], requester_key=SigningKey.generate())
     params = pending.request["params"]
     params["verifyingKey"] = _foreign_curve_pem(params["verifyingKey"])
-    _reseal(pending)
+    reseal(pending)
     reply = worker.call(pending.frame())
     assert reply["error"]["code"] == 2, reply
     assert "verifyingKey" in reply["error"]["message"]
@@ -152,7 +145,7 @@ def test_hex_fields_with_whitespace_get_error_2(
     params = pending.request["params"]
     value = params[field]
     params[field] = value[:4] + junk + value[4:]
-    _reseal(pending)
+    reseal(pending)
     reply = worker.call(pending.frame())
     assert reply["error"]["code"] == 2, reply
     data = reply["error"].get("data")
@@ -176,7 +169,7 @@ def test_a_worker_id_refuses_orders_addressed_to_another_worker(addressed_worker
     assert open_result(pending, addressed_worker.call(pending.frame()), info) == [b"Hello mine"]
     other = build_work_order(info, "python-hello", [b"theirs"])
     other.request["params"]["workerId"] = "cd" * 32
-    _reseal(other)
+    reseal(other)
     reply = addressed_worker.call(other.frame())
     assert reply["error"]["code"] == 2
     assert "workerId" in reply["error"]["message"]
@@ -186,7 +179,7 @@ def test_the_worker_id_compares_without_case_or_prefix(addressed_worker: Running
     info = WorkerInfo.from_signup(addressed_worker.signup())
     pending = build_work_order(info, "python-hello", [b"case"])
     pending.request["params"]["workerId"] = "ab" * 32
-    _reseal(pending)
+    reseal(pending)
     assert open_result(pending, addressed_worker.call(pending.frame()), info) == [b"Hello case"]
 
 

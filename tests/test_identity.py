@@ -13,6 +13,7 @@ import pytest
 
 from avalon_worker import crypto
 from avalon_worker.identity import STATE_FILE, Identity, IdentityError, load_or_create
+
 from conftest import launch_worker, run_cli
 
 

@@ -17,7 +17,6 @@ import threading
 from typing import Any
 
 import ecdsa
-import independent_requester as ir
 import pytest
 import zmq
 from Cryptodome.Cipher import PKCS1_OAEP
@@ -28,6 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from avalon_worker import crypto
+
+import independent_requester as ir
 from conftest import concat_items_of, request_hash_of, response_hash_of
 
 # --- The vector ------------------------------------------------------------------------------

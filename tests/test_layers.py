@@ -66,3 +66,20 @@ def test_every_error_of_the_package_derives_from_one_root() -> None:
     assert len(classes) > 20
     strays = [cls.__qualname__ for cls in classes if not issubclass(cls, (Error, Warning))]
     assert strays == []
+
+
+def test_every_public_name_resolves_and_has_a_docstring() -> None:
+    import avalon_worker.attestation as attestation
+    import avalon_worker.client as client
+    import avalon_worker.workload as workload
+
+    for module in (avalon_worker, client, workload, attestation):
+        for name in module.__all__:
+            value = getattr(module, name)
+            if callable(value) and not name.startswith("_"):
+                assert (value.__doc__ or "").strip(), f"{module.__name__}.{name} has no docstring"
+
+
+def test_the_client_loads_nothing_of_the_worker_side() -> None:
+    loaded = _loaded_after("import avalon_worker.client")
+    assert not {"avalon_worker.processor", "avalon_worker.core", "avalon_worker.identity", "avalon_worker.pool"} & loaded

@@ -15,7 +15,8 @@ import pytest
 import zmq
 
 from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_order, open_result
-from conftest import RunningWorker, launch_worker
+
+from conftest import RunningWorker, launch_worker, reseal
 
 REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
 
@@ -33,13 +34,8 @@ class Order:
         self.info = info
         self.pending: PendingWorkOrder = build_work_order(info, workload, [data], request_id=f"{workload}-{id(self)}")
         self.pending.request["params"].update(params)
-        if params:  # re-seal the request hash over the changed fields
-            from avalon_worker import crypto
-            from conftest import request_hash_of
-
-            p = self.pending.request["params"]
-            p["encryptedRequestHash"] = crypto.aes_gcm_encrypt(
-                self.pending.session_key, self.pending.session_key_iv, request_hash_of(p)).hex()
+        if params:
+            reseal(self.pending)
         self.sock = zmq.Context.instance().socket(zmq.REQ)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(worker.endpoint)

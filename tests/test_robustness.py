@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from avalon_worker.processor import Processor
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
+
 from conftest import RunningWorker
 
 json_values = st.recursive(

@@ -19,6 +19,7 @@ from avalon_worker.store.postgres import (
     _chunks,
     describe,
 )
+
 from conftest import start_postgres
 from postgres_server import PostgresServer, free_port
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from avalon_worker.client import WorkerClient
 from avalon_worker.cli import READY_PREFIX
-from avalon_worker.requester import WorkOrderFailed
+from avalon_worker.client import WorkerClient
 from avalon_worker.errors import WorkloadError
+from avalon_worker.requester import WorkOrderFailed
 from avalon_worker.workload.registry import RegistryError, WorkloadRegistry
 from avalon_worker.workloads.fibonacci import MAX_POSITION, fibonacci
 

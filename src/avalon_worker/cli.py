@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-
 from . import __version__, orderlog
+from ._internal.router import EndpointError
 from .attestation.cli import (
     add_policy_arguments,
     add_verify_arguments,
@@ -36,9 +36,8 @@ from .client import DEFAULT_TIMEOUT_S, WorkerClient
 from .crypto import SigningKey
 from .errors import Error, SetupError
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, load_or_create
-from .requester import VerificationError, WorkOrderFailed
-from ._internal.router import EndpointError
 from .pool import DEFAULT_MAX_REQUEST_BYTES, StopFlag
+from .requester import VerificationError, WorkOrderFailed
 from .workload.registry import WorkloadRegistry
 
 logger = logging.getLogger("avalon_worker")
@@ -60,7 +59,7 @@ def default_state_dir() -> str:
 def _configure_logging(level: str) -> None:
     # The format uses no caller, thread or process fields: skip collecting them for every record
     # (the per-order line is on the hot path; see "Optimization" in the logging HOWTO).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -20,6 +20,8 @@ from .crypto import SigningKey
 from .errors import Error, SetupError
 from .requester import InputSpec, ItemModeName, WorkerInfo, WorkOrderFailed, build_work_order, open_result
 
+__all__ = ["DEFAULT_TIMEOUT_S", "BadEndpoint", "WorkerClient", "WorkerUnavailable", "check_endpoint"]
+
 DEFAULT_TIMEOUT_S = 30.0
 ENDPOINT_FORMS = "tcp://HOST:PORT or ipc://PATH"
 _MONITORED = (
@@ -64,7 +66,7 @@ def order_time_limit_s(timeout_s: float) -> float:
 class _Link:
     """What a socket monitor has said about the connection so far."""
 
-    def __init__(self, sock: zmq.Socket) -> None:
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self.monitor = sock.get_monitor_socket(_MONITORED)
         self.connected = False  # a TCP (or IPC) connection is up
         self.handshaken = False  # ... and the peer completed the ZMTP handshake
@@ -97,7 +99,7 @@ class WorkerClient:
         self,
         endpoint: str,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        context: zmq.Context | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
         signup: dict[str, Any] | None = None,
         on_wait: Callable[[str], None] | None = None,
     ) -> None:
@@ -108,7 +110,7 @@ class WorkerClient:
         self.timeout_s = timeout_s
         self._context = context or zmq.Context.instance()
         self._on_wait = on_wait
-        self._socket: zmq.Socket | None = None
+        self._socket: zmq.Socket[bytes] | None = None
         self._link: _Link | None = None
         self._next_id = 1
         self._worker: WorkerInfo | None = WorkerInfo.from_signup(signup) if signup is not None else None
@@ -146,7 +148,7 @@ class WorkerClient:
         except ValueError:
             raise WorkerUnavailable(f"{self.endpoint} answered with something that is not JSON") from None
 
-    def _wait_for_reply(self, sock: zmq.Socket) -> bool:
+    def _wait_for_reply(self, sock: zmq.Socket[bytes]) -> bool:
         """Wait up to the timeout for a reply, watching the connection while it is not up."""
         link = self._link
         assert link is not None

@@ -158,6 +158,52 @@ def _parse_items(raw: Any, field: str, wo_id: str | None, *, required: bool) -> 
     return tuple(items)
 
 
+def _check_mode(params: Mapping[str, Any], field: str, supported: str, wo_id: str) -> None:
+    """An optional mode field: a string naming `supported` (any case), else 2 or 6."""
+    value = params.get(field)
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidParameterError(f"{field} must be a string", work_order_id=wo_id)
+    if value.upper() != supported:
+        raise UnsupportedModeError(f"{field} {value[:40]!r} is not supported; use {supported}", work_order_id=wo_id)
+
+
+def _workload(params: Mapping[str, Any], wo_id: str) -> tuple[str, str]:
+    """workloadId as sent and the workload name it encodes."""
+    raw = params.get("workloadId")
+    if not isinstance(raw, str) or not raw:
+        raise InvalidParameterError("workloadId is required (hex of the workload name)", work_order_id=wo_id)
+    try:
+        return raw, decode_hex(raw, "workloadId", work_order_id=wo_id).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidParameterError("workloadId is not hex of a UTF-8 name", work_order_id=wo_id) from None
+
+
+def _required_hex(params: Mapping[str, Any], field: str, wo_id: str) -> bytes:
+    value = decode_hex(params.get(field), field, work_order_id=wo_id)
+    if not value:
+        raise InvalidParameterError(f"{field} is required", work_order_id=wo_id)
+    return value
+
+
+def _requester_signature(params: Mapping[str, Any], wo_id: str) -> tuple[bytes | None, VerifyingKey | None]:
+    """The optional requesterSignature and the verifyingKey it needs."""
+    text = _optional_str(params, "requesterSignature", "", wo_id)
+    pem = _optional_str(params, "verifyingKey", "", wo_id)
+    if not text:
+        return None, None
+    signature = decode_base64(text, "requesterSignature", work_order_id=wo_id)
+    if not pem:
+        raise InvalidParameterError(
+            "requesterSignature needs verifyingKey (the requester's PEM public key)", work_order_id=wo_id
+        )
+    try:
+        return signature, VerifyingKey(pem)
+    except ValueError:
+        raise InvalidParameterError("verifyingKey is not a PEM secp256k1 public key", work_order_id=wo_id) from None
+
+
 @dataclass(frozen=True)
 class WorkOrderRequest:
     """A WorkOrderSubmit request whose shape has been checked (no key has been used yet)."""
@@ -194,62 +240,19 @@ class WorkOrderRequest:
             _id_field(params, field, wo_id) for field in ("workerId", "requesterId", "requesterNonce")
         )
 
-        payload_format = params.get("payloadFormat")
-        if payload_format is not None:
-            if not isinstance(payload_format, str):
-                raise InvalidParameterError("payloadFormat must be a string", work_order_id=wo_id)
-            if payload_format.upper() != SUPPORTED_PAYLOAD_FORMAT:
-                raise UnsupportedModeError(
-                    f"payloadFormat {payload_format[:40]!r} is not supported; use {SUPPORTED_PAYLOAD_FORMAT}",
-                    work_order_id=wo_id,
-                )
-        algorithm = params.get("dataEncryptionAlgorithm")
-        if algorithm is not None:
-            if not isinstance(algorithm, str):
-                raise InvalidParameterError("dataEncryptionAlgorithm must be a string", work_order_id=wo_id)
-            if algorithm.upper() != SUPPORTED_DATA_ALGORITHM:
-                raise UnsupportedModeError(
-                    f"dataEncryptionAlgorithm {algorithm[:40]!r} is not supported; use {SUPPORTED_DATA_ALGORITHM}",
-                    work_order_id=wo_id,
-                )
+        _check_mode(params, "payloadFormat", SUPPORTED_PAYLOAD_FORMAT, wo_id)
+        _check_mode(params, "dataEncryptionAlgorithm", SUPPORTED_DATA_ALGORITHM, wo_id)
         timeout = params.get("responseTimeoutMSecs")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0):
             raise InvalidParameterError("responseTimeoutMSecs must be a non-negative integer", work_order_id=wo_id)
-
-        raw_workload = params.get("workloadId")
-        if not isinstance(raw_workload, str) or not raw_workload:
-            raise InvalidParameterError("workloadId is required (hex of the workload name)", work_order_id=wo_id)
-        try:
-            workload_id = decode_hex(raw_workload, "workloadId", work_order_id=wo_id).decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidParameterError("workloadId is not hex of a UTF-8 name", work_order_id=wo_id) from None
-
-        session_key = decode_hex(params.get("encryptedSessionKey"), "encryptedSessionKey", work_order_id=wo_id)
-        if not session_key:
-            raise InvalidParameterError("encryptedSessionKey is required", work_order_id=wo_id)
+        raw_workload, workload_id = _workload(params, wo_id)
+        session_key = _required_hex(params, "encryptedSessionKey", wo_id)
         iv_text = _optional_str(params, "sessionKeyIv", "", wo_id)
         session_key_iv = decode_hex(iv_text, "sessionKeyIv", work_order_id=wo_id) if iv_text else None
         if session_key_iv is not None and len(session_key_iv) != GCM_IV_BYTES:
             raise InvalidParameterError("sessionKeyIv must be 12 bytes (24 hex digits)", work_order_id=wo_id)
-        request_hash = decode_hex(params.get("encryptedRequestHash"), "encryptedRequestHash", work_order_id=wo_id)
-        if not request_hash:
-            raise InvalidParameterError("encryptedRequestHash is required", work_order_id=wo_id)
-
-        signature_text = _optional_str(params, "requesterSignature", "", wo_id)
-        signature = decode_base64(signature_text, "requesterSignature", work_order_id=wo_id) if signature_text else None
-        verifying_key_pem = _optional_str(params, "verifyingKey", "", wo_id)
-        verifying_key = None
-        if signature is not None:
-            if not verifying_key_pem:
-                raise InvalidParameterError(
-                    "requesterSignature needs verifyingKey (the requester's PEM public key)", work_order_id=wo_id
-                )
-            try:
-                verifying_key = VerifyingKey(verifying_key_pem)
-            except ValueError:
-                    raise InvalidParameterError(
-                    "verifyingKey is not a PEM secp256k1 public key", work_order_id=wo_id
-                ) from None
+        request_hash = _required_hex(params, "encryptedRequestHash", wo_id)
+        signature, verifying_key = _requester_signature(params, wo_id)
         _optional_str(params, "workerEncryptionKey", "", wo_id)
 
         return cls(

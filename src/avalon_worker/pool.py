@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._internal.loop import StopFlag
-from ._internal.loop import Loop
+from ._internal.loop import Loop, StopFlag
 from ._internal.scheduler import Metrics as PoolMetrics
 from ._internal.scheduler import PoolConfig
 from .processor import Processor

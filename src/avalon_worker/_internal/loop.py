@@ -138,7 +138,7 @@ class Loop:
             self._shutdown(clean)
         logger.info("stopped")
 
-    def _run(self, stop: StopFlag) -> None:
+    def _run(self, stop: StopFlag) -> None:  # noqa: C901 -- the hot loop stays one function: no call per event
         scheduler, router, poller, by_fd = self.scheduler, self.router, self.poller, self.by_fd
         assert router is not None
         reporting = scheduler._reporting

@@ -17,8 +17,8 @@ from typing import Any
 from cryptography import x509
 
 from .. import crypto
-from .collateral import Collateral
 from .binding import report_data
+from .collateral import Collateral
 from .dcap import verify_dcap_quote
 from .errors import QuoteParseError
 from .policy import AttestationPolicy, PolicyViolation, warn_insecure

@@ -53,7 +53,7 @@ def run_migrate(args: argparse.Namespace) -> int:
             where = store.where
         else:
             from . import open_store
-            from .sqlite import SCHEMA_VERSION  # type: ignore[assignment]
+            from .sqlite import SCHEMA_VERSION
 
             open_store(location).close()  # opening a SQLite store migrates it
             before, where = SCHEMA_VERSION, location

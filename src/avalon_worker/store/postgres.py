@@ -305,7 +305,7 @@ class PostgresStore:
                     f"understands ({SCHEMA_VERSION}); upgrade avalon-worker"
                 )
             for version in range(found + 1, SCHEMA_VERSION + 1):
-                connection.execute(MIGRATIONS[version - 1])  # type: ignore[arg-type]
+                connection.execute(MIGRATIONS[version - 1])
                 connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
                 logger.info("PostgreSQL store %s: schema migrated to version %d", self.where, version)
             return found

@@ -1,5 +1,6 @@
 """Workloads: the code a work order runs, and the registry that names them."""
 
-from .workload import Workload, WorkLoad, WorkloadFailure
+from .registry import RegistryError, WorkloadRegistry
+from .workload import WorkLoad, Workload, WorkloadFailure
 
-__all__ = ["Workload", "WorkLoad", "WorkloadFailure"]
+__all__ = ["RegistryError", "WorkLoad", "Workload", "WorkloadFailure", "WorkloadRegistry"]

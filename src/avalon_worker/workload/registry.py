@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import SetupError, WorkloadError
-from .workload import Workload, WorkLoad, WorkloadFailure
+from .workload import WorkLoad, Workload, WorkloadFailure
 
 
 class RegistryError(SetupError):
@@ -49,7 +49,8 @@ def _load_entry(workload_id: str, entry: Any, source: str) -> Workload | WorkLoa
     if not (callable(getattr(cls, "run", None)) or callable(getattr(cls, "execute", None))):
         raise RegistryError(f"{where}: class {class_name!r} has neither run(inputs) nor execute(in_data_array)")
     try:
-        return cls()
+        instance: Workload | WorkLoad = cls()
+        return instance
     except Exception as exc:
         raise RegistryError(f"{where}: class {class_name!r} could not be created ({type(exc).__name__}: {exc})") from exc
 
@@ -104,7 +105,7 @@ class WorkloadRegistry:
             if isinstance(workload, WorkLoad) or not callable(getattr(workload, "run", None)):
                 result = _run_legacy(workload_id, workload, inputs)
             else:
-                result = workload.run([item.data for item in inputs])  # type: ignore[union-attr]  # checked just above
+                result = workload.run([item.data for item in inputs])
         except WorkloadFailure as exc:
             raise WorkloadError(f"workload {workload_id!r} failed: {exc}") from None
         except WorkloadError:
