@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint fuzz clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ lint: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet 'ruff==0.17.6' 'mypy==2.4.1'
 	$(BIN)/ruff check src tests benchmarks scripts  # rules in pyproject.toml: import order, complexity bound
 	$(BIN)/mypy src  # strict, configured in pyproject.toml
+
+# Long fuzz run against a live worker; CI runs a bounded stage (.ci/run). FUZZ_COUNT, FUZZ_SEED.
+FUZZ_COUNT ?= 200000
+fuzz: $(BIN)/.installed
+	$(BIN)/python scripts/fuzz.py --count $(FUZZ_COUNT) --seed $${FUZZ_SEED:-$$(date +%s)}
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/throughput.py

@@ -393,7 +393,8 @@ class TestReporting:
 class TestRequestReading:
     @pytest.mark.parametrize("frame, expected", [
         (request(1, timeout_ms=250), 250), (request(1, timeout_ms=0), None), (b'{"responseTimeoutMSecs": 12}', 12),
-        (b"{}", None), (b'{"responseTimeoutMSecs":"x"}', None), (b"x" * 70_000 + b'"responseTimeoutMSecs":5', None),
+        (b"{}", None), (b'{"responseTimeoutMSecs":"x"}', None), (b'{"responseTimeoutMSecs": 1.5}', None),
+        (b'{"responseTimeoutMSecs": 2e3}', None), (b"x" * 70_000 + b'"responseTimeoutMSecs":5', None),
     ])
     def test_the_time_limit_is_found_without_parsing(self, frame: bytes, expected: int | None) -> None:
         assert scan_timeout_ms(frame) == expected

@@ -45,7 +45,7 @@ COALESCE_MAX_S = 0.0005
 COALESCE_MIN_SERVICE_S = 0.0002
 _SCAN_BYTES = 64 * 1024  # how far into a request its responseTimeoutMSecs is looked for on arrival
 _TIMEOUT_KEY = b"responseTimeoutMSecs"
-_TIMEOUT_VALUE = re.compile(rb'\\*"\s*:\s*(\d{1,10})\b')
+_TIMEOUT_VALUE = re.compile(rb'\\*"\s*:\s*(\d{1,10})(?![\d.eE])')  # 1.5 is no limit of 1 ms
 
 
 @dataclass(frozen=True)
