@@ -52,6 +52,12 @@ def test_submit_prints_the_verified_result_with_a_signed_request(worker: Running
     assert done.stdout.strip() == "Fibonacci number at position 20 = 6765"
 
 
+def test_submit_can_leave_the_data_hash_out(worker: RunningWorker) -> None:
+    done = run_cli("submit", "--endpoint", worker.endpoint, "--workload", "python-hello", "--no-data-hash", "Ada")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Hello Ada"
+
+
 def test_signup_prints_the_document_and_checks_its_signature(worker: RunningWorker) -> None:
     done = run_cli("signup", "--endpoint", worker.endpoint)
     assert done.returncode == 0, done.stderr

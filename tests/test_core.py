@@ -158,3 +158,15 @@ def test_a_bad_session_key_is_not_cached(identity: Identity, worker_info: Worker
     for _ in range(2):
         assert roundtrip(cached, pending)["error"]["code"] == 4
     assert cached.keys.hits == 0
+
+
+def test_inputs_without_data_hash_are_served_and_carry_no_digest_of_the_plaintext(
+    processor: Processor, worker_info: WorkerInfo
+) -> None:
+    secret = b"yes"
+    pending = build_work_order(
+        worker_info, "echo-result", [secret, InputSpec(b"!", "plaintext")], include_data_hash=False
+    )
+    assert [item["dataHash"] for item in pending.request["params"]["inData"]] == ["", ""]
+    assert crypto.sha256(secret).hex() not in pending.frame().decode()
+    assert open_result(pending, roundtrip(processor, pending), worker_info) == [b"yes!"]

@@ -242,7 +242,7 @@ def run_submit(args: argparse.Namespace) -> int:
     key = SigningKey.generate() if args.sign else None
     inputs = [text.encode("utf-8") for text in args.inputs]
     with _client(args) as client:
-        outputs = client.submit(args.workload, inputs, requester_key=key)
+        outputs = client.submit(args.workload, inputs, requester_key=key, include_data_hash=not args.no_data_hash)
     for output in outputs:
         print(output.decode("utf-8", errors="replace"))
     return 0
@@ -357,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_arguments(p)
     p.add_argument("--workload", required=True, help="workload id, e.g. python-hello")
     p.add_argument("--sign", action="store_true", help="sign the request with a fresh requester key")
+    p.add_argument("--no-data-hash", action="store_true",
+                   help="send no dataHash with the inputs (an unsalted SHA-256 of each, sent in clear: see SECURITY.md)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input items (UTF-8 text), in index order")
     add_policy_arguments(p)
     p.set_defaults(func=run_submit)
