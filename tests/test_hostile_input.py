@@ -18,7 +18,7 @@ import pytest
 from avalon_worker.crypto import SigningKey
 from avalon_worker.requester import PendingWorkOrder, VerificationError, WorkerInfo, build_work_order, open_result
 
-from conftest import RunningWorker, launch_worker, reseal
+from conftest import RunningWorker, launch_worker, reseal, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +209,14 @@ def test_without_a_replay_window_the_same_order_is_served_again(worker: RunningW
     pending = build_work_order(info, "python-hello", [b"twice"])
     for _ in range(2):
         assert open_result(pending, worker.call(pending.frame()), info) == [b"Hello twice"]
+
+
+def test_a_replay_window_across_enclaves_is_refused_at_start(tmp_path: Path) -> None:
+    # A directory where Gramine's /dev/attestation would be: the worker believes it is in an enclave.
+    fake_root = tmp_path / "attestation"
+    fake_root.mkdir()
+    done = run_cli("serve", "--state-dir", str(tmp_path / "state"), "--attestation", "none",
+                   "--attestation-root", str(fake_root), "--workers", "2", "--replay-window-s", "60")
+    assert done.returncode == 2
+    assert "--replay-window-s inside Gramine needs --workers 1" in done.stderr
+    assert not (tmp_path / "state").exists()  # refused before any key was made

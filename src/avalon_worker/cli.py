@@ -128,22 +128,30 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
 
-def run_server(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
-    disable_core_dumps()  # before any private key is in memory
-    registry = WorkloadRegistry.from_file(args.workloads) if args.workloads else WorkloadRegistry.builtin()
-    attestation = select_provider(args.attestation, args.attestation_root)  # before any key is made
-    identity, created = load_or_create(args.state_dir, args.rsa_bits)
-    from .core import insecure_seal_result_reusing_session_iv, seal_result
+def _check_order_rules(args: argparse.Namespace) -> None:
     from .models import is_hex, strip_0x
-    from .processor import Processor
-    from .replay import ReplayGuard
-    from .signup import signup_function
 
     if args.worker_id is not None and not (is_hex(args.worker_id) and strip_0x(args.worker_id)):
         raise UsageError("--worker-id must be a hex id, e.g. the SHA-256 the requesters address this worker by")
     if args.replay_window_s < 0:
         raise UsageError("--replay-window-s must be ≥ 0")
+    if args.replay_window_s and args.workers > 1 and os.path.isdir(args.attestation_root):
+        # Under Gramine each worker process is an enclave of its own: no memory is shared.
+        raise UsageError("--replay-window-s inside Gramine needs --workers 1 (or 0): enclaves share no "
+                         "memory, so each process would remember only its own orders")
+
+
+def run_server(args: argparse.Namespace) -> int:
+    _configure_logging(args.log_level)
+    disable_core_dumps()  # before any private key is in memory
+    _check_order_rules(args)
+    registry = WorkloadRegistry.from_file(args.workloads) if args.workloads else WorkloadRegistry.builtin()
+    attestation = select_provider(args.attestation, args.attestation_root)  # before any key is made
+    identity, created = load_or_create(args.state_dir, args.rsa_bits)
+    from .core import insecure_seal_result_reusing_session_iv, seal_result
+    from .processor import Processor
+    from .replay import ReplayGuard
+    from .signup import signup_function
 
     logger.info(
         "%s identity %s (RSA-%d) in %s", "created" if created else "loaded", identity.worker_id[:16],
