@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -288,6 +289,7 @@ def run(count: int, seed: int, window: int, workers: int, reply_timeout_s: float
         sock.close(linger=0)
         process.terminate()
         process.wait(timeout=60)
+        shutil.rmtree(state, ignore_errors=True)  # the throw-away identity's private keys
     return {
         "inputs": count, "sent": sent, "replies": received, "lost": sent - received,
         "malformed replies": counts["malformed"], "internal errors": counts["internal error"],
