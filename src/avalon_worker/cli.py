@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import __version__, orderlog
+from . import __version__, http_front, orderlog
 from ._internal.router import EndpointError
 from .attestation.cli import (
     add_policy_arguments,
@@ -126,6 +126,11 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
                         help="refuse a work order whose workOrderId was served in the last N seconds, across all "
                         "worker processes (error 2; default 0: off, every verified order is served)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--listen-http", metavar="HOST:PORT",
+                        help="also serve Avalon's listener API (JSON-RPC over HTTP) here, backed by a store in the state directory")
+    parser.add_argument("--result-ttl", type=float, default=24 * 3600.0, metavar="S",
+                        help="with --listen-http: keep work-order results this many seconds (default: a day)")
+    parser.add_argument("--lease-s", type=float, default=10.0, help=argparse.SUPPRESS)
 
 
 def _check_order_rules(args: argparse.Namespace) -> None:
@@ -171,15 +176,22 @@ def run_server(args: argparse.Namespace) -> int:
     )
     stop = StopFlag()
     stop.install()
+    front: list[Any] = []  # the HTTP front door, once the endpoint is up
 
     def ready(endpoint: str) -> None:
         logger.info("serving on %s with %s", endpoint, f"{args.workers} worker process(es)" if args.workers else "no worker processes")
         print(READY_PREFIX + endpoint, flush=True)
+        front.append(http_front.start_for(args, endpoint))
 
     try:
         _serve_pool(processor, args, stop, ready)
     except EndpointError as exc:
         raise UsageError(f"cannot serve on {exc}") from None
+    finally:
+        if front and front[0] is not None:
+            http_front.stop(front[0])
+    if front and front[0] is not None and front[0].returncode == 2:
+        raise UsageError("the HTTP listener could not serve (see its message above)")
     if stop.forced:  # a second signal: what was in flight was answered with an error
         return 128 + stop.forced_by if stop.forced_by else 1
     return 0

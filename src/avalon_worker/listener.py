@@ -1,0 +1,182 @@
+"""The HTTP listener: Avalon's JSON-RPC listener API (`listener_api`) over HTTP, on aiohttp.
+
+Every answer is HTTP 200 with `Content-Type: application/json` and a JSON-RPC body, whatever
+went wrong; a request that breaks HTTP itself is answered by aiohttp's parser (400) or its
+connection is closed. Bodies are bounded (`max_body_bytes`, checked from Content-Length before
+anything is read, and while reading a chunked body) and must arrive within `body_timeout_s`.
+
+Submits are committed in batches: while one commit runs on the store's thread, the next calls
+gather, so one fsync covers many orders. A submit whose order finishes within the call (its
+`responseTimeoutMSecs`, at most `max_wait_s`) is answered with the result; otherwise with
+"pending" (5), once the order is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from . import listener_api as api
+from .errors import ErrorCode
+from .store import Completion, OrderState, OrderStatus, Store, SubmitOutcome
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    max_body_bytes: int = 32 * 1024 * 1024
+    body_timeout_s: float = 10.0  # the whole body must arrive within this
+    max_wait_s: float = 5.0  # a submit waits at most this for its result (Avalon's SDK gives up on HTTP after 10 s)
+    stale_after_s: float = 30.0  # a worker without a heartbeat for this long is shown as off-line
+
+
+def _reply(body: bytes, *, close: bool = False) -> web.Response:
+    response = web.Response(body=body, status=200, content_type=JSON)
+    if close:
+        response.force_close()
+    return response
+
+
+@dataclass
+class Listener:
+    """The request handler; `app()` mounts it at every path, for POST and everything else."""
+
+    store: Store
+    executor: Executor
+    config: ListenerConfig = field(default_factory=ListenerConfig)
+    on_submitted: Callable[[], None] = lambda: None  # wakes an in-process pump
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._known_workers: set[str] = set()
+        self._batch: list[tuple[api.Submission, asyncio.Future[SubmitOutcome]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._waiters: dict[str, asyncio.Future[Completion]] = {}
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def _store(self, method: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, method, *args)
+
+    def order_done(self, completions: Sequence[Completion]) -> None:
+        """Outcomes just stored by the pump: answer the submits waiting for them."""
+        for item in completions:
+            waiter = self._waiters.pop(item.work_order_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(item)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            if request.method != "POST":
+                raise api.CallError(ErrorCode.INVALID_PARAMETER, "send JSON-RPC requests with HTTP POST")
+            body = await self._read_body(request)
+            if body is None:
+                return _reply(api.CallError(ErrorCode.INVALID_PARAMETER, f"the request body is larger than "
+                              f"{self.config.max_body_bytes} bytes").reply(), close=True)
+            return _reply(await self._dispatch(api.parse_call(body)))
+        except api.CallError as exc:
+            return _reply(exc.reply(), close=request.method != "POST")
+        except asyncio.TimeoutError:
+            message = f"the request body did not arrive within {self.config.body_timeout_s:g} s"
+            return _reply(api.CallError(ErrorCode.INVALID_PARAMETER, message).reply(), close=True)
+        except Exception:
+            logger.exception("the listener failed on a %s request", request.method)
+            return _reply(api.CallError(ErrorCode.UNKNOWN_ERROR, "the listener failed on this request; "
+                          "try again, and tell the operator if it persists").reply(), close=True)
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The whole body, or None if it is over the limit; TimeoutError if it is too slow."""
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return None
+
+        async def read() -> bytes | None:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+
+        return await asyncio.wait_for(read(), self.config.body_timeout_s)
+
+    async def _dispatch(self, call: api.Call) -> bytes:
+        now = self.clock()
+        if call.method == "WorkOrderGetResult":
+            canonical, as_sent = api.get_result_id(call)
+            return api.outcome_reply(call.reply_id, as_sent, await self._store(self.store.status, canonical))
+        if call.method == "WorkOrderSubmit":
+            return await self._submit(call)
+        if call.method == "WorkerLookUp":
+            records = await self._store(self.store.workers)
+            return api.worker_lookup(call, records, now, self.config.stale_after_s)
+        worker_id = call.params.get("workerId")
+        record = await self._store(self.store.worker, api.canonical_id(worker_id)) if isinstance(worker_id, str) else None
+        return api.worker_retrieve(call, record, now, self.config.stale_after_s)
+
+    async def _submit(self, call: api.Call) -> bytes:
+        worker_id = call.params.get("workerId")
+        if isinstance(worker_id, str) and api.canonical_id(worker_id) not in self._known_workers:
+            if await self._store(self.store.worker, api.canonical_id(worker_id)) is not None:
+                self._known_workers.add(api.canonical_id(worker_id))
+        item = api.submission(call, self._known_workers, self.config.max_body_bytes, self.config.max_wait_s)
+        loop = asyncio.get_running_loop()
+        key = item.order.work_order_id
+        waiter: asyncio.Future[Completion] | None = None
+        if item.wait_s > 0 and key not in self._waiters:
+            waiter = self._waiters[key] = loop.create_future()  # before the commit: the pump may be quick
+        accepted: asyncio.Future[SubmitOutcome] = loop.create_future()
+        self._batch.append((item, accepted))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        outcome = await accepted
+        refusal = api.submit_refusal(item, outcome)
+        if refusal is not None:
+            if waiter is not None and self._waiters.get(key) is waiter:
+                del self._waiters[key]
+            return refusal
+        if waiter is None:
+            return api.pending_reply(call.reply_id, item.work_order_id)
+        try:
+            done = await asyncio.wait_for(asyncio.shield(waiter), item.wait_s)
+        except asyncio.TimeoutError:
+            if self._waiters.get(key) is waiter:
+                del self._waiters[key]
+            return api.pending_reply(call.reply_id, item.work_order_id)
+        return api.outcome_reply(call.reply_id, item.work_order_id, OrderStatus(OrderState.DONE, done.outcome, done.is_error))
+
+    async def _flush(self) -> None:
+        """Commit the gathered submits, batch after batch, until none are left."""
+        try:
+            while self._batch:
+                batch, self._batch = self._batch, []
+                try:
+                    outcomes = await self._store(self.store.submit, [item.order for item, _ in batch], self.clock())
+                except Exception as exc:
+                    for _, future in batch:
+                        future.set_exception(exc)
+                    continue
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    future.set_result(outcome)
+                if SubmitOutcome.ACCEPTED in outcomes:
+                    self.on_submitted()
+        finally:
+            self._flusher = None

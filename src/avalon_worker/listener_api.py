@@ -1,0 +1,245 @@
+"""The listener API (EEA TC v1.1 §5 worker registry, §6 work orders) as Avalon's SDK uses it,
+without I/O: request bodies in, reply bytes and store operations out.
+
+Methods: `WorkerLookUp`, `WorkerRetrieve`, `WorkOrderSubmit`, `WorkOrderGetResult`. Facts the
+SDK relies on (`sdk/avalon_sdk/connector/direct/jrpc/` in Avalon):
+- every answer is a JSON-RPC 2.0 object; the HTTP shell sends it with status 200 and
+  `Content-Type: application/json` exactly (the SDK drops answers with a charset parameter);
+- `WorkOrderGetResult` answers 5 while an order is pending and the SDK polls every 2 s for as
+  long as it gets 5, with no timeout: an id the store does not know gets 2, never 5;
+- the result object is the worker's, unchanged: ids exactly as the requester sent them;
+- `WorkerRetrieve.status` 1 is ACTIVE in the SDK's enum; a non-empty `proofData` is handed to
+  Avalon's own IAS/DCAP report verifiers, which a Gramine quote does not fit, so it stays empty
+  unless the requester asks for it with `"includeProofData": true` (then it is JSON text with
+  the base64 quote; check it with `avalon-worker verify`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import jsonio, jsonrpc
+from .errors import ErrorCode, InvalidParameterError
+from .models import is_hex
+from .store import NewOrder, OrderState, OrderStatus, SubmitOutcome, WorkerRecord, canonical_id
+
+METHODS = ("WorkerLookUp", "WorkerRetrieve", "WorkOrderSubmit", "WorkOrderGetResult")
+WORKER_TYPE_TEE_SGX = 1  # EEA TC v1.1 §5.1: 1 TEE-SGX, 2 MPC, 3 ZK
+STATUS_ACTIVE, STATUS_OFF_LINE = 1, 2  # §5.2
+WRAP_OVERHEAD_BYTES = 128  # the ProcessWorkOrder frame around a request, beyond its escaped text
+
+
+class CallError(Exception):
+    """A request the listener answers with a JSON-RPC error at once."""
+
+    def __init__(self, code: ErrorCode, message: str, reply_id: Any = None, work_order_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reply_id = reply_id
+        self.work_order_id = work_order_id
+
+    def reply(self) -> bytes:
+        return jsonrpc.error_reply(self.reply_id, self.code, self.message, self.work_order_id)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A decoded JSON-RPC request: method, id (echoed as sent), params object."""
+
+    method: str
+    reply_id: Any
+    params: dict[str, Any]
+    body: bytes
+
+
+def parse_call(body: bytes) -> Call:
+    """Decode a request body; raise `CallError` (code 2) for anything that is not one of our
+    methods with an object for params."""
+    try:
+        message = jsonrpc.decode(body, "the request body")
+        if not isinstance(message, dict):
+            raise InvalidParameterError("the request must be a JSON-RPC 2.0 object (batches are not supported)")
+        reply_id = jsonrpc.reply_id(message)
+    except InvalidParameterError as exc:
+        raise CallError(ErrorCode.INVALID_PARAMETER, exc.message) from None
+    method = message.get("method")
+    if method not in METHODS:
+        shown = method[:40] if isinstance(method, str) else method.__class__.__name__
+        raise CallError(ErrorCode.INVALID_PARAMETER, f"unknown method {shown!r}; this listener serves {', '.join(METHODS)}", reply_id)
+    params = message.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise CallError(ErrorCode.INVALID_PARAMETER, f"{method} params must be a JSON object", reply_id)
+    return Call(method, reply_id, params, body)
+
+
+def _id_param(call: Call, name: str, work_order_id: str | None = None) -> str:
+    """A required hex id parameter, in canonical form."""
+    value = call.params.get(name)
+    if not isinstance(value, str) or not value:
+        raise CallError(ErrorCode.INVALID_PARAMETER, f"{call.method} needs {name} (a hex string)", call.reply_id, work_order_id)
+    if not is_hex(value):
+        raise CallError(ErrorCode.INVALID_PARAMETER, f"{name} must be a hex string (an even number of hex digits, "
+                        "nothing else)", call.reply_id, work_order_id)
+    return canonical_id(value)
+
+
+def _result(call: Call, result: Any) -> bytes:
+    return jsonrpc.result_reply(call.reply_id, result)
+
+
+# workers -----------------------------------------------------------------------------------------
+
+
+def is_live(record: WorkerRecord, now: float, stale_after_s: float) -> bool:
+    return now - record.heartbeat <= stale_after_s
+
+
+def worker_lookup(call: Call, records: Sequence[WorkerRecord], now: float, stale_after_s: float) -> bytes:
+    """`WorkerLookUp {workerType?, organizationId?, applicationTypeId?}`: the live workers that
+    match every filter given (EEA TC v1.1 §5.3.1); one page, so `lookupTag` is empty."""
+    wanted_type = call.params.get("workerType")
+    if wanted_type is not None and (isinstance(wanted_type, bool) or not isinstance(wanted_type, int)):
+        raise CallError(ErrorCode.INVALID_PARAMETER, "workerType must be an integer (1 TEE-SGX, 2 MPC, 3 ZK)", call.reply_id)
+    ids = []
+    for record in records:
+        if not is_live(record, now, stale_after_s):
+            continue
+        if wanted_type is not None and wanted_type != WORKER_TYPE_TEE_SGX:
+            continue
+        registry = _registry_fields(record)
+        if not all(
+            call.params.get(name) is None or _matches(call.params[name], registry[name])
+            for name in ("organizationId", "applicationTypeId")
+        ):
+            continue
+        ids.append(record.worker_id)
+    return _result(call, {"totalCount": len(ids), "lookupTag": "", "ids": ids})
+
+
+def _matches(wanted: Any, have: Any) -> bool:
+    if isinstance(have, list):
+        return any(_matches(wanted, item) for item in have)
+    return isinstance(wanted, str) and isinstance(have, str) and canonical_id(wanted) == canonical_id(have)
+
+
+def _registry_fields(record: WorkerRecord) -> dict[str, Any]:
+    return {
+        "organizationId": record.signup.get("organization_id", ""),
+        "applicationTypeId": record.signup.get("application_type_ids", []),
+    }
+
+
+def worker_retrieve(call: Call, record: WorkerRecord | None, now: float, stale_after_s: float) -> bytes:
+    """`WorkerRetrieve {workerId}` → the worker in the shape Avalon's enclave manager registered
+    (`create_json_worker`): type, organization, application types, status, details."""
+    worker_id = _id_param(call, "workerId")
+    if record is None or record.worker_id != worker_id:
+        raise CallError(ErrorCode.INVALID_PARAMETER, "no worker with this workerId is registered here; "
+                        "find the ids with WorkerLookUp", call.reply_id)
+    signup = record.signup
+    proof_data = ""
+    proof_type = ""
+    if call.params.get("includeProofData") is True and signup.get("quote"):
+        proof_type = str(signup.get("attestation_type", ""))
+        proof_data = jsonio.dumps({"quote": signup["quote"], "attestationType": proof_type}).decode()
+    mrenclave = signup.get("mrenclave") or ""
+    details = {
+        "hashingAlgorithm": signup.get("hashing_algorithm", "SHA-256"),
+        "signingAlgorithm": signup.get("signing_algorithm", "SECP256K1"),
+        "keyEncryptionAlgorithm": signup.get("encryption_algorithm", "RSA-OAEP-3072"),
+        "dataEncryptionAlgorithm": signup.get("data_encryption_algorithm", "AES-GCM-256"),
+        "workOrderPayloadFormats": "JSON-RPC",
+        "workerTypeData": {
+            "verificationKey": signup["verifying_key"],
+            "encryptionKey": signup["encryption_key"],
+            "encryptionKeySignature": signup["encryption_key_signature"],
+            "encryptionKeyNonce": "",
+            "proofDataType": proof_type,
+            "proofData": proof_data,
+            "extendedMeasurements": [mrenclave] if mrenclave else [],
+        },
+    }
+    registry = _registry_fields(record)
+    return _result(call, {
+        "workerType": WORKER_TYPE_TEE_SGX,
+        "organizationId": registry["organizationId"],
+        "applicationTypeId": registry["applicationTypeId"],
+        "status": STATUS_ACTIVE if is_live(record, now, stale_after_s) else STATUS_OFF_LINE,
+        "details": details,
+    })
+
+
+# work orders -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A WorkOrderSubmit call ready for the store, with what its replies need."""
+
+    call: Call
+    order: NewOrder
+    work_order_id: str  # as the requester sent it
+    wait_s: float  # how long the call may wait for the result before answering "pending"
+
+
+def wrapped_size(body: bytes) -> int:
+    """An upper bound on the ProcessWorkOrder frame that carries `body` as a JSON string."""
+    return len(body) + body.count(b'"') + body.count(b"\\") + body.count(b"\n") + WRAP_OVERHEAD_BYTES
+
+
+def submission(call: Call, known_workers: Container[str], max_request_bytes: int, max_wait_s: float) -> Submission:
+    """Check a WorkOrderSubmit call just enough to keep it: the worker checks everything else
+    when it runs the order, and its error becomes the order's result."""
+    raw_id = call.params.get("workOrderId")
+    shown_id = raw_id if isinstance(raw_id, str) else None
+    work_order_id = _id_param(call, "workOrderId")
+    worker_id = _id_param(call, "workerId", shown_id)
+    if worker_id not in known_workers:
+        raise CallError(ErrorCode.INVALID_PARAMETER, "workerId names no worker registered here; "
+                        "find the ids with WorkerLookUp", call.reply_id, shown_id)
+    if wrapped_size(call.body) > max_request_bytes:
+        raise CallError(ErrorCode.INVALID_PARAMETER, f"the work order is larger than this worker accepts "
+                        f"({max_request_bytes} bytes); send less input", call.reply_id, shown_id)
+    timeout_ms = call.params.get("responseTimeoutMSecs")
+    wait_s = 0.0
+    if isinstance(timeout_ms, int) and not isinstance(timeout_ms, bool) and timeout_ms > 0:
+        wait_s = min(timeout_ms / 1000, max_wait_s)
+    return Submission(call, NewOrder(work_order_id, worker_id, call.body), raw_id or "", wait_s)
+
+
+def submit_refusal(item: Submission, outcome: SubmitOutcome) -> bytes | None:
+    """The reply for an order the store did not accept, or None if it did."""
+    if outcome is SubmitOutcome.DUPLICATE:
+        message = "a work order with this workOrderId was already submitted; use a new workOrderId"
+        return CallError(ErrorCode.INVALID_PARAMETER, message, item.call.reply_id, item.work_order_id).reply()
+    if outcome is SubmitOutcome.QUEUE_FULL:
+        message = "the worker is busy (its queue of pending work orders is full); try again later"
+        return CallError(ErrorCode.BUSY, message, item.call.reply_id, item.work_order_id).reply()
+    return None
+
+
+def pending_reply(reply_id: Any, work_order_id: str) -> bytes:
+    return jsonrpc.error_reply(reply_id, ErrorCode.PENDING, "the work order is pending; "
+                               "ask for its result with WorkOrderGetResult", work_order_id)
+
+
+def get_result_id(call: Call) -> tuple[str, str]:
+    """The canonical and the as-sent workOrderId of a WorkOrderGetResult call."""
+    raw = call.params.get("workOrderId")
+    return _id_param(call, "workOrderId"), raw if isinstance(raw, str) else ""
+
+
+def outcome_reply(reply_id: Any, work_order_id: str, status: OrderStatus | None) -> bytes:
+    """The answer to WorkOrderGetResult (or a submit that finished within the call)."""
+    if status is None:
+        return CallError(ErrorCode.INVALID_PARAMETER, "no work order with this workOrderId is kept here: it was "
+                         "never submitted, or its result has passed its retention time", reply_id, work_order_id).reply()
+    if status.state is OrderState.PENDING:
+        return pending_reply(reply_id, work_order_id)
+    key = b'"error":' if status.is_error else b'"result":'  # the stored object as it is: no decode, no re-encode
+    return b'{"jsonrpc":"2.0","id":' + jsonio.dumps(reply_id) + b"," + key + status.outcome + b"}"

@@ -1,0 +1,265 @@
+"""The pump: runs the stored work orders of one worker through its ZMQ endpoint.
+
+It is an ordinary client of the worker, as Avalon's enclave manager is: it fetches the signup
+(`ProcessWorkerSignup`) and registers it in the store with a heartbeat, then leases the pending
+orders addressed to that worker id and sends each as `ProcessWorkOrder` with the stored
+WorkOrderSubmit request as its params string. The worker's answer (result or error) is written
+back as the order's outcome; BUSY (8) puts the order back in the queue instead. Leases of orders
+in flight are renewed; when the pump or its host dies they expire and the orders are leased again
+(the store keeps only the first outcome, so an order never ends with two).
+
+One DEALER socket carries every order in flight: each request goes out behind a routing frame
+of its own (`[tag, "", frame]`), which the worker's ROUTER (or REP) envelope hands back with the
+reply, so replies are matched to orders whatever order they arrive in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import struct
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import zmq
+import zmq.asyncio
+
+from . import jsonio
+from .errors import ErrorCode
+from .store import Completion, LeasedOrder, Store, canonical_id
+
+logger = logging.getLogger(__name__)
+
+_TAG = struct.Struct(">Q")
+SIGNUP_FRAME = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup","params":null}'
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PumpConfig:
+    lease_s: float = 10.0  # a lease outlives the pump by at most this; renewed every third of it
+    max_in_flight: int = 16  # orders sent to the worker and not yet answered
+    poll_s: float = 0.5  # how often to look for orders when nothing wakes the pump
+    heartbeat_s: float = 5.0
+    purge_every_s: float = 60.0
+    result_ttl_s: float = 24 * 3600.0
+    stuck_after_s: float = 300.0  # an order unanswered this long is given back (the pool answers long before)
+    busy_backoff_s: float = 0.05
+    signup_timeout_s: float = 30.0
+
+
+def work_order_frame(request: bytes, outer_id: int) -> bytes:
+    """`ProcessWorkOrder` with the WorkOrderSubmit request as its params string (PROTOCOL §1)."""
+    return jsonio.dumps({"jsonrpc": "2.0", "id": outer_id, "method": "ProcessWorkOrder", "params": request.decode("utf-8")})
+
+
+def interpret_reply(work_order_id: str, frame: bytes) -> Completion | None:
+    """The outcome to store for the worker's reply, or None if the worker was busy (8) and the
+    order should go back to the queue."""
+    try:
+        reply = jsonio.loads(frame)
+    except (ValueError, RecursionError):
+        reply = None
+    if isinstance(reply, dict) and isinstance(reply.get("result"), dict):
+        return Completion(work_order_id, jsonio.dumps(reply["result"]), False)
+    error = reply.get("error") if isinstance(reply, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), int):
+        if error["code"] == ErrorCode.BUSY:
+            return None
+        return Completion(work_order_id, jsonio.dumps(error), True)
+    logger.error("work order %s: the worker's reply is not a JSON-RPC result or error", work_order_id)
+    unreadable = {"code": int(ErrorCode.UNKNOWN_ERROR), "message": "the worker's reply could not be read"}
+    return Completion(work_order_id, jsonio.dumps(unreadable), True)
+
+
+def worker_id_of(signup: dict[str, Any]) -> str:
+    """The worker id a signup document stands for: hex SHA-256 of its verifying key PEM."""
+    if isinstance(signup.get("worker_id"), str):
+        return canonical_id(signup["worker_id"])
+    return hashlib.sha256(signup["verifying_key"].encode("utf-8")).hexdigest()
+
+
+@dataclass
+class _InFlight:
+    order: LeasedOrder
+    sent: float
+
+
+@dataclass
+class Pump:
+    """Moves one worker's orders from `store` to its endpoint and outcomes back.
+
+    Store calls run on `executor` (one thread: the store's single writer). `on_done` is told of
+    every outcome stored, so that a listener in the same process can answer a waiting submit.
+    """
+
+    store: Store
+    endpoint: str
+    executor: Executor
+    config: PumpConfig = field(default_factory=PumpConfig)
+    on_done: Callable[[Sequence[Completion]], None] = lambda completions: None
+    clock: Callable[[], float] = time.time
+    worker_id: str = ""
+    owner: str = field(default_factory=lambda: "pump-" + secrets.token_hex(8))
+
+    def __post_init__(self) -> None:
+        self._context = zmq.asyncio.Context()
+        self._sock = self._context.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(self.endpoint)
+        self._in_flight: dict[bytes, _InFlight] = {}
+        self._answered: list[tuple[bytes, bytes]] = []
+        self._wake = asyncio.Event()
+        self._next_tag = 0
+        self._stopping = False
+
+    async def _store(self, method: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, method, *args)
+
+    def wake(self) -> None:
+        """New orders were submitted: look for them now."""
+        self._wake.set()
+
+    async def register(self) -> str:
+        """Fetch the worker's signup over ZMQ and register it; return the worker id."""
+        tag = self._tag()
+        await self._sock.send_multipart([tag, b"", SIGNUP_FRAME])
+        deadline = time.monotonic() + self.config.signup_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await self._sock.poll(remaining * 1000):
+                raise TimeoutError(f"the worker at {self.endpoint} did not answer ProcessWorkerSignup")
+            parts = await self._sock.recv_multipart()
+            if parts[0] == tag:
+                break
+        signup = jsonio.loads(parts[-1])
+        self.worker_id = worker_id_of(signup)
+        await self._store(self.store.register_worker, self.worker_id, signup, self.clock())
+        return self.worker_id
+
+    def _tag(self) -> bytes:
+        self._next_tag += 1
+        return _TAG.pack(self._next_tag)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pump until `stop` is set, then wait briefly for answers and give back the rest."""
+        receiver = asyncio.create_task(self._receive())
+        try:
+            await self._pump(stop)
+        finally:
+            self._stopping = True
+            await self._drain()
+            receiver.cancel()
+            self._sock.close(linger=0)
+            self._context.term()
+
+    async def _pump(self, stop: asyncio.Event) -> None:
+        now = self.clock()
+        next_poll = next_renew = next_heartbeat = now
+        next_purge = now + self.config.purge_every_s
+        backoff_until = 0.0
+        while not stop.is_set():
+            now = self.clock()
+            if self._answered:
+                backoff_until = max(backoff_until, await self._settle())
+            room = self.config.max_in_flight - len(self._in_flight)
+            if room > 0 and now >= backoff_until and (self._wake.is_set() or now >= next_poll):
+                self._wake.clear()
+                leased = await self._store(self.store.lease, self.worker_id, self.owner, room, self.config.lease_s, now)
+                await self._send(leased)
+                # A full batch means more may be waiting: look again at once.
+                next_poll = now if len(leased) == room else now + self.config.poll_s
+            if now >= next_renew:
+                await self._renew(now)
+                next_renew = now + self.config.lease_s / 3
+            if now >= next_heartbeat:
+                await self._store(self.store.heartbeat, self.worker_id, now)
+                next_heartbeat = now + self.config.heartbeat_s
+            if now >= next_purge:
+                purged = await self._store(self.store.purge, self.config.result_ttl_s, now)
+                if purged:
+                    logger.info("deleted %d work-order results older than %.0f s", purged, self.config.result_ttl_s)
+                next_purge = now + self.config.purge_every_s
+            if self._answered or (room > 0 and self._wake.is_set() and now >= backoff_until):
+                continue
+            until = min(next_renew, next_heartbeat, next_purge, next_poll if room > 0 else next_renew)
+            if backoff_until > now:
+                until = max(min(until, backoff_until), now)
+            await self._sleep(stop, until - self.clock())
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    async def _send(self, leased: Sequence[LeasedOrder]) -> None:
+        now = self.clock()
+        for order in leased:
+            tag = self._tag()
+            self._in_flight[tag] = _InFlight(order, now)
+            frame = work_order_frame(order.request, self._next_tag)
+            await self._sock.send_multipart([tag, b"", frame], copy=len(frame) < 65536)
+
+    async def _receive(self) -> None:
+        while True:
+            parts = await self._sock.recv_multipart()
+            if len(parts) >= 3 and parts[0] in self._in_flight:
+                self._answered.append((parts[0], parts[-1]))
+                self._wake.set()
+
+    async def _settle(self) -> float:
+        """Store the outcomes that arrived; give busy orders back. Return when to lease again."""
+        answered, self._answered = self._answered, []
+        completions: list[Completion] = []
+        busy: list[str] = []
+        for tag, frame in answered:
+            flight = self._in_flight.pop(tag, None)
+            if flight is None:
+                continue
+            outcome = interpret_reply(flight.order.work_order_id, frame)
+            if outcome is None:
+                busy.append(flight.order.work_order_id)
+            else:
+                completions.append(outcome)
+        if completions:
+            stored = await self._store(self.store.complete, completions, self.clock())
+            self.on_done([item for item, ok in zip(completions, stored, strict=True) if ok])
+        if busy:
+            await self._store(self.store.release, self.owner, busy)
+            return self.clock() + self.config.busy_backoff_s
+        return 0.0
+
+    async def _renew(self, now: float) -> None:
+        stuck = [tag for tag, flight in self._in_flight.items() if now - flight.sent > self.config.stuck_after_s]
+        if stuck:
+            ids = [self._in_flight.pop(tag).order.work_order_id for tag in stuck]
+            logger.error("%d work orders unanswered for %.0f s were given back to the queue", len(ids), self.config.stuck_after_s)
+            await self._store(self.store.release, self.owner, ids)
+        ids = [flight.order.work_order_id for flight in self._in_flight.values()]
+        if ids:
+            await self._store(self.store.renew, self.owner, ids, self.config.lease_s, now)
+
+    async def _drain(self, grace_s: float = 2.0) -> None:
+        """On stop: store what is answered within `grace_s`, give the rest back to the queue."""
+        deadline = time.monotonic() + grace_s
+        while self._in_flight and time.monotonic() < deadline:
+            if self._answered:
+                await self._settle()
+            else:
+                await asyncio.sleep(0.02)
+        if self._answered:
+            await self._settle()
+        if self._in_flight:
+            ids = [flight.order.work_order_id for flight in self._in_flight.values()]
+            self._in_flight.clear()
+            await self._store(self.store.release, self.owner, ids)

@@ -1,0 +1,307 @@
+"""The HTTP listener on a real socket, with a real SQLite store and no worker behind it: the API's
+answers, its limits, and bad HTTP. (Orders run end to end in `test_listener_end_to_end.py`.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+import sdk_requester as sdk
+from avalon_worker.identity import Identity
+from avalon_worker.listener import Listener, ListenerConfig
+from avalon_worker.signup import signup_document
+from avalon_worker.store import Completion, OrderState, canonical_id
+from avalon_worker.store.sqlite import SQLiteStore
+
+BODY_TIMEOUT_S = 0.5
+MAX_BODY = 64 * 1024
+
+
+class RunningListener:
+    """A `Listener` served by aiohttp on 127.0.0.1 from a thread of its own."""
+
+    def __init__(self, store: SQLiteStore, config: ListenerConfig) -> None:
+        self.store = store
+        self.executor = ThreadPoolExecutor(max_workers=1)
+        self.listener = Listener(store, self.executor, config)
+        self.loop = asyncio.new_event_loop()
+        self.submitted = threading.Event()
+        self.listener.on_submitted = self.submitted.set
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self.thread.start()
+        assert started.wait(30)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def _serve(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        runner = web.AppRunner(self.listener.app(), access_log=None, handle_signals=False)
+        self.loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = runner.addresses[0][1]
+        started.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(runner.cleanup())
+
+    def done(self, completion: Completion) -> None:
+        """What the pump does when it has stored an outcome."""
+        assert self.store.complete([completion], time.time()) == [True]
+        self.loop.call_soon_threadsafe(self.listener.order_done, [completion])
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.executor.shutdown()
+
+
+@pytest.fixture(scope="module")
+def registered(identity: Identity) -> dict[str, Any]:
+    return signup_document(identity)
+
+
+@pytest.fixture()
+def running(tmp_path: Path, identity: Identity, registered: dict[str, Any]) -> Iterator[RunningListener]:
+    store = SQLiteStore(tmp_path, max_pending=5)
+    store.register_worker(identity.worker_id, registered, time.time())
+    server = RunningListener(store, ListenerConfig(max_body_bytes=MAX_BODY, body_timeout_s=BODY_TIMEOUT_S, max_wait_s=5.0))
+    yield server
+    server.stop()
+    store.close()
+
+
+def raw_http(port: int, data: bytes, *, read_timeout_s: float = 10.0, pause_s: float = 0.0, more: bytes = b"") -> bytes:
+    """Send raw bytes (then, after `pause_s`, `more`); return everything the server sends back
+    until it closes the connection or stays silent for `read_timeout_s`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout_s) as sock:
+        sock.sendall(data)
+        if pause_s:
+            time.sleep(pause_s)
+            try:
+                sock.sendall(more)
+            except OSError:
+                pass
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return received
+
+
+def json_body(response: bytes) -> dict[str, Any]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nContent-Type: application/json\r\n" in head
+    answer = json.loads(body)
+    assert isinstance(answer, dict)
+    return answer
+
+
+def assert_still_serving(running: RunningListener) -> None:
+    assert sdk.lookup(running.url) == [canonical_id(running.store.workers()[0].worker_id)]
+
+
+def order_for(identity: Identity, **changes: Any) -> sdk.SdkOrder:
+    worker = sdk.Worker(identity.worker_id.upper(), identity.verifying_key_pem, identity.encryption_key_pem,
+                        identity.encryption_key_signature, 1, {})
+    order = sdk.build(worker, "python-hello", ["World"])
+    order.params.update(changes)
+    return order
+
+
+class TestWorkers:
+    def test_lookup_lists_the_registered_worker(self, running: RunningListener, identity: Identity) -> None:
+        assert sdk.lookup(running.url) == [identity.worker_id]
+        assert sdk.lookup(running.url, workerType=1) == [identity.worker_id]
+
+    def test_lookup_filters_that_match_nothing(self, running: RunningListener) -> None:
+        assert sdk.lookup(running.url, workerType=2) == []
+        assert sdk.lookup(running.url, organizationId="aabbcc1234ddeeff") == []
+        assert sdk.lookup(running.url, applicationTypeId="11aa22bb33cc44dd") == []
+
+    def test_lookup_with_a_bad_worker_type_is_error_2(self, running: RunningListener) -> None:
+        assert sdk.call(running.url, "WorkerLookUp", {"workerType": "TEE-SGX"}, 1)["error"]["code"] == 2
+
+    def test_retrieve_in_the_shape_the_sdk_reads(self, running: RunningListener, identity: Identity) -> None:
+        worker = sdk.retrieve(running.url, identity.worker_id.upper())  # checks the key signature too
+        assert worker.status == 1
+        assert worker.encryption_key == identity.encryption_key_pem
+        details = worker.details
+        assert (details["hashingAlgorithm"], details["signingAlgorithm"], details["dataEncryptionAlgorithm"]) == (
+            "SHA-256", "SECP256K1", "AES-GCM-256")
+        assert details["keyEncryptionAlgorithm"] == "RSA-OAEP-2048"
+        assert details["workOrderPayloadFormats"] == "JSON-RPC"
+        data = details["workerTypeData"]
+        assert data["encryptionKeySignature"] == identity.encryption_key_signature
+        assert data["proofData"] == "" and data["proofDataType"] == ""
+
+    def test_retrieve_of_an_unknown_worker_is_error_2(self, running: RunningListener) -> None:
+        answer = sdk.call(running.url, "WorkerRetrieve", {"workerId": "ab" * 32}, 7)
+        assert answer["id"] == 7 and answer["error"]["code"] == 2
+
+    def test_retrieve_without_a_worker_id_is_error_2(self, running: RunningListener) -> None:
+        assert sdk.call(running.url, "WorkerRetrieve", {}, 7)["error"]["code"] == 2
+
+    def test_a_worker_without_heartbeat_is_off_line_and_not_listed(self, running: RunningListener, identity: Identity) -> None:
+        running.store.heartbeat(identity.worker_id, time.time() - 3600)
+        assert sdk.lookup(running.url) == []
+        assert sdk.retrieve(running.url, identity.worker_id).status == 2
+
+    def test_proof_data_only_for_a_requester_that_asks(self, running: RunningListener, identity: Identity,
+                                                       registered: dict[str, Any]) -> None:
+        running.store.register_worker(identity.worker_id, registered | {"quote": "AAEC", "attestation_type": "dcap"}, time.time())
+        plain = sdk.call(running.url, "WorkerRetrieve", {"workerId": identity.worker_id}, 1)
+        assert plain["result"]["details"]["workerTypeData"]["proofData"] == ""
+        asked = sdk.call(running.url, "WorkerRetrieve", {"workerId": identity.worker_id, "includeProofData": True}, 1)
+        data = asked["result"]["details"]["workerTypeData"]
+        assert json.loads(data["proofData"]) == {"quote": "AAEC", "attestationType": "dcap"}
+        assert data["proofDataType"] == "dcap"
+
+
+class TestSubmit:
+    def test_an_order_that_does_not_finish_in_time_is_pending_once_committed(self, running: RunningListener, identity: Identity) -> None:
+        order = order_for(identity, responseTimeoutMSecs=200)
+        answer = sdk.submit(running.url, order)
+        assert answer["id"] == order.reply_id
+        assert answer["error"]["code"] == 5
+        assert answer["error"]["data"] == {"workOrderId": order.work_order_id}
+        status = running.store.status(order.work_order_id)
+        assert status is not None and status.state is OrderState.PENDING
+        assert running.submitted.is_set()  # the pump was woken
+
+    def test_an_order_without_a_timeout_is_answered_pending_at_once(self, running: RunningListener, identity: Identity) -> None:
+        order = order_for(identity)
+        del order.params["responseTimeoutMSecs"]
+        assert sdk.submit(running.url, order)["error"]["code"] == 5
+
+    def test_an_order_that_finishes_within_the_call_gets_its_result(self, running: RunningListener, identity: Identity) -> None:
+        order = order_for(identity, responseTimeoutMSecs=20000)
+        answers: list[dict[str, Any]] = []
+        thread = threading.Thread(target=lambda: answers.append(sdk.submit(running.url, order)))
+        thread.start()
+        while running.store.status(order.work_order_id) is None:
+            time.sleep(0.01)
+        running.done(Completion(order.work_order_id, b'{"workOrderId":"X","outData":[]}', False))
+        thread.join(30)
+        assert answers == [{"jsonrpc": "2.0", "id": order.reply_id, "result": {"workOrderId": "X", "outData": []}}]
+
+    def test_a_duplicate_work_order_id_is_error_2_whatever_its_case(self, running: RunningListener, identity: Identity) -> None:
+        first = order_for(identity, responseTimeoutMSecs=0)
+        assert sdk.submit(running.url, first)["error"]["code"] == 5
+        again = order_for(identity, responseTimeoutMSecs=0, workOrderId="0x" + first.work_order_id.upper())
+        answer = sdk.submit(running.url, again)
+        assert answer["error"]["code"] == 2 and "already submitted" in answer["error"]["message"]
+
+    def test_an_unknown_worker_is_error_2(self, running: RunningListener, identity: Identity) -> None:
+        answer = sdk.submit(running.url, order_for(identity, workerId="cd" * 32))
+        assert answer["error"]["code"] == 2 and "WorkerLookUp" in answer["error"]["message"]
+
+    @pytest.mark.parametrize("bad", [None, "", "not hex", 42])
+    def test_a_bad_work_order_id_is_error_2(self, running: RunningListener, identity: Identity, bad: Any) -> None:
+        assert sdk.submit(running.url, order_for(identity, workOrderId=bad))["error"]["code"] == 2
+
+    def test_an_order_too_large_for_the_worker_is_error_2(self, running: RunningListener, identity: Identity) -> None:
+        order = order_for(identity, padding='"' * (MAX_BODY // 2 - 2000))  # fits the body limit, not once escaped
+        answer = sdk.submit(running.url, order)
+        assert answer["error"]["code"] == 2 and "larger than" in answer["error"]["message"]
+
+    def test_a_full_queue_is_busy_8(self, running: RunningListener, identity: Identity) -> None:
+        codes = [sdk.submit(running.url, order_for(identity, responseTimeoutMSecs=0))["error"]["code"] for _ in range(6)]
+        assert codes == [5, 5, 5, 5, 5, 8]
+
+    def test_concurrent_submits_are_all_committed(self, running: RunningListener, identity: Identity) -> None:
+        orders = [order_for(identity, responseTimeoutMSecs=0) for _ in range(5)]
+        with ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(lambda o: sdk.submit(running.url, o), orders))
+        assert [a["error"]["code"] for a in answers] == [5] * 5
+        assert all(running.store.status(o.work_order_id) is not None for o in orders)
+
+
+class TestGetResult:
+    def test_an_unknown_order_is_error_2_never_5(self, running: RunningListener) -> None:
+        answer = sdk.call(running.url, "WorkOrderGetResult", {"workOrderId": "EF" * 32}, 9)
+        assert answer["id"] == 9 and answer["error"]["code"] == 2
+        assert answer["error"]["data"] == {"workOrderId": "EF" * 32}
+
+    def test_pending_then_the_stored_result_unchanged(self, running: RunningListener, identity: Identity) -> None:
+        order = order_for(identity, responseTimeoutMSecs=0)
+        sdk.submit(running.url, order)
+        pending = sdk.call(running.url, "WorkOrderGetResult", {"workOrderId": order.work_order_id}, 3)
+        assert pending["error"]["code"] == 5 and pending["error"]["data"] == {"workOrderId": order.work_order_id}
+        result = b'{"workOrderId":"%s","outData":[{"index":0,"iv":"","encryptedDataEncryptionKey":"null"}]}' % (
+            order.work_order_id.encode())
+        running.done(Completion(canonical_id(order.work_order_id), result, False))
+        for reply_id in (4, "five"):  # stays retrievable, under each call's own id
+            answer = sdk.call(running.url, "WorkOrderGetResult", {"workOrderId": order.work_order_id.lower()}, reply_id)
+            assert answer == {"jsonrpc": "2.0", "id": reply_id, "result": json.loads(result)}
+
+    def test_an_order_that_failed_returns_its_error(self, running: RunningListener, identity: Identity) -> None:
+        order = order_for(identity, responseTimeoutMSecs=0)
+        sdk.submit(running.url, order)
+        error = {"code": 4, "message": "integrity", "data": {"workOrderId": order.work_order_id}}
+        running.done(Completion(canonical_id(order.work_order_id), json.dumps(error).encode(), True))
+        assert sdk.call(running.url, "WorkOrderGetResult", {"workOrderId": order.work_order_id}, 1)["error"] == error
+
+    def test_without_a_work_order_id_is_error_2(self, running: RunningListener) -> None:
+        assert sdk.call(running.url, "WorkOrderGetResult", {}, 1)["error"]["code"] == 2
+
+
+class TestBadHttp:
+    def test_get_is_a_json_rpc_error(self, running: RunningListener) -> None:
+        answer = json_body(raw_http(running.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        assert answer["error"]["code"] == 2 and "POST" in answer["error"]["message"]
+        assert_still_serving(running)
+
+    @pytest.mark.parametrize("body, expected", [
+        (b"{not json", "not valid UTF-8 JSON"),
+        (b"\xff\xfe", "not valid UTF-8 JSON"),
+        (b"[1, 2]", "JSON-RPC 2.0 object"),
+        (b'{"jsonrpc":"2.0","id":1,"method":"WorkOrderReceiptCreate","params":{}}', "unknown method"),
+        (b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":[1]}', "params must be a JSON object"),
+        (b"", "not valid UTF-8 JSON"),
+    ])
+    def test_bad_bodies_get_error_2(self, running: RunningListener, body: bytes, expected: str) -> None:
+        request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        answer = json_body(raw_http(running.port, request))
+        assert answer["error"]["code"] == 2 and expected in answer["error"]["message"]
+        assert_still_serving(running)
+
+    def test_a_declared_huge_body_is_refused_unread_and_the_connection_closed(self, running: RunningListener) -> None:
+        request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (1 << 30)
+        answer = json_body(raw_http(running.port, request + b"x" * 1000))
+        assert answer["error"]["code"] == 2 and "larger than" in answer["error"]["message"]
+        assert_still_serving(running)
+
+    def test_a_chunked_body_past_the_limit_is_refused(self, running: RunningListener) -> None:
+        chunk = b"x" * 8192
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(MAX_BODY // len(chunk) + 2))
+        request = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+        response = raw_http(running.port, request)
+        assert response == b"" or json_body(response)["error"]["code"] == 2
+        assert_still_serving(running)
+
+    def test_a_slow_body_times_out_and_the_connection_is_closed(self, running: RunningListener) -> None:
+        request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\""
+        started = time.monotonic()
+        response = raw_http(running.port, request, pause_s=BODY_TIMEOUT_S * 3, more=b"x" * 90)
+        assert time.monotonic() - started < 10  # closed, not left hanging until the read timeout
+        answer = json_body(response)
+        assert answer["error"]["code"] == 2 and "did not arrive" in answer["error"]["message"]
+        assert_still_serving(running)
+
+    def test_garbage_that_is_not_http_gets_no_traceback(self, running: RunningListener) -> None:
+        response = raw_http(running.port, b"\x16\x03\x01\x02\x00hello\r\n\r\n")
+        assert b"Traceback" not in response
+        assert_still_serving(running)

@@ -1,0 +1,189 @@
+"""`avalon-worker serve --listen-http` as a real subprocess, driven over HTTP the way Avalon's SDK
+drives a listener: the nine sample orders, pending orders, and a kill -9 with orders pending."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import sdk_requester as sdk
+from avalon_worker.cli import READY_PREFIX
+from avalon_worker.http_front import READY_PREFIX as HTTP_READY_PREFIX
+from avalon_worker.store.sqlite import SQLiteStore
+from independent_requester import ItemSpec, VerificationError, build_work_order, open_response
+
+TESTS = Path(__file__).parent
+POLL_S = 0.1  # the SDK polls every 2 s; the tests need not wait that long
+
+
+def sample_orders() -> list[tuple[str, str]]:
+    orders = json.loads((TESTS / "test_work_orders.json").read_text())["workOrders"]
+    return [(order["workloadId"], order["params"]) for order in orders]
+
+
+def expected_output(workload: str, text: str) -> bytes:
+    if workload == "python-hello":
+        return f"Hello {text}".encode()
+    a, b = 0, 1
+    for _ in range(int(text)):
+        a, b = b, a + b
+    return f"Fibonacci number at position {text} = {a}".encode()
+
+
+@dataclass
+class HttpWorker:
+    process: subprocess.Popen[str]
+    endpoint: str
+    url: str
+
+    def kill_all(self) -> None:
+        """SIGKILL to the worker and everything it started, at once: nothing gets to clean up."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(60)
+
+
+def start(state_dir: Path, extra: Sequence[str] = (), *, legacy_iv: bool = True) -> HttpWorker:
+    command = [
+        sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", str(state_dir),
+        "--rsa-bits", "2048", "--attestation", "none", "--listen-http", "127.0.0.1:0", "--log-level", "WARNING",
+        *(["--insecure-reuse-session-iv"] if legacy_iv else []), *extra,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert process.stdout is not None
+    endpoint = url = ""
+    while not url:
+        line = process.stdout.readline()
+        if not line:
+            process.kill()
+            pytest.fail(f"the worker stopped before serving HTTP (exit {process.wait()})")
+        if line.startswith(READY_PREFIX):
+            endpoint = line[len(READY_PREFIX):].strip()
+        elif line.startswith(HTTP_READY_PREFIX):
+            url = line[len(HTTP_READY_PREFIX):].strip() + "/"
+    return HttpWorker(process, endpoint, url)
+
+
+@pytest.fixture(scope="module")
+def http_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpWorker]:
+    running = start(tmp_path_factory.mktemp("state"), ["--workers", "2"])
+    yield running
+    assert running.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def worker(http_worker: HttpWorker) -> sdk.Worker:
+    [worker_id] = sdk.lookup(http_worker.url)
+    return sdk.retrieve(http_worker.url, worker_id.upper())
+
+
+@pytest.mark.parametrize("sign", [False, True], ids=["unsigned", "signed"])
+def test_the_nine_sample_orders_as_avalons_sdk_sends_them(http_worker: HttpWorker, worker: sdk.Worker, sign: bool) -> None:
+    for workload, text in sample_orders():
+        assert sdk.run(http_worker.url, worker, workload, [text], sign=sign, poll_s=POLL_S) == [expected_output(workload, text)]
+
+
+def test_a_result_stays_retrievable_and_unchanged(http_worker: HttpWorker, worker: sdk.Worker) -> None:
+    order = sdk.build(worker, "python-fib", ["20"])
+    submitted = sdk.submit(http_worker.url, order)
+    first = sdk.get_result(http_worker.url, order.work_order_id, poll_s=POLL_S)
+    again = sdk.get_result(http_worker.url, order.work_order_id, poll_s=POLL_S)
+    assert first["result"] == again["result"]
+    if "result" in submitted:  # it finished within the submit call
+        assert submitted["result"] == first["result"]
+    result = first["result"]
+    assert [result[k] for k in ("workOrderId", "workerId", "requesterId")] == [
+        order.params[k] for k in ("workOrderId", "workerId", "requesterId")]  # ids exactly as sent
+    assert "extVerificationKey" not in result
+    assert all("iv" in item and "encryptedDataEncryptionKey" in item for item in result["outData"])
+    assert sdk.open_result(worker, order, first) == [b"Fibonacci number at position 20 = 6765"]
+
+
+def test_an_order_submitted_without_waiting_is_pending_then_done(http_worker: HttpWorker, worker: sdk.Worker) -> None:
+    order = sdk.build(worker, "python-hello", ["later"], response_timeout_ms=None)
+    answer = sdk.submit(http_worker.url, order)
+    assert answer["error"]["code"] == 5 and answer["error"]["data"] == {"workOrderId": order.work_order_id}
+    assert sdk.open_result(worker, order, sdk.get_result(http_worker.url, order.work_order_id, poll_s=POLL_S)) == [b"Hello later"]
+
+
+def test_an_order_the_worker_rejects_keeps_the_workers_error(http_worker: HttpWorker, worker: sdk.Worker) -> None:
+    order = sdk.build(worker, "python-hello", ["x"])
+    order.params["encryptedRequestHash"] = "00" * 48
+    sdk.submit(http_worker.url, order)
+    error = sdk.get_result(http_worker.url, order.work_order_id, poll_s=POLL_S)["error"]
+    assert error["code"] == 4 and error["data"] == {"workOrderId": order.work_order_id}
+
+
+def test_our_independent_requester_reads_fresh_ivs_over_http(tmp_path: Path) -> None:
+    """Without --insecure-reuse-session-iv a requester that reads each item's `iv` gets its
+    result; the SDK's way (sessionKeyIv for every item) cannot open it."""
+    running = start(tmp_path, ["--workers", "1"], legacy_iv=False)
+    try:
+        [worker_id] = sdk.lookup(running.url)
+        worker = sdk.retrieve(running.url, worker_id)
+        signup = {"verifying_key": worker.verification_key, "encryption_key": worker.encryption_key,
+                  "encryption_key_signature": worker.encryption_key_signature}
+        frame, ctx = build_work_order(signup, "python-hello", [ItemSpec(b"World")], hex_style="upper")
+        request = json.loads(json.loads(frame)["params"])
+        sdk.post(running.url, request)
+        answer = sdk.get_result(running.url, request["params"]["workOrderId"], poll_s=POLL_S, reply_id=ctx.inner_id)
+        assert open_response(answer, ctx) == [b"Hello World"]
+        order = sdk.build(worker, "python-hello", ["World"])
+        sdk.submit(running.url, order)
+        with pytest.raises(VerificationError, match="tag"):  # GCM tag check fails: the item was sealed under its own iv
+            sdk.open_result(worker, order, sdk.get_result(running.url, order.work_order_id, poll_s=POLL_S))
+    finally:
+        assert running.stop() == 0
+
+
+def test_kill_9_with_orders_pending_then_restart(tmp_path: Path) -> None:
+    """Every order accepted before a SIGKILL of the worker and everything it started completes
+    exactly once after a restart on the same state directory, and every result stored before
+    the kill is returned unchanged."""
+    lease = ["--lease-s", "1", "--workers", "1", "--workloads", str(TESTS / "workloads" / "workloads.json")]
+    running = start(tmp_path, lease)
+    [worker_id] = sdk.lookup(running.url)
+    worker = sdk.retrieve(running.url, worker_id)
+    orders = [sdk.build(worker, "sleep", ["0.2"], response_timeout_ms=None) for _ in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda order: sdk.submit(running.url, order), orders))
+    assert [answer["error"]["code"] for answer in answers] == [5] * len(orders)
+    first = sdk.get_result(running.url, orders[0].work_order_id, poll_s=POLL_S)  # one done before the kill
+    running.kill_all()
+
+    store = SQLiteStore(tmp_path)
+    try:
+        states = [store.status(order.work_order_id.lower()) for order in orders]
+    finally:
+        store.close()
+    assert all(state is not None for state in states)
+    assert any(state is not None and state.state.value == "pending" for state in states), "nothing was left pending"
+    with sqlite3.connect(tmp_path / "work-orders.sqlite3") as db:
+        [(leased,)] = db.execute("SELECT count(*) FROM orders WHERE lease_owner IS NOT NULL").fetchall()
+    assert leased > 0, "no order was in flight at the kill: the test would not exercise lease expiry"
+
+    restarted = start(tmp_path, lease)
+    try:
+        assert sdk.lookup(restarted.url) == [worker_id]
+        assert sdk.retrieve(restarted.url, worker_id).status == 1
+        assert sdk.get_result(restarted.url, orders[0].work_order_id, poll_s=POLL_S)["result"] == first["result"]
+        results = [sdk.get_result(restarted.url, order.work_order_id, poll_s=POLL_S) for order in orders]
+        for order, answer in zip(orders, results, strict=True):
+            assert sdk.open_result(worker, order, answer) == [b"slept 0.2"]
+            assert sdk.get_result(restarted.url, order.work_order_id, poll_s=POLL_S)["result"] == answer["result"]
+    finally:
+        assert restarted.stop() == 0
