@@ -265,12 +265,13 @@ class TestBadHttp:
         assert_still_serving(running)
 
     @pytest.mark.parametrize("body, expected", [
-        (b"{not json", "not valid UTF-8 JSON"),
-        (b"\xff\xfe", "not valid UTF-8 JSON"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not UTF-8 text"),
+        (b'{"jsonrpc":"2.0","id":[1],"method":"WorkerLookUp"}', "id must be a string, a number or null"),
         (b"[1, 2]", "JSON-RPC 2.0 object"),
         (b'{"jsonrpc":"2.0","id":1,"method":"WorkOrderReceiptCreate","params":{}}', "unknown method"),
         (b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":[1]}', "params must be a JSON object"),
-        (b"", "not valid UTF-8 JSON"),
+        (b"", "not valid JSON"),
     ])
     def test_bad_bodies_get_error_2(self, running: RunningListener, body: bytes, expected: str) -> None:
         request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
