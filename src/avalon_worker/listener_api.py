@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import jsonio, jsonrpc
-from .errors import ErrorCode, InvalidParameterError
+from .errors import ErrorCode, InvalidParameterError, WorkOrderError
 from .models import is_hex
 from .store import NewOrder, OrderState, OrderStatus, SubmitOutcome, WorkerRecord, canonical_id
 
@@ -31,15 +31,14 @@ STATUS_ACTIVE, STATUS_OFF_LINE = 1, 2  # §5.2
 WRAP_OVERHEAD_BYTES = 128  # the ProcessWorkOrder frame around a request, beyond its escaped text
 
 
-class CallError(Exception):
-    """A request the listener answers with a JSON-RPC error at once."""
+class CallError(WorkOrderError):
+    """A request the listener answers with a JSON-RPC error at once, with its code and the id
+    to answer it under."""
 
     def __init__(self, code: ErrorCode, message: str, reply_id: Any = None, work_order_id: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, work_order_id=work_order_id)
         self.code = code
-        self.message = message
         self.reply_id = reply_id
-        self.work_order_id = work_order_id
 
     def reply(self) -> bytes:
         return jsonrpc.error_reply(self.reply_id, self.code, self.message, self.work_order_id)
