@@ -18,7 +18,7 @@ import pytest
 
 import sdk_requester as sdk
 from avalon_worker.cli import READY_PREFIX
-from avalon_worker.http_front import READY_PREFIX as HTTP_READY_PREFIX
+from avalon_worker.http_front import read_ready
 from avalon_worker.store.sqlite import SQLiteStore
 from independent_requester import ItemSpec, VerificationError, build_work_order, open_response
 
@@ -64,17 +64,10 @@ def start(state_dir: Path, extra: Sequence[str] = (), *, legacy_iv: bool = True)
         *(["--insecure-reuse-session-iv"] if legacy_iv else []), *extra,
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    assert process.stdout is not None
-    endpoint = url = ""
-    while not url:
-        line = process.stdout.readline()
-        if not line:
-            process.kill()
-            pytest.fail(f"the worker stopped before serving HTTP (exit {process.wait()})")
-        if line.startswith(READY_PREFIX):
-            endpoint = line[len(READY_PREFIX):].strip()
-        elif line.startswith(HTTP_READY_PREFIX):
-            url = line[len(HTTP_READY_PREFIX):].strip() + "/"
+    try:
+        endpoint, url = read_ready(process, READY_PREFIX)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     return HttpWorker(process, endpoint, url)
 
 

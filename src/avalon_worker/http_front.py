@@ -84,7 +84,7 @@ def start_for(args: argparse.Namespace, endpoint: str) -> subprocess.Popen[bytes
         max_request_bytes=args.max_request_bytes,
         result_ttl_s=args.result_ttl,
         lease_s=args.lease_s,
-        max_in_flight=max(1, min(4 * processes + 4, args.queue_limit + processes)),
+        max_in_flight=max(1, min(64, args.queue_limit + processes)),
         log_level=args.log_level,
     ))
 
@@ -95,6 +95,22 @@ def connectable(endpoint: str) -> str:
         if endpoint.startswith(wildcard):
             return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
     return endpoint
+
+
+def read_ready(process: subprocess.Popen[str], endpoint_prefix: str = "listening on ") -> tuple[str, str]:
+    """(ZMQ endpoint, HTTP URL) from the standard output of a `serve --listen-http` process
+    started with `stdout=PIPE, text=True`; RuntimeError if it stops first."""
+    assert process.stdout is not None
+    endpoint = url = ""
+    while not url:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the worker stopped before serving HTTP (exit status {process.wait()})")
+        if line.startswith(endpoint_prefix):
+            endpoint = line[len(endpoint_prefix):].strip()
+        elif line.startswith(READY_PREFIX):
+            url = line[len(READY_PREFIX):].strip() + "/"
+    return endpoint, url
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:

@@ -1,9 +1,10 @@
-"""The store in one SQLite file (WAL, synchronous=FULL): the embedded backend for one host.
+"""The store in one SQLite file (WAL): the embedded backend for one host.
 
 One connection, used under a lock by whichever thread calls: SQLite allows one writer at a time
 anyway, and the listener batches submits so that one commit (one fsync of the WAL) covers many
-orders. `synchronous=FULL` makes every commit durable across a power cut, not only a crash of
-the process. The pending-queue limits are counted in memory, which is exact because this
+orders. Accepted orders and outcomes are committed with `synchronous=FULL`: durable across a
+power cut, not only a crash of the process. Leases, heartbeats and purges skip the fsync (see
+`_write`): losing one to a power cut only means a lease is taken again. The pending-queue limits are counted in memory, which is exact because this
 connection is the only writer of the file (a second process opening the same file would still be
 safe for leases and outcomes, but could let the queue run past its limit).
 """
@@ -116,16 +117,28 @@ class SQLiteStore:
             self._db.execute("ROLLBACK")
             raise
 
-    def _write(self, sql_work: Any) -> Any:
-        """Run `sql_work(db)` in one IMMEDIATE transaction, under the lock."""
+    def _write(self, sql_work: Any, *, durable: bool = True) -> Any:
+        """Run `sql_work(db)` in one IMMEDIATE transaction, under the lock.
+
+        A durable commit is on disk when it returns (the WAL is fsynced: synchronous=FULL). The
+        others (leases, renewals, heartbeats, purges) survive a crash of the process but may be
+        lost with the machine's power, which costs nothing worse than a lease taken again: they
+        skip the fsync, and the next durable commit, which fsyncs the WAL, persists them too.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                value = sql_work(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    value = sql_work(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
             return value
 
     # orders --------------------------------------------------------------------------------------
@@ -177,7 +190,7 @@ class SQLiteStore:
             rows.sort(key=lambda row: row[3])
             return [LeasedOrder(row[0], bytes(row[1]), row[2], expires) for row in rows]
 
-        leased: list[LeasedOrder] = self._write(work)
+        leased: list[LeasedOrder] = self._write(work, durable=False)
         return leased
 
     def renew(self, owner: str, work_order_ids: Sequence[str], lease_s: float, now: float) -> int:
@@ -198,7 +211,8 @@ class SQLiteStore:
                 f"UPDATE orders SET {assignments} WHERE state = ? AND lease_owner = ? "
                 f"AND work_order_id IN ({_placeholders(len(ids))})",
                 (*values, LEASED, owner, *ids),
-            ).rowcount
+            ).rowcount,
+            durable=False,
         )
         return count
 
@@ -242,7 +256,8 @@ class SQLiteStore:
         count: int = self._write(
             lambda db: db.execute(
                 "DELETE FROM orders WHERE state = ? AND completed < ?", (DONE, now - result_ttl_s)
-            ).rowcount
+            ).rowcount,
+            durable=False,
         )
         return count
 
@@ -258,7 +273,7 @@ class SQLiteStore:
         )
 
     def heartbeat(self, worker_id: str, now: float) -> None:
-        self._write(lambda db: db.execute("UPDATE workers SET heartbeat = ? WHERE worker_id = ?", (now, worker_id)))
+        self._write(lambda db: db.execute("UPDATE workers SET heartbeat = ? WHERE worker_id = ?", (now, worker_id)), durable=False)
 
     def worker(self, worker_id: str) -> WorkerRecord | None:
         with self._lock:

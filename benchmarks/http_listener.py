@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Work orders per second through the HTTP listener and its SQLite store, next to direct ZMQ on
+the same worker in the same run; and what the store costs per order.
+
+One `avalon-worker serve --listen-http` (RSA-2048, `--workers N`) is driven three ways, in turn,
+for `--rounds` rounds (the figures are the median round's):
+- direct: `throughput.py`'s load generator over ZMQ (fresh session key per order, python-hello);
+- HTTP: a load generator process (plain keep-alive HTTP/1.1 connections) that submits each
+  order with `WorkOrderSubmit` (it waits for the result within the call) and then fetches it
+  with `WorkOrderGetResult`, as Avalon's SDK does; every order has its own workOrderId and
+  session key, so each is a new row in the store and a fresh RSA unwrap for the worker;
+- the store alone: the per-order sequence (submit and commit, lease, complete, read) on a
+  SQLite file like the listener's, one order at a time, timed per operation.
+
+Run by hand: `python benchmarks/http_listener.py` (`--write FILE` saves the Markdown too).
+The machine is shared and small: compare the ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import throughput
+
+from avalon_worker import jsonio
+from avalon_worker.cli import READY_PREFIX
+from avalon_worker.client import WorkerClient
+from avalon_worker.http_front import read_ready
+from avalon_worker.requester import WorkerInfo, build_work_order, open_result
+from avalon_worker.store import Completion, NewOrder
+from avalon_worker.store.sqlite import SQLiteStore
+
+
+def start_worker(state_dir: str, workers: int) -> tuple[subprocess.Popen[str], str, str]:
+    command = [sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir,
+               "--rsa-bits", "2048", "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR",
+               "--listen-http", "127.0.0.1:0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    endpoint, url = read_ready(process, READY_PREFIX)
+    return process, endpoint, url
+
+
+# the HTTP load generator -------------------------------------------------------------------------
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection that sends a prepared request and reads one response
+    (Content-Length framing only: what the listener sends). Plain sockets, no HTTP library, so
+    that the load generator takes little of the cores it shares with the worker."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.buffer = b""
+
+    def send(self, request: bytes) -> None:
+        self.sock.setblocking(True)
+        self.sock.sendall(request)
+        self.sock.setblocking(False)
+
+    def response(self) -> bytes | None:
+        """Read what has arrived; the body of a complete response, or None for not yet."""
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("the listener closed the connection")
+        self.buffer += chunk
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return None
+        head = self.buffer[:head_end].lower()
+        at = head.index(b"content-length:") + len(b"content-length:")
+        length = int(head[at:head.index(b"\r\n", at) if b"\r\n" in head[at:] else len(head)])
+        if len(self.buffer) < head_end + 4 + length:
+            return None
+        body = self.buffer[head_end + 4: head_end + 4 + length]
+        self.buffer = self.buffer[head_end + 4 + length:]
+        return body
+
+
+def _post(host: str, body: bytes) -> bytes:
+    return (b"POST / HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (host.encode(), len(body))) + body
+
+
+def _http_client(url: str, signup: dict, count: int, concurrency: int, seconds: float,
+                 ready: multiprocessing.Queue, start: multiprocessing.Event, results: multiprocessing.Queue) -> None:
+    """`concurrency` connections, each with one order at a time: WorkOrderSubmit, then
+    WorkOrderGetResult (again while it answers 5, pending)."""
+    host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    info = WorkerInfo.from_signup(signup)
+    orders = [build_work_order(info, "python-hello", [b"World"]) for _ in range(count)]
+    submits = [_post(host, jsonio.dumps(order.request)) for order in orders]
+    gets = [_post(host, b'{"jsonrpc":"2.0","id":%d,"method":"WorkOrderGetResult","params":{"workOrderId":"%s"}}'
+                  % (order.request["id"], order.work_order_id.encode())) for order in orders]
+    connections = [_Connection(host, int(port)) for _ in range(concurrency)]
+    by_fd = {c.sock.fileno(): c for c in connections}
+    state: dict[int, tuple[int, str, float]] = {}  # fd → (order, "submit"|"get", started)
+    epoll = select.epoll()
+    for fd in by_fd:
+        epoll.register(fd, select.EPOLLIN)
+    latencies: list[float] = []
+    last: tuple[int, bytes] | None = None
+    ready.put(True)
+    start.wait()
+    began = time.perf_counter()
+    cpu_began = time.process_time()
+    deadline = began + seconds
+    sent = 0
+    for fd, connection in by_fd.items():
+        state[fd] = (sent, "submit", began)
+        connection.send(submits[sent])
+        sent += 1
+    while state:
+        for fd, _ in epoll.poll(0.01):
+            connection = by_fd[fd]
+            body = connection.response()
+            if body is None:
+                continue
+            n, step, started = state.pop(fd)
+            now = time.perf_counter()
+            if step == "submit" or b'"code":5,' in body[:200]:  # submitted, or still pending: ask for the result
+                state[fd] = (n, "get", started)
+                connection.send(gets[n])
+                continue
+            latencies.append(now - started)
+            last = (n, body)
+            if sent < count and now < deadline:
+                state[fd] = (sent, "submit", now)
+                connection.send(submits[sent])
+                sent += 1
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
+    assert last is not None
+    ok = open_result(orders[last[0]], json.loads(last[1]), info) == [b"Hello World"]
+    for connection in connections:
+        connection.sock.close()
+    results.put((len(latencies), elapsed, latencies, ok, cpu))
+
+
+def drive_http(url: str, signup: dict, seconds: float, concurrency: int, pids: dict[str, list[int]]) -> dict[str, float]:
+    ctx = multiprocessing.get_context("spawn")
+    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    count = int(seconds * 4000) + 100
+    process = ctx.Process(target=_http_client, args=(url, signup, count, concurrency, seconds, ready, start, results))
+    process.start()
+    ready.get(timeout=600)
+    before = {role: sum(throughput._cpu_seconds(pid) for pid in group) for role, group in pids.items()}
+    start.set()
+    done, elapsed, latencies, ok, client_cpu = results.get(timeout=600)
+    cpu = {role: sum(throughput._cpu_seconds(pid) for pid in group) - before[role] for role, group in pids.items()}
+    process.join()
+    if not ok:
+        raise SystemExit("HTTP: the last result did not verify")
+    latencies.sort()
+    figures = {"rate": done / elapsed, "p50": latencies[len(latencies) // 2] * 1000,
+               "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, "orders": done,
+               "clients_us": client_cpu / done * 1e6}
+    figures |= {f"{role}_us": seconds / done * 1e6 for role, seconds in cpu.items()}
+    return figures
+
+
+# the store alone ---------------------------------------------------------------------------------
+
+
+def store_costs(orders: int = 1000, batch: int = 1) -> dict[str, float]:
+    """Milliseconds per order of each store operation an order goes through, `batch` orders per
+    call (the listener and the pump batch under load), with a request and a result of the size
+    a small order has: the median over the calls, divided by `batch`."""
+    request = b"x" * 2200
+    outcome = b"y" * 900
+    timings: dict[str, list[float]] = {"submit (commit, fsync)": [], "lease": [], "complete (commit, fsync)": [],
+                                       "read result": []}
+    with tempfile.TemporaryDirectory() as directory:
+        store = SQLiteStore(directory)
+        worker = "ab" * 32
+        for first in range(0, orders, batch):
+            ids = [f"{n:064x}" for n in range(first, first + batch)]
+            now = time.time()
+            t0 = time.perf_counter()
+            store.submit([NewOrder(wo_id, worker, request) for wo_id in ids], now)
+            t1 = time.perf_counter()
+            store.lease(worker, "pump", batch, 10.0, now)
+            t2 = time.perf_counter()
+            store.complete([Completion(wo_id, outcome, False) for wo_id in ids], now)
+            t3 = time.perf_counter()
+            for wo_id in ids:
+                store.status(wo_id)
+            t4 = time.perf_counter()
+            for name, seconds in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                timings[name].append(seconds / batch)
+        store.close()
+    medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
+    totals = sorted(sum(values) for values in zip(*timings.values(), strict=True))
+    medians["all four"] = totals[len(totals) // 2] * 1000
+    return medians
+
+
+# main --------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per path and round")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="worker processes")
+    parser.add_argument("--concurrency", type=int, default=32, help="HTTP connections, each with one order at a time")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the median round's")
+    parser.add_argument("--write", metavar="FILE", help="also write the results as Markdown to FILE")
+    args = parser.parse_args()
+
+    hello = throughput.scenarios(quick=True)[0]
+    assert hello.fresh_keys
+    load = throughput.Load(clients=1, connections=4, depth=4, seconds=args.seconds, pin_cpus=False)
+    direct_runs, http_runs = [], []
+    with tempfile.TemporaryDirectory() as state:
+        process, endpoint, url = start_worker(state, args.workers)
+        try:
+            children = throughput._children(process.pid)
+            front = [pid for pid in children if b"http_front" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            workers = [pid for pid in children if pid not in front]
+            pids = [process.pid, *workers]  # what throughput.drive accounts: supervisor, then workers
+            roles = {"supervisor": [process.pid], "workers": workers, "front": front}
+            with WorkerClient(endpoint) as client:
+                signup = dict(client.worker().signup)
+            for _ in range(args.rounds):
+                direct_runs.append(throughput.drive(endpoint, hello, load, pids))
+                http_runs.append(drive_http(url, signup, args.seconds, args.concurrency, roles))
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(60)
+    direct = sorted(direct_runs, key=lambda r: r["rate"])[len(direct_runs) // 2]
+    http = sorted(http_runs, key=lambda r: r["rate"])[len(http_runs) // 2]
+    single, batched = store_costs(batch=1), store_costs(orders=3200, batch=32)
+
+    lines = [
+        f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores (shared), "
+        f"{platform.python_implementation()} {platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
+        f"worker: `serve --workers {args.workers} --rsa-bits 2048 --log-level ERROR --listen-http`; python-hello, "
+        f"fresh session key per order; median of {args.rounds} rounds of {args.seconds:g} s",
+        "",
+        "| path | orders/s | p50 ms | p99 ms | CPU µs/order: supervisor + workers + front door + load generator |",
+        "|---|---:|---:|---:|---:|",
+        f"| direct ZMQ ({load.connections} DEALER connections × {load.depth} in flight) | {direct['rate']:.0f} "
+        f"| {direct['p50']:.2f} | {direct['p99']:.2f} | {direct['supervisor_us']:.0f} + {direct['workers_us']:.0f} "
+        f"+ 0 + {direct['clients_us']:.0f} |",
+        f"| HTTP submit + get-result, SQLite store ({args.concurrency} connections) | {http['rate']:.0f} "
+        f"| {http['p50']:.2f} | {http['p99']:.2f} | {http['supervisor_us']:.0f} + {http['workers_us']:.0f} "
+        f"+ {http['front_us']:.0f} + {http['clients_us']:.0f} |",
+        "",
+        f"HTTP / direct: {http['rate'] / direct['rate']:.2f} (goal ≥ 0.5)",
+        "",
+        "SQLite store alone, ms per order (median): one order per call, and 32 per call as under load:",
+        "",
+        "| operation | 1 per call | 32 per call |",
+        "|---|---:|---:|",
+        *(f"| {name} | {single[name]:.3f} | {batched[name]:.3f} |" for name in single),
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
