@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sdk_requester as sdk
 from aiohttp import web
 
-import sdk_requester as sdk
 from avalon_worker.identity import Identity
 from avalon_worker.listener import Listener, ListenerConfig
 from avalon_worker.signup import signup_document
@@ -253,6 +253,22 @@ class TestGetResult:
         error = {"code": 4, "message": "integrity", "data": {"workOrderId": order.work_order_id}}
         running.done(Completion(canonical_id(order.work_order_id), json.dumps(error).encode(), True))
         assert sdk.call(running.url, "WorkOrderGetResult", {"workOrderId": order.work_order_id}, 1)["error"] == error
+
+    def test_a_remembered_outcome_is_not_served_past_the_retention_time(
+            self, tmp_path: Path, identity: Identity, registered: dict[str, Any]) -> None:
+        store = SQLiteStore(tmp_path / "short")
+        store.register_worker(identity.worker_id, registered, time.time())
+        server = RunningListener(store, ListenerConfig(result_ttl_s=0.0))
+        try:
+            order = order_for(identity, responseTimeoutMSecs=0)
+            sdk.submit(server.url, order)
+            server.done(Completion(canonical_id(order.work_order_id), b'{"outData":[]}', False))
+            assert store.purge(0.0, time.time() + 1) == 1
+            answer = sdk.call(server.url, "WorkOrderGetResult", {"workOrderId": order.work_order_id}, 1)
+            assert answer["error"]["code"] == 2
+        finally:
+            server.stop()
+            store.close()
 
     def test_without_a_work_order_id_is_error_2(self, running: RunningListener) -> None:
         assert sdk.call(running.url, "WorkOrderGetResult", {}, 1)["error"]["code"] == 2

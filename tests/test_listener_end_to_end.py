@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 import sdk_requester as sdk
+
 from avalon_worker.cli import READY_PREFIX
 from avalon_worker.http_front import read_ready
 from avalon_worker.store.sqlite import SQLiteStore
+
 from independent_requester import ItemSpec, VerificationError, build_work_order, open_response
 
 TESTS = Path(__file__).parent

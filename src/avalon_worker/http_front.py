@@ -142,7 +142,8 @@ async def serve(config: FrontConfig, parent_pid: int | None = None) -> None:
     pump = Pump(store, config.endpoint, executor, PumpConfig(
         lease_s=config.lease_s, max_in_flight=config.max_in_flight, result_ttl_s=config.result_ttl_s,
     ))
-    listener = Listener(store, executor, ListenerConfig(max_body_bytes=config.max_request_bytes), on_submitted=pump.wake)
+    listener_config = ListenerConfig(max_body_bytes=config.max_request_bytes, result_ttl_s=config.result_ttl_s)
+    listener = Listener(store, executor, listener_config, on_submitted=pump.wake)
     pump.on_done = listener.order_done
     runner = web.AppRunner(listener.app(), access_log=None, handle_signals=False)
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from aiohttp import web
 
 from . import listener_api as api
 from .errors import ErrorCode
-from .store import Completion, OrderState, OrderStatus, Store, SubmitOutcome
+from .store import Completion, OrderState, OrderStatus, Store, SubmitOutcome, canonical_id
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class ListenerConfig:
     body_timeout_s: float = 10.0  # the whole body must arrive within this
     max_wait_s: float = 5.0  # a submit waits at most this for its result (Avalon's SDK gives up on HTTP after 10 s)
     stale_after_s: float = 30.0  # a worker without a heartbeat for this long is shown as off-line
+    result_ttl_s: float = 24 * 3600.0  # what the store keeps; outcomes remembered here expire with it
+    recent_outcomes: int = 4096  # outcomes stored by the pump beside us, kept to answer GetResult without a read
 
 
 def _reply(body: bytes, *, close: bool = False) -> web.Response:
@@ -62,7 +65,8 @@ class Listener:
         self._known_workers: set[str] = set()
         self._batch: list[tuple[api.Submission, asyncio.Future[SubmitOutcome]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._waiters: dict[str, asyncio.Future[Completion]] = {}
+        self._waiters: dict[str, asyncio.Future[Completion | None]] = {}
+        self._recent: OrderedDict[str, tuple[Completion, float]] = OrderedDict()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes)
@@ -73,11 +77,22 @@ class Listener:
         return await asyncio.get_running_loop().run_in_executor(self.executor, method, *args)
 
     def order_done(self, completions: Sequence[Completion]) -> None:
-        """Outcomes just stored by the pump: answer the submits waiting for them."""
+        """Outcomes just stored by the pump: answer the submits waiting for them, and remember
+        the outcomes for the GetResult that Avalon's SDK sends next."""
+        now = self.clock()
         for item in completions:
             waiter = self._waiters.pop(item.work_order_id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(item)
+            self._recent[item.work_order_id] = (item, now)
+        while len(self._recent) > self.config.recent_outcomes:
+            self._recent.popitem(last=False)
+
+    async def _status(self, work_order_id: str) -> OrderStatus | None:
+        remembered = self._recent.get(work_order_id)
+        if remembered is not None and self.clock() - remembered[1] < self.config.result_ttl_s:
+            return OrderStatus(OrderState.DONE, remembered[0].outcome, remembered[0].is_error)
+        return await self._store(self.store.status, work_order_id)
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -122,25 +137,25 @@ class Listener:
         now = self.clock()
         if call.method == "WorkOrderGetResult":
             canonical, as_sent = api.get_result_id(call)
-            return api.outcome_reply(call.reply_id, as_sent, await self._store(self.store.status, canonical))
+            return api.outcome_reply(call.reply_id, as_sent, await self._status(canonical))
         if call.method == "WorkOrderSubmit":
             return await self._submit(call)
         if call.method == "WorkerLookUp":
             records = await self._store(self.store.workers)
             return api.worker_lookup(call, records, now, self.config.stale_after_s)
         worker_id = call.params.get("workerId")
-        record = await self._store(self.store.worker, api.canonical_id(worker_id)) if isinstance(worker_id, str) else None
+        record = await self._store(self.store.worker, canonical_id(worker_id)) if isinstance(worker_id, str) else None
         return api.worker_retrieve(call, record, now, self.config.stale_after_s)
 
     async def _submit(self, call: api.Call) -> bytes:
         worker_id = call.params.get("workerId")
-        if isinstance(worker_id, str) and api.canonical_id(worker_id) not in self._known_workers:
-            if await self._store(self.store.worker, api.canonical_id(worker_id)) is not None:
-                self._known_workers.add(api.canonical_id(worker_id))
+        if isinstance(worker_id, str) and canonical_id(worker_id) not in self._known_workers:
+            if await self._store(self.store.worker, canonical_id(worker_id)) is not None:
+                self._known_workers.add(canonical_id(worker_id))
         item = api.submission(call, self._known_workers, self.config.max_body_bytes, self.config.max_wait_s)
         loop = asyncio.get_running_loop()
         key = item.order.work_order_id
-        waiter: asyncio.Future[Completion] | None = None
+        waiter: asyncio.Future[Completion | None] | None = None
         if item.wait_s > 0 and key not in self._waiters:
             waiter = self._waiters[key] = loop.create_future()  # before the commit: the pump may be quick
         accepted: asyncio.Future[SubmitOutcome] = loop.create_future()
@@ -155,13 +170,19 @@ class Listener:
             return refusal
         if waiter is None:
             return api.pending_reply(call.reply_id, item.work_order_id)
-        try:
-            done = await asyncio.wait_for(asyncio.shield(waiter), item.wait_s)
-        except asyncio.TimeoutError:
-            if self._waiters.get(key) is waiter:
-                del self._waiters[key]
+        timer = loop.call_later(item.wait_s, self._give_up, key, waiter)
+        done = await waiter
+        timer.cancel()
+        if done is None:
             return api.pending_reply(call.reply_id, item.work_order_id)
         return api.outcome_reply(call.reply_id, item.work_order_id, OrderStatus(OrderState.DONE, done.outcome, done.is_error))
+
+    def _give_up(self, key: str, waiter: asyncio.Future[Completion | None]) -> None:
+        """A submit's wait is over: it answers "pending"."""
+        if self._waiters.get(key) is waiter:
+            del self._waiters[key]
+        if not waiter.done():
+            waiter.set_result(None)
 
     async def _flush(self) -> None:
         """Commit the gathered submits, batch after batch, until none are left."""

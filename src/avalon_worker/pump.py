@@ -114,7 +114,8 @@ class Pump:
         self._sock.connect(self.endpoint)
         self._in_flight: dict[bytes, _InFlight] = {}
         self._answered: list[tuple[bytes, bytes]] = []
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # orders were submitted: lease now
+        self._work = asyncio.Event()  # answers arrived, or orders were submitted
         self._next_tag = 0
         self._stopping = False
 
@@ -124,6 +125,7 @@ class Pump:
     def wake(self) -> None:
         """New orders were submitted: look for them now."""
         self._wake.set()
+        self._work.set()
 
     async def register(self) -> str:
         """Fetch the worker's signup over ZMQ and register it; return the worker id."""
@@ -185,6 +187,7 @@ class Pump:
                 if purged:
                     logger.info("deleted %d work-order results older than %.0f s", purged, self.config.result_ttl_s)
                 next_purge = now + self.config.purge_every_s
+            self._work.clear()
             if self._answered or (room > 0 and self._wake.is_set() and now >= backoff_until):
                 continue
             until = min(next_renew, next_heartbeat, next_purge, next_poll if room > 0 else next_renew)
@@ -195,7 +198,7 @@ class Pump:
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         if seconds <= 0:
             return
-        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        waits = [asyncio.ensure_future(self._work.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -215,7 +218,7 @@ class Pump:
             parts = await self._sock.recv_multipart()
             if len(parts) >= 3 and parts[0] in self._in_flight:
                 self._answered.append((parts[0], parts[-1]))
-                self._wake.set()
+                self._work.set()
 
     async def _settle(self) -> float:
         """Store the outcomes that arrived; give busy orders back. Return when to lease again."""
