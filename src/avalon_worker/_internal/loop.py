@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import select
 import signal
 import socket
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import child, framing
-from .router import Router, send_queued
+from .router import FD_HEADROOM, Router, send_queued
 from .scheduler import Kill, Metrics, Pin, PoolConfig, Reply, Revoke, Scheduler, Send, Spawn
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,10 @@ class Loop:
     def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve until `stop` is set, then answer everything in flight and stop the processes."""
         scheduler = self.scheduler
-        self.router = router = Router(bind, self.poller, self.max_payload)
+        # every worker process (and a replacement being forked) holds two descriptors here
+        processes = scheduler.workers + scheduler.spares + 1
+        connections = max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_HEADROOM - 2 * processes)
+        self.router = router = Router(bind, self.poller, self.max_payload, max_connections=connections)
         clean = False
         try:
             self._do(scheduler.start(time.monotonic()))
