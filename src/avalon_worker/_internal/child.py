@@ -9,6 +9,7 @@ holds is skipped and reported (`SKIPPED`) rather than run.
 from __future__ import annotations
 
 import resource
+import select
 import signal
 import socket
 from collections import deque
@@ -36,16 +37,17 @@ def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], me
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     reader = Reader(max_payload)
     pending: deque[tuple[int, bytes | bytearray]] = deque()
+    waiting = select.poll()  # asks "is anything there?" without the cost of an exception
+    waiting.register(sock, select.POLLIN)
     while True:
         # Everything sent so far must be read before an order starts (a REVOKE may be there);
         # a read that returned less than it asked for has seen it all.
         while not (pending and reader.drained):
             if not pending:
                 idle()
-            try:
-                messages = reader.read(sock, socket.MSG_DONTWAIT if pending else 0)
-            except BlockingIOError:
+            elif not waiting.poll(0):
                 break
+            messages = reader.read(sock)
             if messages is None:
                 return
             for kind, seq, payload in messages:

@@ -38,13 +38,19 @@ def encode(kind: int, seq: int, *parts: Buffer) -> list[Buffer]:
 
 def send_all(sock: socket.socket, buffers: Sequence[Buffer]) -> None:
     """Write `buffers` completely on a blocking socket, gathered by the kernel."""
+    sent = sock.sendmsg(buffers)
+    total = sum(len(b) for b in buffers)
+    if sent == total:  # nearly always: one system call
+        return
     views = [memoryview(b).cast("B") for b in buffers]
     while views:
-        sent = sock.sendmsg(views)
         while views and sent >= len(views[0]):
             sent -= len(views.pop(0))
         if sent:
             views[0] = views[0][sent:]
+        if not views:
+            return
+        sent = sock.sendmsg(views)
 
 
 class Reader:
@@ -65,7 +71,7 @@ class Reader:
         """Part of a message has been received."""
         return bool(self._buffer) or self._large is not None
 
-    def read(self, sock: socket.socket, flags: int = 0) -> list[tuple[int, int, bytearray | bytes]] | None:
+    def read(self, sock: socket.socket, flags: int = 0) -> list[tuple[int, int, bytearray]] | None:
         """One receive (`BlockingIOError` from a non-blocking socket with nothing to read)."""
         if self._large is not None:
             kind, seq, payload = self._large
@@ -86,16 +92,16 @@ class Reader:
         self._buffer += self._chunk[:size]
         return self._parse()
 
-    def _parse(self) -> list[tuple[int, int, bytearray | bytes]]:
+    def _parse(self) -> list[tuple[int, int, bytearray]]:
         buffer, offset, end = self._buffer, 0, len(self._buffer)
-        messages: list[tuple[int, int, bytearray | bytes]] = []
+        messages: list[tuple[int, int, bytearray]] = []
         while end - offset >= HEADER.size:
             kind, seq, size = HEADER.unpack_from(buffer, offset)
             if kind not in KINDS or size > self.max_payload:
                 raise FramingError(f"message kind {kind} of {size} bytes")
             start = offset + HEADER.size
             if start + size <= end:
-                messages.append((kind, seq, bytes(buffer[start : start + size])))
+                messages.append((kind, seq, buffer[start : start + size]))  # a bytearray: one copy
                 offset = start + size
             elif size > _LARGE:
                 payload = bytearray(size)

@@ -80,9 +80,10 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 # actions ---------------------------------------------------------------------------------------
+# (plain dataclasses, not frozen: two are made for every order, and frozen ones cost three times as much)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Spawn:
     """Start process `process` (pinned to core `cpu`, if given)."""
 
@@ -90,7 +91,7 @@ class Spawn:
     cpu: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pin:
     """Pin process `process` to core `cpu` (a spare taking a lost process's place)."""
 
@@ -98,7 +99,7 @@ class Pin:
     cpu: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     """Hand order `seq` to process `process`."""
 
@@ -107,7 +108,7 @@ class Send:
     frame: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Revoke:
     """Ask process `process` to skip orders `first`…`last` it has not started; then tell the
     scheduler (`revoked`) whether the process certainly had not started the first of them:
@@ -118,14 +119,14 @@ class Revoke:
     last: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Kill:
     """Kill process `process` and its descendants; then pass on what it had sent, and `exited`."""
 
     process: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """Send `frame` to the client: `envelope[0]` is its routing id, the rest go before the frame."""
 
@@ -257,7 +258,7 @@ class Scheduler:
         elif len(self.queue) < self.config.queue_limit and self.queued_bytes + len(frame) <= self.config.queue_bytes_limit:
             self._admit(job)
             self._enqueue(job)
-            self._fill_ahead()
+            self._fill_ahead(now)
         else:
             self._refuse(job, ErrorCode.BUSY, "the worker is busy (its queue is full); try again later", "busy", now)
         return self._take()
@@ -280,7 +281,7 @@ class Scheduler:
             self.idle.append(process)
         if self.queue and not process.killing:  # keep the process busy first: the reply can go out while it works
             if process.jobs:
-                self._fill_ahead_of(process)
+                self._fill_ahead_of(process, now)
             else:
                 self.idle.pop()
                 self._run(process, self._dequeue(), now)
@@ -503,8 +504,10 @@ class Scheduler:
         self._actions.append(Send(process.id, job.seq, job.frame))
 
     def _began(self, job: Job, now: float) -> None:
+        """`job` is its process's running order from `now`. It is inspected at INSPECT_AFTER_S
+        if orders wait behind it, or if its time limit could lie beyond what was scanned."""
         job.started = now
-        if not self.inline and not job.inspected:
+        if not self.inline and not job.inspected and (len(job.frame) > _SCAN_BYTES or job.process is None or len(job.process.jobs) > 1):
             self._timer(now + INSPECT_AFTER_S, job.seq)
 
     def _enqueue(self, job: Job) -> None:
@@ -531,27 +534,30 @@ class Scheduler:
     def _dispatch_queue(self, now: float) -> None:
         while self.queue and self.idle:
             self._run(self.idle.popleft(), self._dequeue(), now)
-        self._fill_ahead()
+        self._fill_ahead(now)
 
-    def _fill_ahead(self) -> None:
+    def _fill_ahead(self, now: float) -> None:
         if self.queue and self.prefetch:
             for process in self.processes.values():
-                self._fill_ahead_of(process)
+                self._fill_ahead_of(process, now)
 
-    def _fill_ahead_of(self, process: _Process) -> None:
+    def _fill_ahead_of(self, process: _Process, now: float) -> None:
         """Send small queued orders ahead to a busy process, up to PREFETCH_DEPTH, unless its
         running order is slow or large (leave them for a free process)."""
         if not (self.prefetch and process.jobs) or process.killing or process.untrusted:
             return
         running = process.jobs[0]
-        if running.inspected or running.revoking or len(running.frame) > PREFETCH_MAX_BYTES:
+        if running.inspected or running.revoking or len(running.frame) > PREFETCH_MAX_BYTES or now - running.started >= INSPECT_AFTER_S:
             return
         queue = self.queue
+        alone = len(process.jobs) == 1
         while queue and len(process.jobs) <= PREFETCH_DEPTH and len(queue[0].frame) <= PREFETCH_MAX_BYTES:
             job = self._dequeue()
             job.process = process
             process.jobs.append(job)
             self._actions.append(Send(process.id, job.seq, job.frame))
+        if alone and len(process.jobs) > 1:  # orders wait behind it now: look at it if it turns slow
+            self._timer(running.started + INSPECT_AFTER_S, running.seq)
 
     def _check(self, job: Job, now: float) -> None:
         """A timer of `job` is due."""
