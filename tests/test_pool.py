@@ -126,6 +126,7 @@ def test_busy_when_the_queue_is_full(pool) -> None:
     sleeper = Order(running, info, "sleep", b"1")
     assert not sleeper.done(200)
     queued = Order(running, info, "python-hello", b"queued")
+    assert not queued.done(200)  # it has arrived (and waits) before the next one is sent
     refused = Order(running, info, "python-hello", b"refused")
     reply = refused.reply(5000)
     assert reply["error"]["code"] == 8
@@ -141,6 +142,7 @@ def test_busy_when_the_queued_bytes_would_pass_four_maximal_requests(pool) -> No
     assert not sleeper.done(200)
     big = b"x" * 60_000  # about 90 KB once encrypted, base64-encoded and wrapped twice in JSON
     queued = [Order(running, info, "python-hello", big) for _ in range(4)]
+    assert not queued[-1].done(300)  # all four have arrived (and wait) before the next one is sent
     refused = Order(running, info, "python-hello", big)
     assert refused.reply(5000)["error"]["code"] == 8
     assert not sleeper.done(), "BUSY must come at once"
