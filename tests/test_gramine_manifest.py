@@ -428,3 +428,34 @@ class TestGscManifest:
         assert f'VOLUME ["{STATE_DIR}"]' in dockerfile
         assert f"> {APP_DIR}/workloads.json" in dockerfile
         assert "--insecure-args" not in script
+
+
+class TestDirectTestRendering:
+    """The variables scripts/gramine-direct-test.sh sets: nothing of them leaks into a normal render."""
+
+    KEY = "00112233445566778899aabbccddeeff"
+
+    def test_a_python_path_is_mounted_measured_and_on_pythonpath(self, fake_python: Mapping[str, Any]) -> None:
+        manifest = manifest_for(fake_python, python_path="/opt/venv/lib/python3.12/site-packages:/opt/extra")
+        for path in ("/opt/venv/lib/python3.12/site-packages", "/opt/extra"):
+            assert mount_for(manifest, path + "/avalon_worker/__init__.py")["uri"] == f"file:{path}"
+            assert is_trusted(manifest, path + "/avalon_worker/__init__.py")
+        assert manifest["loader"]["env"]["PYTHONPATH"] == "/opt/venv/lib/python3.12/site-packages:/opt/extra"
+
+    def test_no_python_path_by_default(self, manifest: dict[str, Any]) -> None:
+        assert "PYTHONPATH" not in manifest["loader"]["env"]
+
+    def test_the_direct_test_key_replaces_sealing_and_the_measured_command_line(
+        self, fake_python: Mapping[str, Any]
+    ) -> None:
+        manifest = manifest_for(fake_python, insecure_direct_test_key=self.KEY)
+        mount = mount_for(manifest, STATE_DIR + "/identity.json")
+        assert mount["type"] == "encrypted" and mount["key_name"] == "insecure_direct_test_only"
+        assert manifest["fs"]["insecure__keys"] == {"insecure_direct_test_only": self.KEY}
+        assert manifest["loader"]["insecure__use_cmdline_argv"] is True and "argv" not in manifest["loader"]
+        assert sorted(k for k in walk_keys(manifest) if "insecure__" in k) == [
+            "fs.insecure__keys", "fs.insecure__keys.insecure_direct_test_only", "loader.insecure__use_cmdline_argv",
+        ]
+
+    def test_an_empty_key_is_a_normal_render(self, fake_python: Mapping[str, Any], manifest: dict[str, Any]) -> None:
+        assert manifest_for(fake_python, insecure_direct_test_key="", python_path="") == manifest
