@@ -47,7 +47,8 @@ no_gramine() {
     exit 0
 }
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/avalon-gramine-direct.XXXXXX")"
+# Not under /tmp: inside Gramine /tmp is the manifest's tmpfs, which hides host folders there.
+work="$(mktemp -d /var/tmp/avalon-gramine-direct.XXXXXX)"
 worker_pid=""
 # shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
@@ -111,7 +112,8 @@ if [ "$mode" = bench ]; then
 fi
 
 # 3. Tests under gramine-direct ---------------------------------------------------------------------
-AVALON_GRAMINE_DIRECT=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_gramine_direct.py
+AVALON_GRAMINE_DIRECT=1 .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$work/pytest" \
+    tests/test_gramine_direct.py
 log "tests passed ($(( SECONDS - started )) s so far)"
 
 # 4. The nine sample orders -------------------------------------------------------------------------
@@ -119,7 +121,7 @@ log "tests passed ($(( SECONDS - started )) s so far)"
 port="$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 gramine-direct "$out/python-worker" -m avalon_worker serve --bind "tcp://127.0.0.1:$port" \
     --state-dir "$state" --workloads "$app/workloads.json" --workers 2 --rsa-bits 2048 \
-    --attestation auto >"$work/worker.out" 2>"$work/worker.err" &
+    --attestation auto >"$work/worker.out" 2>&1 &  # Gramine sends stderr to stdout anyway
 worker_pid=$!
 for _ in $(seq 1 120); do
     grep -q '^listening on ' "$work/worker.out" 2>/dev/null && break
@@ -128,7 +130,7 @@ for _ in $(seq 1 120); do
 done
 if ! grep -q '^listening on ' "$work/worker.out"; then
     log "the worker did not start under gramine-direct:"
-    tail -30 "$work/worker.err" >&2
+    tail -30 "$work/worker.out" >&2
     exit 1
 fi
 log "worker listening on tcp://127.0.0.1:$port under gramine-direct"
@@ -143,7 +145,7 @@ wait "$worker_pid" || worker_status=$?
 worker_pid=""
 if [ "$worker_status" != 0 ]; then
     log "the worker exited with status $worker_status after SIGTERM:"
-    tail -20 "$work/worker.err" >&2
+    tail -20 "$work/worker.out" >&2
     verified=0
 fi
 log "done in $(( SECONDS - started )) s"

@@ -76,7 +76,11 @@ def free_port() -> int:
 
 
 class GramineWorker(RunningWorker):
-    """`avalon-worker serve` under gramine-direct; stderr goes to a file to read afterwards."""
+    """`avalon-worker serve` under gramine-direct, its output in a file.
+
+    Gramine hands the application's stdout and stderr both to the host's stdout, so the log and
+    the `listening on` line arrive together.
+    """
 
     log_path: Path
 
@@ -85,35 +89,33 @@ class GramineWorker(RunningWorker):
         return self.log_path.read_text(errors="replace")
 
 
+def serve_command(enclave: Enclave, state: str, args: Sequence[str]) -> list[str]:
+    return ["gramine-direct", str(enclave.manifest), "-m", "avalon_worker", "serve",
+            "--bind", f"tcp://127.0.0.1:{free_port()}", "--state-dir", str(enclave.state_dir / state),
+            "--workloads", str(enclave.app_dir / "workloads.json"), "--rsa-bits", "2048", *args]
+
+
 def launch(enclave: Enclave, state: str, args: Sequence[str], log_path: Path) -> GramineWorker:
     """Start the worker under gramine-direct and wait until it listens."""
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    command = ["gramine-direct", str(enclave.manifest), "-m", "avalon_worker", "serve", "--bind", endpoint,
-               "--state-dir", str(enclave.state_dir / state), "--workloads", str(enclave.app_dir / "workloads.json"),
-               "--rsa-bits", "2048", *args]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-    assert process.stdout is not None
+        process = subprocess.Popen(serve_command(enclave, state, args), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("listening on "):
-            worker = GramineWorker(process, line.split()[-1], enclave.state_dir / state)
-            worker.log_path = log_path
-            return worker
-        if not line and process.poll() is not None:
-            break
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in log_path.read_text(errors="replace").splitlines():
+            if line.startswith("listening on "):
+                worker = GramineWorker(process, line.split()[-1], enclave.state_dir / state)  # type: ignore[arg-type]
+                worker.log_path = log_path
+                return worker
+        time.sleep(0.2)
     process.kill()
     process.wait()
     raise AssertionError(f"worker did not start under gramine-direct:\n{log_path.read_text(errors='replace')[-3000:]}")
 
 
 def run_to_exit(enclave: Enclave, state: str, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    """Run a worker that is expected to stop by itself."""
-    command = ["gramine-direct", str(enclave.manifest), "-m", "avalon_worker", "serve", "--bind",
-               f"tcp://127.0.0.1:{free_port()}", "--state-dir", str(enclave.state_dir / state),
-               "--workloads", str(enclave.app_dir / "workloads.json"), "--rsa-bits", "2048", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    """Run a worker that is expected to stop by itself; its output is in `stdout`."""
+    return subprocess.run(serve_command(enclave, state, args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=START_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +177,9 @@ class TestPool:
         assert "seqpacket refused" in probe.stdout, probe.stdout + probe.stderr
 
 
-class TestAttestationModes:
+class TestStartUpChecks:
+    """What the worker refuses, and says, at start inside Gramine without SGX."""
+
     def test_auto_starts_without_a_quote_and_says_why(self, pool_enclave: Enclave, tmp_path: Path) -> None:
         running = launch(pool_enclave, tmp_path.name, ["--workers", "1", "--attestation", "auto"], tmp_path / "log")
         try:
@@ -188,9 +192,16 @@ class TestAttestationModes:
     def test_gramine_stops_with_a_clear_message(self, pool_enclave: Enclave, tmp_path: Path) -> None:
         result = run_to_exit(pool_enclave, tmp_path.name, ["--workers", "1", "--attestation", "gramine"])
         assert result.returncode != 0
-        assert "no remote attestation" in result.stderr and "gramine-sgx" in result.stderr
-        assert "Traceback" not in result.stderr
+        assert "no remote attestation" in result.stdout and "gramine-sgx" in result.stdout
+        assert "Traceback" not in result.stdout
         assert not (pool_enclave.state_dir / tmp_path.name / "identity.json").exists(), "no identity before attesting"
+
+
+    def test_a_memory_limit_is_refused_naming_the_enclave_size(self, pool_enclave: Enclave, tmp_path: Path) -> None:
+        result = run_to_exit(pool_enclave, tmp_path.name, ["--workers", "1", "--memory-limit-mb", "256"])
+        assert result.returncode != 0
+        assert "--memory-limit-mb" in result.stdout and "sgx.enclave_size" in result.stdout, result.stdout[-2000:]
+        assert "Traceback" not in result.stdout
 
 
 class TestIdentityOnTheEncryptedMount:
@@ -223,17 +234,19 @@ class TestFilePolicy:
             f.write("\n# changed after the manifest was rendered\n")
         result = run_to_exit(enclave, "s", ["--workers", "1", "--attestation", "auto"])
         assert result.returncode != 0
-        assert "misbehaving" in result.stderr, result.stderr[-2000:]
-        assert "Traceback" not in result.stderr
+        refused = str(enclave.app_dir / "misbehaving.py")
+        assert f"{refused} is there but may not be read" in result.stdout, result.stdout[-2000:]
+        assert "Traceback" not in result.stdout
+
+
+@pytest.fixture(scope="module")
+def no_pool_enclave(tmp_path_factory: pytest.TempPathFactory) -> Enclave:
+    base = tmp_path_factory.mktemp("gramine-nopool")
+    return render(base / "manifest", make_app_dir(base / "app"), base / "state", workers=0)
 
 
 class TestInProcessServer:
     """--workers 0: the enclave's own process serves, nothing forks."""
-
-    @pytest.fixture(scope="class")
-    def no_pool_enclave(self, tmp_path_factory: pytest.TempPathFactory) -> Enclave:
-        base = tmp_path_factory.mktemp("gramine-nopool")
-        return render(base / "manifest", make_app_dir(base / "app"), base / "state", workers=0)
 
     def test_serves_work_orders(self, no_pool_enclave: Enclave, tmp_path: Path) -> None:
         running = launch(no_pool_enclave, tmp_path.name, ["--workers", "0"], tmp_path / "log")

@@ -42,6 +42,12 @@ def _load_entry(workload_id: str, entry: Any, source: str) -> Workload | WorkLoa
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import runs arbitrary code; any failure makes the entry bad
+        refused = _refused_source(module_name) if isinstance(exc, ImportError) else None
+        if refused is not None:
+            raise RegistryError(
+                f"{where}: module {module_name!r} cannot be imported: {refused} is there but may not be read "
+                "(under Gramine: the file differs from the one measured into the manifest; render it again)"
+            ) from exc
         raise RegistryError(f"{where}: module {module_name!r} cannot be imported ({type(exc).__name__}: {exc})") from exc
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
@@ -53,6 +59,25 @@ def _load_entry(workload_id: str, entry: Any, source: str) -> Workload | WorkLoa
         return instance
     except Exception as exc:
         raise RegistryError(f"{where}: class {class_name!r} could not be created ({type(exc).__name__}: {exc})") from exc
+
+
+def _refused_source(module_name: str) -> str | None:
+    """The source file of a module that exists on the import path but may not be read, if any.
+
+    Gramine refuses every access to a trusted file whose contents changed after the manifest was
+    rendered (and to the listing of its folder), so Python only reports the module as missing.
+    """
+    top = module_name.split(".", 1)[0]
+    for folder in sys.path:
+        for candidate in (Path(folder or ".") / f"{top}.py", Path(folder or ".") / top / "__init__.py"):
+            try:
+                with open(candidate, "rb"):
+                    pass
+            except PermissionError:
+                return str(candidate)
+            except OSError:
+                continue
+    return None
 
 
 class WorkloadRegistry:
