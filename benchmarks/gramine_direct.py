@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from throughput import Load, Scenario, drive, median_runs, _children
+from throughput import Load, Scenario, _children, drive, median_runs
 
 from avalon_worker.cli import READY_PREFIX, start_worker_process
 

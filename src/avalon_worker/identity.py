@@ -9,6 +9,7 @@ exists but cannot be read is an error, never a reason to make a new identity ove
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import resource
@@ -140,10 +141,12 @@ def disable_core_dumps() -> None:
 
     RLIMIT_CORE 0 stops core files; PR_SET_DUMPABLE 0 also stops the kernel's core pipe
     (systemd-coredump, apport), which ignores that limit, and makes /proc/<pid>/mem root's.
+    Gramine's library OS has no PR_SET_DUMPABLE (ENOSYS); there the host never sees the
+    process's memory under SGX, and RLIMIT_CORE still holds.
     """
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 and ctypes.get_errno() != errno.ENOSYS:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
