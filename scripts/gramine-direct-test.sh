@@ -123,7 +123,7 @@ gramine-direct "$out/python-worker" -m avalon_worker serve --bind "tcp://127.0.0
     --state-dir "$state" --workloads "$app/workloads.json" --workers 2 --rsa-bits 2048 \
     --attestation auto >"$work/worker.out" 2>&1 &  # Gramine sends stderr to stdout anyway
 worker_pid=$!
-for _ in $(seq 1 120); do
+for _ in $(seq 1 600); do  # up to 5 minutes: each Gramine process starts in seconds, more on a busy machine
     grep -q '^listening on ' "$work/worker.out" 2>/dev/null && break
     kill -0 "$worker_pid" 2>/dev/null || break
     sleep 0.5

@@ -182,7 +182,7 @@ class TestStartUpChecks:
     """What the worker refuses, and says, at start inside Gramine without SGX."""
 
     def test_auto_starts_without_a_quote_and_says_why(self, pool_enclave: Enclave, tmp_path: Path) -> None:
-        running = launch(pool_enclave, tmp_path.name, ["--workers", "1", "--attestation", "auto"], tmp_path / "log")
+        running = launch(pool_enclave, tmp_path.name, ["--workers", "0", "--attestation", "auto"], tmp_path / "log")
         try:
             signup = running.signup()
             assert signup["quote"] == "" and signup["mrenclave"] == ""
@@ -191,7 +191,7 @@ class TestStartUpChecks:
         assert "attestation: none" in running.log and "no SGX attestation" in running.log
 
     def test_gramine_stops_with_a_clear_message(self, pool_enclave: Enclave, tmp_path: Path) -> None:
-        result = run_to_exit(pool_enclave, tmp_path.name, ["--workers", "1", "--attestation", "gramine"])
+        result = run_to_exit(pool_enclave, tmp_path.name, ["--workers", "0", "--attestation", "gramine"])
         assert result.returncode != 0
         assert "no remote attestation" in result.stdout and "gramine-sgx" in result.stdout
         assert "Traceback" not in result.stdout
@@ -209,11 +209,12 @@ class TestIdentityOnTheEncryptedMount:
     def test_created_once_loaded_unchanged_and_ciphertext_on_the_host(
         self, pool_enclave: Enclave, tmp_path: Path
     ) -> None:
-        first = launch(pool_enclave, tmp_path.name, ["--workers", "1"], tmp_path / "first.log")
+        # In-process (--workers 0): nothing forks, so each start costs one Gramine process.
+        first = launch(pool_enclave, tmp_path.name, ["--workers", "0"], tmp_path / "first.log")
         signup = first.signup()
         assert first.stop() == 0
         assert "created identity" in first.log
-        second = launch(pool_enclave, tmp_path.name, ["--workers", "1"], tmp_path / "second.log")
+        second = launch(pool_enclave, tmp_path.name, ["--workers", "0"], tmp_path / "second.log")
         again = second.signup()
         assert second.stop() == 0
         assert "loaded identity" in second.log
