@@ -36,6 +36,8 @@ from .client import DEFAULT_TIMEOUT_S, WorkerClient
 from .crypto import SigningKey
 from .errors import Error, SetupError
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, load_or_create
+from .listener_service import add_listener_command
+from .store.cli import add_store_argument, add_store_commands
 from .pool import DEFAULT_MAX_REQUEST_BYTES, StopFlag
 from .requester import VerificationError, WorkOrderFailed
 from .workload.registry import WorkloadRegistry
@@ -131,6 +133,10 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
     parser.add_argument("--result-ttl", type=float, default=24 * 3600.0, metavar="S",
                         help="with --listen-http: keep work-order results this many seconds (default: a day)")
     parser.add_argument("--lease-s", type=float, default=10.0, help=argparse.SUPPRESS)
+    # A worker host sharing a PostgreSQL store with others (listeners run apart: `listener`).
+    add_store_argument(parser, required=False)
+    parser.add_argument("--heartbeat-s", type=float, default=5.0, help=argparse.SUPPRESS)
+    parser.add_argument("--stale-after-s", type=float, default=30.0, help=argparse.SUPPRESS)
 
 
 def _check_order_rules(args: argparse.Namespace) -> None:
@@ -393,9 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_verify_arguments(p)
     p.set_defaults(func=run_verify)
 
-    from .store.cli import add_store_commands
-
     add_store_commands(commands)
+    add_listener_command(commands)
 
     p = commands.add_parser("demo", help="start a worker, run the nine sample work orders, stop it")
     p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help=argparse.SUPPRESS)

@@ -94,6 +94,15 @@ class Listener:
             return OrderStatus(OrderState.DONE, remembered[0].outcome, remembered[0].is_error)
         return await self._store(self.store.status, work_order_id)
 
+    async def outcomes_stored(self, ids: Sequence[str] | None) -> None:
+        """Outcomes stored by a pump in another process (None: any may have been, as after the
+        store's notifications reconnect): answer the submits waiting for them."""
+        keys = list(self._waiters) if ids is None else [key for key in ids if key in self._waiters]
+        for key in keys:
+            status = await self._store(self.store.status, key)
+            if status is not None and status.state is OrderState.DONE:
+                self.order_done([Completion(key, status.outcome, status.is_error)])
+
     async def handle(self, request: web.Request) -> web.Response:
         try:
             if request.method != "POST":

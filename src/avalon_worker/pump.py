@@ -31,13 +31,14 @@ import zmq.asyncio
 
 from . import jsonio
 from .errors import ErrorCode
-from .store import Completion, LeasedOrder, Store, canonical_id
+from .store import Completion, LeasedOrder, Store, StoreError, canonical_id
 
 logger = logging.getLogger(__name__)
 
 _TAG = struct.Struct(">Q")
 SIGNUP_FRAME = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup","params":null}'
 T = TypeVar("T")
+STORE_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -152,10 +153,21 @@ class Pump:
         """Pump until `stop` is set, then wait briefly for answers and give back the rest."""
         receiver = asyncio.create_task(self._receive())
         try:
-            await self._pump(stop)
+            while not stop.is_set():
+                try:
+                    await self._pump(stop)
+                except StoreError as exc:
+                    # A shared database can be away for longer than the store retries (a
+                    # fail-over, a long restart): orders in flight keep running, their leases
+                    # may lapse, and whichever outcome is stored first counts.
+                    logger.error("the work-order store failed: %s; trying again in %g s", exc, STORE_RETRY_S)
+                    await self._sleep(stop, STORE_RETRY_S)
         finally:
             self._stopping = True
-            await self._drain()
+            try:
+                await self._drain()
+            except StoreError as exc:
+                logger.error("could not give back the orders in flight (%s); their leases will expire", exc)
             receiver.cancel()
             self._sock.close(linger=0)
             self._context.term()

@@ -34,8 +34,21 @@ __all__ = [
     "SubmitOutcome",
     "WorkerRecord",
     "canonical_id",
+    "describe_store",
     "open_store",
 ]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def describe_store(location: str | Path) -> str:
+    """The store's location for messages and logs: a database URL without its password."""
+    text = str(location)
+    if text.startswith(POSTGRES_SCHEMES):
+        from .postgres import describe
+
+        return "postgresql://" + describe(text)
+    return text
 
 
 def open_store(
@@ -49,7 +62,7 @@ def open_store(
     is best kept in `PGPASSWORD` or `~/.pgpass`). Opening a PostgreSQL store creates or migrates
     its schema. Raises `StoreError` with a message a person can act on."""
     text = str(location)
-    if text.startswith(("postgresql://", "postgres://")):
+    if text.startswith(POSTGRES_SCHEMES):
         from .postgres import PostgresStore
 
         return PostgresStore(text, max_pending=max_pending, max_pending_bytes=max_pending_bytes)

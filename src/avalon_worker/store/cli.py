@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from . import POSTGRES_SCHEMES, open_store
 from .base import StoreError
 
 STORE_ENV = "AVALON_WORKER_STORE"
@@ -42,7 +43,7 @@ def add_store_commands(commands: Any) -> None:
 def run_migrate(args: argparse.Namespace) -> int:
     location = str(args.store)
     try:
-        if location.startswith(("postgresql://", "postgres://")):
+        if location.startswith(POSTGRES_SCHEMES):
             from .postgres import SCHEMA_VERSION, PostgresStore
 
             store = PostgresStore(location, migrate=False)
@@ -52,7 +53,6 @@ def run_migrate(args: argparse.Namespace) -> int:
                 store.close()
             where = store.where
         else:
-            from . import open_store
             from .sqlite import SCHEMA_VERSION
 
             open_store(location).close()  # opening a SQLite store migrates it

@@ -1,0 +1,145 @@
+"""`avalon-worker listener`: a stateless HTTP listener for every worker in a shared store.
+
+Any number of these run side by side in front of one PostgreSQL database; worker hosts
+(`avalon-worker serve --store postgresql://…`) register there and pull their orders from it, so
+a listener needs no connection to any worker. It holds no secret and no state of its own: what
+it accepts is committed before it answers, and a listener started later returns every stored
+result. A submit that may wait for its result (`responseTimeoutMSecs`) is woken by the store's
+notification that the outcome was stored, wherever the worker runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from .pool import DEFAULT_MAX_REQUEST_BYTES
+from .store import DEFAULT_MAX_PENDING, POSTGRES_SCHEMES, Store, StoreError, describe_store, open_store
+from .store.cli import add_store_argument
+
+if TYPE_CHECKING:
+    from .listener import Listener, ListenerConfig
+    from .pump import Pump
+
+logger = logging.getLogger(__name__)
+
+READY_PREFIX = "listener on "
+STORE_THREADS = 4  # store calls at once: GetResult reads run beside the batched submits
+
+
+def follow_store(
+    store: Store, loop: asyncio.AbstractEventLoop, *, pump: Pump | None = None, listener: Listener | None = None
+) -> Callable[[], None] | None:
+    """Wake `pump` when orders for its worker arrive and answer `listener`'s waiting submits
+    when their outcomes are stored, from the store's notifications (a store shared between
+    processes has them; the embedded one needs none). Returns the function that stops it."""
+    subscribe = getattr(store, "subscribe", None)
+    if subscribe is None:
+        return None
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_loop(callback: Callable[[], None]) -> None:
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass
+
+    def on_orders(worker_id: str | None) -> None:
+        if pump is not None and worker_id in (None, pump.worker_id):
+            on_loop(pump.wake)
+
+    def on_results(ids: list[str] | None) -> None:
+        def answer() -> None:
+            if listener is not None:
+                task = loop.create_task(listener.outcomes_stored(ids))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+        on_loop(answer)
+
+    unsubscribe: Callable[[], None] = subscribe(
+        on_orders=on_orders if pump is not None else None, on_results=on_results if listener is not None else None
+    )
+    return unsubscribe
+
+
+async def serve_listener(store: Store, listen: str, config: ListenerConfig) -> None:
+    """Serve the listener API on `listen` (HOST:PORT) for every worker in `store` until SIGTERM
+    or SIGINT."""
+    from aiohttp import web
+
+    from .http_front import split_listen
+    from .listener import Listener
+
+    host, port = split_listen(listen)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="store")
+    listener = Listener(store, executor, config)
+    unfollow = follow_store(store, loop, listener=listener)
+    runner = web.AppRunner(listener.app(), access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        bound = runner.addresses[0]
+        logger.info("listener on http://%s:%d for every worker in the store", bound[0], bound[1])
+        print(f"{READY_PREFIX}http://{bound[0]}:{bound[1]}", flush=True)
+        await stop.wait()
+    finally:
+        if unfollow is not None:
+            unfollow()
+        await runner.cleanup()
+        executor.shutdown()
+
+
+def add_listener_command(commands: Any) -> None:
+    """Add `listener` to the `avalon-worker` subcommands."""
+    parser = commands.add_parser(
+        "listener", help="serve Avalon's listener API (JSON-RPC over HTTP) for every worker in a shared PostgreSQL store"
+    )
+    add_store_argument(parser, required=True)
+    parser.add_argument("--listen-http", required=True, metavar="HOST:PORT", help="where to serve HTTP (port 0: any free port)")
+    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                        help="larger work orders are refused (default %(default)s); as the workers' own limit")
+    parser.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING,
+                        help="pending work orders per worker; more are answered BUSY (default %(default)s)")
+    parser.add_argument("--stale-after-s", type=float, default=30.0,
+                        help="a worker without a heartbeat for this long is shown as off-line and left out of "
+                        "WorkerLookUp (default %(default)s)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.set_defaults(func=run_listener)
+
+
+def run_listener(args: argparse.Namespace) -> int:
+    from .cli import _configure_logging
+    from .listener import ListenerConfig
+
+    _configure_logging(args.log_level)
+    if not str(args.store).startswith(POSTGRES_SCHEMES):
+        print("avalon-worker: a listener of its own needs a store that worker hosts share: --store postgresql://…; "
+              "on one host, use `avalon-worker serve --listen-http` instead", file=sys.stderr)
+        return 2
+    try:
+        store = open_store(args.store, max_pending=args.max_pending, max_pending_bytes=64 * args.max_request_bytes)
+    except StoreError as exc:
+        print(f"avalon-worker: {exc}", file=sys.stderr)
+        return 2
+    logger.info("store %s", describe_store(args.store))
+    config = ListenerConfig(max_body_bytes=args.max_request_bytes, stale_after_s=args.stale_after_s)
+    try:
+        asyncio.run(serve_listener(store, args.listen_http, config))
+    except (OSError, ValueError) as exc:
+        print(f"avalon-worker: the listener cannot serve: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
