@@ -18,7 +18,7 @@ import pytest
 import sdk_requester as sdk
 from avalon_worker.http_front import PUMP_READY_PREFIX
 from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
-from conftest import start_postgres
+from conftest import run_cli, start_postgres
 from postgres_server import PostgresServer
 from test_listener_end_to_end import HttpWorker, expected_output, sample_orders
 
@@ -54,7 +54,7 @@ def start_worker_host(state_dir: Path, store_url: str, extra: Sequence[str] = ()
         sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", str(state_dir),
         "--rsa-bits", "2048", "--attestation", "none", "--workers", "1", "--insecure-reuse-session-iv",
         "--store", store_url, "--lease-s", str(LEASE_S), "--heartbeat-s", str(HEARTBEAT_S),
-        "--workloads", str(TESTS / "workloads" / "workloads.json"), "--log-level", "WARNING", *extra,
+        "--log-level", "WARNING", *extra,
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     return Service(process, "", "", worker_id=_read_ready(process, PUMP_READY_PREFIX, "the worker host"))
@@ -142,6 +142,12 @@ def test_two_workers_on_one_database_each_get_only_their_own_orders(deployment: 
         assert sdk.open_result(worker, order, answer) == [expected]
     rows = order_rows(deployment.store_url)
     assert all(rows[order.work_order_id][:2] == (worker.worker_id.lower(), 2) for worker, order, _ in orders)
+    # Our own requester through one listener: the nine sample orders on every worker it lists.
+    command = run_cli("run-orders", "--listener", listeners[1].url, str(TESTS / "test_work_orders.json"), timeout=WAIT_S)
+    assert command.returncode == 0, command.stdout + command.stderr
+    assert sorted(line.split()[1] for line in command.stdout.splitlines() if line.startswith("worker ")) == sorted(
+        host.worker_id for host in hosts)
+    assert command.stdout.count("9 of 9 work orders verified") == 2
 
 
 
@@ -153,7 +159,8 @@ def wait_until_off_line(listener_url: str, worker_id: str) -> None:
 
 
 def test_a_worker_host_killed_mid_order_finishes_every_order_once_it_returns(deployment: Deployment) -> None:
-    alpha, beta = deployment.worker_host("alpha"), deployment.worker_host("beta")
+    with_sleep = ["--workloads", str(TESTS / "workloads" / "workloads.json")]  # python-hello and sleep
+    alpha, beta = deployment.worker_host("alpha", with_sleep), deployment.worker_host("beta", with_sleep)
     listener = deployment.listener()
     worker_a = sdk.retrieve(listener.url, alpha.worker_id)
     worker_b = sdk.retrieve(listener.url, beta.worker_id)
@@ -171,7 +178,7 @@ def test_a_worker_host_killed_mid_order_finishes_every_order_once_it_returns(dep
     assert unfinished, "every order finished before the kill: the test did not kill mid-order"
     for order in unfinished:
         assert sdk.call(listener.url, "WorkOrderGetResult", {"workOrderId": order.work_order_id})["error"]["code"] == 5
-    back = deployment.worker_host("alpha")
+    back = deployment.worker_host("alpha", with_sleep)
     assert back.worker_id == alpha.worker_id  # the same identity, from the same state directory
     wait_for(lambda: sdk.retrieve(listener.url, alpha.worker_id).status == 1, "the worker shown active again")
     for order, expected in orders:

@@ -36,6 +36,7 @@ from .client import DEFAULT_TIMEOUT_S, WorkerClient
 from .crypto import SigningKey
 from .errors import Error, SetupError
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, load_or_create
+from .listener_client import ListenerClient
 from .listener_service import add_listener_command
 from .store.cli import add_store_argument, add_store_commands
 from .pool import DEFAULT_MAX_REQUEST_BYTES, StopFlag
@@ -294,7 +295,7 @@ def load_work_orders(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def run_orders(client: WorkerClient, orders: Sequence[tuple[str, str]], out: Any = sys.stdout) -> int:
+def run_orders(client: WorkerClient | ListenerClient, orders: Sequence[tuple[str, str]], out: Any = sys.stdout) -> int:
     """Send each order, print a table row per order; return how many failed."""
     client.worker()  # fetch and verify the signup before sending any input
     rows = []
@@ -322,8 +323,25 @@ def run_orders(client: WorkerClient, orders: Sequence[tuple[str, str]], out: Any
 
 def run_orders_command(args: argparse.Namespace) -> int:
     orders = load_work_orders(args.file)
+    if args.listener:
+        return _run_orders_through_listener(args, orders)
     with _client(args) as client:
         failures = run_orders(client, orders)
+    return 1 if failures else 0
+
+
+def _run_orders_through_listener(args: argparse.Namespace, orders: Sequence[tuple[str, str]]) -> int:
+    """The orders against `--worker-id`, or against every live worker the listener lists."""
+    if args.policy:
+        raise UsageError("--policy checks a worker's quote over ZMQ; it cannot be combined with --listener yet")
+    ids = [args.worker_id] if args.worker_id else ListenerClient(args.listener, "", args.timeout_s).lookup()
+    if not ids:
+        raise UsageError(f"the listener {args.listener} lists no live worker")
+    failures = 0
+    for worker_id in ids:
+        print(f"worker {worker_id} through {args.listener}", flush=True)
+        with ListenerClient(args.listener, worker_id, args.timeout_s) as client:
+            failures += run_orders(client, orders)
     return 1 if failures else 0
 
 
@@ -392,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("run-orders", help="run every work order in a test_work_orders.json file")
     _add_client_arguments(p)
     p.add_argument("file", help='a file like tests/test_work_orders.json: {"workOrders": [...]}')
+    p.add_argument("--listener", metavar="URL", help="send the orders through this HTTP listener instead of --endpoint")
+    p.add_argument("--worker-id", help="with --listener: the worker to use (default: every live worker it lists)")
     add_policy_arguments(p)
     p.set_defaults(func=run_orders_command)
 
