@@ -28,37 +28,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 readonly PROJECT="avalon-smoke-$$"
-readonly BASE_IMAGE_NAME="${SMOKE_BASE_IMAGE:-local/python-base}"
 readonly EXPECTED_ORDERS=9
 readonly UP_TIMEOUT_S="${SMOKE_TIMEOUT_S:-600}"
+readonly LOG_TAG=compose-smoke
 COMPOSE_FILES=(-f docker-compose.yaml -f compose/host-network.yaml)
+COMPOSE=(docker-compose)
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/avalon-compose-smoke.XXXXXX")"
-started_dockerd_pid=""
 compose_used=0
-
-log() { printf 'compose-smoke: %s\n' "$*" >&2; }
-
-no_engine() {
-    log "no Docker engine available: $*"
-    if [ "${CI_REQUIRE_DOCKER:-0}" = "1" ]; then
-        log "CI_REQUIRE_DOCKER=1, so this is a failure"
-        echo "compose-smoke: 0 passed, 1 failed"
-        exit 1
-    fi
-    log "skipping the compose smoke test (set CI_REQUIRE_DOCKER=1 to make this an error)"
-    echo "compose-smoke: 0 passed, 0 failed, 1 skipped"
-    exit 0
-}
-
-unmount_below() {
-    # debootstrap mounts /proc and /sys inside the target; a failed run can leave them there.
-    local dir="$1" mnt
-    [ -d "$dir" ] || return 0
-    awk -v d="$dir" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r mnt; do
-        umount -l "$mnt" 2>/dev/null || true
-    done
-}
+# shellcheck source=scripts/compose-lib.sh
+. scripts/compose-lib.sh
 
 # shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
@@ -68,84 +47,18 @@ cleanup() {
         "${COMPOSE[@]}" -p "$PROJECT" "${COMPOSE_FILES[@]}" down --volumes --remove-orphans >"$workdir/down.log" 2>&1 \
             || { log "docker-compose down failed:"; cat "$workdir/down.log" >&2; }
     fi
-    if [ -n "$started_dockerd_pid" ] && kill -0 "$started_dockerd_pid" 2>/dev/null; then
-        kill -TERM "$started_dockerd_pid" 2>/dev/null
-        for _ in $(seq 1 30); do
-            kill -0 "$started_dockerd_pid" 2>/dev/null || break
-            sleep 1
-        done
-        kill -0 "$started_dockerd_pid" 2>/dev/null && kill -KILL "$started_dockerd_pid" 2>/dev/null
-        log "stopped the dockerd this test started (pid $started_dockerd_pid)"
-    fi
-    unmount_below "$workdir"
-    rm -rf --one-file-system "$workdir"
+    engine_cleanup
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# 1. tools ------------------------------------------------------------------------------------
-missing=()
-command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        no_engine "missing ${missing[*]} and cannot install them (needs root and apt-get)"
-    fi
-    log "installing ${missing[*]}"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } \
-            >"$workdir/apt.log" 2>&1; then
-        tail -n 20 "$workdir/apt.log" >&2
-        no_engine "apt-get could not install ${missing[*]}"
-    fi
-fi
-COMPOSE=(docker-compose)
-
-# 2. engine -----------------------------------------------------------------------------------
-if ! docker info >/dev/null 2>&1; then
-    log "starting dockerd --bridge=none --iptables=false"
-    dockerd --bridge=none --iptables=false >"$workdir/dockerd.log" 2>&1 &
-    started_dockerd_pid=$!
-    for _ in $(seq 1 60); do
-        docker info >/dev/null 2>&1 && break
-        kill -0 "$started_dockerd_pid" 2>/dev/null || break
-        sleep 1
-    done
-    if ! docker info >/dev/null 2>&1; then
-        tail -n 20 "$workdir/dockerd.log" >&2
-        no_engine "dockerd did not start (log above)"
-    fi
-fi
-log "engine: Docker $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')"
-
-# 3. base image -------------------------------------------------------------------------------
-if [ "$BASE_IMAGE_NAME" = local/python-base ] && ! docker image inspect local/python-base >/dev/null 2>&1; then
-    log "building local/python-base with debootstrap (Debian bookworm, python3)"
-    rootfs="$workdir/rootfs"
-    t0=$(date +%s)
-    # shellcheck disable=SC2086  # the mirror is optional: no argument means debootstrap's default
-    if ! debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-            bookworm "$rootfs" ${DEBOOTSTRAP_MIRROR:-} >"$workdir/debootstrap.log" 2>&1; then
-        tail -n 20 "$workdir/debootstrap.log" >&2
-        log "debootstrap failed"
-        exit 1
-    fi
-    unmount_below "$rootfs"
-    # Package downloads during the image build may pass a TLS-inspecting proxy whose CA only the
-    # host's bundle holds.
-    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-        cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
-    fi
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | docker import --change 'ENV LANG=C.UTF-8' - local/python-base >/dev/null
-    log "local/python-base built in $(( $(date +%s) - t0 )) s"
-else
-    log "base image: $BASE_IMAGE_NAME"
-fi
+ensure_tools     # 1. tools
+ensure_engine    # 2. engine
+ensure_base_image  # 3. base image
 
 # 4. build and run ----------------------------------------------------------------------------
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 export BASE_IMAGE="$BASE_IMAGE_NAME"
 export AVALON_WORKER_IMAGE="avalon-worker:smoke"
 export AVALON_WORKER_PORT="$port"

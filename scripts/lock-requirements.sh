@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the hash-pinned requirement files the container image installs from.
 #
-#   requirements/runtime.txt  <- the [project] dependencies of pyproject.toml
+#   requirements/runtime.txt  <- the [project] dependencies of pyproject.toml and its `postgres`
+#                                extra (the image serves --store postgresql://… too)
 #   requirements/build.txt    <- requirements/build.in (what building our own wheel needs)
 #
 # Every pin carries the sha256 of every file PyPI lists for that version, so `pip install
@@ -20,6 +21,6 @@ python3 -m venv "$scratch/venv"
 export CUSTOM_COMPILE_COMMAND="scripts/lock-requirements.sh"
 common=(--quiet --generate-hashes --allow-unsafe --strip-extras
         --no-emit-index-url --no-emit-trusted-host --no-emit-find-links "$@")
-"$scratch/venv/bin/pip-compile" "${common[@]}" --output-file requirements/runtime.txt pyproject.toml
+"$scratch/venv/bin/pip-compile" "${common[@]}" --extra postgres --output-file requirements/runtime.txt pyproject.toml
 "$scratch/venv/bin/pip-compile" "${common[@]}" --output-file requirements/build.txt requirements/build.in
 echo "requirements/runtime.txt and requirements/build.txt are up to date"
