@@ -133,7 +133,8 @@ class TestLockFiles:
                 assert hashes, f"{relative}: {name}=={version} has no hash"
 
     def test_runtime_lock_covers_the_declared_dependencies(self) -> None:
-        declared = tomllib.loads(read("pyproject.toml"))["project"]["dependencies"]
+        project = tomllib.loads(read("pyproject.toml"))["project"]
+        declared = project["dependencies"] + project["optional-dependencies"]["postgres"]  # the image serves PostgreSQL
         assert {requirement_name(spec) for spec in declared} <= set(locked("requirements/runtime.txt"))
 
     def test_build_lock_covers_the_build_system(self) -> None:
@@ -260,11 +261,78 @@ class TestKubernetes:
         assert service["spec"]["ports"][0]["port"] == 7777
 
 
+    def test_each_worker_pod_has_a_pump_that_reads_the_store_url_from_the_secret(self, yaml: Any) -> None:
+        pod = k8s_objects(yaml)["Deployment"]["spec"]["template"]["spec"]
+        pump = next(c for c in pod["containers"] if c["name"] == "pump")
+        assert pump["args"][:3] == ["pump", "--endpoint", "tcp://127.0.0.1:7777"]
+        assert_store_from_secret(pump)
+        assert not any(key.startswith("sgx.intel.com/") for key in pump["resources"].get("limits", {}))
+
+    def test_listeners_are_a_load_balanced_deployment_of_the_plain_image(self, yaml: Any) -> None:
+        objects = {doc["kind"]: doc for doc in load_all_yaml(yaml, "deploy/k8s/listener.yaml")}
+        container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"][:2] == ["listener", "--listen-http"]
+        assert "gsc-" not in container["image"]
+        assert_store_from_secret(container)
+        assert container["readinessProbe"]["httpGet"]["port"] == "http"
+        assert objects["Service"]["spec"].get("clusterIP") != "None"  # stateless: any listener will do
+
+    def test_no_database_or_secret_is_shipped(self, yaml: Any) -> None:
+        kustomization = load_yaml(yaml, "deploy/k8s/kustomization.yaml")
+        assert set(kustomization["resources"]) == {"avalon-worker.yaml", "listener.yaml"}
+        kinds = [doc["kind"] for name in kustomization["resources"] for doc in load_all_yaml(yaml, f"deploy/k8s/{name}")]
+        assert "Secret" not in kinds and "StatefulSet" not in kinds
+
+
+def assert_store_from_secret(container: dict[str, Any]) -> None:
+    """The database URL (and its password) reaches the process through the environment, from
+    the Secret, and never through its command line."""
+    [store] = [e for e in container["env"] if e["name"] == "AVALON_WORKER_STORE"]
+    assert store["valueFrom"]["secretKeyRef"] == {"name": "avalon-worker-store", "key": "url"}
+    assert "--store" not in container["args"] and not any("postgresql://" in arg for arg in container["args"])
+
+
+class TestMultiHostCompose:
+    def services(self, yaml: Any) -> dict[str, Any]:
+        return load_yaml(yaml, "compose/multi-host.yaml")["services"]
+
+    def test_a_database_two_workers_two_listeners_on_the_host_network(self, yaml: Any) -> None:
+        services = self.services(yaml)
+        assert {"database", "worker-a", "worker-b", "listener-1", "listener-2"} <= set(services)
+        assert all(service["network_mode"] == "host" for service in services.values())
+
+    def test_everything_binds_loopback_only(self, yaml: Any) -> None:
+        services = self.services(yaml)
+        for name in ("worker-a", "worker-b"):
+            command = services[name]["command"]
+            assert command[0] == "serve" and command[command.index("--bind") + 1].startswith("tcp://127.0.0.1:")
+        for name in ("listener-1", "listener-2"):
+            command = services[name]["command"]
+            assert command[0] == "listener" and command[command.index("--listen-http") + 1].startswith("127.0.0.1:")
+        assert "AVALON_DB_LISTEN" not in services["database"].get("environment", {})  # its default: 127.0.0.1
+
+    def test_two_identities_and_the_store_url_only_in_the_environment(self, yaml: Any) -> None:
+        services = self.services(yaml)
+        states = {next(v.split(":")[0] for v in services[name]["volumes"] if v.endswith(STATE_DIR)) for name in ("worker-a", "worker-b")}
+        assert len(states) == 2
+        for name in ("worker-a", "worker-b", "listener-1", "listener-2"):
+            assert services[name]["environment"]["AVALON_WORKER_STORE"].startswith("postgresql://")
+            assert "--store" not in services[name]["command"]
+
+    def test_the_database_image_is_debians_package_on_the_local_base(self) -> None:
+        dockerfile = read("compose/postgres.Dockerfile")
+        assert "ARG BASE_IMAGE" in dockerfile and "apt-get install" in dockerfile and " postgresql" in dockerfile
+        assert "USER postgres" in dockerfile
+
+
 # scripts --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "script", ["scripts/compose-smoke-test.sh", "scripts/lock-requirements.sh", "gsc/build-gsc-image.sh"]
+    "script", [
+        "scripts/compose-smoke-test.sh", "scripts/compose-multi-host-smoke-test.sh", "scripts/compose-lib.sh",
+        "scripts/lock-requirements.sh", "gsc/build-gsc-image.sh", "compose/postgres-entrypoint.sh",
+    ]
 )
 def test_shell_scripts_parse(script: str) -> None:
     if shutil.which("bash") is None:

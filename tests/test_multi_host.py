@@ -18,7 +18,7 @@ import pytest
 import sdk_requester as sdk
 from avalon_worker.http_front import PUMP_READY_PREFIX
 from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
-from conftest import run_cli, start_postgres
+from conftest import launch_worker, run_cli, start_postgres
 from postgres_server import PostgresServer
 from test_listener_end_to_end import HttpWorker, expected_output, sample_orders
 
@@ -275,3 +275,19 @@ def test_the_database_restarted_under_load_loses_nothing_accepted(server_to_rest
         assert all(sdk.lookup(listener.url) for listener in listeners)
     finally:
         running.close()
+
+
+def test_a_pump_beside_a_worker_whose_command_line_is_fixed(deployment: Deployment) -> None:
+    """As under Gramine-SGX: the worker serves ZMQ only, a `pump` process pulls its orders."""
+    worker_process = launch_worker(deployment.root / "sgx-like", ["--workers", "1", "--insecure-reuse-session-iv"])
+    try:
+        command = [sys.executable, "-m", "avalon_worker", "pump", "--store", deployment.store_url,
+                   "--endpoint", worker_process.endpoint, "--log-level", "WARNING"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        pump = Service(process, "", "", worker_id=_read_ready(process, PUMP_READY_PREFIX, "the pump"))
+        deployment.services.append(pump)
+        listener = deployment.listener()
+        worker = sdk.retrieve(listener.url, pump.worker_id)
+        assert sdk.run(listener.url, worker, "python-fib", ["30"], poll_s=POLL_S) == [b"Fibonacci number at position 30 = 832040"]
+    finally:
+        worker_process.stop()

@@ -37,7 +37,7 @@ from .crypto import SigningKey
 from .errors import Error, SetupError
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, load_or_create
 from .listener_client import ListenerClient
-from .listener_service import add_listener_command
+from .listener_service import add_listener_command, add_pump_command
 from .store.cli import add_store_argument, add_store_commands
 from .pool import DEFAULT_MAX_REQUEST_BYTES, StopFlag
 from .requester import VerificationError, WorkOrderFailed
@@ -421,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_store_commands(commands)
     add_listener_command(commands)
+    add_pump_command(commands)
 
     p = commands.add_parser("demo", help="start a worker, run the nine sample work orders, stop it")
     p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help=argparse.SUPPRESS)

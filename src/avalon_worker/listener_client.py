@@ -22,6 +22,7 @@ from .requester import InputSpec, ItemModeName, WorkerInfo, WorkOrderFailed, bui
 
 PENDING = 5
 DEFAULT_POLL_S = 0.2
+WAIT_IN_SUBMIT_S = 5.0
 
 
 class ListenerClient:
@@ -103,6 +104,9 @@ class ListenerClient:
         pending = build_work_order(
             worker, workload_id, inputs, requester_key=requester_key, output_modes=output_modes, request_id=self._next_id
         )
+        # Not part of the request hash (EEA TC v1.1 §6.1.1): the listener may answer with the
+        # result itself if it is ready within this time, saving a poll.
+        pending.request["params"]["responseTimeoutMSecs"] = int(min(self.timeout_s, WAIT_IN_SUBMIT_S) * 1000)
         reply = self.post(jsonio.dumps(pending.request))
         deadline = time.monotonic() + self.timeout_s
         while _code(reply) == PENDING:

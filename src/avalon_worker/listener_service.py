@@ -1,4 +1,5 @@
-"""`avalon-worker listener`: a stateless HTTP listener for every worker in a shared store.
+"""`avalon-worker listener`: a stateless HTTP listener for every worker in a shared store, and
+`avalon-worker pump`: a worker's orders pulled from that store by a process of their own.
 
 Any number of these run side by side in front of one PostgreSQL database; worker hosts
 (`avalon-worker serve --store postgresql://…`) register there and pull their orders from it, so
@@ -6,6 +7,11 @@ a listener needs no connection to any worker. It holds no secret and no state of
 it accepts is committed before it answers, and a listener started later returns every stored
 result. A submit that may wait for its result (`responseTimeoutMSecs`) is woken by the store's
 notification that the outcome was stored, wherever the worker runs.
+
+`serve --store` starts its pump itself. `pump` is for a worker whose command line is fixed, as
+under Gramine-SGX, where it is measured into the enclave: the pump runs beside it (a sidecar
+container), reaches its ZMQ endpoint as any client does, and keeps the database credentials out
+of the enclave.
 """
 
 from __future__ import annotations
@@ -143,3 +149,41 @@ def run_listener(args: argparse.Namespace) -> int:
         store.close()
     return 0
 
+
+
+def add_pump_command(commands: Any) -> None:
+    """Add `pump` to the `avalon-worker` subcommands."""
+    parser = commands.add_parser(
+        "pump", help="pull one worker's orders from a shared store and run them through its ZMQ endpoint"
+    )
+    add_store_argument(parser, required=True)
+    parser.add_argument("--endpoint", required=True, help="the worker's ZMQ endpoint, e.g. tcp://127.0.0.1:7777")
+    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                        help="as the worker's own limit (default %(default)s)")
+    parser.add_argument("--max-in-flight", type=int, default=8,
+                        help="orders sent to the worker and not yet answered (default %(default)s; about "
+                        "twice its worker processes)")
+    parser.add_argument("--result-ttl", type=float, default=24 * 3600.0, metavar="S",
+                        help="keep work-order results this many seconds (default: a day)")
+    parser.add_argument("--lease-s", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument("--heartbeat-s", type=float, default=5.0, help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.set_defaults(func=run_pump)
+
+
+def run_pump(args: argparse.Namespace) -> int:
+    from .cli import _configure_logging
+    from .http_front import FrontConfig, serve
+
+    _configure_logging(args.log_level)
+    config = FrontConfig(
+        endpoint=args.endpoint, listen="", store=args.store, max_request_bytes=args.max_request_bytes,
+        result_ttl_s=args.result_ttl, lease_s=args.lease_s, max_in_flight=args.max_in_flight,
+        log_level=args.log_level, heartbeat_s=args.heartbeat_s,
+    )
+    try:
+        asyncio.run(serve(config))
+    except (StoreError, OSError, TimeoutError, ValueError) as exc:
+        print(f"avalon-worker: the pump cannot run: {exc}", file=sys.stderr)
+        return 2
+    return 0
