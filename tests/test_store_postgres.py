@@ -191,17 +191,15 @@ class TestServerAway:
     def test_calls_made_while_the_server_restarts_wait_for_it(self, own_server: PostgresServer) -> None:
         url = own_server.create_database("restarts")
         store = PostgresStore(url, reconnect_s=60)
-        reconnected = threading.Event()
-        connects: list[None] = []
+        connected, reconnected = threading.Event(), threading.Event()
 
         def on_orders(worker_id: str | None) -> None:
-            if worker_id is None:
-                connects.append(None)
-                if len(connects) == 2:
-                    reconnected.set()
+            if worker_id is None:  # told at every (re)connect that anything may have changed
+                (reconnected if connected.is_set() else connected).set()
 
         unsubscribe = store.subscribe(on_orders=on_orders)
         try:
+            assert connected.wait(WAIT_S), "the subscription never connected"
             assert store.submit([order(1)], T0) == [SubmitOutcome.ACCEPTED]
             own_server.stop("immediate")
             restart = threading.Timer(1.0, own_server.start)

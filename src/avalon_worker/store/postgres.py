@@ -162,7 +162,12 @@ class _Notifications:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as connection:
+                # TCP keepalives: a connection that died without a word (a cut network) is
+                # noticed within about 25 s, not never.
+                with psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=10,
+                    keepalives_interval=5, keepalives_count=3,
+                ) as connection:
                     connection.execute(f"LISTEN {ORDERS_CHANNEL}")
                     connection.execute(f"LISTEN {RESULTS_CHANNEL}")
                     self.connected.set()
@@ -326,8 +331,11 @@ class PostgresStore:
         def work(connection: psycopg.Connection[Any], retrying: bool) -> list[SubmitOutcome]:
             workers = sorted({order.worker_id for order in orders})
             ids = [order.work_order_id for order in orders]
-            for worker_id in workers:  # sorted: two submits never wait on each other's locks in a cycle
-                connection.execute("SELECT pg_advisory_xact_lock(%s::int, hashtext(%s))", (_QUEUE_LOCK_CLASS, worker_id))
+            # In sorted order, so that two submits never wait on each other's locks in a cycle.
+            connection.execute(
+                "SELECT pg_advisory_xact_lock(%s::int, hashtext(worker)) FROM unnest(%s::text[]) AS w(worker)",
+                (_QUEUE_LOCK_CLASS, workers),
+            )
             queued = {
                 row[0]: [row[1], row[2]]
                 for row in connection.execute(
@@ -365,16 +373,20 @@ class PostgresStore:
                 chosen.append(order)
                 outcomes.append(SubmitOutcome.ACCEPTED)
             if chosen:
+                # The notification (one per worker id: PostgreSQL folds equal ones in a transaction)
+                # is delivered at commit, so no pump looks before the orders are there.
                 inserted = {
                     row[0]
                     for row in connection.execute(
-                        "INSERT INTO work_orders (work_order_id, worker_id, state, request, request_bytes, submitted) "
+                        "WITH added AS (INSERT INTO work_orders "
+                        "(work_order_id, worker_id, state, request, request_bytes, submitted) "
                         "SELECT id, worker, %s, request, octet_length(request), %s "
                         "FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS v(id, worker, request) "
-                        "ON CONFLICT (work_order_id) DO NOTHING RETURNING work_order_id",
+                        "ON CONFLICT (work_order_id) DO NOTHING RETURNING work_order_id, worker_id) "
+                        "SELECT work_order_id, pg_notify(%s, worker_id) FROM added",
                         (
                             PENDING, now, [o.work_order_id for o in chosen], [o.worker_id for o in chosen],
-                            [o.request for o in chosen],
+                            [o.request for o in chosen], ORDERS_CHANNEL,
                         ),
                     )
                 }
@@ -382,11 +394,6 @@ class PostgresStore:
                 for index, order in enumerate(orders):  # lost a race with another listener's submit
                     if order.work_order_id in chosen_ids - inserted and outcomes[index] is SubmitOutcome.ACCEPTED:
                         outcomes[index] = SubmitOutcome.DUPLICATE
-                woken = sorted({o.worker_id for o in chosen if o.work_order_id in inserted})
-                if woken:
-                    connection.execute(
-                        "SELECT pg_notify(%s, worker) FROM unnest(%s::text[]) AS w(worker)", (ORDERS_CHANNEL, woken)
-                    )
             return outcomes
 
         outcomes: list[SubmitOutcome] = self._run(work)
