@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Work orders per second through the HTTP listener and its SQLite store, next to direct ZMQ on
-the same worker in the same run; and what the store costs per order.
+"""Work orders per second through the HTTP listener on its SQLite store and on a shared
+PostgreSQL, next to direct ZMQ, in the same run; and what the store costs per order.
 
 One `avalon-worker serve --listen-http` (RSA-2048, `--workers N`) is driven three ways, in turn,
 for `--rounds` rounds (the figures are the median round's):
@@ -9,6 +9,11 @@ for `--rounds` rounds (the figures are the median round's):
   order with `WorkOrderSubmit` (it waits for the result within the call) and then fetches it
   with `WorkOrderGetResult`, as Avalon's SDK does; every order has its own workOrderId and
   session key, so each is a new row in the store and a fresh RSA unwrap for the worker;
+- HTTP through PostgreSQL: the same load against an `avalon-worker listener` in front of a
+  second worker of the same size started with `serve --store postgresql://…` (it pulls its
+  orders), on a PostgreSQL server started here from Debian's binaries (fsync on), as two hosts
+  of a multi-host deployment would run, only on one machine (skipped, saying why, without
+  PostgreSQL); CPU per order of the pump, the listener and PostgreSQL's processes is counted;
 - the store alone: the per-order sequence (submit and commit, lease, complete, read) on a
   SQLite file like the listener's, one order at a time, timed per operation.
 
@@ -31,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import throughput
@@ -43,6 +49,9 @@ from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 from avalon_worker.store import Completion, NewOrder
 from avalon_worker.store.sqlite import SQLiteStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from postgres_server import PostgresServer, PostgresUnavailable  # noqa: E402 (the tests' throwaway server)
+
 
 def start_worker(state_dir: str, workers: int) -> tuple[subprocess.Popen[str], str, str]:
     command = [sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir,
@@ -51,6 +60,38 @@ def start_worker(state_dir: str, workers: int) -> tuple[subprocess.Popen[str], s
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     endpoint, url = read_ready(process, READY_PREFIX)
     return process, endpoint, url
+
+
+def start_postgres_path(state_dir: str, workers: int, store_url: str) -> tuple[list[subprocess.Popen[str]], str, dict[str, list[int]]]:
+    """A worker host pulling from `store_url` and a stateless listener: the processes, the
+    listener's URL and the processes by role."""
+    from avalon_worker.http_front import PUMP_READY_PREFIX
+    from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
+
+    def start(command: list[str], prefix: str) -> tuple[subprocess.Popen[str], str]:
+        process = subprocess.Popen([sys.executable, "-m", "avalon_worker", *command], stdout=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        assert process.stdout is not None
+        while not (line := process.stdout.readline()).startswith(prefix):
+            if not line:
+                raise SystemExit(f"{command[0]} stopped before it was ready (exit {process.wait()})")
+        return process, line[len(prefix):].strip()
+
+    host, _ = start(["serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir, "--rsa-bits", "2048",
+                     "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR", "--store", store_url],
+                    PUMP_READY_PREFIX)
+    listener, url = start(["listener", "--store", store_url, "--listen-http", "127.0.0.1:0", "--log-level", "ERROR"],
+                          LISTENER_READY_PREFIX)
+    children = throughput._children(host.pid)
+    pump = [pid for pid in children if b"http_front" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    roles = {"supervisor": [host.pid], "workers": [pid for pid in children if pid not in pump], "pump": pump,
+             "listener": [listener.pid]}
+    return [host, listener], url + "/", roles
+
+
+def postgres_processes(server: PostgresServer) -> list[int]:
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    return [postmaster, *throughput._children(postmaster)]
 
 
 # the HTTP load generator -------------------------------------------------------------------------
@@ -209,6 +250,31 @@ def store_costs(orders: int = 1000, batch: int = 1) -> dict[str, float]:
     return medians
 
 
+def pg_signup_of(url: str, worker_id: str) -> dict[str, str]:
+    """The worker's keys as `WorkerRetrieve` gives them, in the signup's field names."""
+    body = jsonio.dumps({"jsonrpc": "2.0", "id": 1, "method": "WorkerRetrieve", "params": {"workerId": worker_id}})
+    with urllib.request.urlopen(urllib.request.Request(url, body)) as answer:  # noqa: S310 - our own listener
+        data = json.loads(answer.read())["result"]["details"]["workerTypeData"]
+    return {"verifying_key": data["verificationKey"], "encryption_key": data["encryptionKey"],
+            "encryption_key_signature": data["encryptionKeySignature"]}
+
+
+def pg_lines(runs: list[dict[str, float]], direct: dict[str, float], concurrency: int) -> list[str]:
+    if not runs:
+        return ["", "HTTP through PostgreSQL: not measured (no PostgreSQL here)"]
+    pg = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
+    return [
+        "",
+        "| path | orders/s | p50 ms | p99 ms | CPU µs/order: supervisor + workers + pump + listener + PostgreSQL + load generator |",
+        "|---|---:|---:|---:|---:|",
+        f"| HTTP submit + get-result, `listener` on PostgreSQL, worker host with `--store` ({concurrency} connections) "
+        f"| {pg['rate']:.0f} | {pg['p50']:.2f} | {pg['p99']:.2f} | {pg['supervisor_us']:.0f} + {pg['workers_us']:.0f} "
+        f"+ {pg['pump_us']:.0f} + {pg['listener_us']:.0f} + {pg['postgres_us']:.0f} + {pg['clients_us']:.0f} |",
+        "",
+        f"HTTP through PostgreSQL / direct: {pg['rate'] / direct['rate']:.2f} (goal ≥ 0.4)",
+    ]
+
+
 # main --------------------------------------------------------------------------------------------
 
 
@@ -224,10 +290,25 @@ def main() -> int:
     hello = throughput.scenarios(quick=True)[0]
     assert hello.fresh_keys
     load = throughput.Load(clients=1, connections=4, depth=4, seconds=args.seconds, pin_cpus=False)
-    direct_runs, http_runs = [], []
+    direct_runs, http_runs, pg_runs = [], [], []
+    server: PostgresServer | None = None
+    pg_processes: list[subprocess.Popen[str]] = []
+    try:
+        server = PostgresServer(fsync=True)
+        server.start()
+    except PostgresUnavailable as exc:
+        print(f"HTTP through PostgreSQL skipped: {exc}", file=sys.stderr)
+        server = None
     with tempfile.TemporaryDirectory() as state:
         process, endpoint, url = start_worker(state, args.workers)
         try:
+            if server is not None:
+                pg_processes, pg_url, pg_roles = start_postgres_path(f"{state}/pg", args.workers, server.url())
+                pg_roles["postgres"] = postgres_processes(server)
+                with urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - our own listener on loopback
+                        pg_url, b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":{}}')) as answer:
+                    [pg_worker] = json.loads(answer.read())["result"]["ids"]
+                pg_signup = pg_signup_of(pg_url, pg_worker)
             children = throughput._children(process.pid)
             front = [pid for pid in children if b"http_front" in Path(f"/proc/{pid}/cmdline").read_bytes()]
             workers = [pid for pid in children if pid not in front]
@@ -238,9 +319,15 @@ def main() -> int:
             for _ in range(args.rounds):
                 direct_runs.append(throughput.drive(endpoint, hello, load, pids))
                 http_runs.append(drive_http(url, signup, args.seconds, args.concurrency, roles))
+                if server is not None:
+                    pg_roles["postgres"] = postgres_processes(server)  # its backends come and go
+                    pg_runs.append(drive_http(pg_url, pg_signup, args.seconds, args.concurrency, pg_roles))
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(60)
+            for stopping in [process, *pg_processes]:
+                os.killpg(stopping.pid, signal.SIGTERM)
+                stopping.wait(60)
+            if server is not None:
+                server.remove()
     direct = sorted(direct_runs, key=lambda r: r["rate"])[len(direct_runs) // 2]
     http = sorted(http_runs, key=lambda r: r["rate"])[len(http_runs) // 2]
     single, batched = store_costs(batch=1), store_costs(orders=3200, batch=32)
@@ -261,6 +348,7 @@ def main() -> int:
         f"+ {http['front_us']:.0f} + {http['clients_us']:.0f} |",
         "",
         f"HTTP / direct: {http['rate'] / direct['rate']:.2f} (goal ≥ 0.5)",
+        *pg_lines(pg_runs, direct, args.concurrency),
         "",
         "SQLite store alone, ms per order (median): one order per call, and 32 per call as under load:",
         "",
