@@ -14,13 +14,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 import sdk_requester as sdk
+from test_listener_end_to_end import HttpWorker, expected_output, sample_orders
+
 from avalon_worker.http_front import PUMP_READY_PREFIX
 from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
+
 from conftest import launch_worker, run_cli, start_postgres
 from postgres_server import PostgresServer
-from test_listener_end_to_end import HttpWorker, expected_output, sample_orders
 
 TESTS = Path(__file__).parent
 POLL_S = 0.1
