@@ -143,7 +143,9 @@ def _http_client(url: str, signup: dict, count: int, concurrency: int, seconds: 
     WorkOrderGetResult (again while it answers 5, pending)."""
     host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
     info = WorkerInfo.from_signup(signup)
-    orders = [build_work_order(info, "python-hello", [b"World"]) for _ in range(count)]
+    # responseTimeoutMSecs as Avalon's SDK sends it: the submit waits for the result (up to 5 s);
+    # with 0 the listener answers "pending" at once and the loop below polls without a pause.
+    orders = [build_work_order(info, "python-hello", [b"World"], response_timeout_ms=6000) for _ in range(count)]
     submits = [_post(host, jsonio.dumps(order.request)) for order in orders]
     gets = [_post(host, b'{"jsonrpc":"2.0","id":%d,"method":"WorkOrderGetResult","params":{"workOrderId":"%s"}}'
                   % (order.request["id"], order.work_order_id.encode())) for order in orders]
