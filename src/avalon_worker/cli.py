@@ -38,9 +38,9 @@ from .errors import Error, SetupError
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, load_or_create
 from .listener_client import ListenerClient
 from .listener_service import add_listener_command, add_pump_command
-from .store.cli import add_store_argument, add_store_commands
 from .pool import DEFAULT_MAX_REQUEST_BYTES, StopFlag
 from .requester import VerificationError, WorkOrderFailed
+from .store.cli import add_store_argument, add_store_commands
 from .workload.registry import WorkloadRegistry
 
 logger = logging.getLogger("avalon_worker")
