@@ -302,7 +302,12 @@ def main() -> int:
         print(f"HTTP through PostgreSQL skipped: {exc}", file=sys.stderr)
         server = None
     with tempfile.TemporaryDirectory() as state:
-        process, endpoint, url = start_worker(state, args.workers)
+        try:
+            process, endpoint, url = start_worker(state, args.workers)
+        except BaseException:
+            if server is not None:
+                server.remove()
+            raise
         try:
             if server is not None:
                 pg_processes, pg_url, pg_roles = start_postgres_path(f"{state}/pg", args.workers, server.url())
