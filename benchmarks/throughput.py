@@ -306,13 +306,31 @@ def floor_bytes(size: int = 1024 * 1024, iterations: int = 10) -> float:
 # main -------------------------------------------------------------------------------------------
 
 
-def run_worker(workers: int, chosen: list[Scenario], load: Load, bits: int = 2048) -> dict[str, dict[str, float]]:
+class Progress:
+    """One line on stderr per finished step, so that a run of minutes is never silent (the
+    results table goes to stdout at the end)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.done = 0
+        self.started = time.monotonic()
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.steps} {time.monotonic() - self.started:5.0f} s] {text}", file=sys.stderr, flush=True)
+
+
+def run_worker(workers: int, chosen: list[Scenario], load: Load, progress: Progress, bits: int = 2048) -> dict[str, dict[str, float]]:
     options = ["--rsa-bits", str(bits), "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR"]
     with tempfile.TemporaryDirectory() as state:
         process, endpoint = start_worker_process(state, options + (["--pin-cpus"] if load.pin_cpus else []))
         try:
             pids = [process.pid, *_children(process.pid)]
-            return {s.name: drive(endpoint, s, load, pids) for s in chosen}
+            results = {}
+            for scenario in chosen:
+                results[scenario.name] = result = drive(endpoint, scenario, load, pids)
+                progress.step(f"{workers} process(es), RSA-{bits}, {scenario.name}: {result['rate']:.0f} orders/s")
+            return results
         finally:
             process.terminate()
             process.wait(timeout=60)
@@ -340,14 +358,19 @@ def main() -> int:
 
     chosen = scenarios(args.quick)
     hellos = scenarios(quick=True)
+    progress = Progress(3 + args.repeat * 2 * (len(chosen) + len(hellos)))
     floor = floor_small(2048)
+    progress.step(f"cryptographic floor, small order, RSA-2048: {1 / floor:.0f} orders/s")
     floor_3072 = floor_small(3072, 200)
+    progress.step(f"cryptographic floor, small order, RSA-3072: {1 / floor_3072:.0f} orders/s")
     raw_1mib = floor_bytes()
+    progress.step(f"raw byte work, 1 MiB: {1024 * 1024 / 1e6 / raw_1mib:.0f} MB/s")
     load = Load(args.clients, args.connections, args.depth, args.seconds, args.client, not args.no_pin)
     rounds = []
     for _ in range(args.repeat):  # the 1-process and N-process runs interleaved, so drift hits both
-        rounds.append((run_worker(1, chosen, load), run_worker(args.workers, chosen, load),
-                       run_worker(1, hellos, load, bits=3072), run_worker(args.workers, hellos, load, bits=3072)))
+        rounds.append((run_worker(1, chosen, load, progress), run_worker(args.workers, chosen, load, progress),
+                       run_worker(1, hellos, load, progress, bits=3072),
+                       run_worker(args.workers, hellos, load, progress, bits=3072)))
     one, many, one_3072, many_3072 = (median_runs([r[i] for r in rounds]) for i in range(4))
 
     lines = [

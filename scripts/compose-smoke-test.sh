@@ -86,7 +86,7 @@ set -e
 log "up finished in $(( $(date +%s) - t0 )) s with status $up_status"
 
 # 5. verdict ----------------------------------------------------------------------------------
-# Client rows look like "test-send-work-order_1  | python-fib  10  verified  55  3.2".
+# Client rows look like "test-send-work-order_1  | python-fib  10  3.2  verified  Fibonacci number at position 10 = 55".
 verified_rows="$(grep -E '^test-send-work-order[^|]*\|' "$workdir/up.log" | grep -cE '\|\s+python-\S+\s+.*\sverified\s' || true)"
 summary_ok=0
 grep -qE "\| ${EXPECTED_ORDERS} of ${EXPECTED_ORDERS} work orders verified" "$workdir/up.log" && summary_ok=1

@@ -33,6 +33,9 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# The misbehaving workloads (sleep, exit, segfault, ...) the pool and CLI tests serve.
+MISBEHAVING_REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
+
 SIGNUP_FRAME = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup","params":null}'
 
 

@@ -46,3 +46,17 @@ def test_message_encoding_uses_short_and_long_frames() -> None:
     assert zmtp.message([b"a", b""]) == b"\x01\x01a\x00\x00"
     long = zmtp.message([b"x" * 256])
     assert long[:9] == b"\x02" + (256).to_bytes(8, "big") and long[9:] == b"x" * 256
+
+
+def test_the_benchmark_reports_each_step_as_it_finishes(capsys) -> None:
+    import throughput
+
+    progress = throughput.Progress(steps=2)
+    load = throughput.Load(1, 1, 1, 0.2, "zmtp", False)
+    hello = throughput.scenarios(quick=True)[:1]
+    results = throughput.run_worker(1, hello, load, progress)
+    progress.step("done")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("[1/2 ") and lines[0].endswith(f"1 process(es), RSA-2048, {hello[0].name}: "
+                                                               f"{results[hello[0].name]['rate']:.0f} orders/s")
+    assert lines[1].startswith("[2/2 ") and lines[1].endswith("done")

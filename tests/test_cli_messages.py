@@ -22,9 +22,8 @@ from avalon_worker.attestation import load_policy
 from avalon_worker.attestation.policy import MRENCLAVE_PLACEHOLDER
 from avalon_worker.requester import WorkerInfo, build_work_order
 
-from conftest import RunningWorker, launch_worker, run_cli
+from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, run_cli
 
-REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
 SAMPLE = str(Path(__file__).with_name("test_work_orders.json"))
 
 
@@ -40,7 +39,7 @@ def serve_logged(state: Path, *extra: str) -> tuple[RunningWorker, Path]:
     with log.open("w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", str(state / "s"),
-             "--rsa-bits", "2048", "--attestation", "none", "--workers", "1", "--workloads", REGISTRY, *extra],
+             "--rsa-bits", "2048", "--attestation", "none", "--workers", "1", "--workloads", MISBEHAVING_REGISTRY, *extra],
             stdout=subprocess.PIPE, stderr=stderr, text=True,
         )
     assert process.stdout is not None
@@ -147,7 +146,7 @@ def test_a_slow_order_is_stopped_by_the_worker_at_the_clients_time_limit(sleepy:
 
 
 def test_a_worker_that_took_the_order_and_did_not_answer_is_told_apart_from_a_missing_one(tmp_path: Path) -> None:
-    inline = launch_worker(tmp_path, ["--workers", "0", "--workloads", REGISTRY])  # no time limits in-process
+    inline = launch_worker(tmp_path, ["--workers", "0", "--workloads", MISBEHAVING_REGISTRY])  # no time limits in-process
     try:
         done = run_cli("submit", "--endpoint", inline.endpoint, "--timeout-s", "1", "--workload", "sleep", "3")
     finally:

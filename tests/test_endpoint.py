@@ -24,15 +24,14 @@ from avalon_worker._internal import zmtp
 from avalon_worker._internal.router import FRAMES_PER_TURN, EndpointError, Router, listen
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 
-from conftest import RunningWorker, launch_worker
+from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker
 
-REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
 HELLO_READY = zmtp.greeting(as_server=False) + zmtp.ready(b"DEALER")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    running = launch_worker(tmp_path_factory.mktemp("state"), ["--workloads", REGISTRY, "--workers", "2"])
+    running = launch_worker(tmp_path_factory.mktemp("state"), ["--workloads", MISBEHAVING_REGISTRY, "--workers", "2"])
     yield running, WorkerInfo.from_signup(running.signup())
     running.stop()
 

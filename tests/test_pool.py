@@ -16,9 +16,7 @@ import zmq
 
 from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_order, open_result
 
-from conftest import RunningWorker, launch_worker, reseal
-
-REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
+from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, reseal
 
 
 def free_port() -> int:
@@ -59,7 +57,7 @@ class Order:
 def pool(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[RunningWorker, WorkerInfo, int]]:
     extra = getattr(request, "param", [])
     port = free_port()
-    running = launch_worker(tmp_path, ["--workloads", REGISTRY, "--workers", "2", "--timeout-s", "2",
+    running = launch_worker(tmp_path, ["--workloads", MISBEHAVING_REGISTRY, "--workers", "2", "--timeout-s", "2",
                                        "--metrics-port", str(port), "--metrics-addr", "127.0.0.1", *extra])
     yield running, WorkerInfo.from_signup(running.signup()), port
     running.stop()
@@ -236,7 +234,7 @@ def allowed_cpus(pid: int) -> set[int]:
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable cores")
 def test_pin_cpus_gives_each_process_its_core_and_the_spare_takes_over_a_lost_ones(tmp_path: Path) -> None:
     cores = sorted(os.sched_getaffinity(0))
-    running = launch_worker(tmp_path, ["--workloads", REGISTRY, "--workers", "1", "--pin-cpus"])
+    running = launch_worker(tmp_path, ["--workloads", MISBEHAVING_REGISTRY, "--workers", "1", "--pin-cpus"])
     try:
         info = WorkerInfo.from_signup(running.signup())
         first = children(running.process.pid)

@@ -38,6 +38,7 @@ from .errors import Error, SetupError
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, load_or_create
 from .listener_client import ListenerClient
 from .listener_service import add_listener_command, add_pump_command
+from .order_table import JsonLines, Outcome, Table, terminal_width
 from .pool import DEFAULT_MAX_REQUEST_BYTES, StopFlag
 from .requester import VerificationError, WorkOrderFailed
 from .store.cli import add_store_argument, add_store_commands
@@ -286,6 +287,8 @@ def load_work_orders(path: str | Path) -> list[tuple[str, str]]:
     orders = document.get("workOrders") if isinstance(document, dict) else None
     if not isinstance(orders, list):
         raise UsageError(f'{path} must hold {{"workOrders": [{{"workloadId": ..., "params": ...}}, ...]}}')
+    if not orders:
+        raise UsageError(f"{path} has no work orders")
     pairs = []
     for number, order in enumerate(orders, 1):
         if not isinstance(order, dict) or not isinstance(order.get("workloadId"), str):
@@ -295,30 +298,41 @@ def load_work_orders(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def run_orders(client: WorkerClient | ListenerClient, orders: Sequence[tuple[str, str]], out: Any = sys.stdout) -> int:
-    """Send each order, print a table row per order; return how many failed."""
+def run_orders(client: WorkerClient | ListenerClient, orders: Sequence[tuple[str, str]], out: Any = None, *,
+               as_json: bool = False, attested_by: str | None = None) -> int:
+    """Send each order and print its row as it completes (see `order_table`), then a summary
+    that says what was verified; return how many failed. `attested_by`: the policy the worker
+    passed, if it was checked."""
+    out = out or sys.stdout
     client.worker()  # fetch and verify the signup before sending any input
-    rows = []
+    view = JsonLines(out, sys.stderr) if as_json else Table(out, orders, terminal_width(out))
+    view.start()
     failures = 0
     started = time.perf_counter()
     for workload, params in orders:
         t0 = time.perf_counter()
         try:
             result = client.submit(workload, [params.encode("utf-8")])[0].decode("utf-8", errors="replace")
-            status = "verified"
+            ok = True
         except (WorkOrderFailed, VerificationError) as exc:
-            result, status = str(exc), "FAILED"
+            result, ok = str(exc), False
             failures += 1
-        rows.append((workload, params, status, result, (time.perf_counter() - t0) * 1000))
+        view.row(Outcome(workload, params, ok, result, (time.perf_counter() - t0) * 1000))
     total = time.perf_counter() - started
-    widths = [max(len(str(row[i])) for row in rows + [("workload", "input", "status", "result", 0)]) for i in range(4)]
-    header = ("workload", "input", "status", "result")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  ms", file=out)
-    for row in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths, strict=True)) + f"  {row[4]:.1f}", file=out)
-    rate = len(rows) / total if total > 0 else 0.0
-    print(f"{len(rows) - failures} of {len(rows)} work orders verified in {total:.2f} s ({rate:.0f} work orders/s)", file=out)
+    rate = len(orders) / total if total > 0 else 0.0
+    view.summary(f"{len(orders) - failures} of {len(orders)} work orders verified in {total:.2f} s ({rate:.0f} work orders/s)")
+    view.summary(_what_was_verified(client, attested_by))
     return failures
+
+
+def _what_was_verified(client: WorkerClient | ListenerClient, attested_by: str | None) -> str:
+    """One line: what "verified" covers for this worker, and what it does not."""
+    checked = "signatures and encryption verified"
+    if attested_by:
+        return f"{checked}; the worker passed attestation policy {attested_by}"
+    if not client.worker().signup.get("quote"):
+        return f"{checked}; this worker runs without SGX attestation (nothing proves which code ran)"
+    return f"{checked}; the worker's SGX quote was not checked (give --policy FILE)"
 
 
 def run_orders_command(args: argparse.Namespace) -> int:
@@ -326,7 +340,7 @@ def run_orders_command(args: argparse.Namespace) -> int:
     if args.listener:
         return _run_orders_through_listener(args, orders)
     with _client(args) as client:
-        failures = run_orders(client, orders)
+        failures = run_orders(client, orders, as_json=args.json, attested_by=args.policy)
     return 1 if failures else 0
 
 
@@ -341,7 +355,7 @@ def _run_orders_through_listener(args: argparse.Namespace, orders: Sequence[tupl
     for worker_id in ids:
         print(f"worker {worker_id} through {args.listener}", flush=True)
         with ListenerClient(args.listener, worker_id, args.timeout_s) as client:
-            failures += run_orders(client, orders)
+            failures += run_orders(client, orders, as_json=args.json)
     return 1 if failures else 0
 
 
@@ -412,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help='a file like tests/test_work_orders.json: {"workOrders": [...]}')
     p.add_argument("--listener", metavar="URL", help="send the orders through this HTTP listener instead of --endpoint")
     p.add_argument("--worker-id", help="with --listener: the worker to use (default: every live worker it lists)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per order, every value whole (the summary goes to stderr)")
     add_policy_arguments(p)
     p.set_defaults(func=run_orders_command)
 
