@@ -29,9 +29,11 @@ from postgres_server import PostgresServer, PostgresUnavailable
 
 # CI explores the same examples every run, so a red build always means a change broke something;
 # local runs keep exploring new ones.
-settings.register_profile("ci", derandomize=True, database=None)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+# No per-example deadline: on a loaded machine a fast example can take 300 ms once, and a
+# timing is not what these tests check.
+settings.register_profile("local", deadline=None)
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "local")
 
 # The misbehaving workloads (sleep, exit, segfault, ...) the pool and CLI tests serve.
 MISBEHAVING_REGISTRY = str(Path(__file__).with_name("workloads") / "workloads.json")
