@@ -83,6 +83,8 @@ def sleepy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningWorker]:
 
 
 def slow_second_order(tmp_path: Path) -> Path:
+    """A quick order, then one of 50 s (the client's --timeout-s 10 has the worker stop it at 9 s,
+    so that the worker can be stopped soon after the test)."""
     path = tmp_path / "slow.json"
     path.write_text(json.dumps({"workOrders": [{"workloadId": "python-hello", "params": "first"},
                                                {"workloadId": "sleep", "params": "50"}]}))
@@ -90,7 +92,7 @@ def slow_second_order(tmp_path: Path) -> Path:
 
 
 def test_on_a_terminal_each_row_shows_as_its_order_completes(sleepy: RunningWorker, tmp_path: Path) -> None:
-    terminal = Terminal(100, "run-orders", "--endpoint", sleepy.endpoint, "--timeout-s", "60", str(slow_second_order(tmp_path)))
+    terminal = Terminal(100, "run-orders", "--endpoint", sleepy.endpoint, "--timeout-s", "10", str(slow_second_order(tmp_path)))
     try:
         shown = terminal.read_until("Hello first")
         assert "verified  Hello first" in shown
@@ -102,7 +104,7 @@ def test_on_a_terminal_each_row_shows_as_its_order_completes(sleepy: RunningWork
 
 def test_piped_rows_are_plain_and_come_as_orders_complete(sleepy: RunningWorker, tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, "-m", "avalon_worker", "run-orders", "--endpoint", sleepy.endpoint,
-                                "--timeout-s", "60", str(slow_second_order(tmp_path))], stdout=subprocess.PIPE, text=True)
+                                "--timeout-s", "10", str(slow_second_order(tmp_path))], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     try:
         header, first = process.stdout.readline(), process.stdout.readline()
