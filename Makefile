@@ -1,11 +1,18 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
+# The oldest Python the project supports (pyproject.toml's requires-python): checked before pip
+# runs, because pip with an older one backtracks through old releases for many minutes.
+MIN_PYTHON ?= 3.10
 VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: demo test bench lint fuzz clean
 
 $(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < tuple(map(int, "$(MIN_PYTHON)".split("."))))' 2>/dev/null \
+	  || { echo "avalon-worker needs Python >= $(MIN_PYTHON), and '$(PYTHON)' is $$($(PYTHON) -c 'import platform; print("Python " + platform.python_version())' 2>/dev/null || echo 'not a working Python');" \
+	       "give a newer one, e.g. make $(or $(MAKECMDGOALS),demo) PYTHON=python3.12" >&2; exit 1; }
+	@echo "installing avalon-worker and its test dependencies into $(VENV) with pip (a minute or two the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
