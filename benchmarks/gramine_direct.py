@@ -2,7 +2,8 @@
 """What the Gramine library OS costs: the same worker natively and under `gramine-direct`, one run.
 
 Run through `bash scripts/gramine-direct-test.sh --bench`, which builds or finds Gramine, renders
-the manifest and passes `--manifest`, `--state-dir` and `--workloads`. It starts the worker with
+the manifest and passes `--manifest`, `--state-dir`, `--workloads` and `--python` (the
+virtualenv the manifest mounts, so both runs use the same interpreter and packages). It starts the worker with
 one worker process natively and under gramine-direct, rounds interleaved, drives each with the
 load generator of `throughput.py` (hello with fresh keys; 1 MiB echo), and prints orders/s,
 p50/p99 and CPU per order for both, and their ratio. The machine is shared and noisy: compare the
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from throughput import Load, Scenario, _children, drive, median_runs
 
-from avalon_worker.cli import READY_PREFIX, start_worker_process
+from avalon_worker.cli import READY_PREFIX
 
 SCENARIOS = [
     Scenario("hello 5 B, fresh keys", "python-hello", b"World", True),
@@ -31,8 +32,9 @@ SCENARIOS = [
 OPTIONS = ["--rsa-bits", "2048", "--workers", "1", "--attestation", "none", "--log-level", "ERROR"]
 
 
-def start_under_gramine(manifest: str, state_dir: str, workloads: str) -> tuple[subprocess.Popen[str], str]:
-    command = ["gramine-direct", manifest, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*",
+def start(prefix: list[str], state_dir: str, workloads: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `PREFIX -m avalon_worker serve` on a free loopback port; return it and its endpoint."""
+    command = [*prefix, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*",
                "--state-dir", state_dir, "--workloads", workloads, *OPTIONS]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
@@ -44,7 +46,7 @@ def start_under_gramine(manifest: str, state_dir: str, workloads: str) -> tuple[
         if not line and process.poll() is not None:
             break
     process.kill()
-    raise SystemExit("the worker did not start under gramine-direct")
+    raise SystemExit(f"the worker did not start: {' '.join(command)}")
 
 
 def run(process: subprocess.Popen[str], endpoint: str, load: Load) -> dict[str, dict[str, float]]:
@@ -62,6 +64,8 @@ def main() -> int:
     parser.add_argument("--manifest", required=True, help="the rendered manifest, without .manifest")
     parser.add_argument("--state-dir", required=True, help="a directory on the manifest's encrypted mount")
     parser.add_argument("--workloads", required=True, help="the measured workloads.json")
+    parser.add_argument("--python", required=True,
+                        help="the interpreter (with avalon-worker) that the manifest runs, to run natively too")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per scenario")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the median round's")
     args = parser.parse_args()
@@ -70,15 +74,15 @@ def main() -> int:
     native_runs, gramine_runs = [], []
     for round_number in range(args.repeat):
         with tempfile.TemporaryDirectory() as state:
-            native_runs.append(run(*start_worker_process(state, OPTIONS), load))
+            native_runs.append(run(*start([args.python], state, args.workloads), load))
         state = str(Path(args.state_dir) / f"bench-{os.getpid()}-{round_number}")
-        gramine_runs.append(run(*start_under_gramine(args.manifest, state, args.workloads), load))
+        gramine_runs.append(run(*start(["gramine-direct", args.manifest], state, args.workloads), load))
         print(f"round {round_number + 1} of {args.repeat} done", file=sys.stderr, flush=True)
     native, gramine = median_runs(native_runs), median_runs(gramine_runs)
 
     lines = [
-        f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, {platform.python_implementation()} "
-        f"{platform.python_version()} natively; date {time.strftime('%Y-%m-%d')}",
+        f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores; date {time.strftime('%Y-%m-%d')}; "
+        f"the same interpreter ({args.python}) and packages natively and under gramine-direct",
         f"worker: `serve --workers 1 --rsa-bits 2048 --log-level ERROR`, natively and under gramine-direct; "
         f"load: 4 connections × 4 orders in flight, {args.seconds:g} s per scenario, median of {args.repeat} rounds",
         "",

@@ -107,7 +107,7 @@ log "manifest rendered ($(( SECONDS - started )) s so far)"
 
 if [ "$mode" = bench ]; then
     .venv/bin/python benchmarks/gramine_direct.py --manifest "$out/python-worker" --state-dir "$state" \
-        --workloads "$app/workloads.json"
+        --workloads "$app/workloads.json" --python "$work/venv/bin/python"
     exit 0
 fi
 
