@@ -130,9 +130,8 @@ def pool(pool_enclave: Enclave, tmp_path: Path) -> Iterator[tuple[GramineWorker,
     running = launch(pool_enclave, tmp_path.name, ["--workers", "2", "--timeout-s", "3", "--attestation", "auto"],
                      tmp_path / "worker.log")
     yield running, WorkerInfo.from_signup(running.signup())
-    if running.process.poll() is None:
-        running.process.kill()
-        running.process.wait()
+    # SIGTERM, not SIGKILL: Gramine's worker processes outlive a killed supervisor.
+    running.stop()
 
 
 class TestPool:
