@@ -23,30 +23,13 @@ from pathlib import Path
 
 from throughput import Load, Scenario, _children, drive, median_runs
 
-from avalon_worker.cli import READY_PREFIX
+from avalon_worker.cli import start_worker_process
 
 SCENARIOS = [
     Scenario("hello 5 B, fresh keys", "python-hello", b"World", True),
     Scenario("echo 1 MiB, fresh keys", "echo-result", os.urandom(1024 * 1024), True),
 ]
 OPTIONS = ["--rsa-bits", "2048", "--workers", "1", "--attestation", "none", "--log-level", "ERROR"]
-
-
-def start(prefix: list[str], state_dir: str, workloads: str) -> tuple[subprocess.Popen[str], str]:
-    """Start `PREFIX -m avalon_worker serve` on a free loopback port; return it and its endpoint."""
-    command = [*prefix, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*",
-               "--state-dir", state_dir, "--workloads", workloads, *OPTIONS]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith(READY_PREFIX):
-            return process, line[len(READY_PREFIX):].strip()
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    raise SystemExit(f"the worker did not start: {' '.join(command)}")
 
 
 def run(process: subprocess.Popen[str], endpoint: str, load: Load) -> dict[str, dict[str, float]]:
@@ -70,13 +53,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the median round's")
     args = parser.parse_args()
 
+    options = ["--workloads", args.workloads, *OPTIONS]
     load = Load(clients=1, connections=4, depth=4, seconds=args.seconds, pin_cpus=False)
     native_runs, gramine_runs = [], []
     for round_number in range(args.repeat):
         with tempfile.TemporaryDirectory() as state:
-            native_runs.append(run(*start([args.python], state, args.workloads), load))
+            native_runs.append(run(*start_worker_process(state, options, 300, launcher=[args.python]), load))
         state = str(Path(args.state_dir) / f"bench-{os.getpid()}-{round_number}")
-        gramine_runs.append(run(*start(["gramine-direct", args.manifest], state, args.workloads), load))
+        gramine_runs.append(run(*start_worker_process(state, options, 300, ["gramine-direct", args.manifest]), load))
         print(f"round {round_number + 1} of {args.repeat} done", file=sys.stderr, flush=True)
     native, gramine = median_runs(native_runs), median_runs(gramine_runs)
 
