@@ -97,16 +97,18 @@ class ListenerClient:
         *,
         requester_key: SigningKey | None = None,
         output_modes: Sequence[ItemModeName] | None = None,
+        include_data_hash: bool = True,
     ) -> list[bytes]:
         """Run a work order and return its verified, decrypted outputs (as `WorkerClient.submit`)."""
         worker = self.worker()
         self._next_id += 1
+        # The listener may answer with the result itself if it is ready within
+        # responseTimeoutMSecs, saving a poll.
         pending = build_work_order(
-            worker, workload_id, inputs, requester_key=requester_key, output_modes=output_modes, request_id=self._next_id
+            worker, workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
+            include_data_hash=include_data_hash, request_id=self._next_id,
+            response_timeout_ms=int(min(self.timeout_s, WAIT_IN_SUBMIT_S) * 1000),
         )
-        # Not part of the request hash (EEA TC v1.1 §6.1.1): the listener may answer with the
-        # result itself if it is ready within this time, saving a poll.
-        pending.request["params"]["responseTimeoutMSecs"] = int(min(self.timeout_s, WAIT_IN_SUBMIT_S) * 1000)
         reply = self.post(jsonio.dumps(pending.request))
         deadline = time.monotonic() + self.timeout_s
         while _code(reply) == PENDING:
