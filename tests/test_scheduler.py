@@ -189,11 +189,12 @@ class TestQueueBounds:
 class TestPrefetch:
     def test_a_busy_process_holds_up_to_the_depth_behind_its_running_order(self) -> None:
         s, _ = started(PoolConfig(workers=1))
-        sends = [arrive(s, n, 0.0) for n in range(1, 5)]
-        assert [len(of(a, Send)) for a in sends] == [1, 1, 1, 0][: PREFETCH_DEPTH + 2]
+        held = PREFETCH_DEPTH + 1  # the running order and the ones behind it
+        sends = [arrive(s, n, 0.0) for n in range(1, held + 2)]
+        assert [len(of(a, Send)) for a in sends] == [1] * held + [0]
         assert len(s.queue) == 1
-        [fourth] = of(answer(s, sends[0][0], 0.001), Send)  # topped up as soon as a reply arrives
-        assert json.loads(fourth.frame)["id"] == 4
+        [topped_up] = of(answer(s, sends[0][0], 0.001), Send)  # as soon as a reply arrives
+        assert json.loads(topped_up.frame)["id"] == held + 1
 
     def test_nothing_is_sent_ahead_of_or_behind_a_large_order(self) -> None:
         s, _ = started(PoolConfig(workers=1))
@@ -383,10 +384,12 @@ class TestReporting:
     def test_under_saturation_the_loop_may_let_events_gather(self) -> None:
         s, _ = started(PoolConfig(workers=1))
         assert s.coalesce_s() == 0.0
-        sends = [of(arrive(s, n, 0.0), Send) for n in range(1, 4)]
+        held = PREFETCH_DEPTH + 1
+        sends = [of(arrive(s, n, 0.0), Send) for n in range(1, held + 1)]
         assert s.coalesce_s() == 0.0  # service time unknown yet
         answer(s, sends[0][0], 0.01)  # a 10 ms order: the average moves towards it
-        arrive(s, 4, 0.01)
+        assert s.coalesce_s() == 0.0  # room behind the running order: dispatch at once
+        arrive(s, held + 1, 0.01)
         assert s.coalesce_s() == COALESCE_MAX_S
 
 
