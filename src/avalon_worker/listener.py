@@ -127,6 +127,10 @@ class Listener:
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return None
+        content = request.content
+        if content.is_eof():  # the usual case: the whole body came with the headers; no timer needed
+            body = content.read_nowait()
+            return body if len(body) <= limit else None
 
         async def read() -> bytes | None:
             chunks: list[bytes] = []
