@@ -6,6 +6,7 @@
 #   CI_REQUIRE_DOCKER=1      an engine that cannot start is a failure, not a skip
 #   SMOKE_BASE_IMAGE         base image to build on (default local/python-base, made here)
 #   DEBOOTSTRAP_MIRROR       Debian mirror for the base image (default: debootstrap's own)
+#   SMOKE_KEEP_IMAGES=1      keep the images the test built (removed at its end otherwise)
 
 started_dockerd_pid=""
 BASE_IMAGE_NAME="${SMOKE_BASE_IMAGE:-local/python-base}"
@@ -43,7 +44,7 @@ ensure_tools() {
         if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
             no_engine "missing ${missing[*]} and cannot install them (needs root and apt-get)"
         fi
-        log "installing ${missing[*]}"
+        log "installing with apt-get: ${missing[*]}"
         if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } \
                 >"$workdir/apt.log" 2>&1; then
             tail -n 20 "$workdir/apt.log" >&2
@@ -97,6 +98,25 @@ ensure_base_image() {
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | docker import --change 'ENV LANG=C.UTF-8' - local/python-base >/dev/null
     log "local/python-base built in $(( $(date +%s) - t0 )) s"
+}
+
+# Removes the images named in the arguments, which this run built, and says so; SMOKE_KEEP_IMAGES=1
+# keeps them (.ci/run keeps them for the next stage, which builds on the same layers). The base
+# image stays: the next run reuses it.
+remove_built_images() {
+    local image removed=()
+    if [ "${SMOKE_KEEP_IMAGES:-0}" = 1 ]; then
+        log "kept the images this test built (SMOKE_KEEP_IMAGES=1): $*"
+        return 0
+    fi
+    for image in "$@"; do
+        if docker image inspect "$image" >/dev/null 2>&1 && docker image rm "$image" >/dev/null 2>&1; then
+            removed+=("$image")
+        fi
+    done
+    if [ "${#removed[@]}" -gt 0 ]; then
+        log "removed the images this test built: ${removed[*]} (kept the base image $BASE_IMAGE_NAME for the next run)"
+    fi
 }
 
 # Stops the dockerd this script started, if any, and removes the scratch directory.

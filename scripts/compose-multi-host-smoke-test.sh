@@ -43,6 +43,7 @@ cleanup() {
         fi
         "${COMPOSE[@]}" down --volumes --remove-orphans >"$workdir/down.log" 2>&1 \
             || { log "docker-compose down failed:"; cat "$workdir/down.log" >&2; }
+        remove_built_images "$AVALON_WORKER_IMAGE" "$AVALON_POSTGRES_IMAGE"
     fi
     engine_cleanup
     exit "$status"

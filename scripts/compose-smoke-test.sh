@@ -12,7 +12,7 @@
 #   4. builds with compose/host-network.yaml (host networking for the build and both
 #      containers; everything talks over 127.0.0.1) and runs
 #      `up --exit-code-from test-send-work-order`;
-#   5. removes the containers, networks and volumes it created.
+#   5. removes the containers, networks and volumes it created, and the image it built.
 #
 # Exit status: 0 when the nine orders are verified; 1 when anything fails. When no Docker engine
 # can be had at all it says so and exits 0, or 1 if CI_REQUIRE_DOCKER=1.
@@ -24,6 +24,7 @@
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST, BUILD_PIP_CERT
 #                            package-index settings for pip inside the build (docker-compose.yaml)
 #   SMOKE_TIMEOUT_S          limit for `up` (default 600)
+#   SMOKE_KEEP_IMAGES=1      keep the image it built
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,7 @@ cleanup() {
     if [ "$compose_used" = 1 ]; then
         "${COMPOSE[@]}" -p "$PROJECT" "${COMPOSE_FILES[@]}" down --volumes --remove-orphans >"$workdir/down.log" 2>&1 \
             || { log "docker-compose down failed:"; cat "$workdir/down.log" >&2; }
+        remove_built_images "$AVALON_WORKER_IMAGE"
     fi
     engine_cleanup
     exit "$status"

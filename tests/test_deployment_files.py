@@ -331,7 +331,7 @@ class TestMultiHostCompose:
 @pytest.mark.parametrize(
     "script", [
         "scripts/compose-smoke-test.sh", "scripts/compose-multi-host-smoke-test.sh", "scripts/compose-lib.sh",
-        "scripts/lock-requirements.sh", "gsc/build-gsc-image.sh", "compose/postgres-entrypoint.sh",
+        "scripts/lock-requirements.sh", "gsc/build-gsc-image.sh", "compose/postgres-entrypoint.sh", ".ci/run",
     ]
 )
 def test_shell_scripts_parse(script: str) -> None:
@@ -339,3 +339,29 @@ def test_shell_scripts_parse(script: str) -> None:
         pytest.skip("no bash")
     result = subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+CI_SCRIPTS = (".ci/run", "scripts/compose-lib.sh", "scripts/build-gramine.sh", "scripts/gramine-direct-test.sh")
+
+
+@pytest.mark.parametrize("script", CI_SCRIPTS)
+def test_every_apt_install_in_ci_is_announced_in_one_line(script: str) -> None:
+    lines = read(script).splitlines()
+    installs = [number for number, line in enumerate(lines) if "apt-get install" in line and not line.lstrip().startswith("#")]
+    for number in installs:
+        before = " ".join(lines[max(0, number - 6):number + 1])
+        assert re.search(r"(echo|log) \"[^\"]*installing[^\"]*apt-get", before), f"{script}:{number + 1}: say what apt-get installs"
+
+
+def test_the_compose_stages_remove_the_images_they_built() -> None:
+    for script in ("scripts/compose-smoke-test.sh", "scripts/compose-multi-host-smoke-test.sh"):
+        text = read(script)
+        built = set(re.findall(r"^export (AVALON_\w+_IMAGE)=", text, flags=re.MULTILINE))
+        assert built, script
+        [removal] = [line for line in text.splitlines() if line.strip().startswith("remove_built_images ")]
+        assert {name for name in built if f'"${name}"' in removal} == built, f"{script} removes every image it builds"
+    ci = read(".ci/run")
+    # the first stage keeps its image for the second, which builds on it and removes both
+    assert "SMOKE_KEEP_IMAGES=1 bash scripts/compose-smoke-test.sh" in ci
+    assert "\nbash scripts/compose-multi-host-smoke-test.sh" in ci
+    assert '"${SMOKE_KEEP_IMAGES:-0}" = 1' in read("scripts/compose-lib.sh")
