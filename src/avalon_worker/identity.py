@@ -156,6 +156,11 @@ def _private_directory(folder: Path) -> None:
     missing = []
     for path in (folder, *folder.parents):
         if path.exists():
+            if not path.is_dir():
+                where = f"the state directory {path} is" if path == folder else \
+                    f"the state directory {folder} is inside {path}, which is"
+                raise IdentityError(f"{where} a file, not a directory",
+                                    hint="give a directory (it is created if it does not exist)")
             break
         missing.append(path)
     try:
