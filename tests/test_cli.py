@@ -155,3 +155,11 @@ def test_a_taken_port_or_a_bad_endpoint_is_a_clear_error(tmp_path: Path) -> None
             assert done.returncode == 2, done.stderr
             assert f"cannot serve on '{bind}'" in done.stderr and expected in done.stderr
             assert "Traceback" not in done.stderr
+
+
+def test_submit_sends_every_input_as_an_item_in_order(worker: RunningWorker) -> None:
+    done = run_cli("submit", "--endpoint", worker.endpoint, "--workload", "echo-result", "a", "b c", "d")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ab cd\n"
+    help_text = " ".join(run_cli("submit", "--help").stdout.split())
+    assert "one per INPUT, all sent in index order" in help_text and "python-hello greets the first" in help_text

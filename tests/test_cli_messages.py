@@ -254,3 +254,71 @@ def test_verify_of_a_worker_without_sgx_leads_with_the_missing_quote(worker: Run
     assert done.stdout.splitlines()[-1] == (
         "FAILED: quote parsed: the quote is empty: the worker runs without SGX attestation "
         "(11 further checks could not run)")
+
+
+# 10. start-up: nothing is made before the command line is known to be right ---------------------------
+
+
+def test_rsa_bits_for_an_existing_identity_says_the_key_is_kept(tmp_path: Path) -> None:
+    first, log = serve_logged(tmp_path)
+    first.stop()
+    assert "ignored" not in log.read_text()
+    key = (tmp_path / "s" / "identity.json").read_text()
+    again, log = serve_logged(tmp_path, "--rsa-bits", "4096")
+    try:
+        notice = wait_for_line(log, "--rsa-bits 4096 ignored")
+        assert f"the identity in {tmp_path / 's'} keeps its RSA-2048 key" in notice
+        assert "RSA-2048" in wait_for_line(log, "loaded identity")
+    finally:
+        again.stop()
+    assert (tmp_path / "s" / "identity.json").read_text() == key
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--bind", "tcp//127.0.0.1:7777"], "cannot serve on 'tcp//127.0.0.1:7777': give tcp://HOST:PORT"),
+    (["--bind", "tcp://127.0.0.1:77777"], "the port must be a number or *"),
+    (["--worker-id", "not-hex"], "--worker-id must be a hex id"),
+    (["--listen-http", "127.0.0.1"], "--listen-http needs HOST:PORT"),
+    (["--workers", "0", "--timeout-s", "5"], "--timeout-s need worker processes"),
+    (["--workloads", "no-such-registry.json"], "no-such-registry.json"),
+])
+def test_a_mistyped_option_on_the_first_start_leaves_no_keys_behind(tmp_path: Path, extra: list[str], message: str) -> None:
+    done = run_cli("serve", "--state-dir", str(tmp_path / "s"), "--attestation", "none", *extra)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("taken_option", ["--bind", "--metrics-port"])
+def test_a_port_in_use_on_the_first_start_leaves_no_keys_behind(tmp_path: Path, taken_option: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        value = f"tcp://127.0.0.1:{port}" if taken_option == "--bind" else str(port)
+        done = run_cli("serve", "--state-dir", str(tmp_path / "s"), "--bind", "tcp://127.0.0.1:*", "--attestation", "none",
+                       taken_option, value)
+    assert done.returncode == 2 and "Address already in use" in done.stderr, done.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_empty_existing_state_directory_stays_empty_after_a_typo(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    state.mkdir(mode=0o700)
+    done = run_cli("serve", "--state-dir", str(state), "--bind", "udp://127.0.0.1:7777")
+    assert done.returncode == 2
+    assert list(state.iterdir()) == []
+
+
+def test_a_state_dir_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
+    regular = tmp_path / "state"
+    regular.write_text("not a directory")
+    regular.chmod(0o644)
+    done = run_cli("serve", "--state-dir", str(regular), "--bind", "tcp://127.0.0.1:*", "--attestation", "none")
+    assert done.returncode == 2
+    assert f"avalon-worker: the state directory {regular} is a file, not a directory\n" in done.stderr
+    assert "hint: give a directory" in done.stderr
+    assert regular.read_text() == "not a directory" and regular.stat().st_mode & 0o777 == 0o644, "the file is left alone"
+    inside = run_cli("serve", "--state-dir", str(regular / "sub"), "--bind", "tcp://127.0.0.1:*", "--attestation", "none")
+    assert inside.returncode == 2
+    assert f"the state directory {regular / 'sub'} is inside {regular}, which is a file, not a directory" in inside.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -181,3 +182,18 @@ def test_kill_9_with_orders_pending_then_restart(tmp_path: Path) -> None:
             assert sdk.get_result(restarted.url, order.work_order_id, poll_s=POLL_S)["result"] == answer["result"]
     finally:
         assert restarted.stop() == 0
+
+
+def test_run_orders_through_the_listener_keeps_stdout_for_the_json(http_worker: HttpWorker, tmp_path: Path) -> None:
+    [worker_id] = sdk.lookup(http_worker.url)
+    command = [sys.executable, "-m", "avalon_worker", "run-orders", "--listener", http_worker.url, "--json",
+               str(TESTS / "test_work_orders.json")]
+    stdout = tmp_path / "stdout"
+    piped = subprocess.run(f"{shlex.join(command)} | tee {shlex.quote(str(stdout))} | "
+                           f"{shlex.quote(sys.executable)} -m json.tool --json-lines",
+                           shell=True, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert f"avalon-worker: worker {worker_id} through {http_worker.url}" in piped.stderr.splitlines()
+    assert "9 of 9 work orders verified" in piped.stderr
+    records = [json.loads(line) for line in stdout.read_text().splitlines()]
+    assert [(r["workload"], r["input"], r["status"]) for r in records] == [(w, t, "verified") for w, t in sample_orders()]

@@ -146,7 +146,7 @@ def test_two_workers_on_one_database_each_get_only_their_own_orders(deployment: 
     # Our own requester through one listener: the nine sample orders on every worker it lists.
     command = run_cli("run-orders", "--listener", listeners[1].url, str(TESTS / "test_work_orders.json"), timeout=WAIT_S)
     assert command.returncode == 0, command.stdout + command.stderr
-    assert sorted(line.split()[1] for line in command.stdout.splitlines() if line.startswith("worker ")) == sorted(
+    assert sorted(line.split()[2] for line in command.stderr.splitlines() if line.startswith("avalon-worker: worker ")) == sorted(
         host.worker_id for host in hosts)
     assert command.stdout.count("9 of 9 work orders verified") == 2
 

@@ -1,4 +1,4 @@
-"""Command line: `avalon-worker serve|signup|submit|run-orders|demo|verify`, and `wo-processor`.
+"""Command line: `avalon-worker serve|config|signup|submit|run-orders|demo|verify|...`, and `wo-processor`.
 
 The only place that configures logging. Errors a person can fix are printed as one line,
 without a traceback (`errors.Error.diagnostics()`). Every command exits 0 when it did its job,
@@ -12,17 +12,19 @@ import argparse
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from . import __version__, http_front, orderlog
-from ._internal.router import EndpointError
+from ._internal.router import EndpointError, listen
 from .attestation.cli import (
     add_policy_arguments,
     add_verify_arguments,
@@ -32,6 +34,17 @@ from .attestation.cli import (
     say,
 )
 from .attestation.providers import select_provider
+from .cli_options import (
+    COUNT,
+    PORT_OR_OFF,
+    POSITIVE_COUNT,
+    SECONDS,
+    SECONDS_OR_OFF,
+    add_config_argument,
+    add_log_level_argument,
+    config_toml,
+    parse_with_config,
+)
 from .client import DEFAULT_TIMEOUT_S, WorkerClient
 from .crypto import SigningKey
 from .errors import Error, SetupError
@@ -39,7 +52,7 @@ from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, lo
 from .listener_client import ListenerClient
 from .listener_service import add_listener_command, add_pump_command
 from .order_table import JsonLines, Outcome, Table, terminal_width
-from .pool import DEFAULT_MAX_REQUEST_BYTES, StopFlag
+from .pool import DEFAULT_MAX_REQUEST_BYTES, PoolConfig, StopFlag
 from .requester import VerificationError, WorkOrderFailed
 from .store.cli import add_store_argument, add_store_commands
 from .workload.registry import WorkloadRegistry
@@ -73,23 +86,25 @@ def _configure_logging(level: str) -> None:
 # serve ----------------------------------------------------------------------------------------
 
 
-def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = False) -> None:
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `serve` (and `wo-processor`, and `config --print`): one list, which the
+    README's table and configuration files are checked against."""
+    add_config_argument(parser)
     parser.add_argument("--bind", default=DEFAULT_BIND, help=f"ZMQ endpoint to listen on (default {DEFAULT_BIND})")
-    if legacy:
-        parser.add_argument("--workload", dest="workloads", help="workloads.json registry (default: built-in workloads)")
-    else:
-        parser.add_argument("--workloads", help="workloads.json registry (default: built-in workloads)")
+    # `--workload` is the original worker's spelling (wo-processor --workload FILE)
+    parser.add_argument("--workloads", "--workload", dest="workloads", metavar="FILE",
+                        help="workloads.json registry (default: built-in workloads)")
     parser.add_argument(
         "--state-dir",
         default=os.environ.get("AVALON_WORKER_STATE_DIR") or default_state_dir(),
         help="where the worker's identity is kept (default $AVALON_WORKER_STATE_DIR or %(default)s)",
     )
     parser.add_argument(
-        "--rsa-bits", type=int, default=DEFAULT_RSA_BITS, choices=ALLOWED_RSA_BITS,
-        help="size of a newly created encryption key (default %(default)s)",
+        "--rsa-bits", type=int, choices=ALLOWED_RSA_BITS,
+        help=f"size of a newly created encryption key (default {DEFAULT_RSA_BITS}); an existing key is kept",
     )
     parser.add_argument(
-        "--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+        "--max-request-bytes", type=POSITIVE_COUNT, default=DEFAULT_MAX_REQUEST_BYTES,
         help="larger requests are refused (default %(default)s, room for a 16 MiB input)",
     )
     parser.add_argument(
@@ -104,41 +119,42 @@ def _add_server_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fal
     )
     parser.add_argument("--attestation-root", default="/dev/attestation", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--workers", type=int, default=len(os.sched_getaffinity(0)),
+        "--workers", type=COUNT, default=len(os.sched_getaffinity(0)),
         help="worker processes behind the endpoint (default: usable cores, %(default)s); "
         "0 runs orders in this process, one at a time, without isolation or time limits",
     )
-    parser.add_argument("--timeout-s", type=float,
+    parser.add_argument("--timeout-s", type=SECONDS,
                         help="time limit of a workload (default 60; a request's smaller responseTimeoutMSecs wins)")
-    parser.add_argument("--memory-limit-mb", type=int, default=0,
+    parser.add_argument("--memory-limit-mb", type=COUNT, default=0,
                         help="address-space limit of each worker process, interpreter included (default: none)")
-    parser.add_argument("--queue-limit", type=int, default=256,
+    parser.add_argument("--queue-limit", type=COUNT, default=256,
                         help="requests that may wait for a free process; more are answered BUSY (default %(default)s)")
-    parser.add_argument("--spare-workers", type=int,
+    parser.add_argument("--spare-workers", type=COUNT,
                         help="warm processes kept ready to replace one that is lost (default 1)")
     parser.add_argument("--no-prefetch", action="store_true",
                         help="hand each process one order at a time (no orders waiting in its slot)")
     parser.add_argument("--pin-cpus", action="store_true",
                         help="pin each worker process to a core of its own and the supervisor to the cores left over; "
                              "steadier throughput when --workers is below the core count")
-    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (default: off)")
+    parser.add_argument("--metrics-port", type=PORT_OR_OFF, default=0, help="serve Prometheus metrics on this port (default: off)")
     parser.add_argument("--metrics-addr", default="127.0.0.1",
                         help="address for --metrics-port (default %(default)s; 0.0.0.0 exposes it to the network)")
     parser.add_argument("--worker-id", help="refuse work orders whose workerId is not this hex id (error 2); "
                         "the signup then names it as worker_id (default: accept any workerId)")
-    parser.add_argument("--replay-window-s", type=float, default=0.0,
+    parser.add_argument("--replay-window-s", type=SECONDS_OR_OFF, default=0.0,
                         help="refuse a work order whose workOrderId was served in the last N seconds, across all "
                         "worker processes (error 2; default 0: off, every verified order is served)")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    add_log_level_argument(parser)
     parser.add_argument("--listen-http", metavar="HOST:PORT",
-                        help="also serve Avalon's listener API (JSON-RPC over HTTP) here, backed by a store in the state directory")
-    parser.add_argument("--result-ttl", type=float, default=24 * 3600.0, metavar="S",
+                        help="also serve Avalon's listener API (JSON-RPC over HTTP) here, backed by a store in the state directory "
+                        "(default: off)")
+    parser.add_argument("--result-ttl", type=SECONDS, default=24 * 3600.0, metavar="S",
                         help="with --listen-http: keep work-order results this many seconds (default: a day)")
-    parser.add_argument("--lease-s", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument("--lease-s", type=SECONDS, default=10.0, help=argparse.SUPPRESS)
     # A worker host sharing a PostgreSQL store with others (listeners run apart: `listener`).
     add_store_argument(parser, required=False)
-    parser.add_argument("--heartbeat-s", type=float, default=5.0, help=argparse.SUPPRESS)
-    parser.add_argument("--stale-after-s", type=float, default=30.0, help=argparse.SUPPRESS)
+    parser.add_argument("--heartbeat-s", type=SECONDS, default=5.0, help=argparse.SUPPRESS)
+    parser.add_argument("--stale-after-s", type=SECONDS, default=30.0, help=argparse.SUPPRESS)
 
 
 def _check_order_rules(args: argparse.Namespace) -> None:
@@ -146,22 +162,44 @@ def _check_order_rules(args: argparse.Namespace) -> None:
 
     if args.worker_id is not None and not (is_hex(args.worker_id) and strip_0x(args.worker_id)):
         raise UsageError("--worker-id must be a hex id, e.g. the SHA-256 the requesters address this worker by")
-    if args.replay_window_s < 0:
-        raise UsageError("--replay-window-s must be ≥ 0")
     if args.replay_window_s and args.workers > 1 and os.path.isdir(args.attestation_root):
         # Under Gramine each worker process is an enclave of its own: no memory is shared.
         raise UsageError("--replay-window-s inside Gramine needs --workers 1 (or 0): enclaves share no "
                          "memory, so each process would remember only its own orders")
+    if args.listen_http:
+        try:
+            http_front.split_listen(args.listen_http)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _check_bind(bind: str) -> None:
+    """Bind `bind` once and let it go: a mistyped address, or a port in use, is reported before
+    a new identity is made (the pool binds it again to serve)."""
+    try:
+        sock, _ = listen(bind)
+    except EndpointError as exc:
+        raise UsageError(f"cannot serve on {exc}") from None
+    path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+    sock.close()
+    if isinstance(path, str) and path:  # not Linux's abstract namespace: a file was made
+        Path(path).unlink(missing_ok=True)
 
 
 def run_server(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     disable_core_dumps()  # before any private key is in memory
+    # Everything the command line can get wrong is checked before an identity is made: a typo
+    # on the first start must not leave keys behind.
     _check_order_rules(args)
+    config = _pool_config(args)
     registry = WorkloadRegistry.from_file(args.workloads) if args.workloads else WorkloadRegistry.builtin()
-    attestation = select_provider(args.attestation, args.attestation_root)  # before any key is made
-    identity, created = load_or_create(args.state_dir, args.rsa_bits)
+    attestation = select_provider(args.attestation, args.attestation_root)
+    _check_bind(args.bind)
+    metrics = _start_metrics(args)
+    identity, created = load_or_create(args.state_dir, args.rsa_bits or DEFAULT_RSA_BITS)
     from .core import insecure_seal_result_reusing_session_iv, seal_result
+    from .pool import Pool
     from .processor import Processor
     from .replay import ReplayGuard
     from .signup import signup_function
@@ -170,6 +208,10 @@ def run_server(args: argparse.Namespace) -> int:
         "%s identity %s (RSA-%d) in %s", "created" if created else "loaded", identity.worker_id[:16],
         identity.rsa_bits, args.state_dir,
     )
+    if not created and args.rsa_bits and args.rsa_bits != identity.rsa_bits:
+        logger.warning("--rsa-bits %d ignored: the identity in %s keeps its RSA-%d key (a new key needs a new "
+                       "--state-dir, and requesters must fetch the new signup)", args.rsa_bits, args.state_dir,
+                       identity.rsa_bits)
     logger.info("workloads: %s", ", ".join(registry.names()))
     if args.insecure_reuse_session_iv:
         logger.warning("--insecure-reuse-session-iv: results are encrypted with a reused AES-GCM nonce")
@@ -192,7 +234,7 @@ def run_server(args: argparse.Namespace) -> int:
         front.append(http_front.start_for(args, endpoint))
 
     try:
-        _serve_pool(processor, args, stop, ready)
+        Pool(processor, config, metrics).serve(args.bind, stop=stop, on_ready=ready)
     except EndpointError as exc:
         raise UsageError(f"cannot serve on {exc}") from None
     finally:
@@ -205,16 +247,12 @@ def run_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready: Any) -> None:
-    from .pool import Pool, PoolConfig
-
-    if args.memory_limit_mb < 0:
-        raise UsageError("--memory-limit-mb must be ≥ 0")
+def _pool_config(args: argparse.Namespace) -> PoolConfig:
     if args.memory_limit_mb and os.path.isdir(args.attestation_root):  # Gramine's device tree: we run inside Gramine
         raise UsageError("--memory-limit-mb is not enforced inside Gramine (it has no RLIMIT_AS): bound each "
                          "process's memory with the manifest's sgx.enclave_size instead")
     try:
-        config = PoolConfig(
+        return PoolConfig(
             workers=args.workers,
             timeout_s=args.timeout_s,
             memory_limit_bytes=args.memory_limit_mb * 1024 * 1024 or None,
@@ -227,16 +265,20 @@ def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    metrics = None
-    if args.metrics_port:
-        from .metrics import PrometheusMetrics
 
-        try:
-            metrics = PrometheusMetrics()
-            metrics.start(args.metrics_port, args.metrics_addr)
-        except OSError as exc:
-            raise UsageError(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc.strerror}") from None
-    Pool(processor, config, metrics).serve(args.bind, stop=stop, on_ready=ready)
+
+def _start_metrics(args: argparse.Namespace) -> Any:
+    """The Prometheus endpoint of `--metrics-port`, serving already, or None."""
+    if not args.metrics_port:
+        return None
+    from .metrics import PrometheusMetrics
+
+    try:
+        metrics = PrometheusMetrics()
+        metrics.start(args.metrics_port, args.metrics_addr)
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc.strerror}") from None
+    return metrics
 
 
 # requester commands ---------------------------------------------------------------------------
@@ -245,7 +287,7 @@ def _serve_pool(processor: Any, args: argparse.Namespace, stop: StopFlag, ready:
 def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", type=endpoint_argument, default=DEFAULT_ENDPOINT,
                         help=f"the worker's ZMQ endpoint (default {DEFAULT_ENDPOINT})")
-    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+    parser.add_argument("--timeout-s", type=SECONDS, default=DEFAULT_TIMEOUT_S,
                         help="seconds to wait for each reply; the worker is asked to stop an order "
                         "after as long (default %(default)g)")
 
@@ -353,7 +395,7 @@ def _run_orders_through_listener(args: argparse.Namespace, orders: Sequence[tupl
         raise UsageError(f"the listener {args.listener} lists no live worker")
     failures = 0
     for worker_id in ids:
-        print(f"worker {worker_id} through {args.listener}", flush=True)
+        say(f"worker {worker_id} through {args.listener}")  # stderr: stdout is the table or the JSON
         with ListenerClient(args.listener, worker_id, args.timeout_s) as client:
             failures += run_orders(client, orders, as_json=args.json)
     return 1 if failures else 0
@@ -404,14 +446,39 @@ def run_demo(args: argparse.Namespace) -> int:
 # entry points ---------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+SERVE_DESCRIPTION = (
+    "Run the worker: serve EEA Trusted Compute v1.1 work orders on a ZMQ endpoint (the wire protocol of "
+    "Hyperledger Avalon's Python worker), in a pool of worker processes that share one identity. The identity "
+    "(signing and encryption keys) is created in --state-dir on the first start and loaded on every later one. "
+    "Options may also come from a TOML file (--config); the command line overrides it."
+)
+DEMO_DESCRIPTION = (
+    "Start a worker with a new identity in a temporary directory, send it the nine sample work orders of "
+    "Avalon's tests/test_work_orders.json, verify each signed, encrypted result, print them and stop the worker. "
+    "Nothing is kept; the worker runs without SGX attestation."
+)
+CONFIG_DESCRIPTION = (
+    "Print the configuration `serve` would run with, from its defaults, the --config file and the options "
+    "given here, as a TOML file that --config reads back."
+)
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The `avalon-worker` parser, and its `serve` and `config` parsers (they take `--config`)."""
     parser = argparse.ArgumentParser(prog="avalon-worker", description="EEA Trusted Compute v1.1 worker and requester tools")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("serve", help="run the worker")
-    _add_server_arguments(p)
-    p.set_defaults(func=run_server)
+    serve = commands.add_parser("serve", help="run the worker", description=SERVE_DESCRIPTION)
+    add_server_arguments(serve)
+    serve.set_defaults(func=run_server)
+
+    config = commands.add_parser("config", help="print the effective configuration of `serve` as TOML",
+                                 description=CONFIG_DESCRIPTION)
+    config.add_argument("--print", action="store_true", required=True,
+                        help="print it (with the serve options given here applied)")
+    add_server_arguments(config)
+    config.set_defaults(func=run_config)
 
     p = commands.add_parser("signup", help="fetch a worker's signup and verify its encryption-key signature")
     _add_client_arguments(p)
@@ -423,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sign", action="store_true", help="sign the request with a fresh requester key")
     p.add_argument("--no-data-hash", action="store_true",
                    help="send no dataHash with the inputs (an unsalted SHA-256 of each, sent in clear: see SECURITY.md)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input items (UTF-8 text), in index order")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="the work order's input items (UTF-8 text), one per INPUT, all sent in index order; the "
+                   "workload decides what it reads (python-hello greets the first: quote a name with spaces)")
     add_policy_arguments(p)
     p.set_defaults(func=run_submit)
 
@@ -445,29 +514,60 @@ def build_parser() -> argparse.ArgumentParser:
     add_listener_command(commands)
     add_pump_command(commands)
 
-    p = commands.add_parser("demo", help="start a worker, run the nine sample work orders, stop it")
-    p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help=argparse.SUPPRESS)
+    p = commands.add_parser("demo", help="start a worker, run the nine sample work orders, stop it",
+                            description=DEMO_DESCRIPTION)
+    p.add_argument("--timeout-s", type=SECONDS, default=DEFAULT_TIMEOUT_S, help=argparse.SUPPRESS)
     p.set_defaults(func=run_demo)
-    return parser
+    return parser, serve, config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `avalon-worker` command line."""
+    return _parsers()[0]
+
+
+def run_config(args: argparse.Namespace) -> int:
+    server = argparse.ArgumentParser()
+    add_server_arguments(server)
+    if args.store:
+        store = urllib.parse.urlsplit(args.store)
+        if store.password is not None:  # never on the screen: it would end up in files and logs
+            user = store.netloc.rpartition("@")[0].partition(":")[0]
+            args.store = urllib.parse.urlunsplit(store._replace(netloc=f"{user}@{store.netloc.rpartition('@')[2]}"))
+            say("the store's password is not shown: give it in PGPASSWORD or ~/.pgpass")
+    print(config_toml(args, server), end="")
+    return 0
+
+
+def _report(exc: Error) -> int:
+    print(f"avalon-worker: {exc.diagnostics()}", file=sys.stderr)
+    return exc.exit_status
 
 
 def _run(func: Any, args: argparse.Namespace) -> int:
     try:
         return int(func(args))
     except Error as exc:
-        print(f"avalon-worker: {exc.diagnostics()}", file=sys.stderr)
-        return exc.exit_status
+        return _report(exc)
     except KeyboardInterrupt:
         return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser, serve, config = _parsers()
+    try:
+        args = parse_with_config(parser, argv, serve, (serve, config))
+    except Error as exc:
+        return _report(exc)
     return _run(args.func, args)
 
 
 def wo_processor_main(argv: Sequence[str] | None = None) -> int:
     """The original worker's command: `wo-processor --bind URL --workload FILE`."""
     parser = argparse.ArgumentParser(prog="wo-processor", description="Run the work-order processor (avalon-worker serve)")
-    _add_server_arguments(parser, legacy=True)
-    return _run(run_server, parser.parse_args(argv))
+    add_server_arguments(parser)
+    try:
+        args = parse_with_config(parser, argv, parser, (parser,))
+    except Error as exc:
+        return _report(exc)
+    return _run(run_server, args)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from .cli_options import POSITIVE_COUNT, SECONDS, add_log_level_argument
 from .pool import DEFAULT_MAX_REQUEST_BYTES
 from .store import DEFAULT_MAX_PENDING, POSTGRES_SCHEMES, Store, StoreError, describe_store, open_store
 from .store.cli import add_store_argument
@@ -113,14 +114,14 @@ def add_listener_command(commands: Any) -> None:
     )
     add_store_argument(parser, required=True)
     parser.add_argument("--listen-http", required=True, metavar="HOST:PORT", help="where to serve HTTP (port 0: any free port)")
-    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+    parser.add_argument("--max-request-bytes", type=POSITIVE_COUNT, default=DEFAULT_MAX_REQUEST_BYTES,
                         help="larger work orders are refused (default %(default)s); as the workers' own limit")
-    parser.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING,
+    parser.add_argument("--max-pending", type=POSITIVE_COUNT, default=DEFAULT_MAX_PENDING,
                         help="pending work orders per worker; more are answered BUSY (default %(default)s)")
-    parser.add_argument("--stale-after-s", type=float, default=30.0,
+    parser.add_argument("--stale-after-s", type=SECONDS, default=30.0,
                         help="a worker without a heartbeat for this long is shown as off-line and left out of "
                         "WorkerLookUp (default %(default)s)")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    add_log_level_argument(parser)
     parser.set_defaults(func=run_listener)
 
 
@@ -158,16 +159,16 @@ def add_pump_command(commands: Any) -> None:
     )
     add_store_argument(parser, required=True)
     parser.add_argument("--endpoint", required=True, help="the worker's ZMQ endpoint, e.g. tcp://127.0.0.1:7777")
-    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+    parser.add_argument("--max-request-bytes", type=POSITIVE_COUNT, default=DEFAULT_MAX_REQUEST_BYTES,
                         help="as the worker's own limit (default %(default)s)")
-    parser.add_argument("--max-in-flight", type=int, default=8,
+    parser.add_argument("--max-in-flight", type=POSITIVE_COUNT, default=8,
                         help="orders sent to the worker and not yet answered (default %(default)s; about "
                         "twice its worker processes)")
-    parser.add_argument("--result-ttl", type=float, default=24 * 3600.0, metavar="S",
+    parser.add_argument("--result-ttl", type=SECONDS, default=24 * 3600.0, metavar="S",
                         help="keep work-order results this many seconds (default: a day)")
-    parser.add_argument("--lease-s", type=float, default=10.0, help=argparse.SUPPRESS)
-    parser.add_argument("--heartbeat-s", type=float, default=5.0, help=argparse.SUPPRESS)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--lease-s", type=SECONDS, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument("--heartbeat-s", type=SECONDS, default=5.0, help=argparse.SUPPRESS)
+    add_log_level_argument(parser)
     parser.set_defaults(func=run_pump)
 
 

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from cryptography import x509
 
+from ..cli_options import SECONDS
 from ..client import DEFAULT_TIMEOUT_S, BadEndpoint, WorkerClient, WorkerUnavailable, check_endpoint
 from ..errors import Error, SetupError
 from .collateral import Collateral, load_collateral
@@ -135,7 +136,7 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: none, so REPORT_DATA must end in zeros)",
     )
     parser.add_argument(
-        "--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+        "--timeout-s", type=SECONDS, default=DEFAULT_TIMEOUT_S,
         help="seconds to wait for the signup (default %(default)g)",
     )
     parser.add_argument(
