@@ -8,8 +8,9 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,28 @@ from aiohttp import web
 from avalon_worker.identity import Identity
 from avalon_worker.listener import Listener, ListenerConfig
 from avalon_worker.signup import signup_document
-from avalon_worker.store import Completion, OrderState, canonical_id
+from avalon_worker.store import Completion, Handoff, LeasedOrder, OrderState, canonical_id
 from avalon_worker.store.sqlite import SQLiteStore
 
 BODY_TIMEOUT_S = 0.5
 MAX_BODY = 64 * 1024
+
+
+@dataclass
+class _TestPump:
+    """The test stands in for the pump: it takes no orders from the listener (they stay in the
+    store, where the test leases them) and records that it was woken."""
+
+    woken: threading.Event
+
+    def handoff(self) -> Handoff:
+        return Handoff("", "test", 10.0, 0)
+
+    def take(self, orders: Sequence[LeasedOrder]) -> None:
+        raise AssertionError("a hand-off of limit 0 gave orders")
+
+    def wake(self) -> None:
+        self.woken.set()
 
 
 class RunningListener:
@@ -33,10 +51,9 @@ class RunningListener:
     def __init__(self, store: SQLiteStore, config: ListenerConfig) -> None:
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1)
-        self.listener = Listener(store, self.executor, config)
-        self.loop = asyncio.new_event_loop()
         self.submitted = threading.Event()
-        self.listener.on_submitted = self.submitted.set
+        self.listener = Listener(store, self.executor, config, pump=_TestPump(self.submitted))
+        self.loop = asyncio.new_event_loop()
         started = threading.Event()
         self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
         self.thread.start()

@@ -15,6 +15,7 @@ import pytest
 
 from avalon_worker.store import (
     Completion,
+    Handoff,
     NewOrder,
     OrderState,
     Store,
@@ -50,6 +51,49 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
 
 def order(number: int, worker: str = WORKER, size: int = 10) -> NewOrder:
     return NewOrder(f"{number:064x}", worker, b"x" * size)
+
+
+class TestHandoff:
+    """A submit may lease its orders to the pump in the listener's own process at once."""
+
+    def test_orders_handed_off_are_leased_to_the_pump_and_not_leased_again(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        handoff = Handoff(WORKER, "local-pump", 30.0, 2)
+        orders = [order(1), order(2, OTHER_WORKER), order(1), order(3), order(4)]
+        outcomes = store.submit(orders, T0, handoff)
+        assert outcomes == [SubmitOutcome.ACCEPTED, SubmitOutcome.ACCEPTED, SubmitOutcome.DUPLICATE,
+                            SubmitOutcome.ACCEPTED, SubmitOutcome.ACCEPTED]
+        taken = handoff.taken(orders, outcomes, T0)
+        # the first two accepted for the hand-off's worker; the other worker's order is not its pump's
+        assert [o.work_order_id for o in taken] == [order(1).work_order_id, order(3).work_order_id]
+        assert all(o.attempts == 1 and o.expires == T0 + 30.0 and o.request == b"x" * 10 for o in taken)
+        # another pump finds only what was not handed off
+        assert [o.work_order_id for o in store.lease(WORKER, "other-pump", 10, 60, T0)] == [order(4).work_order_id]
+        # the hand-off is a lease like any other: renewed and completed by its owner, taken back when it lapses
+        assert store.renew("local-pump", [order(1).work_order_id], 30.0, T0 + 20) == 1
+        assert store.complete([Completion(order(1).work_order_id, b'{"a":1}', False)], T0 + 21) == [True]
+        [again] = store.lease(WORKER, "other-pump", 10, 30, T0 + 31)
+        assert again.work_order_id == order(3).work_order_id and again.attempts == 2
+
+    def test_a_handoff_of_nothing_leaves_every_order_pending(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        handoff = Handoff(WORKER, "local-pump", 30.0, 0)
+        assert handoff.taken([order(1)], store.submit([order(1)], T0, handoff), T0) == []
+        assert [o.work_order_id for o in store.lease(WORKER, "pump", 10, 30, T0)] == [order(1).work_order_id]
+
+
+class TestFinished:
+    def test_only_done_orders_are_returned_with_their_outcomes(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(n) for n in (1, 2, 3)], T0)
+        store.lease(WORKER, "pump", 10, 30, T0)
+        store.complete([Completion(order(1).work_order_id, b'{"a":1}', False),
+                        Completion(order(3).work_order_id, b'{"code":4}', True)], T0)
+        ids = [order(n).work_order_id for n in (1, 2, 3, 9, 1)]
+        found = {c.work_order_id: c for c in store.finished(ids)}
+        assert found == {order(1).work_order_id: Completion(order(1).work_order_id, b'{"a":1}', False),
+                         order(3).work_order_id: Completion(order(3).work_order_id, b'{"code":4}', True)}
+        assert store.finished([]) == []
 
 
 class TestSubmit:

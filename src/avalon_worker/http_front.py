@@ -160,7 +160,7 @@ async def serve(config: FrontConfig, parent_pid: int | None = None) -> None:
     ))
     listener_config = ListenerConfig(max_body_bytes=config.max_request_bytes, result_ttl_s=config.result_ttl_s,
                                      stale_after_s=config.stale_after_s)
-    listener = Listener(store, executor, listener_config, on_submitted=pump.wake)
+    listener = Listener(store, executor, listener_config, pump=pump)
     pump.on_done = listener.order_done
     runner = web.AppRunner(listener.app(), access_log=None, handle_signals=False) if config.listen else None
     unfollow = None

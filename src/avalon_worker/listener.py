@@ -20,13 +20,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from . import listener_api as api
 from .errors import ErrorCode
-from .store import Completion, OrderState, OrderStatus, Store, SubmitOutcome, canonical_id
+from .store import Completion, Handoff, LeasedOrder, OrderState, OrderStatus, Store, SubmitOutcome, canonical_id
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,17 @@ class ListenerConfig:
     recent_outcomes: int = 4096  # outcomes stored by the pump beside us, kept to answer GetResult without a read
 
 
+class LocalPump(Protocol):
+    """The pump in the listener's own process (`pump.Pump`): it takes the orders a submit leases
+    to it in the same transaction, and is woken for the rest."""
+
+    def handoff(self) -> Handoff: ...
+
+    def take(self, orders: Sequence[LeasedOrder]) -> None: ...
+
+    def wake(self) -> None: ...
+
+
 def _reply(body: bytes, *, close: bool = False) -> web.Response:
     response = web.Response(body=body, status=200, content_type=JSON)
     if close:
@@ -58,7 +69,7 @@ class Listener:
     store: Store
     executor: Executor
     config: ListenerConfig = field(default_factory=ListenerConfig)
-    on_submitted: Callable[[], None] = lambda: None  # wakes an in-process pump
+    pump: LocalPump | None = None  # the pump in this process, if any
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
@@ -98,10 +109,8 @@ class Listener:
         """Outcomes stored by a pump in another process (None: any may have been, as after the
         store's notifications reconnect): answer the submits waiting for them."""
         keys = list(self._waiters) if ids is None else [key for key in ids if key in self._waiters]
-        for key in keys:
-            status = await self._store(self.store.status, key)
-            if status is not None and status.state is OrderState.DONE:
-                self.order_done([Completion(key, status.outcome, status.is_error)])
+        if keys:
+            self.order_done(await self._store(self.store.finished, keys))
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -202,15 +211,22 @@ class Listener:
         try:
             while self._batch:
                 batch, self._batch = self._batch, []
+                orders = [item.order for item, _ in batch]
+                handoff = self.pump.handoff() if self.pump is not None else None
+                now = self.clock()
                 try:
-                    outcomes = await self._store(self.store.submit, [item.order for item, _ in batch], self.clock())
+                    outcomes = await self._store(self.store.submit, orders, now, handoff)
                 except Exception as exc:
                     for _, future in batch:
                         future.set_exception(exc)
                     continue
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     future.set_result(outcome)
-                if SubmitOutcome.ACCEPTED in outcomes:
-                    self.on_submitted()
+                if self.pump is not None and handoff is not None:
+                    taken = handoff.taken(orders, outcomes, now)
+                    if taken:
+                        self.pump.take(taken)
+                    if outcomes.count(SubmitOutcome.ACCEPTED) > len(taken):
+                        self.pump.wake()  # the rest wait in the store, or are another worker's
         finally:
             self._flusher = None

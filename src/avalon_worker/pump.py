@@ -21,6 +21,7 @@ import logging
 import secrets
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import zmq.asyncio
 
 from . import jsonio
 from .errors import ErrorCode
-from .store import Completion, LeasedOrder, Store, StoreError, canonical_id
+from .store import Completion, Handoff, LeasedOrder, Store, StoreError, canonical_id
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class Pump:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.connect(self.endpoint)
         self._in_flight: dict[bytes, _InFlight] = {}
+        self._ready: deque[LeasedOrder] = deque()  # handed over by the listener beside us, not sent yet
         self._answered: list[tuple[bytes, bytes]] = []
         self._wake = asyncio.Event()  # orders were submitted: lease now
         self._work = asyncio.Event()  # answers arrived, or orders were submitted
@@ -126,6 +128,18 @@ class Pump:
     def wake(self) -> None:
         """New orders were submitted: look for them now."""
         self._wake.set()
+        self._work.set()
+
+    def handoff(self) -> Handoff:
+        """What a listener in this process may lease to this pump in its submit's transaction:
+        enough to keep the worker busy for two rounds of `max_in_flight`."""
+        room = 2 * self.config.max_in_flight - len(self._in_flight) - len(self._ready)
+        return Handoff(self.worker_id, self.owner, self.config.lease_s, max(room, 0))
+
+    def take(self, orders: Sequence[LeasedOrder]) -> None:
+        """Orders a listener in this process committed leased to this pump: send them as the
+        worker has room, with no `lease` query."""
+        self._ready.extend(orders)
         self._work.set()
 
     async def register(self) -> str:
@@ -182,6 +196,9 @@ class Pump:
             if self._answered:
                 backoff_until = max(backoff_until, await self._settle())
             room = self.config.max_in_flight - len(self._in_flight)
+            if room > 0 and now >= backoff_until and self._ready:
+                await self._send([self._ready.popleft() for _ in range(min(room, len(self._ready)))])
+                room = self.config.max_in_flight - len(self._in_flight)
             if room > 0 and now >= backoff_until and (self._wake.is_set() or now >= next_poll):
                 self._wake.clear()
                 leased = await self._store(self.store.lease, self.worker_id, self.owner, room, self.config.lease_s, now)
@@ -200,7 +217,7 @@ class Pump:
                     logger.info("deleted %d work-order results older than %.0f s", purged, self.config.result_ttl_s)
                 next_purge = now + self.config.purge_every_s
             self._work.clear()
-            if self._answered or (room > 0 and self._wake.is_set() and now >= backoff_until):
+            if self._answered or (room > 0 and (self._wake.is_set() or self._ready) and now >= backoff_until):
                 continue
             until = min(next_renew, next_heartbeat, next_purge, next_poll if room > 0 else next_renew)
             if backoff_until > now:
@@ -261,6 +278,7 @@ class Pump:
             logger.error("%d work orders unanswered for %.0f s were given back to the queue", len(ids), self.config.stuck_after_s)
             await self._store(self.store.release, self.owner, ids)
         ids = [flight.order.work_order_id for flight in self._in_flight.values()]
+        ids += [order.work_order_id for order in self._ready]
         if ids:
             await self._store(self.store.renew, self.owner, ids, self.config.lease_s, now)
 
@@ -274,7 +292,9 @@ class Pump:
                 await asyncio.sleep(0.02)
         if self._answered:
             await self._settle()
-        if self._in_flight:
-            ids = [flight.order.work_order_id for flight in self._in_flight.values()]
-            self._in_flight.clear()
+        ids = [flight.order.work_order_id for flight in self._in_flight.values()]
+        ids += [order.work_order_id for order in self._ready]
+        self._in_flight.clear()
+        self._ready.clear()
+        if ids:
             await self._store(self.store.release, self.owner, ids)

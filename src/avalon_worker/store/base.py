@@ -66,6 +66,25 @@ class NewOrder:
 
 
 @dataclass(frozen=True)
+class Handoff:
+    """Lease accepted orders to a pump at once, in the submit's own transaction: up to `limit`
+    of the orders addressed to `worker_id`, to `owner` for `lease_s`. A listener passes this for
+    the pump in its own process, which then takes the orders from it directly: no `lease` query,
+    no second transaction, no wait for the pump to look."""
+
+    worker_id: str
+    owner: str
+    lease_s: float
+    limit: int
+
+    def taken(self, orders: Sequence[NewOrder], outcomes: Sequence[SubmitOutcome], now: float) -> list[LeasedOrder]:
+        """The orders a submit with this hand-off leased to `owner`, given its outcomes."""
+        chosen = [order for order, outcome in zip(orders, outcomes, strict=True)
+                  if outcome is SubmitOutcome.ACCEPTED and order.worker_id == self.worker_id][: max(self.limit, 0)]
+        return [LeasedOrder(order.work_order_id, order.request, 1, now + self.lease_s) for order in chosen]
+
+
+@dataclass(frozen=True)
 class LeasedOrder:
     """An order handed to a pump until `expires`; `attempts` counts leases, this one included."""
 
@@ -118,8 +137,9 @@ class WorkerRecord:
 class Store(Protocol):
     """A durable work-order store (see the module docstring for the rules)."""
 
-    def submit(self, orders: Sequence[NewOrder], now: float) -> list[SubmitOutcome]:
-        """Keep new orders as pending, in one transaction; one outcome per order, in order."""
+    def submit(self, orders: Sequence[NewOrder], now: float, handoff: Handoff | None = None) -> list[SubmitOutcome]:
+        """Keep new orders as pending, in one transaction; one outcome per order, in order. With
+        `handoff`, the orders `handoff.taken` names are committed leased to its owner instead."""
         ...
 
     def lease(self, worker_id: str, owner: str, limit: int, lease_s: float, now: float) -> list[LeasedOrder]:
@@ -140,6 +160,10 @@ class Store(Protocol):
 
     def status(self, work_order_id: str) -> OrderStatus | None:
         """The order's state and outcome, or None if no such order is kept."""
+        ...
+
+    def finished(self, work_order_ids: Sequence[str]) -> list[Completion]:
+        """The outcomes of those of these orders that are done, in one read."""
         ...
 
     def register_worker(self, worker_id: str, signup: dict[str, Any], now: float) -> None:

@@ -37,6 +37,7 @@ from .base import (
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PENDING_BYTES,
     Completion,
+    Handoff,
     LeasedOrder,
     NewOrder,
     OrderState,
@@ -324,7 +325,7 @@ class PostgresStore:
 
     # orders --------------------------------------------------------------------------------------
 
-    def submit(self, orders: Sequence[NewOrder], now: float) -> list[SubmitOutcome]:
+    def submit(self, orders: Sequence[NewOrder], now: float, handoff: Handoff | None = None) -> list[SubmitOutcome]:
         if not orders:
             return []
 
@@ -373,21 +374,34 @@ class PostgresStore:
                 chosen.append(order)
                 outcomes.append(SubmitOutcome.ACCEPTED)
             if chosen:
+                # Handed off: the first orders for the hand-off's worker, leased to its pump here.
+                taken = handoff.taken(chosen, [SubmitOutcome.ACCEPTED] * len(chosen), now) if handoff else []
+                handed = {o.work_order_id for o in taken}
                 # The notification (one per worker id: PostgreSQL folds equal ones in a transaction)
-                # is delivered at commit, so no pump looks before the orders are there.
+                # is delivered at commit, so no pump looks before the orders are there; orders
+                # handed off need none.
                 inserted = {
                     row[0]
                     for row in connection.execute(
                         "WITH added AS (INSERT INTO work_orders "
-                        "(work_order_id, worker_id, state, request, request_bytes, submitted) "
-                        "SELECT id, worker, %s, request, octet_length(request), %s "
-                        "FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS v(id, worker, request) "
-                        "ON CONFLICT (work_order_id) DO NOTHING RETURNING work_order_id, worker_id) "
-                        "SELECT work_order_id, pg_notify(%s, worker_id) FROM added",
-                        (
-                            PENDING, now, [o.work_order_id for o in chosen], [o.worker_id for o in chosen],
-                            [o.request for o in chosen], ORDERS_CHANNEL,
-                        ),
+                        "(work_order_id, worker_id, state, request, request_bytes, submitted, lease_owner, "
+                        "lease_expires, attempts) "
+                        "SELECT id, worker, CASE WHEN handed THEN %(leased)s ELSE %(pending)s END, request, "
+                        "octet_length(request), %(now)s, CASE WHEN handed THEN %(owner)s END, "
+                        "CASE WHEN handed THEN %(expires)s::double precision END, CASE WHEN handed THEN 1 ELSE 0 END "
+                        "FROM unnest(%(ids)s::text[], %(workers)s::text[], %(requests)s::bytea[], %(handed)s::boolean[]) "
+                        "AS v(id, worker, request, handed) "
+                        "ON CONFLICT (work_order_id) DO NOTHING RETURNING work_order_id, worker_id, state) "
+                        "SELECT work_order_id, CASE WHEN state = %(pending)s THEN pg_notify(%(channel)s, worker_id) END "
+                        "FROM added",
+                        {
+                            "leased": LEASED, "pending": PENDING, "now": now,
+                            "owner": handoff.owner if handoff else None,
+                            "expires": now + handoff.lease_s if handoff else None,
+                            "ids": [o.work_order_id for o in chosen], "workers": [o.worker_id for o in chosen],
+                            "requests": [o.request for o in chosen],
+                            "handed": [o.work_order_id in handed for o in chosen], "channel": ORDERS_CHANNEL,
+                        },
                     )
                 }
                 chosen_ids = {o.work_order_id for o in chosen}
@@ -510,6 +524,19 @@ class PostgresStore:
         if row[0] != DONE:
             return OrderStatus(OrderState.PENDING)
         return OrderStatus(OrderState.DONE, bytes(row[1]), bool(row[2]))
+
+    def finished(self, work_order_ids: Sequence[str]) -> list[Completion]:
+        ids = list(dict.fromkeys(work_order_ids))
+        if not ids:
+            return []
+        rows = self._run(
+            lambda c, _: c.execute(
+                "SELECT work_order_id, outcome, is_error FROM work_orders WHERE work_order_id = ANY(%s) AND state = %s",
+                (ids, DONE),
+            ).fetchall(),
+            transaction=False,
+        )
+        return [Completion(row[0], bytes(row[1]), bool(row[2])) for row in rows]
 
     def purge(self, result_ttl_s: float, now: float) -> int:
         count: int = self._run(

@@ -22,6 +22,7 @@ from .base import (
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PENDING_BYTES,
     Completion,
+    Handoff,
     LeasedOrder,
     NewOrder,
     OrderState,
@@ -61,6 +62,9 @@ CREATE TABLE IF NOT EXISTS workers (
     heartbeat REAL NOT NULL
 );
 """
+
+
+_MAX_PARAMETERS = 500  # ids per statement in batched reads (SQLite allows 32,766 parameters)
 
 
 def _placeholders(count: int) -> str:
@@ -143,23 +147,28 @@ class SQLiteStore:
 
     # orders --------------------------------------------------------------------------------------
 
-    def submit(self, orders: Sequence[NewOrder], now: float) -> list[SubmitOutcome]:
+    def submit(self, orders: Sequence[NewOrder], now: float, handoff: Handoff | None = None) -> list[SubmitOutcome]:
         added: dict[str, list[int]] = {}
 
         def work(db: sqlite3.Connection) -> list[SubmitOutcome]:
             outcomes = []
+            to_hand = handoff.limit if handoff is not None else 0
             for order in orders:
                 count, size = self._pending.get(order.worker_id, (0, 0))
                 extra = added.setdefault(order.worker_id, [0, 0])
                 if count + extra[0] >= self.max_pending or size + extra[1] + len(order.request) > self.max_pending_bytes:
                     outcomes.append(SubmitOutcome.QUEUE_FULL)
                     continue
+                handed = to_hand > 0 and handoff is not None and order.worker_id == handoff.worker_id
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO orders (work_order_id, worker_id, state, request, request_bytes, submitted) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (order.work_order_id, order.worker_id, PENDING, order.request, len(order.request), now),
+                    "INSERT OR IGNORE INTO orders (work_order_id, worker_id, state, request, request_bytes, submitted, "
+                    "lease_owner, lease_expires, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (order.work_order_id, order.worker_id, LEASED if handed else PENDING, order.request,
+                     len(order.request), now, handoff.owner if handed and handoff else None,
+                     now + handoff.lease_s if handed and handoff else None, int(handed)),
                 )
                 if cursor.rowcount == 1:
+                    to_hand -= handed
                     extra[0] += 1
                     extra[1] += len(order.request)
                     outcomes.append(SubmitOutcome.ACCEPTED)
@@ -251,6 +260,22 @@ class SQLiteStore:
         if row[0] != DONE:
             return OrderStatus(OrderState.PENDING)
         return OrderStatus(OrderState.DONE, bytes(row[1]), bool(row[2]))
+
+    def finished(self, work_order_ids: Sequence[str]) -> list[Completion]:
+        ids = list(dict.fromkeys(work_order_ids))
+        found: list[Completion] = []
+        with self._lock:
+            for first in range(0, len(ids), _MAX_PARAMETERS):
+                chunk = ids[first : first + _MAX_PARAMETERS]
+                found += [
+                    Completion(row[0], bytes(row[1]), bool(row[2]))
+                    for row in self._db.execute(
+                        f"SELECT work_order_id, outcome, is_error FROM orders WHERE state = ? "
+                        f"AND work_order_id IN ({_placeholders(len(chunk))})",
+                        (DONE, *chunk),
+                    )
+                ]
+        return found
 
     def purge(self, result_ttl_s: float, now: float) -> int:
         count: int = self._write(
