@@ -8,9 +8,10 @@ back as the order's outcome; BUSY (8) puts the order back in the queue instead. 
 in flight are renewed; when the pump or its host dies they expire and the orders are leased again
 (the store keeps only the first outcome, so an order never ends with two).
 
-One DEALER socket carries every order in flight: each request goes out behind a routing frame
-of its own (`[tag, "", frame]`), which the worker's ROUTER (or REP) envelope hands back with the
-reply, so replies are matched to orders whatever order they arrive in.
+One DEALER connection (`_internal.dealer`) carries every order in flight: each request goes
+out behind a routing frame of its own (`[tag, "", frame]`), which the worker's ROUTER (or REP)
+envelope hands back with the reply, so replies are matched to orders whatever order they arrive
+in. If the connection drops, the orders it carried go back to the queue at once.
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import zmq
-import zmq.asyncio
-
 from . import jsonio
+from ._internal.dealer import DealerConnection
 from .errors import ErrorCode
 from .store import Completion, Handoff, LeasedOrder, Store, StoreError, canonical_id
 
@@ -53,6 +52,7 @@ class PumpConfig:
     stuck_after_s: float = 300.0  # an order unanswered this long is given back (the pool answers long before)
     busy_backoff_s: float = 0.05
     signup_timeout_s: float = 30.0
+    max_reply_bytes: int = 1 << 30  # a reply larger than this breaks the connection
 
 
 def work_order_frame(request: bytes, outer_id: int) -> bytes:
@@ -110,10 +110,11 @@ class Pump:
     owner: str = field(default_factory=lambda: "pump-" + secrets.token_hex(8))
 
     def __post_init__(self) -> None:
-        self._context = zmq.asyncio.Context()
-        self._sock = self._context.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(self.endpoint)
+        self._dealer = DealerConnection(self.endpoint, self._on_message, max_message_bytes=self.config.max_reply_bytes,
+                                        on_reconnect=self._on_reconnect)
+        self._signup_reply: asyncio.Future[bytes] | None = None
+        self._signup_tag = b""
+        self._lost: list[str] = []  # sent on a connection that dropped: back to the queue
         self._in_flight: dict[bytes, _InFlight] = {}
         self._ready: deque[LeasedOrder] = deque()  # handed over by the listener beside us, not sent yet
         self._answered: list[tuple[bytes, bytes]] = []
@@ -144,17 +145,22 @@ class Pump:
 
     async def register(self) -> str:
         """Fetch the worker's signup over ZMQ and register it; return the worker id."""
-        tag = self._tag()
-        await self._sock.send_multipart([tag, b"", SIGNUP_FRAME])
         deadline = time.monotonic() + self.config.signup_timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await self._sock.poll(remaining * 1000):
-                raise TimeoutError(f"the worker at {self.endpoint} did not answer ProcessWorkerSignup")
-            parts = await self._sock.recv_multipart()
-            if parts[0] == tag:
-                break
-        signup = jsonio.loads(parts[-1])
+        while not self._dealer.connected:  # the worker may still be starting
+            try:
+                await self._dealer.connect(max(deadline - time.monotonic(), 0.001))
+            except (OSError, asyncio.TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"no worker answers at {self.endpoint}") from None
+                await asyncio.sleep(0.1)
+        self._signup_tag = self._tag()
+        self._signup_reply = asyncio.get_running_loop().create_future()
+        self._dealer.send([self._signup_tag, b"", SIGNUP_FRAME])
+        try:
+            frame = await asyncio.wait_for(self._signup_reply, max(deadline - time.monotonic(), 0.001))
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the worker at {self.endpoint} did not answer ProcessWorkerSignup") from None
+        signup = jsonio.loads(frame)
         self.worker_id = worker_id_of(signup)
         await self._store(self.store.register_worker, self.worker_id, signup, self.clock())
         return self.worker_id
@@ -163,9 +169,23 @@ class Pump:
         self._next_tag += 1
         return _TAG.pack(self._next_tag)
 
+    def _on_message(self, parts: list[bytes]) -> None:
+        if len(parts) < 3:
+            return
+        if parts[0] in self._in_flight:
+            self._answered.append((parts[0], parts[-1]))
+            self._work.set()
+        elif parts[0] == self._signup_tag and self._signup_reply is not None and not self._signup_reply.done():
+            self._signup_reply.set_result(parts[-1])
+
+    def _on_reconnect(self) -> None:
+        """The replies to what went out on the old connection will never come."""
+        self._lost += [flight.order.work_order_id for flight in self._in_flight.values()]
+        self._in_flight.clear()
+        self._work.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Pump until `stop` is set, then wait briefly for answers and give back the rest."""
-        receiver = asyncio.create_task(self._receive())
         try:
             while not stop.is_set():
                 try:
@@ -182,9 +202,7 @@ class Pump:
                 await self._drain()
             except StoreError as exc:
                 logger.error("could not give back the orders in flight (%s); their leases will expire", exc)
-            receiver.cancel()
-            self._sock.close(linger=0)
-            self._context.term()
+            self._dealer.close()
 
     async def _pump(self, stop: asyncio.Event) -> None:
         now = self.clock()
@@ -195,14 +213,17 @@ class Pump:
             now = self.clock()
             if self._answered:
                 backoff_until = max(backoff_until, await self._settle())
-            room = self.config.max_in_flight - len(self._in_flight)
+            if self._lost:
+                lost, self._lost = self._lost, []
+                await self._store(self.store.release, self.owner, lost)
+            room = self.config.max_in_flight - len(self._in_flight) if self._dealer.connected else 0
             if room > 0 and now >= backoff_until and self._ready:
-                await self._send([self._ready.popleft() for _ in range(min(room, len(self._ready)))])
+                self._send([self._ready.popleft() for _ in range(min(room, len(self._ready)))])
                 room = self.config.max_in_flight - len(self._in_flight)
             if room > 0 and now >= backoff_until and (self._wake.is_set() or now >= next_poll):
                 self._wake.clear()
                 leased = await self._store(self.store.lease, self.worker_id, self.owner, room, self.config.lease_s, now)
-                await self._send(leased)
+                self._send(leased)
                 # A full batch means more may be waiting: look again at once.
                 next_poll = now if len(leased) == room else now + self.config.poll_s
             if now >= next_renew:
@@ -234,20 +255,13 @@ class Pump:
             for waiter in waits:
                 waiter.cancel()
 
-    async def _send(self, leased: Sequence[LeasedOrder]) -> None:
+    def _send(self, leased: Sequence[LeasedOrder]) -> None:
         now = self.clock()
         for order in leased:
             tag = self._tag()
             self._in_flight[tag] = _InFlight(order, now)
-            frame = work_order_frame(order.request, self._next_tag)
-            await self._sock.send_multipart([tag, b"", frame], copy=len(frame) < 65536)
-
-    async def _receive(self) -> None:
-        while True:
-            parts = await self._sock.recv_multipart()
-            if len(parts) >= 3 and parts[0] in self._in_flight:
-                self._answered.append((parts[0], parts[-1]))
-                self._work.set()
+            if not self._dealer.send([tag, b"", work_order_frame(order.request, self._next_tag)]):
+                self._on_reconnect()  # the connection dropped just now: these go back to the queue
 
     async def _settle(self) -> float:
         """Store the outcomes that arrived; give busy orders back. Return when to lease again."""
