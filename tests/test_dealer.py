@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,9 +47,19 @@ class Echo:
         self.sock.close(linger=0)
 
     def restart(self) -> None:
-        """Close the socket (the connection drops) and bind again on the same endpoint."""
+        """Close the socket (the connection drops) and bind again on the same endpoint (libzmq
+        lets go of the port from its I/O thread, a moment after the close)."""
         self.close()
-        self._bind(self.endpoint)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._bind(self.endpoint)
+                return
+            except zmq.ZMQError:
+                self.sock.close(linger=0)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 @pytest.fixture()

@@ -257,11 +257,13 @@ class Pump:
 
     def _send(self, leased: Sequence[LeasedOrder]) -> None:
         now = self.clock()
+        messages = []
         for order in leased:
             tag = self._tag()
             self._in_flight[tag] = _InFlight(order, now)
-            if not self._dealer.send([tag, b"", work_order_frame(order.request, self._next_tag)]):
-                self._on_reconnect()  # the connection dropped just now: these go back to the queue
+            messages.append([tag, b"", work_order_frame(order.request, self._next_tag)])
+        if messages and not self._dealer.send(*messages):
+            self._on_reconnect()  # the connection dropped just now: these go back to the queue
 
     async def _settle(self) -> float:
         """Store the outcomes that arrived; give busy orders back. Return when to lease again."""

@@ -111,12 +111,16 @@ class DealerConnection:
             raise
         return protocol
 
-    def send(self, parts: Sequence[bytes]) -> bool:
-        """Queue one multipart message; False if there is no connection right now."""
+    def send(self, *messages: Sequence[bytes]) -> bool:
+        """Queue multipart messages, written together (one system call for a batch); False if
+        there is no connection right now."""
         if not self.connected:
             return False
         assert self._protocol is not None and self._protocol.transport is not None
-        self._protocol.transport.writelines(message_buffers(list(parts)))
+        buffers = []
+        for parts in messages:
+            buffers += message_buffers(list(parts))
+        self._protocol.transport.writelines(buffers)
         return True
 
     def close(self) -> None:
