@@ -269,10 +269,17 @@ class PostgresStore:
             except psycopg.Error as exc:
                 raise StoreError(f"cannot use the PostgreSQL store {self.where}: {exc}") from None
 
-    def _run(self, work: Callable[[psycopg.Connection[Any], bool], T], *, transaction: bool = True) -> T:
+    def _run(
+        self, work: Callable[[psycopg.Connection[Any], bool], T], *, transaction: bool = True, durable: bool = True
+    ) -> T:
         """Run `work(connection, retrying)` in one transaction; on a lost connection, again on a
         new one until `reconnect_s` has passed. `retrying` tells `work` that an earlier attempt may
-        have committed without our knowing."""
+        have committed without our knowing.
+
+        Orders and outcomes are durable: the commit returns once the WAL is flushed. Leases,
+        renewals, releases, heartbeats and purges are not (`synchronous_commit` off for their
+        transaction): a crash of the database server may forget the last of them, which costs no
+        more than a lease taken again, and they skip the wait for the flush, as in the SQLite store."""
         deadline = time.monotonic() + self.reconnect_s
         delay = 0.05
         retrying = False
@@ -282,6 +289,8 @@ class PostgresStore:
                     if not transaction:
                         return work(connection, retrying)
                     with connection.transaction():
+                        if not durable:
+                            connection.execute("SET LOCAL synchronous_commit TO off")
                         return work(connection, retrying)
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 if time.monotonic() + delay >= deadline:
@@ -438,7 +447,7 @@ class PostgresStore:
             rows.sort(key=lambda row: row[3])
             return [LeasedOrder(row[0], bytes(row[1]), row[2], expires) for row in rows]
 
-        leased: list[LeasedOrder] = self._run(work)
+        leased: list[LeasedOrder] = self._run(work, durable=False)
         return leased
 
     def renew(self, owner: str, work_order_ids: Sequence[str], lease_s: float, now: float) -> int:
@@ -471,7 +480,7 @@ class PostgresStore:
                 )
             return len(rows)
 
-        count: int = self._run(work)
+        count: int = self._run(work, durable=False)
         return count
 
     def complete(self, completions: Sequence[Completion], now: float) -> list[bool]:
@@ -542,7 +551,8 @@ class PostgresStore:
         count: int = self._run(
             lambda c, _: c.execute(
                 "DELETE FROM work_orders WHERE state = %s AND completed < %s", (DONE, now - result_ttl_s)
-            ).rowcount
+            ).rowcount,
+            durable=False,
         )
         return count
 
@@ -561,7 +571,8 @@ class PostgresStore:
         self._run(
             lambda c, _: c.execute(
                 "UPDATE workers SET heartbeat = greatest(heartbeat, %s) WHERE worker_id = %s", (now, worker_id)
-            )
+            ),
+            durable=False,
         )
 
     def worker(self, worker_id: str) -> WorkerRecord | None:
