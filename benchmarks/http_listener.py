@@ -2,7 +2,7 @@
 """Work orders per second through the HTTP listener on its SQLite store and on a shared
 PostgreSQL, next to direct ZMQ, in the same run; and what the store costs per order.
 
-One `avalon-worker serve --listen-http` (RSA-2048, `--workers N`) is driven three ways, in turn,
+One `avalon-worker serve --listen-http` (RSA-2048 unless `--rsa-bits` says otherwise, `--workers N`) is driven three ways, in turn,
 for `--rounds` rounds (the figures are the median round's):
 - direct: `throughput.py`'s load generator over ZMQ (fresh session key per order, python-hello);
 - HTTP: a load generator process (plain keep-alive HTTP/1.1 connections) that submits each
@@ -53,16 +53,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from postgres_server import PostgresServer, PostgresUnavailable  # noqa: E402 (the tests' throwaway server)
 
 
-def start_worker(state_dir: str, workers: int) -> tuple[subprocess.Popen[str], str, str]:
+def start_worker(state_dir: str, workers: int, bits: int = 2048) -> tuple[subprocess.Popen[str], str, str]:
     command = [sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir,
-               "--rsa-bits", "2048", "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR",
+               "--rsa-bits", str(bits), "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR",
                "--listen-http", "127.0.0.1:0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     endpoint, url = read_ready(process, READY_PREFIX)
     return process, endpoint, url
 
 
-def start_postgres_path(state_dir: str, workers: int, store_url: str) -> tuple[list[subprocess.Popen[str]], str, dict[str, list[int]]]:
+def start_postgres_path(state_dir: str, workers: int, store_url: str, bits: int = 2048) -> tuple[list[subprocess.Popen[str]], str, dict[str, list[int]]]:
     """A worker host pulling from `store_url` and a stateless listener: the processes, the
     listener's URL and the processes by role."""
     from avalon_worker.http_front import PUMP_READY_PREFIX
@@ -77,7 +77,7 @@ def start_postgres_path(state_dir: str, workers: int, store_url: str) -> tuple[l
                 raise SystemExit(f"{command[0]} stopped before it was ready (exit {process.wait()})")
         return process, line[len(prefix):].strip()
 
-    host, _ = start(["serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir, "--rsa-bits", "2048",
+    host, _ = start(["serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir, "--rsa-bits", str(bits),
                      "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR", "--store", store_url],
                     PUMP_READY_PREFIX)
     listener, url = start(["listener", "--store", store_url, "--listen-http", "127.0.0.1:0", "--log-level", "ERROR"],
@@ -286,6 +286,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="worker processes")
     parser.add_argument("--concurrency", type=int, default=32, help="HTTP connections, each with one order at a time")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the median round's")
+    parser.add_argument("--rsa-bits", type=int, default=2048, choices=(2048, 3072),
+                        help="the workers' key (default 2048; the worker's own default is 3072)")
     parser.add_argument("--write", metavar="FILE", help="also write the results as Markdown to FILE")
     args = parser.parse_args()
 
@@ -303,14 +305,14 @@ def main() -> int:
         server = None
     with tempfile.TemporaryDirectory() as state:
         try:
-            process, endpoint, url = start_worker(state, args.workers)
+            process, endpoint, url = start_worker(state, args.workers, args.rsa_bits)
         except BaseException:
             if server is not None:
                 server.remove()
             raise
         try:
             if server is not None:
-                pg_processes, pg_url, pg_roles = start_postgres_path(f"{state}/pg", args.workers, server.url())
+                pg_processes, pg_url, pg_roles = start_postgres_path(f"{state}/pg", args.workers, server.url(), args.rsa_bits)
                 pg_roles["postgres"] = postgres_processes(server)
                 with urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - our own listener on loopback
                         pg_url, b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":{}}')) as answer:
@@ -342,7 +344,7 @@ def main() -> int:
     lines = [
         f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores (shared), "
         f"{platform.python_implementation()} {platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
-        f"worker: `serve --workers {args.workers} --rsa-bits 2048 --log-level ERROR --listen-http`; python-hello, "
+        f"worker: `serve --workers {args.workers} --rsa-bits {args.rsa_bits} --log-level ERROR --listen-http`; python-hello, "
         f"fresh session key per order; median of {args.rounds} rounds of {args.seconds:g} s",
         "",
         "| path | orders/s | p50 ms | p99 ms | CPU µs/order: supervisor + workers + front door + load generator |",
