@@ -4,6 +4,7 @@ processes take the requests, and requesters speak to the listeners as Avalon's S
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from test_listener_end_to_end import HttpWorker, expected_output, sample_orders
 from avalon_worker.http_front import PUMP_READY_PREFIX
 from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
 
-from conftest import launch_worker, run_cli, start_postgres
+from conftest import MISBEHAVING_REGISTRY, launch_worker, run_cli, start_postgres
 from postgres_server import PostgresServer
 
 TESTS = Path(__file__).parent
@@ -292,3 +293,37 @@ def test_a_pump_beside_a_worker_whose_command_line_is_fixed(deployment: Deployme
         assert sdk.run(listener.url, worker, "python-fib", ["30"], poll_s=POLL_S) == [b"Fibonacci number at position 30 = 832040"]
     finally:
         worker_process.stop()
+
+
+def test_a_pump_gives_back_at_once_what_a_restarted_worker_never_answered(deployment: Deployment, tmp_path: Path) -> None:
+    """The worker behind a `pump` is killed mid-order and started again on the same endpoint:
+    the pump connects again and the order runs on the new worker process straight away, not
+    after the pump's give-up time for unanswered orders (300 s)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    options = ["--workers", "1", "--insecure-reuse-session-iv", "--bind", endpoint, "--workloads", MISBEHAVING_REGISTRY]
+    state = deployment.root / "restarted"
+    first = launch_worker(state, options)
+    second = None
+    try:
+        command = [sys.executable, "-m", "avalon_worker", "pump", "--store", deployment.store_url,
+                   "--endpoint", endpoint, "--log-level", "WARNING"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        pump = Service(process, "", "", worker_id=_read_ready(process, PUMP_READY_PREFIX, "the pump"))
+        deployment.services.append(pump)
+        listener = deployment.listener()
+        worker = sdk.retrieve(listener.url, pump.worker_id)
+        marker = tmp_path / "running"
+        order = submit_pending(listener.url, worker, "mark-then-sleep", f"{marker} 1")
+        wait_for(marker.exists, "the order to start")
+        first.process.kill()
+        first.process.wait()
+        second = launch_worker(state, options)  # the same identity on the same endpoint
+        answer = sdk.get_result(listener.url, order.work_order_id, poll_s=0.5, max_polls=60)
+        assert sdk.open_result(worker, order, answer) == [b"slept 1"]
+        assert order_rows(deployment.store_url)[order.work_order_id][1:] == (2, 2)  # done, on its second lease
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
