@@ -242,10 +242,63 @@ class TestPrefetch:
 class TestTimeLimits:
     def test_a_requests_own_limit_is_a_timer_to_the_millisecond(self) -> None:
         s, _ = started(PoolConfig(workers=1, timeout_s=60))
-        [send] = arrive(s, 1, 10.0, timeout_ms=7)
+        arrive(s, 1, 10.0, timeout_ms=7)
         assert s.next_timer() == pytest.approx(10.007)
         assert s.time_passed(10.0069) == []
-        assert s.time_passed(10.007) == [Kill(send.process)]
+        [(who, reply)] = replies(s.time_passed(10.007))
+        assert who == b"\x00client-1" and reply["error"]["code"] == 1 and "exceeded its time limit" in reply["error"]["message"]
+
+    def test_a_requests_own_limit_answers_it_but_the_process_runs_on_and_is_reused(self) -> None:
+        s, spawned = started(PoolConfig(workers=1, timeout_s=60))
+        [send] = arrive(s, 1, 0.0, timeout_ms=1)
+        actions = s.time_passed(0.001)
+        assert of(actions, Kill) == [] and len(of(actions, Reply)) == 1
+        assert arrive(s, 2, 0.002) == []  # its process is still busy: the next order waits
+        actions = answer(s, send, 0.5, b'{"result":"late"}')
+        assert of(actions, Reply) == []  # the late result goes nowhere
+        [second] = of(actions, Send)
+        assert second.process == send.process and json.loads(second.frame)["id"] == 2
+        assert replies(answer(s, second, 0.6)) == [(b"\x00client-2", {"result": "ok"})]
+        assert of(actions, Spawn) == [] and set(s.processes) == {a.process for a in spawned}
+
+    def test_many_orders_with_a_one_millisecond_limit_replace_no_process(self) -> None:
+        s, spawned = started(PoolConfig(workers=2, timeout_s=60))
+        seen: list = []
+        running: list[tuple[float, Send]] = []  # each order takes its process 3 ms
+        now = 0.0
+        for n in range(1, 21):
+            seen += arrive(s, n, now, timeout_ms=1)
+            for _ in range(4):
+                now = round(now + 0.001, 3)
+                seen += s.time_passed(now)
+                running += [(now + 0.003, send) for send in seen if type(send) is Send]
+                seen = [a for a in seen if type(a) is not Send]
+                for done in [entry for entry in running if entry[0] <= now]:
+                    running.remove(done)
+                    seen += answer(s, done[1], now)
+            assert len([r for r in replies(seen) if r[0] == b"\x00client-%d" % n]) == 1
+        assert of(seen, Kill) == [] and of(seen, Spawn) == []
+        assert set(s.processes) == {a.process for a in spawned}
+
+    def test_the_operators_limit_still_kills_an_order_answered_at_the_requesters(self) -> None:
+        s, spawned = started(PoolConfig(workers=1, timeout_s=2))
+        [send] = arrive(s, 1, 0.0, timeout_ms=5)
+        assert len(of(s.time_passed(0.005), Reply)) == 1
+        assert s.next_timer() == pytest.approx(2.0)
+        assert s.time_passed(2.0) == [Kill(send.process)]
+        actions = s.exited(send.process, "was killed by SIGKILL", 2.0)
+        assert of(actions, Reply) == []  # answered once, at 5 ms
+        assert spawned[1].process in s.processes and len(of(actions, Spawn)) == 1  # the spare took over
+
+    def test_a_stop_does_not_wait_for_orders_already_answered_at_their_requesters_limit(self) -> None:
+        s, _ = started(PoolConfig(workers=1, timeout_s=60))
+        [send] = arrive(s, 1, 0.0, timeout_ms=1)
+        s.time_passed(0.001)
+        assert s.in_flight(0.002) == (0, 0, 0.0)
+        assert s.stop(0.002) == [Kill(send.process)]
+        assert not s.finished
+        assert of(s.exited(send.process, "was killed by SIGKILL", 0.003), Reply) == []
+        assert s.finished
 
     def test_the_configured_limit_applies_when_the_request_has_none(self) -> None:
         s, _ = started(PoolConfig(workers=1, timeout_s=2))

@@ -13,8 +13,12 @@ Rules:
   running order turns slow (INSPECT_AFTER_S), those are revoked and go to the next free process.
 - Every order carries a sequence number; a reply must echo the number of the order its process
   runs. Anything else stops that process and answers its orders with error 1.
-- Time limits run from receipt, on timers: the order is answered with error 1 and its process
-  killed; an order whose limit passes before it starts is answered without killing anything.
+- Time limits run from receipt, on timers. The operator's limit (`timeout_s`) is the only one
+  that kills: the order is answered with error 1 and its process killed. A requester's shorter
+  `responseTimeoutMSecs` only answers that requester early (error 1); its process runs on,
+  bounded by the operator's limit, its late reply is dropped and the process is reused (a new
+  process is a new enclave under SGX: a requester must not be able to force one per order). An
+  order whose limit passes before it starts is answered without running or killing anything.
 - A lost process's running order is answered with error 1, the orders it had not started are
   requeued in front, and a warm spare takes its place (a new spare is started behind it).
 """
@@ -153,19 +157,21 @@ class Metrics:
 class Job:
     """One order from receipt to answer."""
 
-    __slots__ = ("seq", "envelope", "frame", "received", "deadline", "started", "process", "inspected",
-                 "revoking", "reply_id", "work_order_id", "workload")
+    __slots__ = ("seq", "envelope", "frame", "received", "deadline", "kill_at", "started", "process", "inspected",
+                 "revoking", "answered", "reply_id", "work_order_id", "workload")
 
-    def __init__(self, seq: int, envelope: list[bytes], frame: bytes, received: float, deadline: float) -> None:
+    def __init__(self, seq: int, envelope: list[bytes], frame: bytes, received: float, deadline: float, kill_at: float) -> None:
         self.seq = seq
         self.envelope = envelope
         self.frame = frame
         self.received = received
-        self.deadline = deadline
+        self.deadline = deadline  # answered by then (the requester's limit, or the operator's)
+        self.kill_at = kill_at  # its process is killed if still running it then (the operator's limit)
         self.started = 0.0  # when it became its process's running order
         self.process: _Process | None = None
         self.inspected = False
         self.revoking = False  # revoked while its process may have started it: wait for its word
+        self.answered = False  # answered at the requester's limit while it runs on: its reply is dropped
         self.reply_id: Any = None
         self.work_order_id: str | None = None
         self.workload = "-"
@@ -214,7 +220,8 @@ class Scheduler:
         self.queue: deque[Job] = deque()
         self.queued_bytes = 0
         self.stopping = False
-        self._jobs: dict[int, Job] = {}  # every order not yet answered, by sequence number
+        self._jobs: dict[int, Job] = {}  # every order not yet answered or still running, by sequence number
+        self._abandoned = 0  # of those, orders answered at their requester's limit that still run
         self._timers: list[tuple[float, int]] = []  # (when, seq), a heap; stale entries dropped lazily
         self._seqs = count(1)
         self._ids = count(1)
@@ -244,12 +251,12 @@ class Scheduler:
             self._reply(envelope, invalid(None, "send each request as one frame"))
             return self._take()
         frame = body[0]
-        deadline = now + self.timeout_s
+        kill_at = deadline = now + self.timeout_s
         if not self.inline:
             timeout_ms = scan_timeout_ms(frame)
             if timeout_ms:
                 deadline = min(deadline, now + timeout_ms / 1000)
-        job = Job(next(self._seqs), envelope, frame, now, deadline)
+        job = Job(next(self._seqs), envelope, frame, now, deadline, kill_at)
         if self.stopping:
             self._refuse(job, ErrorCode.BUSY, "the worker is shutting down; send this work order elsewhere or later", "busy", now)
         elif self.idle:
@@ -285,6 +292,9 @@ class Scheduler:
             else:
                 self.idle.pop()
                 self._run(process, self._dequeue(), now)
+        if job.answered:  # its requester had its answer at its own time limit
+            self._abandoned -= 1
+            return self._take()
         split = payload.index(b"\n")
         self._reply(job.envelope, memoryview(payload)[split + 1 :])
         if self._reporting:
@@ -356,10 +366,15 @@ class Scheduler:
                 logger.error("work order %s workload=%r: time limit exceeded, process replaced", first.work_order_id or "-", first.workload)
                 message, status = f"workload {first.workload!r} exceeded its time limit; its process was stopped and replaced", "timeout"
             else:
-                logger.error("work order %s workload=%r: worker process %s", first.work_order_id or "-", first.workload, reason)
+                if not (first.answered and self.stopping):  # else stopped by us, for no one
+                    logger.error("work order %s workload=%r: worker process %s", first.work_order_id or "-", first.workload, reason)
                 message, status = f"the workload's process {reason} before answering; it was replaced", "error 1"
             for job in lost:
-                self._refuse(job, ErrorCode.UNKNOWN_ERROR, message, status, now)
+                if job.answered:  # answered at its requester's limit already
+                    self._abandoned -= 1
+                    del self._jobs[job.seq]
+                else:
+                    self._refuse(job, ErrorCode.UNKNOWN_ERROR, message, status, now)
         if process.spare:
             self._keep_spares()
         elif not (self.stopping and not self.queue):
@@ -396,6 +411,8 @@ class Scheduler:
         process has been given, 1 for the rest — and take no more. The loop then kills the processes."""
         self.stopping = True
         for job in list(self._jobs.values()):
+            if job.answered:
+                continue
             if job.process is None:
                 self._refuse(job, ErrorCode.BUSY, "the worker was stopped before it ran this work order; "
                              "send it elsewhere or later", "busy", now)
@@ -412,12 +429,12 @@ class Scheduler:
         """Orders given to a process, orders queued, and the seconds until the last of their
         time limits (inf when an order has none)."""
         queued = len(self.queue)
-        latest = max((job.deadline for job in self._jobs.values()), default=now)
-        return len(self._jobs) - queued, queued, latest - now
+        latest = max((job.deadline for job in self._jobs.values() if not job.answered), default=now)
+        return len(self._jobs) - self._abandoned - queued, queued, latest - now
 
     @property
     def finished(self) -> bool:
-        """Stopping, and every order has been answered."""
+        """Stopping, every order has been answered, and no process runs one any more."""
         return self.stopping and not self._jobs
 
     def next_timer(self) -> float | None:
@@ -447,6 +464,11 @@ class Scheduler:
     # internals -----------------------------------------------------------------------------------
 
     def _take(self) -> list[Action]:
+        if self.stopping and self._abandoned and len(self._jobs) == self._abandoned:
+            # every requester has its answer: orders still running for nobody are not waited for
+            for job in self._jobs.values():
+                if job.process is not None:
+                    self._kill(job.process)
         actions, self._actions = self._actions, []
         return actions
 
@@ -507,6 +529,8 @@ class Scheduler:
         """`job` is its process's running order from `now`. It is inspected at INSPECT_AFTER_S
         if orders wait behind it, or if its time limit could lie beyond what was scanned."""
         job.started = now
+        if now >= job.deadline:  # its timer fired while it waited in the process (revoked too late)
+            self._timer(now, job.seq)
         if not self.inline and not job.inspected and (len(job.frame) > _SCAN_BYTES or job.process is None or len(job.process.jobs) > 1):
             self._timer(now + INSPECT_AFTER_S, job.seq)
 
@@ -577,12 +601,28 @@ class Scheduler:
                     self._timer(job.deadline, job.seq)
                 if len(process.jobs) > 1:  # don't leave orders behind a slow one
                     self._revoke(process, list(process.jobs)[1:])
-            if now >= job.deadline:
+            if now >= job.kill_at:
                 process.timed_out = job
                 self._kill(process)
+            elif now >= job.deadline and not job.answered:
+                self._answer_early(job, now)
         elif now >= job.deadline and not job.revoking:  # sent ahead, not started: take it and those behind back
             at = process.jobs.index(job)
             self._revoke(process, list(process.jobs)[at:])
+
+    def _answer_early(self, job: Job, now: float) -> None:
+        """The requester's own limit has passed while `job` runs: answer it now, and let the
+        process run on to the operator's limit (`kill_at`), when a timer kills it."""
+        job.inspect()
+        job.answered = True
+        self._abandoned += 1
+        logger.warning("work order %s workload=%r: the requester's time limit passed; answered, its process runs on",
+                       job.work_order_id or "-", job.workload)
+        self._reply(job.envelope, error_reply(job.reply_id, ErrorCode.UNKNOWN_ERROR,
+                                              f"workload {job.workload!r} exceeded its time limit (responseTimeoutMSecs)",
+                                              job.work_order_id))
+        self.metrics.observe("work-order", job.workload, "timeout", now - job.received)
+        self._timer(job.kill_at, job.seq)
 
     def _revoke(self, process: _Process, jobs: list[Job]) -> None:
         jobs = [job for job in jobs if not job.revoking]
