@@ -109,6 +109,17 @@ def test_a_smaller_response_timeout_in_the_request_wins(pool) -> None:
     assert Order(running, info, "sleep", b"0.1", responseTimeoutMSecs=5000).result() == b"slept 0.1"
 
 
+def test_orders_that_outlast_their_requesters_limit_replace_no_process(pool) -> None:
+    """The requester is answered at its limit; the process finishes the order and is reused."""
+    running, info, _ = pool
+    workers = sorted(children(running.process.pid))
+    for _ in range(20):
+        reply = Order(running, info, "sleep", b"0.2", responseTimeoutMSecs=1).reply()
+        assert reply["error"]["code"] == 1 and "time limit" in reply["error"]["message"], reply
+    assert_full_pool(running, info)
+    assert sorted(children(running.process.pid)) == workers, "a worker process was replaced"
+
+
 @pytest.mark.parametrize("pool", [["--memory-limit-mb", "600"]], indirect=True)
 def test_the_memory_limit_stops_a_hog(pool) -> None:
     running, info, _ = pool
@@ -301,22 +312,101 @@ def gone(marker: str, seconds: float = 10) -> bool:
     return True
 
 
-def test_what_a_workload_started_dies_with_its_order_at_the_time_limit(pool) -> None:
+def started_marker() -> str:
+    return f"descendant-{os.getpid()}-{time.monotonic_ns()}"
+
+
+def session_leaders(pids: list[int]) -> list[int]:
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                if int(handle.read().rsplit(b")", 1)[1].split()[3]) == pid:
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def appears(workload: str, marker: str, seconds: float = 20) -> bool:
+    """The descendant `workload` starts runs (the escaping one in a session of its own)."""
+    deadline = time.monotonic() + seconds
+    while not (pids := processes_with(marker)) or (workload.startswith("escaping") and not session_leaders(pids)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# "descendant" stays in its worker process's group; "escaping-descendant" leaves it (setsid in
+# a grandchild whose parent has exited)
+DESCENDANTS = ["descendant", "escaping-descendant"]
+
+
+@pytest.mark.parametrize("workload", DESCENDANTS)
+def test_what_a_workload_started_dies_when_its_order_is_done(pool, workload: str) -> None:
     running, info, _ = pool
-    marker = f"descendant-{os.getpid()}-{time.monotonic_ns()}"
-    reply = Order(running, info, "descendant", f"{marker} 30".encode(), responseTimeoutMSecs=1000).reply()
+    marker = started_marker()
+    assert Order(running, info, workload, marker.encode()).result() == b"started " + marker.encode()
+    assert gone(marker), "a descendant outlived its order"
+    assert_full_pool(running, info)
+
+
+@pytest.mark.parametrize("workload", DESCENDANTS)
+def test_what_a_workload_started_dies_with_its_order_at_the_time_limit(pool, workload: str) -> None:
+    running, info, _ = pool
+    marker = started_marker()
+    order = Order(running, info, workload, f"{marker} 30".encode())
+    assert appears(workload, marker), "the workload did not start its descendant"
+    reply = order.reply()
     assert "exceeded its time limit" in reply["error"]["message"]
     assert gone(marker), "a descendant of the killed process is still running"
     assert_full_pool(running, info)
 
 
-def test_what_workloads_started_dies_at_shutdown(pool) -> None:
+@pytest.mark.parametrize("pool", [["--timeout-s", "60"]], indirect=True)
+@pytest.mark.parametrize("workload", DESCENDANTS)
+def test_what_workloads_started_dies_at_shutdown(pool, workload: str) -> None:
     running, info, _ = pool
-    marker = f"descendant-{os.getpid()}-{time.monotonic_ns()}"
-    assert Order(running, info, "descendant", marker.encode()).result() == b"started " + marker.encode()
-    assert processes_with(marker), "the workload did start its descendant"
-    assert running.stop() == 0
+    marker = started_marker()
+    order = Order(running, info, workload, f"{marker} 30".encode())
+    assert appears(workload, marker), "the workload did not start its descendant"
+    running.process.send_signal(signal.SIGTERM)
+    # a second signal stops at once, killing the processes; but two signals sent together may
+    # arrive as one: send it once the first has been seen (new orders are refused)
+    assert Order(running, info, "python-hello", b"late").reply()["error"]["code"] == 8
+    running.process.send_signal(signal.SIGTERM)
+    assert order.reply()["error"]["code"] == 1
+    assert running.process.wait(timeout=30) == 128 + signal.SIGTERM
     assert gone(marker), "a descendant outlived the worker"
+
+
+def running_processes(pids: list[int]) -> list[int]:
+    """Those of `pids` that still run (a zombie no longer does)."""
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != b"Z":
+            alive.append(pid)
+    return alive
+
+
+def test_worker_processes_die_with_a_killed_supervisor(pool) -> None:
+    running, info, _ = pool
+    busy = Order(running, info, "sleep", b"30")
+    assert not busy.done(300)
+    workers = children(running.process.pid)
+    assert len(workers) == 3, "two worker processes and a warm spare"
+    running.process.kill()
+    running.process.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while running_processes(workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert running_processes(workers) == [], "worker processes outlived the supervisor"
 
 
 def test_a_workload_that_forks_into_the_worker_loop_never_answers_another_requester(pool) -> None:

@@ -58,6 +58,30 @@ class DescendantWorkload(Workload):
         return b"started " + marker.encode()
 
 
+_ESCAPE = """
+import os, time
+left, done = os.pipe()
+if os.fork():
+    os.read(left, 1)
+    os._exit(0)  # once the grandchild has left: it is orphaned
+os.setsid()  # the grandchild leaves the worker process's session and group
+os.write(done, b"x")
+time.sleep(300)
+"""
+
+
+class EscapingDescendantWorkload(Workload):
+    """Starts a child that forks a grandchild and exits; the grandchild calls setsid() and
+    sleeps, its command line carrying the marker given. Then sleeps for the seconds given
+    after the marker."""
+
+    def run(self, inputs):
+        marker, _, seconds = inputs[0].decode().partition(" ")
+        subprocess.run([sys.executable, "-c", _ESCAPE, marker], check=True)
+        time.sleep(float(seconds or 0))
+        return b"started " + marker.encode()
+
+
 class ForkWorkload(Workload):
     """Forks, and both processes return into the worker's loop with this order's result."""
 

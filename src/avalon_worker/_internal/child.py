@@ -3,7 +3,9 @@
 The process runs its orders one at a time, in the order they came. The supervisor may send
 orders ahead (prefetch) and later revoke the ones it wants back; so before each order starts,
 the process has read everything the supervisor sent up to then, and a revoked order it still
-holds is skipped and reported (`SKIPPED`) rather than run.
+holds is skipped and reported (`SKIPPED`) rather than run. After each order it kills whatever
+the order left running (it is a subreaper: see `reaper`). The end of its socket means the
+supervisor has gone: it stops at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from . import reaper
 from .framing import ORDER, REPLY, REVOKE, SEQ, SKIPPED, Reader, encode, send_all
 
 
@@ -35,6 +38,7 @@ def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], me
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    reaper.become_subreaper()
     reader = Reader(max_payload)
     pending: deque[tuple[int, bytes | bytearray]] = deque()
     waiting = select.poll()  # asks "is anything there?" without the cost of an exception
@@ -49,6 +53,7 @@ def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], me
                 break
             messages = reader.read(sock)
             if messages is None:
+                reaper.kill_children()
                 return
             for kind, seq, payload in messages:
                 if kind == ORDER:
@@ -62,6 +67,8 @@ def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], me
             continue
         seq, frame = pending.popleft()
         outcome = process(frame)
+        if reaper.has_children():  # what the order started does not outlive it
+            reaper.kill_children()
         meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
         send_all(sock, encode(REPLY, seq, meta, outcome.reply))
         reader.drained = False

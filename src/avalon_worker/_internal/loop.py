@@ -2,9 +2,11 @@
 
 It owns what the scheduler does not: the endpoint's sockets (`router.Router`), the worker
 processes and their socket pairs, signals and the clock. Each process is forked into a
-process group of its own, so that killing it (time limit, replacement, shutdown) kills
-whatever its workload started too. With `--workers 0` the one "process" is the supervisor
-itself: an order runs in place when the scheduler hands it over.
+process group of its own, which is killed with it (time limit, replacement, shutdown); what
+left the group comes to the supervisor, a subreaper, when the process dies, and is killed when
+the process is reaped (`reaper`). A worker process dies with the supervisor. With
+`--workers 0` the one "process" is the supervisor itself: an order runs in place when the
+scheduler hands it over.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import child, framing
+from . import child, framing, reaper
 from .router import FD_HEADROOM, Router, send_queued
 from .scheduler import Kill, Metrics, Pin, PoolConfig, Reply, Revoke, Scheduler, Send, Spawn
 
@@ -119,6 +121,7 @@ class Loop:
         self.poller = select.epoll()
         self.router: Router | None = None
         self._stop = StopFlag()
+        self._helpers: set[int] = set()  # children of this process that are not worker processes (the HTTP front door)
 
     def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve until `stop` is set, then answer everything in flight and stop the processes."""
@@ -129,12 +132,16 @@ class Loop:
         self.router = router = Router(bind, self.poller, self.max_payload, max_connections=connections)
         clean = False
         try:
+            if self.config.workers:
+                reaper.become_subreaper()  # what a dead worker process leaves comes here, to be killed
             self._do(scheduler.start(time.monotonic()))
             spare = self.cpus[self.config.workers :]
             if spare:  # the supervisor keeps off the worker processes' cores
                 os.sched_setaffinity(0, spare)
             if on_ready is not None:
                 on_ready(router.endpoint)
+            if self.config.workers:  # no order has run yet: every other child is one of ours
+                self._helpers = set(reaper.children(os.getpid())) - {target.pid for target in self.children.values()}
             self._stop = stop
             self._run(stop)
             clean = not stop.forced
@@ -249,10 +256,12 @@ class Loop:
         if self.config.workers == 0:
             return  # the supervisor runs orders itself
         parent_end, child_end = socket.socketpair()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker process: never returns into the supervisor's code
             status = 0
             try:
+                reaper.die_with_parent(supervisor)
                 try:
                     os.setpgid(0, 0)
                 except OSError:
@@ -360,7 +369,13 @@ class Loop:
     def _reap(self, target: _Child, now: float) -> list[Any]:
         _, status = os.waitpid(target.pid, 0)
         self._forget(target)
+        self._kill_orphans()
         return self.scheduler.exited(target.id, describe_exit(status), now)
+
+    def _kill_orphans(self) -> None:
+        """Kill the descendants of dead worker processes that left their process group: once
+        their process has been reaped, they are this process's children."""
+        reaper.kill_children(self._helpers.union(target.pid for target in self.children.values()))
 
     def _forget(self, target: _Child) -> None:
         del self.children[target.id]
@@ -378,9 +393,11 @@ class Loop:
         for target in targets:
             os.waitpid(target.pid, 0)
             try:
-                os.killpg(target.pid, signal.SIGKILL)  # what its workloads left behind
+                os.killpg(target.pid, signal.SIGKILL)  # what its workloads left behind in its group
             except OSError:
                 pass
+        if targets:
+            self._kill_orphans()
         if self.router is not None:
             self.router.close(linger_s=1.0)
         self.poller.close()
