@@ -228,9 +228,9 @@ class WorkerClient:
         """Run a work order and return its verified, decrypted outputs.
 
         `include_data_hash=False` sends no input `dataHash` (see `requester.build_work_order`).
-        The request asks the worker to give up a little before this client's timeout (its
-        `responseTimeoutMSecs`, see `order_time_limit_s`), so that no order runs on for a client
-        that stopped waiting and the worker's own answer says that the limit was reached.
+        The request asks the worker to answer a little before this client's timeout (its
+        `responseTimeoutMSecs`, see `order_time_limit_s`), so that the worker's own answer says
+        that the limit was reached while the client still waits.
 
         Raises `requester.WorkOrderFailed` for an error reply and `requester.VerificationError`
         for a reply that fails verification.
@@ -247,6 +247,6 @@ class WorkerClient:
             return open_result(pending, reply, worker)
         except WorkOrderFailed as exc:
             if time.monotonic() - sent >= order_time_limit_s(self.timeout_s):
-                exc.hint = (f"this client asked the worker to stop the order after {order_time_limit_s(self.timeout_s):g} s; "
+                exc.hint = (f"this client asked the worker to answer within {order_time_limit_s(self.timeout_s):g} s; "
                             "raise --timeout-s to give it longer")
             raise

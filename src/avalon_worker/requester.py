@@ -160,7 +160,7 @@ def build_work_order(
     `include_data_hash=False` leaves each input's `dataHash` out: it is an unsalted SHA-256 of
     the plaintext, sent in clear, so a guessable input can be recovered from it (SECURITY.md).
     AES-GCM already authenticates every encrypted input.
-    `response_timeout_ms` asks the worker to stop the order after that long (0: its own limit).
+    `response_timeout_ms` asks the worker to answer within that long (0: its own limit).
     """
     session = session or Session.new(worker, random_bytes)
     session_key = session.key
