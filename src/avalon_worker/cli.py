@@ -405,15 +405,16 @@ def _run_orders_through_listener(args: argparse.Namespace, orders: Sequence[tupl
 
 
 def start_worker_process(
-    state_dir: str, extra: Sequence[str] = (), timeout_s: float = 60.0, launcher: Sequence[str] = (sys.executable,)
+    state_dir: str, extra: Sequence[str] = (), timeout_s: float = 60.0, launcher: Sequence[str] = (sys.executable,),
+    stderr: int | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     """Start `avalon-worker serve` on a free loopback port; return the process and its endpoint.
 
     `launcher` runs `-m avalon_worker`: this interpreter by default, or e.g. another one, or
-    `gramine-direct MANIFEST`.
+    `gramine-direct MANIFEST`. Its log goes to our standard error unless `stderr` says otherwise.
     """
     command = [*launcher, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir, *extra]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert process.stdout is not None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
