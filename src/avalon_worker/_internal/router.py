@@ -9,6 +9,7 @@ message to and from its own I/O thread. Framing lives in `zmtp`; this module onl
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -18,6 +19,7 @@ import socket
 import time
 from collections import deque
 from itertools import count
+from typing import Any
 
 from ..errors import SetupError
 from .zmtp import PeerStream, ProtocolError, message_buffers
@@ -32,6 +34,11 @@ HANDSHAKE_S = 30.0  # a connection that has not finished the ZMTP handshake by t
 FRAMES_PER_TURN = 256  # frames and commands parsed per connection per turn of the loop
 FD_HEADROOM = 64  # descriptors kept for worker processes, metrics and the like below RLIMIT_NOFILE
 WARN_EVERY_S = 10.0  # each kind of warning about hostile or broken peers, at most this often
+# Closing a connection that held at least this much of unfinished messages hands the freed
+# memory back to the system at once: the pieces of a large frame come from the heap, whose
+# free space the allocator otherwise keeps (a peer that sends most of a frame and goes would
+# leave the supervisor that much larger for good).
+TRIM_AFTER_BYTES = 1 << 20
 
 
 def send_queued(sock: socket.socket, queue: deque[memoryview]) -> int:
@@ -428,8 +435,22 @@ class Router:
         self.backlog.pop(fd, None)
         self.closed.append(peer.routing_id)
         self.partial_bytes -= peer.partial
-        peer.partial = 0
+        held, peer.partial = peer.partial, 0
         peer.stream.release()  # a closed connection's buffers go now, not when the last reference does
         self.poller.unregister(fd)
         peer.sock.close()
         peer.queue.clear()
+        if held >= TRIM_AFTER_BYTES:
+            give_back_memory()
+
+
+_malloc_trim: Any = None
+
+
+def give_back_memory() -> None:
+    """Return the heap's free memory to the system (glibc's malloc_trim; elsewhere nothing)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", False)
+    if _malloc_trim:
+        _malloc_trim(0)

@@ -19,6 +19,11 @@ GREETING_BYTES = 64
 MORE, LONG, COMMAND = 0x01, 0x02, 0x04
 PEER_TYPES = frozenset({b"REQ", b"DEALER", b"ROUTER"})  # what a ROUTER talks to
 MAX_FRAMES = 64  # per message: a request is 2 to 4 frames; empty frames must not pile up unbounded
+# A frame larger than this that has not fully arrived is kept as the pieces it arrives in and
+# joined once, when complete: grown in one buffer it would be copied again and again (and leave
+# holes in the heap that the allocator keeps), and a peer that sends most of a frame and stops
+# would hold up to twice its size.
+LARGE_FRAME_BYTES = 64 * 1024
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -107,52 +112,71 @@ class PeerStream:
         self._greeted = False
         self._parts: list[bytes] = []
         self._message_bytes = 0
+        self._large: list[bytes] = []  # the pieces of a large frame still arriving
+        self._large_flags = self._large_size = self._large_have = 0
         self.backlog = False  # `receive` stopped at its frame budget: call it again (with b"")
 
     @property
     def buffered(self) -> int:
         """Bytes held for messages not yet complete (and frames not yet parsed)."""
-        return len(self._buffer) + self._message_bytes
+        return len(self._buffer) + self._message_bytes + self._large_have
 
     def release(self) -> None:
         """Let go of everything buffered (the connection is closed)."""
         self._buffer = bytearray()
         self._parts = []
         self._message_bytes = 0
+        self._large = []
+        self._large_have = 0
 
     def receive(self, data: bytes | bytearray | memoryview, max_frames: int = 1 << 62) -> list[list[bytes]]:
         """Take bytes from the peer; return the messages they complete (in order), parsing at
         most `max_frames` frames: beyond that `backlog` is set and the rest waits for the next call."""
-        self._buffer += data
         self.backlog = False
+        complete: bytes | None = None  # a large frame that this data completes
+        if self._large_size:
+            complete, data = self._continue_large(data)
+            if complete is None:
+                return []
+        self._buffer += data
+        if not self._greeted and not self._check_greeting():
+            return []
+        return self._parse(max_frames, complete)
+
+    def _parse(self, max_frames: int, complete: bytes | None) -> list[list[bytes]]:
         messages: list[list[bytes]] = []
-        if not self._greeted:
-            if not self._check_greeting():
-                return messages
         buffer, offset, end = self._buffer, 0, len(self._buffer)
         try:
-            while offset + 2 <= end:
-                if max_frames == 0:
-                    self.backlog = True
-                    break
-                max_frames -= 1
-                flags = buffer[offset]
-                if flags & ~(MORE | LONG | COMMAND):
-                    raise ProtocolError("reserved frame flags are set")
-                if flags & LONG:
-                    if offset + 9 > end:
-                        break
-                    (size,) = _U64.unpack_from(buffer, offset + 1)
-                    head = 9
+            while complete is not None or offset + 2 <= end:
+                if complete is not None:
+                    flags, body, complete = self._large_flags, complete, None
+                    size = len(body)
                 else:
-                    size, head = buffer[offset + 1], 2
-                if size > self.max_message_bytes - self._message_bytes:
-                    raise ProtocolError(f"a message is larger than {self.max_message_bytes} bytes")
-                stop = offset + head + size
-                if stop > end:
-                    break
-                body = bytes(buffer[offset + head : stop])
-                offset = stop
+                    if max_frames == 0:
+                        self.backlog = True
+                        break
+                    max_frames -= 1
+                    flags = buffer[offset]
+                    if flags & ~(MORE | LONG | COMMAND):
+                        raise ProtocolError("reserved frame flags are set")
+                    if flags & LONG:
+                        if offset + 9 > end:
+                            break
+                        (size,) = _U64.unpack_from(buffer, offset + 1)
+                        head = 9
+                    else:
+                        size, head = buffer[offset + 1], 2
+                    if size > self.max_message_bytes - self._message_bytes:
+                        raise ProtocolError(f"a message is larger than {self.max_message_bytes} bytes")
+                    stop = offset + head + size
+                    if stop > end:
+                        if size > LARGE_FRAME_BYTES:  # the rest arrives in pieces of its own
+                            self._large = [bytes(buffer[offset + head : end])]
+                            self._large_flags, self._large_size, self._large_have = flags, size, end - offset - head
+                            offset = end
+                        break
+                    body = bytes(buffer[offset + head : stop])
+                    offset = stop
                 if flags & COMMAND:
                     if flags & MORE:
                         raise ProtocolError("a command frame has the MORE flag")
@@ -171,6 +195,19 @@ class PeerStream:
             del buffer[:offset]
         return messages
 
+
+    def _continue_large(self, data: bytes | bytearray | memoryview) -> tuple[bytes | None, bytes | bytearray | memoryview]:
+        """Take the next piece of the large frame in progress from `data`: the frame, if this
+        completes it, and what follows it."""
+        want = self._large_size - self._large_have
+        piece = bytes(data[:want])
+        self._large.append(piece)
+        self._large_have += len(piece)
+        if self._large_have < self._large_size:
+            return None, b""
+        complete = b"".join(self._large)
+        self._large, self._large_size, self._large_have = [], 0, 0
+        return complete, data[want:]
 
     def _check_greeting(self) -> bool:
         buffer = self._buffer
