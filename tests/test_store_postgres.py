@@ -5,6 +5,7 @@ that goes away and comes back."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -146,6 +147,24 @@ class TestSharing:
 
 
 class TestNotifications:
+    def test_the_first_subscriber_hears_the_first_connection_however_late_it_is_added(
+        self, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a loaded machine the subscribing thread can lose the CPU between making the
+        notification connection and adding its subscriber; the "anything may have changed"
+        call of the first connection must still reach it."""
+        from avalon_worker.store import postgres
+
+        add = postgres._Notifications.add
+        monkeypatch.setattr(postgres._Notifications, "add", lambda self, subscriber: (time.sleep(0.5), add(self, subscriber)))
+        store = PostgresStore(postgres_url)
+        heard = threading.Event()
+        try:
+            store.subscribe(on_orders=lambda worker_id: heard.set() if worker_id is None else None)
+            assert heard.wait(WAIT_S), "the subscriber never heard that the connection was made"
+        finally:
+            store.close()
+
     def test_submits_and_outcomes_wake_subscribers_in_other_processes(self, postgres_url: str) -> None:
         listener, pump = PostgresStore(postgres_url), PostgresStore(postgres_url)
         woken: list[str | None] = []

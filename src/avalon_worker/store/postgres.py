@@ -145,11 +145,14 @@ class _Notifications:
         self._stop = threading.Event()
         self.connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name="store-notifications", daemon=True)
-        self._thread.start()
 
     def add(self, subscriber: _Subscriber) -> None:
+        """Add a subscriber; the first starts the thread, so that it hears the first connect
+        (started earlier, the thread could connect and tell no one)."""
         with self._lock:
             self._subscribers.append(subscriber)
+            if not self._thread.is_alive() and not self._stop.is_set():
+                self._thread.start()
 
     def remove(self, subscriber: _Subscriber) -> None:
         with self._lock:
@@ -198,8 +201,10 @@ class _Notifications:
                 subscriber.on_results(payload.split(","))
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        with self._lock:
+            self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=5)
 
 
 class PostgresStore:
