@@ -99,3 +99,14 @@ class MarkThenSleepWorkload(Workload):
         open(path, "w").close()
         time.sleep(float(seconds))
         return b"slept " + seconds.encode()
+
+
+class WaitForFileWorkload(Workload):
+    """Runs until the file named exists (at most a minute): an order that a test ends when it
+    chooses, however slow the machine."""
+
+    def run(self, inputs):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(inputs[0].decode()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return b"released"
