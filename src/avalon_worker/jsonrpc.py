@@ -58,6 +58,15 @@ def decode(data: bytes | bytearray | memoryview | str, what: str) -> Any:
     return message
 
 
+def decode_request(data: bytes | bytearray | memoryview | str, what: str, shape: str) -> tuple[dict[str, Any], Any]:
+    """Decode one JSON-RPC request: the object and the id its reply carries. Raise code 2
+    saying what `what` is not, or that it must be `shape` (an object)."""
+    message = decode(data, what)
+    if not isinstance(message, dict):
+        raise InvalidParameterError(shape)
+    return message, reply_id(message)
+
+
 def reply_id(message: Mapping[str, Any], fallback: Any = None) -> Any:
     """The id a reply to `message` carries: its own if it has one, else `fallback`.
 

@@ -58,10 +58,9 @@ def parse_call(body: bytes) -> Call:
     """Decode a request body; raise `CallError` (code 2) for anything that is not one of our
     methods with an object for params."""
     try:
-        message = jsonrpc.decode(body, "the request body")
-        if not isinstance(message, dict):
-            raise InvalidParameterError("the request must be a JSON-RPC 2.0 object (batches are not supported)")
-        reply_id = jsonrpc.reply_id(message)
+        message, reply_id = jsonrpc.decode_request(
+            body, "the request body", "the request must be a JSON-RPC 2.0 object (batches are not supported)"
+        )
     except InvalidParameterError as exc:
         raise CallError(ErrorCode.INVALID_PARAMETER, exc.message) from None
     method = message.get("method")

@@ -85,10 +85,7 @@ class Processor:
     def process(self, frame: bytes | bytearray) -> Outcome:
         """Answer one request frame, and say what happened."""
         try:
-            message = jsonrpc.decode(frame, "request")
-            if not isinstance(message, dict):
-                raise InvalidParameterError("request must be a JSON-RPC object")
-            outer_id = jsonrpc.reply_id(message)
+            message, outer_id = jsonrpc.decode_request(frame, "request", "request must be a JSON-RPC object")
         except InvalidParameterError as exc:
             return _refused(None, exc)
         method = message.get("method")
