@@ -74,7 +74,8 @@ def orders(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sleepy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningWorker]:
-    running = launch_worker(tmp_path_factory.mktemp("sleepy"), ["--workloads", MISBEHAVING_REGISTRY, "--workers", "1"])
+    # two processes: each test leaves one running its slow order (see slow_second_order)
+    running = launch_worker(tmp_path_factory.mktemp("sleepy"), ["--workloads", MISBEHAVING_REGISTRY, "--workers", "2"])
     yield running
     running.stop()
 
@@ -83,8 +84,8 @@ def sleepy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningWorker]:
 
 
 def slow_second_order(tmp_path: Path) -> Path:
-    """A quick order, then one of 50 s (the client's --timeout-s 10 has the worker stop it at 9 s,
-    so that the worker can be stopped soon after the test)."""
+    """A quick order, then one of 50 s. The client's --timeout-s 10 has the worker answer it at
+    9 s, but its process runs it on (within the worker's own limit) until the worker stops."""
     path = tmp_path / "slow.json"
     path.write_text(json.dumps({"workOrders": [{"workloadId": "python-hello", "params": "first"},
                                                {"workloadId": "sleep", "params": "50"}]}))

@@ -197,3 +197,19 @@ def test_run_orders_through_the_listener_keeps_stdout_for_the_json(http_worker: 
     assert "9 of 9 work orders verified" in piped.stderr
     records = [json.loads(line) for line in stdout.read_text().splitlines()]
     assert [(r["workload"], r["input"], r["status"]) for r in records] == [(w, t, "verified") for w, t in sample_orders()]
+
+
+def test_the_front_door_outlives_a_worker_process_that_dies(tmp_path: Path) -> None:
+    """The supervisor kills what a dead worker process leaves among its children; the front
+    door, also its child, is not among those."""
+    running = start(tmp_path, ["--workers", "1", "--workloads", str(TESTS / "workloads" / "workloads.json")])
+    try:
+        [worker_id] = sdk.lookup(running.url)
+        worker = sdk.retrieve(running.url, worker_id)
+        order = sdk.build(worker, "exit", ["3"])
+        sdk.submit(running.url, order)
+        answer = sdk.get_result(running.url, order.work_order_id, poll_s=POLL_S)
+        assert answer["error"]["code"] == 1 and "exited with status 3" in answer["error"]["message"]
+        assert sdk.run(running.url, worker, "python-hello", ["after"]) == [b"Hello after"]
+    finally:
+        assert running.stop() == 0
