@@ -416,8 +416,11 @@ def main() -> int:
         f"RSA-3072 {many_3072['hello 5 B, fresh keys']['rate'] / fresh_3072:.2f}",
     ]
     lines.append(
-        "default logging (INFO: a line per order) / --log-level ERROR (1 process, hello): "
+        "default logging (INFO: a line per order) / --log-level ERROR (1 process, hello): orders/s "
         + ", ".join(f"{s.name.removeprefix('hello 5 B, ')} {one_logged[s.name]['rate'] / one[s.name]['rate']:.3f}" for s in hellos)
+        + "; worker process CPU per order (steadier) "
+        + ", ".join(f"{s.name.removeprefix('hello 5 B, ')} {one_logged[s.name]['workers_us'] / one[s.name]['workers_us']:.3f}"
+                    for s in hellos)
     )
     if not args.quick:
         mib = 1024 * 1024 / 1e6
