@@ -111,7 +111,7 @@ class Pump:
 
     def __post_init__(self) -> None:
         self._dealer = DealerConnection(self.endpoint, self._on_message, max_message_bytes=self.config.max_reply_bytes,
-                                        on_reconnect=self._on_reconnect)
+                                        on_reconnect=self._give_back_in_flight)
         self._signup_reply: asyncio.Future[bytes] | None = None
         self._signup_tag = b""
         self._lost: list[str] = []  # sent on a connection that dropped: back to the queue
@@ -178,8 +178,9 @@ class Pump:
         elif parts[0] == self._signup_tag and self._signup_reply is not None and not self._signup_reply.done():
             self._signup_reply.set_result(parts[-1])
 
-    def _on_reconnect(self) -> None:
-        """The replies to what went out on the old connection will never come."""
+    def _give_back_in_flight(self) -> None:
+        """The connection the orders in flight went out on is gone, and their replies with it:
+        they go back to the queue (on reconnecting, or when a send finds no connection)."""
         self._lost += [flight.order.work_order_id for flight in self._in_flight.values()]
         self._in_flight.clear()
         self._work.set()
@@ -263,7 +264,7 @@ class Pump:
             self._in_flight[tag] = _InFlight(order, now)
             messages.append([tag, b"", work_order_frame(order.request, self._next_tag)])
         if messages and not self._dealer.send(*messages):
-            self._on_reconnect()  # the connection dropped just now: these go back to the queue
+            self._give_back_in_flight()  # the connection dropped just now
 
     async def _settle(self) -> float:
         """Store the outcomes that arrived; give busy orders back. Return when to lease again."""
