@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from . import crypto
@@ -143,7 +143,7 @@ def _sign(
     opened: OpenedWorkOrder, out_data: list[ItemText], keys: WorkerKeys, random_bytes: Callable[[int], bytes]
 ) -> WorkOrderResult:
     request = opened.request
-    unsigned = WorkOrderResult(
+    result = WorkOrderResult(
         work_order_id=request.work_order_id,
         workload_id=request.workload_id_text,
         worker_id=request.worker_id,
@@ -151,8 +151,8 @@ def _sign(
         worker_nonce=base64.b64encode(random_bytes(WORKER_NONCE_BYTES)).decode("ascii"),
         out_data=tuple(out_data),
     )
-    signature = keys.sign_digest(unsigned.response_hash())
-    return replace(unsigned, worker_signature=base64.b64encode(signature).decode("ascii"))
+    result.worker_signature = base64.b64encode(keys.sign_digest(result.response_hash())).decode("ascii")
+    return result
 
 
 def seal_result(

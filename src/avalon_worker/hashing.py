@@ -9,7 +9,7 @@ nothing here sorts or mutates the caller's data.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,26 +47,35 @@ class ItemText:
         return cls(index, *(value or "" for value in texts))
 
 
-def _item_texts(items: Iterable[ItemText]) -> Iterator[str]:
-    # §6.6.1: items hashed in index order.
-    for item in sorted(items, key=lambda item: item.index):
-        yield item.data_hash
-        yield item.data
-        yield item.encrypted_key
-        yield item.iv
+def _by_index(item: ItemText) -> int:
+    return item.index
+
+
+def _in_index_order(items: Iterable[ItemText]) -> list[ItemText]:
+    # §6.6.1: items hashed in index order (a copy: the caller's sequence is not reordered).
+    ordered = list(items)
+    if len(ordered) > 1:
+        ordered.sort(key=_by_index)
+    return ordered
 
 
 def concat_items(items: Iterable[ItemText]) -> str:
     """The data items' fields concatenated in index order."""
-    return "".join(_item_texts(items))
+    return "".join(
+        item.data_hash + item.data + item.encrypted_key + item.iv for item in _in_index_order(items)
+    )
 
 
 def items_digest(items: Iterable[ItemText]) -> bytes:
     """SHA-256 of `concat_items(items)` in UTF-8, fed field by field: a megabyte item is not
     copied into one joined string first."""
     digest = hashlib.sha256()
-    for text in _item_texts(items):
-        digest.update(text.encode("utf-8"))
+    update = digest.update
+    for item in _in_index_order(items):
+        update(item.data_hash.encode())
+        update(item.data.encode())
+        update(item.encrypted_key.encode())
+        update(item.iv.encode())
     return digest.digest()
 
 

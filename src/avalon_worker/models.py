@@ -39,11 +39,12 @@ def strip_0x(value: str) -> str:
     return value[2:] if value[:2] in ("0x", "0X") else value
 
 
-def _from_hex(digits: str) -> bytes | None:
-    """The bytes of an even number of hex digits, or None for anything else: `bytes.fromhex`
-    skips whitespace, so its result is checked to account for every character (a work order
-    id that is echoed into logs and replies must carry none). Done in C: hex fields of several
-    KiB pass through here on every order."""
+def _from_hex(text: str) -> bytes | None:
+    """The bytes of an even number of hex digits after an optional `0x`, or None for anything
+    else: `bytes.fromhex` skips whitespace, so its result is checked to account for every
+    character (a work order id that is echoed into logs and replies must carry none). Done in
+    C: hex fields of several KiB pass through here on every order."""
+    digits = text[2:] if text[:2] in ("0x", "0X") else text
     try:
         raw = bytes.fromhex(digits)
     except ValueError:
@@ -53,15 +54,15 @@ def _from_hex(digits: str) -> bytes | None:
 
 def is_hex(value: str) -> bool:
     """An even number of hex digits after an optional `0x`: no spaces, no line breaks."""
-    return _from_hex(strip_0x(value)) is not None
+    return _from_hex(value) is not None
 
 
 def decode_hex(value: Any, field: str, *, work_order_id: str | None = None) -> bytes:
     """Decode a hex string (an optional `0x` prefix allowed) or raise code 2 naming the field."""
-    if not isinstance(value, str):
-        raise InvalidParameterError(f"{field} must be a hex string", work_order_id=work_order_id)
-    raw = _from_hex(strip_0x(value))
+    raw = _from_hex(value) if isinstance(value, str) else None
     if raw is None:
+        if not isinstance(value, str):
+            raise InvalidParameterError(f"{field} must be a hex string", work_order_id=work_order_id)
         raise InvalidParameterError(
             f"{field} is not valid hex (an even number of digits 0-9 a-f, nothing else)", work_order_id=work_order_id
         )
@@ -88,10 +89,11 @@ def _optional_str(params: Mapping[str, Any], field: str, where: str, wo_id: str 
 
 def _id_field(params: Mapping[str, Any], field: str, wo_id: str | None) -> str:
     value = params.get(field)
-    if not isinstance(value, str) or not strip_0x(value):
-        raise InvalidParameterError(f"{field} is required (a hex string)", work_order_id=wo_id)
-    decode_hex(value, field, work_order_id=wo_id)
-    return value
+    if isinstance(value, str) and _from_hex(value):  # the common case: one check
+        return value
+    if isinstance(value, str) and strip_0x(value):
+        decode_hex(value, field, work_order_id=wo_id)  # not hex: raises, naming the field
+    raise InvalidParameterError(f"{field} is required (a hex string)", work_order_id=wo_id)
 
 
 @dataclass(frozen=True)
@@ -290,9 +292,11 @@ class WorkOrderRequest:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WorkOrderResult:
-    """A work-order result (§6.1 response): the request's ids, the worker's nonce and outputs."""
+    """A work-order result (§6.1 response): the request's ids, the worker's nonce and outputs.
+
+    Not frozen: the worker signs the result it has built, then sets `worker_signature`."""
 
     work_order_id: str
     workload_id: str
