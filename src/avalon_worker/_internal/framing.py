@@ -33,7 +33,7 @@ class FramingError(Error):
 
 def encode(kind: int, seq: int, *parts: Buffer) -> list[Buffer]:
     """The buffers of one message (the parts are not copied)."""
-    return [HEADER.pack(kind, seq, sum(len(part) for part in parts)), *parts]
+    return [HEADER.pack(kind, seq, len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)), *parts]
 
 
 def send_all(sock: socket.socket, buffers: Sequence[Buffer]) -> None:

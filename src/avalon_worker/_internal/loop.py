@@ -298,6 +298,19 @@ class Loop:
             pass
 
     def _write(self, target: _Child, buffers: list[Any]) -> None:
+        if not target.out:  # nothing waits before it: straight to the kernel, which nearly always takes it all
+            try:
+                sent = target.sock.sendmsg(buffers)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:  # it has died: its end of file is on its way
+                return
+            if sent == sum(len(buffer) for buffer in buffers):
+                return
+            buffers = [memoryview(buffer).cast("B") for buffer in buffers]
+            while sent >= len(buffers[0]):
+                sent -= len(buffers.pop(0))
+            buffers[0] = buffers[0][sent:]
         for buffer in buffers:
             if len(buffer):
                 target.out.append(memoryview(buffer).cast("B"))

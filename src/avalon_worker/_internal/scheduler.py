@@ -239,9 +239,12 @@ class Scheduler:
 
     def message_arrived(self, parts: list[bytes], now: float) -> list[Action]:
         """A client's message, led by its routing id (as the router yields it)."""
-        split = next((i for i, part in enumerate(parts) if not part), 0)
-        envelope, body = parts[: split + 1], parts[split + 1 :]
-        size = sum(len(part) for part in body)
+        if len(parts) == 2 and parts[1]:  # a DEALER's one frame, no delimiter: the common case
+            envelope, body = parts[:1], parts[1:]
+        else:
+            split = next((i for i, part in enumerate(parts) if not part), 0)
+            envelope, body = parts[: split + 1], parts[split + 1 :]
+        size = len(body[0]) if len(body) == 1 else sum(len(part) for part in body)
         limit = self.config.max_request_bytes
         if size > limit:
             message = f"request is {size} bytes; this worker accepts at most {limit} (see --max-request-bytes)"
@@ -563,7 +566,8 @@ class Scheduler:
     def _fill_ahead(self, now: float) -> None:
         if self.queue and self.prefetch:
             for process in self.processes.values():
-                self._fill_ahead_of(process, now)
+                if 0 < len(process.jobs) <= PREFETCH_DEPTH:  # busy, with room behind its order
+                    self._fill_ahead_of(process, now)
 
     def _fill_ahead_of(self, process: _Process, now: float) -> None:
         """Send small queued orders ahead to a busy process, up to PREFETCH_DEPTH, unless its
