@@ -123,6 +123,29 @@ def test_worker_nonces_differ_and_come_from_the_injected_rng(identity: Identity,
     assert fixed.out_data[0].iv == "01" * 12
 
 
+@pytest.mark.parametrize("seal", [seal_result, insecure_seal_result_reusing_session_iv])
+def test_a_result_draws_its_randomness_once_and_uses_no_byte_twice(
+    identity: Identity, worker_info: WorkerInfo, seal
+) -> None:
+    pending = build_work_order(worker_info, "echo-result", [b"a", b"b", b"c"],
+                               output_modes=["session-key", "plaintext", "data-key"])
+    _without_session_iv(pending)  # the legacy sealing then needs a fresh IV for the session-key item too
+    opened = open_work_order(WorkOrderRequest.parse(pending.request), identity)
+    draws: list[bytes] = []
+
+    def counting(size: int) -> bytes:
+        draws.append(bytes(range(size)))  # every byte of the draw differs from the others
+        return draws[-1]
+
+    result = seal(opened, [b"one", b"two", b"three"], identity, random_bytes=counting)
+    assert len(draws) == 1
+    nonce = base64.b64decode(result.worker_nonce)
+    ivs = [bytes.fromhex(item.iv) for item in result.out_data if item.iv]
+    if seal is insecure_seal_result_reusing_session_iv:
+        ivs.append(base64.b64decode(result.out_data[0].data)[:12])  # prefixed, not in `iv`
+    assert len(ivs) == 2 and sorted(b"".join([*ivs, nonce])) == sorted(draws[0])
+
+
 def test_result_signed_by_another_key_is_rejected(processor: Processor, worker_info: WorkerInfo) -> None:
     from avalon_worker.requester import VerificationError
 

@@ -139,16 +139,32 @@ def _output_item(item: DataItem, plaintext: bytes, data: bytes, iv_text: str) ->
     )
 
 
-def _sign(
-    opened: OpenedWorkOrder, out_data: list[ItemText], keys: WorkerKeys, random_bytes: Callable[[int], bytes]
-) -> WorkOrderResult:
+class _Randomness:
+    """The random bytes one result needs, drawn at once (one system call for the IVs and the
+    worker nonce) and handed out in turn; no slice is handed out twice."""
+
+    __slots__ = ("_bytes", "_at")
+
+    def __init__(self, random_bytes: Callable[[int], bytes], ivs: int) -> None:
+        self._bytes = random_bytes(crypto.GCM_IV_BYTES * ivs + WORKER_NONCE_BYTES)
+        self._at = 0
+
+    def take(self, size: int) -> bytes:
+        at = self._at
+        if at + size > len(self._bytes):
+            raise RuntimeError("a result drew more random bytes than it reserved")
+        self._at = at + size
+        return self._bytes[at : at + size]
+
+
+def _sign(opened: OpenedWorkOrder, out_data: list[ItemText], keys: WorkerKeys, randomness: _Randomness) -> WorkOrderResult:
     request = opened.request
     result = WorkOrderResult(
         work_order_id=request.work_order_id,
         workload_id=request.workload_id_text,
         worker_id=request.worker_id,
         requester_id=request.requester_id,
-        worker_nonce=base64.b64encode(random_bytes(WORKER_NONCE_BYTES)).decode("ascii"),
+        worker_nonce=base64.b64encode(randomness.take(WORKER_NONCE_BYTES)).decode("ascii"),
         out_data=tuple(out_data),
     )
     result.worker_signature = base64.b64encode(keys.sign_digest(result.response_hash())).decode("ascii")
@@ -167,19 +183,21 @@ def seal_result(
     Each encrypted output gets a fresh random IV, sent in its `iv` field.
     """
     _check_output_count(opened, outputs)
+    wanted = opened.outputs_requested
+    randomness = _Randomness(random_bytes, sum(item.mode is not ItemMode.PLAINTEXT for item in wanted))
     out_data = [
-        _seal_item(opened, item, data_key, plaintext, random_bytes)
-        for item, data_key, plaintext in zip(opened.outputs_requested, opened.output_keys, outputs, strict=True)
+        _seal_item(opened, item, data_key, plaintext, randomness)
+        for item, data_key, plaintext in zip(wanted, opened.output_keys, outputs, strict=True)
     ]
-    return _sign(opened, out_data, keys, random_bytes)
+    return _sign(opened, out_data, keys, randomness)
 
 
 def _seal_item(
-    opened: OpenedWorkOrder, item: DataItem, data_key: bytes | None, plaintext: bytes, random_bytes: Callable[[int], bytes]
+    opened: OpenedWorkOrder, item: DataItem, data_key: bytes | None, plaintext: bytes, randomness: _Randomness
 ) -> ItemText:
     if item.mode is ItemMode.PLAINTEXT:
         return _output_item(item, plaintext, plaintext, "")
-    iv = random_bytes(crypto.GCM_IV_BYTES)
+    iv = randomness.take(crypto.GCM_IV_BYTES)
     key = opened.session_key if data_key is None else data_key
     return _output_item(item, plaintext, crypto.aes_gcm_encrypt(key, iv, plaintext), iv.hex())
 
@@ -199,14 +217,17 @@ def insecure_seal_result_reusing_session_iv(
     prefixed to the ciphertext, as Avalon does. Outputs with their own data key get fresh IVs.
     """
     _check_output_count(opened, outputs)
+    wanted = opened.outputs_requested
     session_iv = opened.request.session_key_iv
+    fresh = sum(item.mode is ItemMode.DATA_KEY or (item.mode is ItemMode.SESSION_KEY and session_iv is None) for item in wanted)
+    randomness = _Randomness(random_bytes, fresh)
     out_data = []
-    for item, data_key, plaintext in zip(opened.outputs_requested, opened.output_keys, outputs, strict=True):
+    for item, data_key, plaintext in zip(wanted, opened.output_keys, outputs, strict=True):
         if item.mode is not ItemMode.SESSION_KEY:
-            out_data.append(_seal_item(opened, item, data_key, plaintext, random_bytes))
+            out_data.append(_seal_item(opened, item, data_key, plaintext, randomness))
         elif session_iv is not None:
             out_data.append(_output_item(item, plaintext, crypto.aes_gcm_encrypt(opened.session_key, session_iv, plaintext), ""))
         else:
-            iv = random_bytes(crypto.GCM_IV_BYTES)
+            iv = randomness.take(crypto.GCM_IV_BYTES)
             out_data.append(_output_item(item, plaintext, iv + crypto.aes_gcm_encrypt(opened.session_key, iv, plaintext), ""))
-    return _sign(opened, out_data, keys, random_bytes)
+    return _sign(opened, out_data, keys, randomness)

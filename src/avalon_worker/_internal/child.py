@@ -11,7 +11,6 @@ supervisor has gone: it stops at once.
 from __future__ import annotations
 
 import resource
-import select
 import signal
 import socket
 from collections import deque
@@ -41,17 +40,18 @@ def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], me
     reaper.become_subreaper()
     reader = Reader(max_payload)
     pending: deque[tuple[int, bytes | bytearray]] = deque()
-    waiting = select.poll()  # asks "is anything there?" without the cost of an exception
-    waiting.register(sock, select.POLLIN)
     while True:
         # Everything sent so far must be read before an order starts (a REVOKE may be there);
         # a read that returned less than it asked for has seen it all.
         while not (pending and reader.drained):
-            if not pending:
+            if pending:  # with orders in hand, only look: one system call, whether or not anything came
+                try:
+                    messages = reader.read(sock, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+            else:
                 idle()
-            elif not waiting.poll(0):
-                break
-            messages = reader.read(sock)
+                messages = reader.read(sock)
             if messages is None:
                 reaper.kill_children()
                 return
