@@ -12,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from avalon_worker.store import Completion, NewOrder, OrderState, StoreError, SubmitOutcome, open_store
+from avalon_worker.store import Completion, Handoff, NewOrder, OrderState, StoreError, SubmitOutcome, open_store
 from avalon_worker.store.postgres import (
     NOTIFY_PAYLOAD_BYTES,
+    PENDING,
     SCHEMA_VERSION,
     PostgresStore,
     _chunks,
@@ -122,6 +123,37 @@ class TestSharing:
         finally:
             for store in stores:
                 store.close()
+
+    def test_a_handoff_that_loses_an_id_to_another_listener_leases_what_its_caller_takes(
+        self, postgres_url: str
+    ) -> None:
+        # Another listener inserts order 7 for another worker (so under another worker's queue
+        # lock) and has not committed yet: this submit finds no order 7, waits on its insert,
+        # and loses it. Its caller then takes order 8 instead, which must be leased to it.
+        store = PostgresStore(postgres_url)
+        other = psycopg.connect(postgres_url)
+        pool = ThreadPoolExecutor(1)
+        handoff = Handoff(WORKER, "local-pump", 30.0, 1)
+        orders = [order(7), order(8)]
+        try:
+            with other.transaction():
+                other.execute(
+                    "INSERT INTO work_orders (work_order_id, worker_id, state, request, request_bytes, submitted, "
+                    "attempts) VALUES (%s, %s, %s, %s, 10, %s, 0)",
+                    (order(7).work_order_id, OTHER_WORKER, PENDING, b"x" * 10, T0),
+                )
+                submitted = pool.submit(store.submit, orders, T0, handoff)
+                time.sleep(0.3)  # the submit is waiting on the uncommitted order 7
+                assert not submitted.done()
+            outcomes = submitted.result(timeout=WAIT_S)
+            assert outcomes == [SubmitOutcome.DUPLICATE, SubmitOutcome.ACCEPTED]
+            assert [o.work_order_id for o in handoff.taken(orders, outcomes, T0)] == [order(8).work_order_id]
+            assert store.lease(WORKER, "other-pump", 10, 60, T0) == []  # order 8 is the local pump's
+            assert store.renew("local-pump", [order(8).work_order_id], 30.0, T0 + 1) == 1
+        finally:
+            pool.shutdown()
+            other.close()
+            store.close()
 
     def test_pumps_leasing_at_once_never_get_the_same_order(self, postgres_url: str) -> None:
         feeder = PostgresStore(postgres_url)

@@ -418,14 +418,30 @@ class PostgresStore:
                         },
                     )
                 }
-                chosen_ids = {o.work_order_id for o in chosen}
-                for index, order in enumerate(orders):  # lost a race with another listener's submit
-                    if order.work_order_id in chosen_ids - inserted and outcomes[index] is SubmitOutcome.ACCEPTED:
-                        outcomes[index] = SubmitOutcome.DUPLICATE
+                lost = {o.work_order_id for o in chosen} - inserted
+                if lost:  # another listener's submit of the same id, for another worker, committed first
+                    for index, order in enumerate(orders):
+                        if order.work_order_id in lost and outcomes[index] is SubmitOutcome.ACCEPTED:
+                            outcomes[index] = SubmitOutcome.DUPLICATE
+                    if handoff:  # the caller takes what `taken` says of these outcomes: lease exactly that
+                        self._lease_also(connection, handoff, orders, outcomes, handed & inserted, now)
             return outcomes
 
         outcomes: list[SubmitOutcome] = self._run(work)
         return outcomes
+
+    @staticmethod
+    def _lease_also(connection: psycopg.Connection[Any], handoff: Handoff, orders: Sequence[NewOrder],
+                    outcomes: Sequence[SubmitOutcome], leased: set[str], now: float) -> None:
+        """Lease to the hand-off's owner the orders `taken` now names that the insert left pending
+        (orders of this transaction, not yet visible to any other pump)."""
+        missing = [o.work_order_id for o in handoff.taken(orders, outcomes, now) if o.work_order_id not in leased]
+        if missing:
+            connection.execute(
+                "UPDATE work_orders SET state = %s, lease_owner = %s, lease_expires = %s, attempts = 1 "
+                "WHERE work_order_id = ANY(%s)",
+                (LEASED, handoff.owner, now + handoff.lease_s, missing),
+            )
 
     def lease(self, worker_id: str, owner: str, limit: int, lease_s: float, now: float) -> list[LeasedOrder]:
         if limit <= 0:
