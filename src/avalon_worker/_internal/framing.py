@@ -89,28 +89,37 @@ class Reader:
         if not size:
             return None
         self.drained = size < READ_BYTES
+        if not self._buffer:  # the usual case: parse the read in place, keep only an unfinished tail
+            messages, offset = self._parse(self._chunk[:size])
+            if offset < size:
+                self._buffer += self._chunk[offset:size]
+            return messages
         self._buffer += self._chunk[:size]
-        return self._parse()
-
-    def _parse(self) -> list[tuple[int, int, bytearray]]:
-        buffer, offset, end = self._buffer, 0, len(self._buffer)
-        messages: list[tuple[int, int, bytearray]] = []
-        while end - offset >= HEADER.size:
-            kind, seq, size = HEADER.unpack_from(buffer, offset)
-            if kind not in KINDS or size > self.max_payload:
-                raise FramingError(f"message kind {kind} of {size} bytes")
-            start = offset + HEADER.size
-            if start + size <= end:
-                messages.append((kind, seq, buffer[start : start + size]))  # a bytearray: one copy
-                offset = start + size
-            elif size > _LARGE:
-                payload = bytearray(size)
-                self._have = end - start
-                payload[: self._have] = buffer[start:end]
-                self._large = (kind, seq, payload)
-                offset = end
-                break
-            else:
-                break
-        del buffer[:offset]
+        messages, offset = self._parse(self._buffer)
+        del self._buffer[:offset]
         return messages
+
+    def _parse(self, data: bytearray | memoryview) -> tuple[list[tuple[int, int, bytearray]], int]:
+        """The messages complete in `data`, and how many of its bytes they (and the start of a
+        large payload, now in its own buffer) took."""
+        offset, end = 0, len(data)
+        messages: list[tuple[int, int, bytearray]] = []
+        with memoryview(data) as view:
+            while end - offset >= HEADER.size:
+                kind, seq, size = HEADER.unpack_from(view, offset)
+                if kind not in KINDS or size > self.max_payload:
+                    raise FramingError(f"message kind {kind} of {size} bytes")
+                start = offset + HEADER.size
+                if start + size <= end:
+                    messages.append((kind, seq, bytearray(view[start : start + size])))  # the one copy
+                    offset = start + size
+                elif size > _LARGE:
+                    payload = bytearray(size)
+                    self._have = end - start
+                    payload[: self._have] = view[start:end]
+                    self._large = (kind, seq, payload)
+                    offset = end
+                    break
+                else:
+                    break
+        return messages, offset
