@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 # larger ones are refused from their header, before they reach memory (the peer is disconnected).
 HARD_LIMIT_FACTOR = 4
 MAX_POLL_S = 0.2  # the stop flag is seen within this long
+READS_PER_TURN = 64  # reads of one process's socket per turn of the loop, while a message is unfinished
 PAIR_BUFFER_BYTES = 4 * 1024 * 1024  # asked for each end of a process's socket pair (the kernel may give less)
 
 
@@ -355,20 +356,22 @@ class Loop:
             self._flush(target)
         if not mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
             return
-        actions, ended = self._receive(target, now, once=True)
+        actions, ended = self._receive(target, now, everything=False)
         self._do(actions)
         if ended and target.id in self.children:
             _kill_group(target.pid)  # whatever its workload left behind goes with it
             self._do(self._reap(target, now))
 
-    def _receive(self, target: _Child, now: float, *, once: bool) -> tuple[list[Any], bool]:
-        """Read what the process sent (one read, or all there is); return the scheduler's
-        actions and whether its end is closed (or it sent garbage)."""
+    def _receive(self, target: _Child, now: float, *, everything: bool) -> tuple[list[Any], bool]:
+        """Read what the process sent — until its last message is whole (a large reply in one
+        turn of the loop, not one turn per piece), or, with `everything`, all there is; return
+        the scheduler's actions and whether its end is closed (or it sent garbage)."""
         scheduler = self.scheduler
+        reader = target.reader
         actions: list[Any] = []
-        for _ in range(1 if once else 1 << 20):
+        for _ in range(1 << 20 if everything else READS_PER_TURN):
             try:
-                messages = target.reader.read(target.sock)
+                messages = reader.read(target.sock)
             except (BlockingIOError, InterruptedError):
                 return actions, False
             except framing.FramingError:
@@ -384,12 +387,14 @@ class Loop:
                     actions += scheduler.skipped(target.id, seq, now)
                 else:
                     return actions + scheduler.garbled(target.id, now), True
+            if not (everything or reader.partial):
+                break
         return actions, False
 
     def _kill(self, target: _Child) -> list[Any]:
         _kill_group(target.pid)
         now = time.monotonic()
-        actions, _ = self._receive(target, now, once=False)  # what it sent before it died still counts
+        actions, _ = self._receive(target, now, everything=True)  # what it sent before it died still counts
         return actions + self._reap(target, now)
 
     def _reap(self, target: _Child, now: float) -> list[Any]:
