@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 from test_pool import Order
 
-from avalon_worker.requester import WorkerInfo
+from avalon_worker import jsonio
+from avalon_worker.listener_client import ListenerClient
+from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 
 from conftest import RunningWorker
 
@@ -227,6 +229,54 @@ class TestIdentityOnTheEncryptedMount:
             assert raw.startswith(b"GRAFS_PF"), f"{path} is not a Gramine encrypted file"
             assert b"PRIVATE KEY" not in raw and b"verifying_key" not in raw, path
             assert signup["verifying_key"].encode()[27:80] not in raw, f"{path} holds the public key in clear"
+
+
+class TestListenerOnTheEncryptedMount:
+    """`--listen-http` inside Gramine: the front door is a Gramine process of its own, and its
+    SQLite store (write-ahead log included) lives on the encrypted mount."""
+
+    def test_a_result_outlives_a_restart_and_the_host_sees_ciphertext(self, pool_enclave: Enclave, tmp_path: Path) -> None:
+        args = ["--workers", "1", "--attestation", "auto", "--listen-http", f"127.0.0.1:{free_port()}"]
+        first = launch(pool_enclave, tmp_path.name, args, tmp_path / "first.log")
+        try:
+            url = wait_for_line(first, "listener on ").split()[-1]
+            worker_id = ListenerClient(url, "").lookup()[0]
+            with ListenerClient(url, worker_id, timeout_s=120) as client:
+                assert client.submit("python-hello", [b"store"]) == [b"Hello store"]
+                pending = build_work_order(client.worker(), "python-hello", [b"again"])
+                reply = client.post(jsonio.dumps(pending.request))
+                deadline = time.monotonic() + 120
+                while "result" not in reply and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    reply = client.call("WorkOrderGetResult", {"workOrderId": pending.work_order_id})
+        finally:
+            assert first.stop() == 0
+        second = launch(pool_enclave, tmp_path.name, args, tmp_path / "second.log")
+        try:
+            url = wait_for_line(second, "listener on ").split()[-1]
+            with ListenerClient(url, worker_id) as client:
+                kept = client.call("WorkOrderGetResult", {"workOrderId": pending.work_order_id})
+                assert kept["result"] == reply["result"]  # the stored result, unchanged
+                assert open_result(pending, kept, client.worker()) == [b"Hello again"]
+        finally:
+            assert second.stop() == 0
+        stored = [p for p in (pool_enclave.state_dir / tmp_path.name).rglob("work-orders*") if p.is_file()]
+        assert stored, "the store is on the state directory"
+        for path in stored:
+            raw = path.read_bytes()
+            assert raw.startswith(b"GRAFS_PF") and b"SQLite format 3" not in raw, f"{path} is readable on the host"
+            assert pending.work_order_id.encode() not in raw, f"{path} shows an order id in clear"
+
+
+def wait_for_line(worker: GramineWorker, prefix: str) -> str:
+    """The first line of the worker's log that starts with `prefix`, waiting for it."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and worker.process.poll() is None:
+        for line in worker.log.splitlines():
+            if line.startswith(prefix):
+                return line
+        time.sleep(0.2)
+    raise AssertionError(f"no line starting {prefix!r} under gramine-direct:\n{worker.log[-3000:]}")
 
 
 class TestFilePolicy:
