@@ -372,11 +372,15 @@ def main() -> int:
     progress.step(f"raw byte work, 1 MiB: {1024 * 1024 / 1e6 / raw_1mib:.0f} MB/s")
     load = Load(args.clients, args.connections, args.depth, args.seconds, args.client, not args.no_pin)
     rounds = []
-    for _ in range(args.repeat):  # the 1-process and N-process runs interleaved, so drift hits both
-        rounds.append((run_worker(1, chosen, load, progress), run_worker(args.workers, chosen, load, progress),
+    for index in range(args.repeat):  # the 1-process and N-process runs interleaved, so drift hits both
+        # the INFO run right next to the ERROR run it is compared with, before it and after it in turn
+        logged = run_worker(1, hellos, load, progress, log_level="INFO") if index % 2 == 0 else None
+        one_round = run_worker(1, chosen, load, progress)
+        if logged is None:
+            logged = run_worker(1, hellos, load, progress, log_level="INFO")
+        rounds.append((one_round, run_worker(args.workers, chosen, load, progress),
                        run_worker(1, hellos, load, progress, bits=3072),
-                       run_worker(args.workers, hellos, load, progress, bits=3072),
-                       run_worker(1, hellos, load, progress, log_level="INFO")))
+                       run_worker(args.workers, hellos, load, progress, bits=3072), logged))
     one, many, one_3072, many_3072, one_logged = (median_runs([r[i] for r in rounds]) for i in range(5))
 
     lines = [
