@@ -286,6 +286,27 @@ class TestStateDirectory:
         assert argv_option(manifest, "--state-dir") == "/srv/worker-state"
         assert mount_for(manifest, "/srv/worker-state/x")["type"] == "encrypted"
 
+    def test_no_listener_unless_asked(self, manifest: dict[str, Any]) -> None:
+        assert "--listen-http" not in manifest["loader"]["argv"]
+
+    @pytest.mark.parametrize("workers", ["0", "2"])
+    def test_the_listener_is_measured_and_its_front_door_may_start(
+        self, fake_python: Mapping[str, Any], workers: str
+    ) -> None:
+        manifest = manifest_for(fake_python, listen_http="0.0.0.0:8080", workers=workers)
+        assert argv_option(manifest, "--listen-http") == "0.0.0.0:8080"
+        assert manifest["sys"]["disallow_subprocesses"] is False  # the front door is a process of its own
+        assert manifest_for(fake_python, workers="0")["sys"]["disallow_subprocesses"] is True
+
+    def test_the_makefile_passes_every_template_variable(self) -> None:
+        makefile = (TEMPLATE.parent / "Makefile").read_text(encoding="utf-8")
+        header = TEMPLATE.read_text(encoding="utf-8").split("{%", 1)[0]
+        variables = set(re.findall(r"^#   ([a-z_]+)(?:,? +|\n)", header, re.M))
+        variables |= {name for line in re.findall(r"^#   ([a-z_]+),\s+([a-z_]+)", header, re.M) for name in line}
+        assert {"listen_http", "workers", "state_dir"} <= variables
+        for name in variables:
+            assert f"-D{name}=" in makefile, f"gramine/Makefile does not pass {name}"
+
     def test_tmp_is_enclave_memory(self, manifest: dict[str, Any]) -> None:
         assert mount_for(manifest, "/tmp/scratch") == {"type": "tmpfs", "path": "/tmp"}
 
