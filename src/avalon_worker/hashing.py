@@ -53,10 +53,7 @@ def _by_index(item: ItemText) -> int:
 
 def _in_index_order(items: Iterable[ItemText]) -> list[ItemText]:
     # §6.6.1: items hashed in index order (a copy: the caller's sequence is not reordered).
-    ordered = list(items)
-    if len(ordered) > 1:
-        ordered.sort(key=_by_index)
-    return ordered
+    return sorted(items, key=_by_index)
 
 
 def concat_items(items: Iterable[ItemText]) -> str:

@@ -36,21 +36,24 @@ def encode(kind: int, seq: int, *parts: Buffer) -> list[Buffer]:
     return [HEADER.pack(kind, seq, len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)), *parts]
 
 
+def unsent(buffers: Sequence[Buffer], sent: int) -> list[memoryview]:
+    """What is left of `buffers` once the first `sent` bytes of them are written (not copied)."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views and sent >= len(views[0]):
+        sent -= len(views.pop(0))
+    if views and sent:
+        views[0] = views[0][sent:]
+    return views
+
+
 def send_all(sock: socket.socket, buffers: Sequence[Buffer]) -> None:
     """Write `buffers` completely on a blocking socket, gathered by the kernel."""
     sent = sock.sendmsg(buffers)
-    total = sum(len(b) for b in buffers)
-    if sent == total:  # nearly always: one system call
+    if sent == sum(len(b) for b in buffers):  # nearly always: one system call
         return
-    views = [memoryview(b).cast("B") for b in buffers]
-    while views:
-        while views and sent >= len(views[0]):
-            sent -= len(views.pop(0))
-        if sent:
-            views[0] = views[0][sent:]
-        if not views:
-            return
-        sent = sock.sendmsg(views)
+    rest = unsent(buffers, sent)
+    while rest:
+        rest = unsent(rest, sock.sendmsg(rest))
 
 
 class Reader:

@@ -321,10 +321,7 @@ class Loop:
                 return
             if sent == sum(len(buffer) for buffer in buffers):
                 return
-            buffers = [memoryview(buffer).cast("B") for buffer in buffers]
-            while sent >= len(buffers[0]):
-                sent -= len(buffers.pop(0))
-            buffers[0] = buffers[0][sent:]
+            buffers = framing.unsent(buffers, sent)
         for buffer in buffers:
             if len(buffer):
                 target.out.append(memoryview(buffer).cast("B"))
