@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import child, framing, reaper
-from .router import FD_HEADROOM, Router, send_queued
+from .router import FD_HEADROOM, Outbox, Router, send_queued
 from .scheduler import Kill, Metrics, Pin, PoolConfig, Reply, Revoke, Scheduler, Send, Spawn
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class StopFlag:
 class _Child:
     """A forked worker process and the supervisor's end of its socket pair."""
 
-    __slots__ = ("id", "pid", "sock", "fd", "reader", "out", "writing")
+    __slots__ = ("id", "pid", "sock", "fd", "reader", "out", "writing", "due")
 
     def __init__(self, id: int, pid: int, sock: socket.socket, max_payload: int) -> None:
         self.id = id
@@ -77,6 +77,7 @@ class _Child:
         self.reader = framing.Reader(max_payload)
         self.out: deque[memoryview] = deque()  # bytes not yet written, in order
         self.writing = False  # registered for EPOLLOUT
+        self.due = False  # waits in the loop's outbox
 
 
 def describe_exit(status: int) -> str:
@@ -133,6 +134,7 @@ class Loop:
         self.poller = select.epoll()
         self.router: Router | None = None
         self._stop = StopFlag()
+        self._outbox: Outbox[_Child] = Outbox(self._flush)  # orders and revocations, written at the end of each turn
         self._helpers: set[int] = set()  # children of this process that are not worker processes (the HTTP front door)
 
     def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
@@ -184,6 +186,8 @@ class Loop:
                 wait = 0.0
             if wait:
                 self.idle()
+            self._outbox.flush()  # what this turn sent, in one write per process and per client
+            router.outbox.flush()
             pause = scheduler.coalesce_s()
             if pause:
                 time.sleep(pause)
@@ -237,6 +241,8 @@ class Loop:
             elif kind is Revoke:
                 target = self.children[action.process]
                 self._write(target, framing.encode(framing.REVOKE, action.first, framing.SEQ.pack(action.last)))
+                target.due = False  # written now, with what was queued before it: `_quiet` looks at what is left
+                self._flush(target)
                 actions += scheduler.revoked(action.process, self._quiet(target), time.monotonic())
             elif kind is Kill:
                 actions += self._kill(self.children[action.process])
@@ -247,6 +253,8 @@ class Loop:
 
     def _run_here(self, frame: bytes) -> Any:
         """Run an order in this process (`--workers 0`); None if a forced stop interrupted it."""
+        assert self.router is not None
+        self.router.outbox.flush()  # the replies so far go out before this order holds the loop
         stop = self._stop
         stop.interruptible = True
         try:
@@ -312,21 +320,11 @@ class Loop:
             pass
 
     def _write(self, target: _Child, buffers: list[Any]) -> None:
-        if not target.out:  # nothing waits before it: straight to the kernel, which nearly always takes it all
-            try:
-                sent = target.sock.sendmsg(buffers)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:  # it has died: its end of file is on its way
-                return
-            if sent == sum(len(buffer) for buffer in buffers):
-                return
-            buffers = framing.unsent(buffers, sent)
+        """Queue `buffers` for the process; they are written at the end of the loop's turn."""
         for buffer in buffers:
             if len(buffer):
                 target.out.append(memoryview(buffer).cast("B"))
-        if not target.writing:
-            self._flush(target)
+        self._outbox.add(target)
 
     def _flush(self, target: _Child) -> None:
         out = target.out
@@ -406,6 +404,7 @@ class Loop:
         reaper.kill_children(self._helpers.union(target.pid for target in self.children.values()))
 
     def _forget(self, target: _Child) -> None:
+        target.due = False
         del self.children[target.id]
         del self.by_fd[target.fd]
         self.poller.unregister(target.fd)

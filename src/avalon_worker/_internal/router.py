@@ -18,8 +18,9 @@ import select
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from itertools import count
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..errors import SetupError
 from .zmtp import PeerStream, ProtocolError, message_buffers
@@ -57,6 +58,43 @@ def send_queued(sock: socket.socket, queue: deque[memoryview]) -> int:
             queue[0] = queue[0][sent:]
             break  # the kernel took part: the buffer is full
     return written
+
+
+class Writer(Protocol):
+    """A connection or process with writes queued: `writing` while it waits for the kernel to
+    take more (EPOLLOUT), `due` while it waits in an `Outbox`."""
+
+    writing: bool
+    due: bool
+
+
+W = TypeVar("W", bound=Writer)
+
+
+class Outbox(Generic[W]):
+    """The writers given something to send during one turn of the loop, written at its end:
+    one system call each, however many messages it was given in the turn."""
+
+    __slots__ = ("_due", "_flush")
+
+    def __init__(self, flush: Callable[[W], None]) -> None:
+        self._due: list[W] = []
+        self._flush = flush
+
+    def add(self, writer: W) -> None:
+        """`writer` has a write queued (a writer dropped meanwhile sets `due` back to False)."""
+        if not (writer.writing or writer.due):
+            writer.due = True
+            self._due.append(writer)
+
+    def flush(self) -> None:
+        """Write what this turn queued."""
+        due, self._due = self._due, []
+        for writer in due:
+            if writer.due:
+                writer.due = False
+                if not writer.writing:
+                    self._flush(writer)
 
 
 class EndpointError(SetupError, ValueError):
@@ -115,7 +153,7 @@ def _listen(bind: str) -> tuple[socket.socket, str]:
 
 class _Peer:
     __slots__ = ("sock", "stream", "routing_id", "queue", "queued_bytes", "queued_messages", "writing",
-                 "reading", "partial", "in_flight", "active")
+                 "reading", "partial", "in_flight", "active", "due")
 
     def __init__(self, sock: socket.socket, stream: PeerStream, routing_id: bytes) -> None:
         self.sock = sock
@@ -129,6 +167,7 @@ class _Peer:
         self.partial = 0  # bytes of incomplete messages held for it (counted in Router.partial_bytes)
         self.in_flight = 0  # messages received and not yet answered
         self.active = 0  # the router's turn when it last heard from it
+        self.due = False  # waits in the router's outbox
 
 
 class Router:
@@ -154,6 +193,7 @@ class Router:
         self.max_queued_messages = 1000
         self.max_partial_bytes = max_partial_bytes or max_message_bytes
         self.partial_bytes = 0
+        self.outbox: Outbox[_Peer] = Outbox(self._flush)  # the caller flushes it at the end of each turn
         if max_connections is None:
             max_connections = max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_HEADROOM)
         self.max_connections = max_connections
@@ -229,7 +269,7 @@ class Router:
         if peer.in_flight:
             peer.in_flight -= 1
         buffers = message_buffers(parts)
-        size = sum(len(b) for b in buffers)
+        size = sum(map(len, buffers))
         return self._send(peer, [b"".join(buffers)] if size < SMALL_MESSAGE_BYTES else buffers)
 
     def close(self, linger_s: float = 0.0) -> None:
@@ -405,8 +445,7 @@ class Router:
             self._warn("reader", "closing a client connection that does not read what it is sent")
             self._drop(peer)
             return False
-        if not peer.writing:
-            self._flush(peer)
+        self.outbox.add(peer)
         return True
 
     def _flush(self, peer: _Peer) -> None:
@@ -431,6 +470,7 @@ class Router:
         fd = peer.sock.fileno()
         if self.peers.pop(fd, None) is None:
             return
+        peer.due = False
         del self.by_id[peer.routing_id]
         self.backlog.pop(fd, None)
         self.closed.append(peer.routing_id)
