@@ -225,6 +225,27 @@ class TestPrefetch:
         assert resent.seq == ahead.seq and resent.process == free.process
         assert s.skipped(revoke.process, ahead.seq, 0.07) == []  # the expected report, ignored
 
+    def test_a_busy_process_has_one_inspection_timer_not_one_per_order(self) -> None:
+        s, _ = started(PoolConfig(workers=1, timeout_s=60))
+        sends = [send for n in range(1, PREFETCH_DEPTH + 2) for send in arrive(s, n, 0.0)]
+        for n in range(PREFETCH_DEPTH + 2, 500):  # each reply lets one more order go ahead
+            now = n * 0.0001
+            sends += of(answer(s, sends.pop(0), now), Send)
+            sends += of(arrive(s, n, now), Send)
+            assert len(s._inspections) == 1 and s._timers == []
+        assert of(s.time_passed(0.05), Revoke) == []  # the order running then began after 0.0498
+
+    def test_an_inspection_due_for_a_finished_order_looks_at_the_next_when_it_has_run_as_long(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        [first] = arrive(s, 1, 0.0)
+        [second] = arrive(s, 2, 0.0)
+        [third] = arrive(s, 3, 0.0)
+        answer(s, first, 0.03)  # the second runs from 0.03, the third waits behind it
+        assert s.time_passed(INSPECT_AFTER_S) == []
+        assert s.next_timer() == pytest.approx(0.03 + INSPECT_AFTER_S)
+        [revoke] = of(s.time_passed(0.03 + INSPECT_AFTER_S), Revoke)
+        assert revoke.first == revoke.last == third.seq
+
     def test_an_uncertain_revoke_waits_for_the_process_to_say_what_it_did(self) -> None:
         s, _ = started(PoolConfig(workers=1))
         [first] = arrive(s, 1, 0.0)
@@ -350,7 +371,7 @@ class TestTimeLimits:
         for n in range(5000):
             [send] = of(arrive(s, n, n * 0.001), Send)
             answer(s, send, n * 0.001)
-        assert len(s._timers) < 300
+        assert len(s._timers) + len(s._limits) < 300
 
 
 class TestDeath:

@@ -11,9 +11,13 @@ Rules:
   else is answered BUSY (8). While stopping, new orders are answered BUSY and the rest finish.
 - A busy process may hold up to PREFETCH_DEPTH small orders behind the one it runs. If the
   running order turns slow (INSPECT_AFTER_S), those are revoked and go to the next free process.
+  A process has one inspection timer at a time, moved on to its next running order when it
+  fires too early for that one: not one timer per order.
 - Every order carries a sequence number; a reply must echo the number of the order its process
   runs. Anything else stops that process and answers its orders with error 1.
-- Time limits run from receipt, on timers. The operator's limit (`timeout_s`) is the only one
+- Time limits run from receipt, on timers. The operator's limit is the same for every order, so
+  those timers run out in arrival order and wait in a plain queue; a requester's own limits and
+  inspections are kept in heaps. The operator's limit (`timeout_s`) is the only one
   that kills: the order is answered with error 1 and its process killed. A requester's shorter
   `responseTimeoutMSecs` only answers that requester early (error 1); its process runs on,
   bounded by the operator's limit, its late reply is dropped and the process is reused (a new
@@ -187,7 +191,7 @@ class Job:
 
 
 class _Process:
-    __slots__ = ("id", "cpu", "jobs", "revoked", "spare", "killing", "timed_out", "untrusted")
+    __slots__ = ("id", "cpu", "jobs", "revoked", "spare", "killing", "timed_out", "untrusted", "inspecting")
 
     def __init__(self, id: int, cpu: int | None, spare: bool) -> None:
         self.id = id
@@ -198,6 +202,7 @@ class _Process:
         self.killing = False
         self.timed_out: Job | None = None  # the order it was killed for
         self.untrusted = False  # it sent something that was not the reply to its order
+        self.inspecting = False  # an inspection timer is set for it
 
 
 class Scheduler:
@@ -222,7 +227,10 @@ class Scheduler:
         self.stopping = False
         self._jobs: dict[int, Job] = {}  # every order not yet answered or still running, by sequence number
         self._abandoned = 0  # of those, orders answered at their requester's limit that still run
-        self._timers: list[tuple[float, int]] = []  # (when, seq), a heap; stale entries dropped lazily
+        # timers; entries of orders already answered are dropped lazily
+        self._limits: deque[tuple[float, int]] = deque()  # (kill_at, seq): the operator's limit, in arrival order
+        self._timers: list[tuple[float, int]] = []  # (when, seq): every other limit of an order, a heap
+        self._inspections: list[tuple[float, int]] = []  # (when, process id), a heap: one per busy process at most
         self._seqs = count(1)
         self._ids = count(1)
         self._service_s = 0.0  # recent orders' time from start to reply, averaged
@@ -286,7 +294,7 @@ class Scheduler:
         del self._jobs[seq]
         self._service_s += (now - job.started - self._service_s) / 16  # moving average of service time
         if process.jobs:
-            self._began(process.jobs[0], now)  # the order sent ahead runs now
+            self._began(process, process.jobs[0], now)  # the order sent ahead runs now
         elif not process.killing:
             self.idle.append(process)
         if self.queue and not process.killing:  # keep the process busy first: the reply can go out while it works
@@ -387,12 +395,20 @@ class Scheduler:
 
     def time_passed(self, now: float) -> list[Action]:
         """Act on every timer due by `now`."""
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, seq = heapq.heappop(timers)
-            job = self._jobs.get(seq)
+        limits, timers, inspections, jobs = self._limits, self._timers, self._inspections, self._jobs
+        while limits and limits[0][0] <= now:
+            job = jobs.get(limits.popleft()[1])
             if job is not None:
                 self._check(job, now)
+        while timers and timers[0][0] <= now:
+            job = jobs.get(heapq.heappop(timers)[1])
+            if job is not None:
+                self._check(job, now)
+        while inspections and inspections[0][0] <= now:
+            process = self.processes.get(heapq.heappop(inspections)[1])
+            if process is not None:
+                process.inspecting = False
+                self._inspect(process, now)
         return self._take()
 
     def connection_closed(self, routing_id: bytes, now: float) -> list[Action]:
@@ -442,10 +458,13 @@ class Scheduler:
 
     def next_timer(self) -> float | None:
         """When `time_passed` should next be called (None: no timer is set)."""
-        timers, jobs = self._timers, self._jobs
+        limits, timers, jobs = self._limits, self._timers, self._jobs
+        while limits and limits[0][1] not in jobs:
+            limits.popleft()
         while timers and timers[0][1] not in jobs:
             heapq.heappop(timers)
-        return timers[0][0] if timers else None
+        due = [queue[0][0] for queue in (limits, timers, self._inspections) if queue]
+        return min(due) if due else None
 
     def coalesce_s(self) -> float:
         """How long the loop may let events gather before it polls: under saturation, a moment,
@@ -500,8 +519,14 @@ class Scheduler:
         self._keep_spares()
 
     def _admit(self, job: Job) -> None:
-        self._jobs[job.seq] = job
-        if job.deadline != math.inf:
+        jobs = self._jobs
+        jobs[job.seq] = job
+        if job.kill_at != math.inf:
+            limits = self._limits
+            if len(limits) > 4 * len(jobs) + 256:  # drop stale entries now and then (one order may hold the front)
+                self._limits = limits = deque(entry for entry in limits if entry[1] in jobs)
+            limits.append((job.kill_at, job.seq))
+        if job.deadline < job.kill_at:
             self._timer(job.deadline, job.seq)
 
     def _timer(self, when: float, seq: int) -> None:
@@ -510,6 +535,12 @@ class Scheduler:
             self._timers = timers = [entry for entry in timers if entry[1] in self._jobs]
             heapq.heapify(timers)
         heapq.heappush(timers, (when, seq))
+
+    def _inspect_at(self, process: _Process, when: float) -> None:
+        """Look at `process`'s running order at `when`, unless a look is set for it already."""
+        if not process.inspecting:
+            process.inspecting = True
+            heapq.heappush(self._inspections, (when, process.id))
 
     def _reply(self, envelope: list[bytes], frame: bytes | bytearray | memoryview) -> None:
         self._actions.append(Reply(envelope, frame))
@@ -525,17 +556,17 @@ class Scheduler:
         """Hand `job` to idle `process`."""
         job.process = process
         process.jobs.append(job)
-        self._began(job, now)
+        self._began(process, job, now)
         self._actions.append(Send(process.id, job.seq, job.frame))
 
-    def _began(self, job: Job, now: float) -> None:
-        """`job` is its process's running order from `now`. It is inspected at INSPECT_AFTER_S
-        if orders wait behind it, or if its time limit could lie beyond what was scanned."""
+    def _began(self, process: _Process, job: Job, now: float) -> None:
+        """`job` is `process`'s running order from `now`. It is inspected at INSPECT_AFTER_S if
+        orders wait behind it, or if its time limit could lie beyond what was scanned."""
         job.started = now
         if now >= job.deadline:  # its timer fired while it waited in the process (revoked too late)
             self._timer(now, job.seq)
-        if not self.inline and not job.inspected and (len(job.frame) > _SCAN_BYTES or job.process is None or len(job.process.jobs) > 1):
-            self._timer(now + INSPECT_AFTER_S, job.seq)
+        if not self.inline and not job.inspected and (len(process.jobs) > 1 or len(job.frame) > _SCAN_BYTES):
+            self._inspect_at(process, now + INSPECT_AFTER_S)
 
     def _enqueue(self, job: Job) -> None:
         self.queue.append(job)
@@ -585,7 +616,7 @@ class Scheduler:
             process.jobs.append(job)
             self._actions.append(Send(process.id, job.seq, job.frame))
         if alone and len(process.jobs) > 1:  # orders wait behind it now: look at it if it turns slow
-            self._timer(running.started + INSPECT_AFTER_S, running.seq)
+            self._inspect_at(process, running.started + INSPECT_AFTER_S)
 
     def _check(self, job: Job, now: float) -> None:
         """A timer of `job` is due."""
@@ -599,12 +630,6 @@ class Scheduler:
         if process.killing:
             return
         if process.jobs[0] is job:
-            if not job.inspected and now >= job.started + INSPECT_AFTER_S:
-                job.inspect()
-                if job.deadline > now:
-                    self._timer(job.deadline, job.seq)
-                if len(process.jobs) > 1:  # don't leave orders behind a slow one
-                    self._revoke(process, list(process.jobs)[1:])
             if now >= job.kill_at:
                 process.timed_out = job
                 self._kill(process)
@@ -613,6 +638,28 @@ class Scheduler:
         elif now >= job.deadline and not job.revoking:  # sent ahead, not started: take it and those behind back
             at = process.jobs.index(job)
             self._revoke(process, list(process.jobs)[at:])
+
+    def _inspect(self, process: _Process, now: float) -> None:
+        """`process`'s inspection timer is due: if its running order has run INSPECT_AFTER_S, read
+        its ids and its own time limit, and take back the orders waiting behind it; if a newer
+        order runs, look again when that one has run as long."""
+        if process.killing or not process.jobs:
+            return
+        running = process.jobs[0]
+        if running.inspected:
+            return
+        due = running.started + INSPECT_AFTER_S
+        if now < due:
+            if len(process.jobs) > 1 or len(running.frame) > _SCAN_BYTES:
+                self._inspect_at(process, due)
+            return
+        running.inspect()
+        if running.deadline <= now:
+            self._check(running, now)
+        elif running.deadline < running.kill_at:
+            self._timer(running.deadline, running.seq)
+        if len(process.jobs) > 1 and not process.killing:  # don't leave orders behind a slow one
+            self._revoke(process, list(process.jobs)[1:])
 
     def _answer_early(self, job: Job, now: float) -> None:
         """The requester's own limit has passed while `job` runs: answer it now, and let the
@@ -626,7 +673,6 @@ class Scheduler:
                                               f"workload {job.workload!r} exceeded its time limit (responseTimeoutMSecs)",
                                               job.work_order_id))
         self.metrics.observe("work-order", job.workload, "timeout", now - job.received)
-        self._timer(job.kill_at, job.seq)
 
     def _revoke(self, process: _Process, jobs: list[Job]) -> None:
         jobs = [job for job in jobs if not job.revoking]
