@@ -33,7 +33,7 @@ class FramingError(Error):
 
 def encode(kind: int, seq: int, *parts: Buffer) -> list[Buffer]:
     """The buffers of one message (the parts are not copied)."""
-    return [HEADER.pack(kind, seq, len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)), *parts]
+    return [HEADER.pack(kind, seq, sum(map(len, parts))), *parts]
 
 
 def unsent(buffers: Sequence[Buffer], sent: int) -> list[memoryview]:
@@ -49,7 +49,7 @@ def unsent(buffers: Sequence[Buffer], sent: int) -> list[memoryview]:
 def send_all(sock: socket.socket, buffers: Sequence[Buffer]) -> None:
     """Write `buffers` completely on a blocking socket, gathered by the kernel."""
     sent = sock.sendmsg(buffers)
-    if sent == sum(len(b) for b in buffers):  # nearly always: one system call
+    if sent == sum(map(len, buffers)):  # nearly always: one system call
         return
     rest = unsent(buffers, sent)
     while rest:
