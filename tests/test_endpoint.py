@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avalon_worker._internal import zmtp
-from avalon_worker._internal.router import FRAMES_PER_TURN, EndpointError, Router, listen
+from avalon_worker._internal.router import FRAMES_PER_TURN, EndpointError, Outbox, Router, listen
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 
 from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker
@@ -355,6 +355,54 @@ def pump(router: Router, poller: select.epoll, done: Callable[[], bool], what: s
         assert time.monotonic() < deadline, what
         for fd, mask in poller.poll(0.1):
             router.on_event(fd, mask)
+        router.outbox.flush()  # as the loop does at the end of each turn
+
+
+def test_an_outbox_writes_each_writer_once_however_often_it_was_given_something() -> None:
+    class Writer:
+        def __init__(self) -> None:
+            self.writing = self.due = False
+
+    flushed: list[Writer] = []
+    outbox: Outbox[Writer] = Outbox(flushed.append)
+    first, second, dropped, blocked = Writer(), Writer(), Writer(), Writer()
+    blocked.writing = True  # waits for EPOLLOUT: its own event writes it
+    for writer in (first, second, first, dropped, blocked, first):
+        outbox.add(writer)
+    dropped.due = False  # its connection closed meanwhile
+    outbox.flush()
+    assert flushed == [first, second] and not first.due and not second.due
+    outbox.flush()
+    assert flushed == [first, second]
+
+
+def test_replies_of_one_turn_go_out_together_when_the_turn_ends() -> None:
+    with router_in_process() as (router, poller, client, _):
+        client.sendall(HELLO_READY)
+        pump(router, poller, lambda: any(p.stream.peer_type is not None for p in router.peers.values()),
+             "the handshake did not finish")
+        client.settimeout(5)
+        greeting = b""
+        while len(greeting) < len(zmtp.greeting(as_server=True)):
+            greeting += client.recv(64)
+        client.setblocking(False)
+        time.sleep(0.05)
+        try:
+            client.recv(4096)  # the rest of the handshake (READY)
+        except BlockingIOError:
+            pass
+        [peer] = [p for p in router.peers.values() if p.sock.getpeername() == client.getsockname()]
+        assert router.send(peer.routing_id, [b"one"]) and router.send(peer.routing_id, [b"two"])
+        time.sleep(0.05)
+        with pytest.raises(BlockingIOError):
+            client.recv(4096)  # nothing is written before the turn ends
+        router.outbox.flush()
+        client.settimeout(5)
+        expected = b"".join(bytes(b) for b in zmtp.message_buffers([b"one"]) + zmtp.message_buffers([b"two"]))
+        got = b""
+        while len(got) < len(expected):
+            got += client.recv(4096)
+        assert got == expected
 
 
 def test_a_flood_of_commands_is_parsed_a_slice_per_turn() -> None:

@@ -225,6 +225,12 @@ class TestPrefetch:
         assert resent.seq == ahead.seq and resent.process == free.process
         assert s.skipped(revoke.process, ahead.seq, 0.07) == []  # the expected report, ignored
 
+    def test_an_order_sent_ahead_says_so_and_one_the_process_waits_for_does_not(self) -> None:
+        s, _ = started(PoolConfig(workers=1))
+        [first] = arrive(s, 1, 0.0)
+        [ahead] = arrive(s, 2, 0.0)
+        assert (first.ahead, ahead.ahead) == (False, True)  # the loop writes the first at once
+
     def test_a_busy_process_has_one_inspection_timer_not_one_per_order(self) -> None:
         s, _ = started(PoolConfig(workers=1, timeout_s=60))
         sends = [send for n in range(1, PREFETCH_DEPTH + 2) for send in arrive(s, n, 0.0)]

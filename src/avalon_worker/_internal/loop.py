@@ -237,12 +237,12 @@ class Loop:
                     meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
                     actions += scheduler.replied(action.process, action.seq, meta + outcome.reply, time.monotonic())
                 else:
-                    self._write(target, framing.encode(framing.ORDER, action.seq, action.frame))
+                    # an order the process waits for goes now, not after the rest of the turn
+                    self._write(target, framing.encode(framing.ORDER, action.seq, action.frame), at_once=not action.ahead)
             elif kind is Revoke:
                 target = self.children[action.process]
-                self._write(target, framing.encode(framing.REVOKE, action.first, framing.SEQ.pack(action.last)))
-                target.due = False  # written now, with what was queued before it: `_quiet` looks at what is left
-                self._flush(target)
+                # written now, with what was queued before it: `_quiet` looks at what is left
+                self._write(target, framing.encode(framing.REVOKE, action.first, framing.SEQ.pack(action.last)), at_once=True)
                 actions += scheduler.revoked(action.process, self._quiet(target), time.monotonic())
             elif kind is Kill:
                 actions += self._kill(self.children[action.process])
@@ -319,12 +319,18 @@ class Loop:
         except OSError:  # it has died already: its exit is on its way
             pass
 
-    def _write(self, target: _Child, buffers: list[Any]) -> None:
-        """Queue `buffers` for the process; they are written at the end of the loop's turn."""
+    def _write(self, target: _Child, buffers: list[Any], *, at_once: bool) -> None:
+        """Queue `buffers` for the process, and write what is queued now (`at_once`) or at the
+        end of the loop's turn."""
         for buffer in buffers:
             if len(buffer):
                 target.out.append(memoryview(buffer).cast("B"))
-        self._outbox.add(target)
+        if at_once:
+            target.due = False
+            if not target.writing:
+                self._flush(target)
+        else:
+            self._outbox.add(target)
 
     def _flush(self, target: _Child) -> None:
         out = target.out

@@ -109,11 +109,13 @@ class Pin:
 
 @dataclass(slots=True)
 class Send:
-    """Hand order `seq` to process `process`."""
+    """Hand order `seq` to process `process`: at once if the process waits for it, else
+    (`ahead`: sent ahead of the order it runs) with the turn's other writes."""
 
     process: int
     seq: int
     frame: bytes
+    ahead: bool = False
 
 
 @dataclass(slots=True)
@@ -614,7 +616,7 @@ class Scheduler:
             job = self._dequeue()
             job.process = process
             process.jobs.append(job)
-            self._actions.append(Send(process.id, job.seq, job.frame))
+            self._actions.append(Send(process.id, job.seq, job.frame, ahead=True))
         if alone and len(process.jobs) > 1:  # orders wait behind it now: look at it if it turns slow
             self._inspect_at(process, running.started + INSPECT_AFTER_S)
 
