@@ -44,7 +44,7 @@ from ..jsonrpc import error_reply, inspect_request, invalid
 logger = logging.getLogger(__name__)
 
 INSPECT_AFTER_S = 0.05  # a running order this old is read for its ids and its own time limit
-PREFETCH_MAX_BYTES = 64 * 1024  # larger orders are never sent ahead (their byte work dwarfs the hand-off)
+PREFETCH_MAX_BYTES = 256 * 1024  # larger orders are never sent ahead (their byte work dwarfs the hand-off)
 PREFETCH_DEPTH = 4  # orders that may wait in a busy process behind the running one
 # Under saturation (every process has PREFETCH_DEPTH orders waiting) the loop lets events gather
 # for at most COALESCE_MAX_S and one typical order's service time, never for orders under
