@@ -12,7 +12,9 @@ Run by hand: `python benchmarks/throughput.py` (`--write FILE` also saves the re
 as pasted into docs/performance.md).
 Numbers are noisy on a shared machine: compare ratios measured in the same run. Each server
 figure is the median of `--repeat` rounds (1-process and N-process runs interleaved); each floor
-is the fastest of several timed loops. The load generator is one process with several ZMTP
+is the fastest of several timed loops, measured in every round right before the runs it is
+compared with, and each ratio to a floor is the median of the rounds' own ratios (a machine's
+speed can move by a quarter within minutes). The load generator is one process with several ZMTP
 connections (see `zmtp.py`), so that it takes little of the cores it shares with the worker.
 """
 
@@ -25,10 +27,12 @@ import multiprocessing
 import os
 import platform
 import select
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -259,8 +263,9 @@ FLOOR_ROUNDS = 5  # each floor is the fastest of this many timed loops: the work
 # else on the machine gets in the way, a stricter floor than an average would be
 
 
-def floor_small(bits: int = 2048, iterations: int = 500) -> float:
-    """Seconds per order of the unavoidable work for a small order (RSA-OAEP unwrap, libsecp256k1)."""
+def floor_small(bits: int = 2048, iterations: int = 500) -> Callable[[], float]:
+    """A timer of the unavoidable work for a small order (RSA-OAEP unwrap, libsecp256k1): each
+    call returns seconds per order, the fastest of FLOOR_ROUNDS loops."""
     rsa_key = crypto.generate_rsa_key(bits)
     signer = crypto.SigningKey.generate()
     session_key, iv = os.urandom(32), os.urandom(12)
@@ -282,11 +287,12 @@ def floor_small(bits: int = 2048, iterations: int = 500) -> float:
             signer.sign_digest(digest)
         return (time.perf_counter() - t0) / iterations
 
-    return min(one_round() for _ in range(FLOOR_ROUNDS))
+    return lambda: min(one_round() for _ in range(FLOOR_ROUNDS))
 
 
-def floor_bytes(size: int = 1024 * 1024, iterations: int = 10) -> float:
-    """Seconds per order of the byte work for a `size`-byte echo: base64, AES-GCM, SHA-256 both ways."""
+def floor_bytes(size: int = 1024 * 1024, iterations: int = 10) -> Callable[[], float]:
+    """A timer of the byte work for a `size`-byte echo (base64, AES-GCM, SHA-256 both ways):
+    each call returns seconds per order, the fastest of FLOOR_ROUNDS loops."""
     key, iv = os.urandom(32), os.urandom(12)
     text = base64.b64encode(crypto.aes_gcm_encrypt(key, iv, os.urandom(size)))
 
@@ -301,7 +307,7 @@ def floor_bytes(size: int = 1024 * 1024, iterations: int = 10) -> float:
             crypto.sha256(plaintext)  # output dataHash
         return (time.perf_counter() - t0) / iterations
 
-    return min(one_round() for _ in range(FLOOR_ROUNDS))
+    return lambda: min(one_round() for _ in range(FLOOR_ROUNDS))
 
 
 # main -------------------------------------------------------------------------------------------
@@ -363,16 +369,15 @@ def main() -> int:
 
     chosen = scenarios(args.quick)
     hellos = scenarios(quick=True)
-    progress = Progress(3 + args.repeat * (2 * (len(chosen) + len(hellos)) + len(hellos)))
-    floor = floor_small(2048)
-    progress.step(f"cryptographic floor, small order, RSA-2048: {1 / floor:.0f} orders/s")
-    floor_3072 = floor_small(3072, 200)
-    progress.step(f"cryptographic floor, small order, RSA-3072: {1 / floor_3072:.0f} orders/s")
-    raw_1mib = floor_bytes()
-    progress.step(f"raw byte work, 1 MiB: {1024 * 1024 / 1e6 / raw_1mib:.0f} MB/s")
+    progress = Progress(args.repeat * (3 + 2 * (len(chosen) + len(hellos)) + len(hellos)))
+    timers = floor_small(2048), floor_small(3072, 200), floor_bytes()
     load = Load(args.clients, args.connections, args.depth, args.seconds, args.client, not args.no_pin)
-    rounds = []
+    rounds, floors = [], []
     for index in range(args.repeat):  # the 1-process and N-process runs interleaved, so drift hits both
+        floors.append(round_floors := tuple(timer() for timer in timers))
+        progress.step(f"cryptographic floor, small order, RSA-2048: {1 / round_floors[0]:.0f} orders/s")
+        progress.step(f"cryptographic floor, small order, RSA-3072: {1 / round_floors[1]:.0f} orders/s")
+        progress.step(f"raw byte work, 1 MiB: {1024 * 1024 / 1e6 / round_floors[2]:.0f} MB/s")
         # the INFO run right next to the ERROR run it is compared with, before it and after it in turn
         logged = run_worker(1, hellos, load, progress, log_level="INFO") if index % 2 == 0 else None
         one_round = run_worker(1, chosen, load, progress)
@@ -382,6 +387,11 @@ def main() -> int:
                        run_worker(1, hellos, load, progress, bits=3072),
                        run_worker(args.workers, hellos, load, progress, bits=3072), logged))
     one, many, one_3072, many_3072, one_logged = (median_runs([r[i] for r in rounds]) for i in range(5))
+    floor, floor_3072, raw_1mib = (statistics.median(f[i] for f in floors) for i in range(3))
+
+    def to_floor(run: int, scenario: str, which: int) -> float:
+        """Each round's orders/s × its own floor (seconds per order), the median of the rounds."""
+        return statistics.median(r[run][scenario]["rate"] * f[which] for r, f in zip(rounds, floors))
 
     lines = [
         f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, {platform.python_implementation()} "
@@ -410,9 +420,10 @@ def main() -> int:
     lines += [
         "",
         f"cryptographic floor, small order (RSA-2048 unwrap, 3 AES-GCM, SHA-256s, 1 libsecp256k1 signature): "
-        f"{floor * 1e6:.0f} µs = {1 / floor:.0f} orders/s on one core",
+        f"{floor * 1e6:.0f} µs = {1 / floor:.0f} orders/s on one core (median of the rounds' floors)",
         f"same with RSA-3072 (the worker's default key): {floor_3072 * 1e6:.0f} µs = {1 / floor_3072:.0f} orders/s",
-        f"worker / floor (1 process, hello, fresh keys): RSA-2048 {hello_fresh * floor:.2f}, RSA-3072 {fresh_3072 * floor_3072:.2f}",
+        f"worker / floor (1 process, hello, fresh keys; each round against its own floor): "
+        f"RSA-2048 {to_floor(0, 'hello 5 B, fresh keys', 0):.2f}, RSA-3072 {to_floor(2, 'hello 5 B, fresh keys', 1):.2f}",
         f"reused key / fresh keys (1 process, hello): RSA-2048 {hello_reused / hello_fresh:.2f}, "
         f"RSA-3072 {reused_3072 / fresh_3072:.2f}",
         f"{args.workers} processes / 1 process (hello, fresh keys): "
@@ -432,7 +443,7 @@ def main() -> int:
         raw_mbs = mib / raw_1mib
         lines += [
             f"1 MiB echo: worker {worker_mbs:.0f} MB/s (1 process) vs raw AES-GCM + SHA-256 + base64 "
-            f"{raw_mbs:.0f} MB/s: {worker_mbs / raw_mbs:.2f}",
+            f"{raw_mbs:.0f} MB/s: {to_floor(0, 'echo 1 MiB, fresh keys', 2):.2f} (each round against its own)",
         ]
     text = "\n".join(lines)
     print(text)
