@@ -28,15 +28,10 @@ _EXACT_FLOAT_LIMIT = 2.0**53
 
 def is_valid_id(value: Any) -> bool:
     """True for a string, a (finite) number or null: the ids JSON-RPC 2.0 allows."""
-    kind = type(value)
-    if kind is int or kind is str or value is None:  # what nearly every client sends, as JSON decodes it
+    if value is None or isinstance(value, str):
         return True
-    if isinstance(value, str):
-        return True
-    if isinstance(value, bool):
-        return False
     if isinstance(value, int):
-        return True
+        return not isinstance(value, bool)
     return isinstance(value, float) and math.isfinite(value)
 
 

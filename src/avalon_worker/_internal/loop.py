@@ -326,9 +326,7 @@ class Loop:
             if len(buffer):
                 target.out.append(memoryview(buffer).cast("B"))
         if at_once:
-            target.due = False
-            if not target.writing:
-                self._flush(target)
+            self._outbox.write(target)
         else:
             self._outbox.add(target)
 

@@ -87,14 +87,18 @@ class Outbox(Generic[W]):
             writer.due = True
             self._due.append(writer)
 
+    def write(self, writer: W) -> None:
+        """Write what `writer` has queued now, not at the end of the turn."""
+        writer.due = False
+        if not writer.writing:  # else EPOLLOUT writes it
+            self._flush(writer)
+
     def flush(self) -> None:
         """Write what this turn queued."""
         due, self._due = self._due, []
         for writer in due:
             if writer.due:
-                writer.due = False
-                if not writer.writing:
-                    self._flush(writer)
+                self.write(writer)
 
 
 class EndpointError(SetupError, ValueError):
