@@ -6,7 +6,7 @@ MIN_PYTHON ?= 3.10
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint fuzz clean
+.PHONY: demo test check bench lint fuzz clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < tuple(map(int, "$(MIN_PYTHON)".split("."))))' 2>/dev/null \
@@ -22,6 +22,11 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+# The inner loop while working: everything but the tests marked slow (worker processes, PostgreSQL,
+# Docker, Gramine, long property runs); well under 30 s. CI runs `make test`, the whole suite.
+check: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m 'not slow'
 
 # Exact versions: a new linter release must not turn CI red without a change here.
 lint: $(BIN)/.installed

@@ -118,6 +118,7 @@ def test_a_flipped_bit_in_the_pck_leaf_fails_a_step_instead_of_raising(bit: int)
     assert not report.ok
 
 
+@pytest.mark.slow
 def test_every_bit_of_the_certificate_region_flipped_gives_a_failed_report_never_an_exception() -> None:
     """Exhaustive: each of the 8 × 3,546 single-bit flips of the PEM chain (without collateral,
     which the certificates do not reach) must fail verification, and nothing may raise."""

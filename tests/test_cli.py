@@ -7,7 +7,11 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import RunningWorker, run_cli
+
+pytestmark = pytest.mark.slow
 
 EXPECTED = [
     "Hello Krsna", "Hello Rama", "Hello Shiva", "Hello Ganesha", "Hello Lakshmi", "Hello Parvathy",

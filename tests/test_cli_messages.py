@@ -24,6 +24,8 @@ from avalon_worker.requester import WorkerInfo, build_work_order
 
 from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, run_cli
 
+pytestmark = pytest.mark.slow
+
 SAMPLE = str(Path(__file__).with_name("test_work_orders.json"))
 
 

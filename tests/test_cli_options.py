@@ -21,6 +21,8 @@ from avalon_worker.cli_options import ConfigError, configurable, load_config
 
 from conftest import MISBEHAVING_REGISTRY, run_cli
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "worker.toml"
 WO_PROCESSOR = "import sys; from avalon_worker.cli import wo_processor_main; sys.exit(wo_processor_main())"

@@ -24,6 +24,8 @@ from avalon_worker.order_table import Outcome, Table, fit, printable
 
 from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, run_cli
 
+pytestmark = pytest.mark.slow
+
 FIB_10000_DIGITS = 2090
 UNATTESTED = "signatures and encryption verified; this worker runs without SGX attestation (nothing proves which code ran)"
 

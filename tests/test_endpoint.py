@@ -27,6 +27,8 @@ from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 
 from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker
 
+pytestmark = pytest.mark.slow
+
 HELLO_READY = zmtp.greeting(as_server=False) + zmtp.ready(b"DEALER")
 
 

@@ -30,6 +30,8 @@ from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 
 from conftest import RunningWorker
 
+pytestmark = pytest.mark.slow
+
 if os.environ.get("AVALON_GRAMINE_DIRECT") != "1":
     pytest.skip("runs under gramine-direct: use scripts/gramine-direct-test.sh", allow_module_level=True)
 

@@ -312,6 +312,7 @@ class TestBadHttp:
         assert answer["error"]["code"] == 2 and expected in answer["error"]["message"]
         assert_still_serving(running)
 
+    @pytest.mark.slow
     def test_a_declared_huge_body_is_refused_unread_and_the_connection_closed(self, running: RunningListener) -> None:
         request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (1 << 30)
         answer = json_body(raw_http(running.port, request + b"x" * 1000))
@@ -326,6 +327,7 @@ class TestBadHttp:
         assert response == b"" or json_body(response)["error"]["code"] == 2
         assert_still_serving(running)
 
+    @pytest.mark.slow
     def test_a_slow_body_times_out_and_the_connection_is_closed(self, running: RunningListener) -> None:
         request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\""
         started = time.monotonic()

@@ -24,6 +24,8 @@ from avalon_worker.store.sqlite import SQLiteStore
 
 from independent_requester import ItemSpec, VerificationError, build_work_order, open_response
 
+pytestmark = pytest.mark.slow
+
 TESTS = Path(__file__).parent
 POLL_S = 0.1  # the SDK polls every 2 s; the tests need not wait that long
 

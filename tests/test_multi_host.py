@@ -24,6 +24,8 @@ from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
 from conftest import MISBEHAVING_REGISTRY, launch_worker, run_cli, start_postgres
 from postgres_server import PostgresServer
 
+pytestmark = pytest.mark.slow
+
 TESTS = Path(__file__).parent
 POLL_S = 0.1
 LEASE_S = 2.0  # short leases and heartbeats, so that a dead host's orders and status turn quickly

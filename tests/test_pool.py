@@ -18,6 +18,8 @@ from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_ord
 
 from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, reseal
 
+pytestmark = pytest.mark.slow
+
 
 def free_port() -> int:
     with socket.socket() as sock:

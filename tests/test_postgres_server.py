@@ -9,6 +9,8 @@ import pytest
 
 from postgres_server import PostgresServer
 
+pytestmark = pytest.mark.slow
+
 
 def test_server_listens_on_loopback_only_and_runs_unprivileged(postgres_server: PostgresServer) -> None:
     with psycopg.connect(postgres_server.url()) as connection:

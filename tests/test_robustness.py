@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +41,7 @@ def test_any_bytes_get_an_error_reply(processor: Processor, frame: bytes) -> Non
     assert_is_error_reply(raw)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values)
 def test_any_json_envelope_gets_a_reply(processor: Processor, value: object) -> None:
@@ -47,6 +49,7 @@ def test_any_json_envelope_gets_a_reply(processor: Processor, value: object) -> 
     assert assert_is_error_reply(raw)["error"]["code"] == 2
 
 
+@pytest.mark.slow
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(FIELDS), value=json_values)
 def test_any_wrong_field_gets_a_spec_error_and_echoes_the_id(

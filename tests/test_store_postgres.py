@@ -25,6 +25,8 @@ from avalon_worker.store.postgres import (
 from conftest import start_postgres
 from postgres_server import PostgresServer, free_port
 
+pytestmark = pytest.mark.slow
+
 WORKER = "a" * 64
 OTHER_WORKER = "b" * 64
 T0 = 1_000_000.0
