@@ -9,6 +9,8 @@ Two sides that never import each other:
   `report`, `cli`): `parse_quote` (pure, no I/O), `verify_signup` against an
   `AttestationPolicy` (optionally with `Collateral` for revocation, QE identity and TCB
   status) → a `VerificationReport` listing every step as pass, fail or not checked.
+  AMD SEV-SNP reports (`snp`, `snp_report`, `snp_certs`, `amd_roots`): `verify_snp_evidence`
+  checks a report down to AMD's pinned roots and against an `SnpPolicy`.
 
 Both use `binding.report_data` and `errors`. The names below load their module on first use,
 so importing one side does not load the other.
@@ -20,6 +22,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "AllOf": "policy",
+    "AMD_ARK_SPKI_SHA256": "amd_roots",
     "AnyOf": "policy",
     "AttestationError": "errors",
     "AttestationFailed": "errors",
@@ -51,6 +54,14 @@ _EXPORTS = {
     "ReportBody": "quote",
     "select_provider": "providers",
     "SignupFetchError": "errors",
+    "load_snp_collateral": "snp",
+    "parse_snp_report": "snp_report",
+    "SnpParseError": "snp_report",
+    "SnpPolicy": "snp",
+    "SnpReport": "snp_report",
+    "SnpVerification": "snp",
+    "split_snp_evidence": "snp",
+    "verify_snp_evidence": "snp",
     "Step": "report",
     "StepStatus": "report",
     "UnsupportedQuoteError": "errors",
