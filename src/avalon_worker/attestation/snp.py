@@ -41,6 +41,7 @@ from .snp_certs import (
     Endorsement,
     load_snp_collateral,
     read_endorsement,
+    serial_number,
     signed_tbs_candidates,
     split_snp_evidence,
 )
@@ -305,8 +306,9 @@ def _revocation_step(
         if next_update is None or not crl.last_update_utc <= now <= next_update:
             return failed(STEP_SNP_REVOCATION, "the CRL is not current: fetch AMD's current CRL")
         for cert in (chain.signer, chain.leaf):
-            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-                return failed(STEP_SNP_REVOCATION, f"{_cn(cert)} (serial {cert.serial_number:#x}) is revoked")
+            serial = serial_number(cert)
+            if crl.get_revoked_certificate_by_serial_number(serial) is not None:
+                return failed(STEP_SNP_REVOCATION, f"{_cn(cert)} (serial {serial:#x}) is revoked")
     except _CERT_ERRORS as exc:
         return failed(STEP_SNP_REVOCATION, f"the CRL cannot be read ({type(exc).__name__})")
     return passed(STEP_SNP_REVOCATION, f"{_cn(chain.signer)} checked against {_cn(chain.ark)}'s CRL")

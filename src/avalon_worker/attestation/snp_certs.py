@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 import struct
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -135,6 +136,14 @@ def _with_serial(der: bytes, offset: int, encoding: bytes) -> bytes:
     return der[:offset] + encoding + der[offset + 3 :]
 
 
+@contextlib.contextmanager
+def _serial_zero_accepted() -> Iterator[None]:
+    # Only the serial-number deprecation, only inside this block: every other warning still shows.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*serial number.*", category=CryptographyDeprecationWarning)
+        yield
+
+
 def load_amd_certificate(
     der: bytes, *, parse: Callable[[bytes], x509.Certificate] = x509.load_der_x509_certificate
 ) -> x509.Certificate:
@@ -143,9 +152,7 @@ def load_amd_certificate(
     Raises `ValueError` for anything that is not a certificate. `parse` is the DER parser, a
     parameter so that a test can stand in a future `cryptography` that refuses serial 0.
     """
-    with warnings.catch_warnings():
-        # Only the serial-number deprecation, only here: every other warning still shows.
-        warnings.filterwarnings("ignore", message=".*serial number.*", category=CryptographyDeprecationWarning)
+    with _serial_zero_accepted():
         try:
             return parse(der)
         except ValueError:
@@ -153,6 +160,12 @@ def load_amd_certificate(
             if offset is None:
                 raise
     return parse(_with_serial(der, offset, _SERIAL_ONE))
+
+
+def serial_number(cert: x509.Certificate) -> int:
+    """The certificate's serial; `cryptography` warns again on reading a serial of 0."""
+    with _serial_zero_accepted():
+        return cert.serial_number
 
 
 def signed_tbs_candidates(cert: x509.Certificate) -> tuple[bytes, ...]:
