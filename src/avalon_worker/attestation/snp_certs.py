@@ -155,6 +155,8 @@ def load_amd_certificate(
     with _serial_zero_accepted():
         try:
             return parse(der)
+        except x509.InvalidVersion as exc:
+            raise ValueError(f"not an X.509 certificate: {exc}") from None
         except ValueError:
             offset = _serial_offset(der, _SERIAL_ZERO)
             if offset is None:
