@@ -205,12 +205,14 @@ def flip(data: bytes, offset: int, bit: int) -> bytes:
     return bytes(out)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(offset=st.integers(0, 0x2A0 + 144 - 1), bit=st.integers(0, 7))
 def test_a_bit_flip_in_the_signed_part_or_signature_of_the_real_report_is_refused_by_both(offset: int, bit: int) -> None:
     assert agree(flip(MILAN_REPORT, offset, bit), [MILAN_VCEK_DER]) == (False, False)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(offset=st.integers(0, len(MILAN_VCEK_DER) - 1), bit=st.integers(0, 7))
 def test_a_bit_flip_in_the_real_vcek_never_raises_and_never_verifies_altered_signed_bytes(offset: int, bit: int) -> None:
@@ -226,6 +228,7 @@ def test_a_bit_flip_in_the_real_vcek_never_raises_and_never_verifies_altered_sig
         assert now_signed.tbs in (signed.tbs, serial_one) and now_signed.signature == signed.signature
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(offset=st.integers(0, 1184 + 2000), bit=st.integers(0, 7))
 def test_a_bit_flip_anywhere_in_evidence_with_its_table_never_raises(offset: int, bit: int) -> None:
