@@ -475,3 +475,8 @@ def test_parsed_fields_agree_with_the_independent_checker(product: str) -> None:
         for k, v in independent_snp.tcb_parts(theirs["reported_tcb"], product == "Turin").items()
     }
     assert report.launch_mitigations == 5 and report.current_mitigations == 7
+
+
+def test_a_naive_verification_time_is_taken_as_utc() -> None:
+    result = verify(F.make_snp_report(REPORT_DATA), now=F.NOW.replace(tzinfo=None))
+    assert failing(result) == set()

@@ -25,7 +25,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from cryptography import x509
@@ -765,13 +765,16 @@ def verify_snp_evidence(
     """Verify SNP evidence (the report, optionally followed by the host's certificate table).
 
     `certificates` and `crls` add to what the evidence carries (`load_snp_collateral` reads
-    them). `trusted_arks` replaces AMD's pinned roots (tests only). Without `policy` the policy
-    steps are *not checked*; without `expected_report_data` so is the REPORT_DATA binding.
+    them). `now` is the verification time (naive means UTC). `trusted_arks` replaces AMD's
+    pinned roots (tests only). Without `policy` the policy steps are *not checked*; without
+    `expected_report_data` so is the REPORT_DATA binding.
     Never raises for anything in the evidence or collateral: a fault is a failed step.
     """
     if policy is not None:
         for name in policy.insecure_overrides():
             _warn_insecure(name)
+    if now.tzinfo is None:  # certificates' times are UTC; a naive time must not make comparisons raise
+        now = now.replace(tzinfo=timezone.utc)
     try:
         report_bytes, carried = split_snp_evidence(bytes(raw))
         report = parse_snp_report(report_bytes)
