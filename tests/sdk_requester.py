@@ -120,10 +120,12 @@ class SdkOrder:
 
 
 def build(worker: Worker, workload: str, inputs: list[str], *, sign: bool = False,
-          response_timeout_ms: int | None = 6000) -> SdkOrder:
+          response_timeout_ms: int | None = 6000, work_order_id: str | None = None) -> SdkOrder:
+    """`work_order_id` replaces the SDK's `secrets.token_hex(32)`, e.g. with Demo.py's
+    `hex(random.randint(1, 2**64 - 1))`."""
     session_key = secrets.token_bytes(32)
     session_iv = secrets.token_bytes(12)
-    params: dict[str, Any] = {"workOrderId": secrets.token_hex(32)}
+    params: dict[str, Any] = {"workOrderId": work_order_id or secrets.token_hex(32)}
     if response_timeout_ms is not None:
         params["responseTimeoutMSecs"] = response_timeout_ms
     params |= {

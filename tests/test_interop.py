@@ -67,6 +67,17 @@ def test_upper_case_and_0x_ids_are_hashed_as_sent(worker: RunningWorker, signup:
     assert run(worker, signup, "python-hello", [ir.ItemSpec(b"Uma")], hex_style=hex_style, sign=True) == [b"Hello Uma"]
 
 
+@pytest.mark.parametrize(
+    "ids", [{"workOrderId": "0x1abcd"}, {"workOrderId": "0Xfff", "workerId": "0x123", "requesterId": "7"}],
+    ids=["demo-py-style", "all-odd"],
+)
+def test_odd_length_and_0x_ids_as_avalons_schema_allows(worker: RunningWorker, signup: dict, ids: dict) -> None:
+    frame, ctx = ir.build_work_order(signup, "python-hello", [ir.ItemSpec(b"Odd")], sign=True, ids=ids)
+    reply = ir.send(worker.endpoint, frame, timeout_ms=60000)
+    assert ir.open_response(reply, ctx) == [b"Hello Odd"]
+    assert {name: reply["result"][name] for name in ids} == ids  # echoed exactly as sent
+
+
 def test_string_and_integer_ids_are_echoed(worker: RunningWorker, signup: dict) -> None:
     for inner_id in ("1", 424242):
         assert run(worker, signup, "python-hello", [ir.ItemSpec(b"id")], inner_id=inner_id) == [b"Hello id"]

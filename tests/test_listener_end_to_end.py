@@ -94,6 +94,17 @@ def test_the_nine_sample_orders_as_avalons_sdk_sends_them(http_worker: HttpWorke
         assert sdk.run(http_worker.url, worker, workload, [text], sign=sign, poll_s=POLL_S) == [expected_output(workload, text)]
 
 
+def test_demo_pys_odd_0x_work_order_ids_over_http(http_worker: HttpWorker, worker: sdk.Worker) -> None:
+    # Avalon's tests/Demo.py: wo_id = hex(random.randint(1, 2**64 - 1)), an odd number of digits one time in 16.
+    for work_order_id in ("0x1", "0xabcde", "0x" + "f" * 15):
+        order = sdk.build(worker, "echo-result", ["odd"], work_order_id=work_order_id)
+        submitted = sdk.submit(http_worker.url, order)
+        assert "result" in submitted or submitted["error"]["code"] == 5, submitted
+        answer = sdk.get_result(http_worker.url, work_order_id, poll_s=POLL_S)
+        assert sdk.open_result(worker, order, answer) == [b"odd"]
+        assert answer["result"]["workOrderId"] == work_order_id
+
+
 def test_a_result_stays_retrievable_and_unchanged(http_worker: HttpWorker, worker: sdk.Worker) -> None:
     order = sdk.build(worker, "python-fib", ["20"])
     submitted = sdk.submit(http_worker.url, order)

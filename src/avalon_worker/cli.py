@@ -158,9 +158,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_order_rules(args: argparse.Namespace) -> None:
-    from .models import is_hex, strip_0x
+    from .models import is_id
 
-    if args.worker_id is not None and not (is_hex(args.worker_id) and strip_0x(args.worker_id)):
+    if args.worker_id is not None and not is_id(args.worker_id):
         raise UsageError("--worker-id must be a hex id, e.g. the SHA-256 the requesters address this worker by")
     if args.replay_window_s and args.workers > 1 and os.path.isdir(args.attestation_root):
         # Under Gramine each worker process is an enclave of its own: no memory is shared.

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import jsonio
 from .errors import ErrorCode, InvalidParameterError, WorkOrderError
-from .models import is_hex, strip_0x
+from .models import is_hex, is_id, strip_0x
 
 ID_RULE = "the JSON-RPC id must be a string, a number or null"
 # Beyond 2**53 a float may be an integer orjson could not keep exact; such frames are re-read.
@@ -141,7 +141,7 @@ def inspect_request(frame: bytes | memoryview) -> tuple[Any, str | None, str, in
         params = inner.get("params")
         if isinstance(params, dict):
             raw_id = params.get("workOrderId")
-            work_order_id = raw_id if isinstance(raw_id, str) and is_hex(raw_id) else None
+            work_order_id = raw_id if is_id(raw_id) else None
             raw = params.get("workloadId")
             if isinstance(raw, str) and is_hex(raw):
                 workload = bytes.fromhex(strip_0x(raw)).decode("utf-8")

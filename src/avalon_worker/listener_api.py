@@ -22,7 +22,7 @@ from typing import Any
 
 from . import jsonio, jsonrpc
 from .errors import ErrorCode, InvalidParameterError, WorkOrderError
-from .models import is_hex
+from .models import check_id
 from .store import NewOrder, OrderState, OrderStatus, SubmitOutcome, WorkerRecord, canonical_id
 
 METHODS = ("WorkerLookUp", "WorkerRetrieve", "WorkOrderSubmit", "WorkOrderGetResult")
@@ -76,14 +76,11 @@ def parse_call(body: bytes) -> Call:
 
 
 def _id_param(call: Call, name: str, work_order_id: str | None = None) -> str:
-    """A required hex id parameter, in canonical form."""
-    value = call.params.get(name)
-    if not isinstance(value, str) or not value:
-        raise CallError(ErrorCode.INVALID_PARAMETER, f"{call.method} needs {name} (a hex string)", call.reply_id, work_order_id)
-    if not is_hex(value):
-        raise CallError(ErrorCode.INVALID_PARAMETER, f"{name} must be a hex string (an even number of hex digits, "
-                        "nothing else)", call.reply_id, work_order_id)
-    return canonical_id(value)
+    """A required hex id parameter (the worker's one id rule, `models.check_id`), in canonical form."""
+    try:
+        return canonical_id(check_id(call.params.get(name), name, work_order_id=work_order_id))
+    except InvalidParameterError as exc:
+        raise CallError(ErrorCode.INVALID_PARAMETER, f"{call.method}: {exc.message}", call.reply_id, work_order_id) from None
 
 
 def _result(call: Call, result: Any) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -90,13 +91,40 @@ def _optional_str(params: Mapping[str, Any], field: str, where: str, wo_id: str 
     return value
 
 
-def _id_field(params: Mapping[str, Any], field: str, wo_id: str | None) -> str:
-    value = params.get(field)
-    if isinstance(value, str) and _from_hex(value):  # the common case: one check
+# Avalon's schemas (common/python/schema_validation/data/WorkOrderSubmit.json and the listener's
+# others) give every id the pattern ^(0[xX])?[0-9a-fA-F]+$: any number of hex digits, odd
+# included, after an optional 0x. Ids are never decoded, only hashed as the text sent, so
+# their length need not be even (Avalon's Demo.py makes them with hex(random...)).
+_HEX_ID = re.compile(r"(?:0[xX])?[0-9a-fA-F]+").fullmatch
+
+
+def is_id(value: Any) -> bool:
+    """True for an id as Avalon's schema allows it: one or more hex digits after an optional
+    `0x`, nothing else (no spaces, no line breaks: ids are echoed into logs and replies)."""
+    return isinstance(value, str) and _HEX_ID(value) is not None
+
+
+def check_id(value: Any, field: str, *, work_order_id: str | None = None) -> str:
+    """The one rule for workOrderId, workerId and requesterId, on every path into the worker:
+    the id as sent, or code 2 naming the field."""
+    if is_id(value):
+        return str(value)
+    if not isinstance(value, str) or not strip_0x(value):
+        raise InvalidParameterError(f"{field} is required (a hex string)", work_order_id=work_order_id)
+    raise InvalidParameterError(
+        f"{field} must be a hex string (digits 0-9 a-f, an optional 0x, nothing else)", work_order_id=work_order_id
+    )
+
+
+def _nonce_field(params: Mapping[str, Any], wo_id: str) -> str:
+    # The nonce is hashed as sent too, but the spec calls it bytes (a hex string of random
+    # bytes), so it keeps the even-length rule.
+    value = params.get("requesterNonce")
+    if isinstance(value, str) and _from_hex(value):
         return value
     if isinstance(value, str) and strip_0x(value):
-        decode_hex(value, field, work_order_id=wo_id)  # not hex: raises, naming the field
-    raise InvalidParameterError(f"{field} is required (a hex string)", work_order_id=wo_id)
+        decode_hex(value, "requesterNonce", work_order_id=wo_id)  # not hex: raises, naming the field
+    raise InvalidParameterError("requesterNonce is required (a hex string)", work_order_id=wo_id)
 
 
 @dataclass(frozen=True)
@@ -244,11 +272,11 @@ class WorkOrderRequest:
         params = request.get("params")
         if not isinstance(params, Mapping):
             raise InvalidParameterError("WorkOrderSubmit params must be an object")
-        work_order_id = _id_field(params, "workOrderId", None)
+        work_order_id = check_id(params.get("workOrderId"), "workOrderId")
         wo_id = work_order_id  # from here on, errors name the (valid hex) work order
-        worker_id = _id_field(params, "workerId", wo_id)
-        requester_id = _id_field(params, "requesterId", wo_id)
-        requester_nonce = _id_field(params, "requesterNonce", wo_id)
+        worker_id = check_id(params.get("workerId"), "workerId", work_order_id=wo_id)
+        requester_id = check_id(params.get("requesterId"), "requesterId", work_order_id=wo_id)
+        requester_nonce = _nonce_field(params, wo_id)
 
         _check_mode(params, "payloadFormat", SUPPORTED_PAYLOAD_FORMAT, wo_id)
         _check_mode(params, "dataEncryptionAlgorithm", SUPPORTED_DATA_ALGORITHM, wo_id)
