@@ -163,6 +163,28 @@ def test_outputs_count_must_match_requested_outdata(processor: Processor, worker
     assert "asks for 2" in reply["error"]["message"]
 
 
+def test_without_outdata_each_result_gets_an_item_of_its_own(processor: Processor, worker_info: WorkerInfo) -> None:
+    # inside-out-eval answers every input item (Avalon's plug-in does); an unknown command needs no file.
+    pending = build_work_order(worker_info, "inside-out-eval", [b"first", b"second x", b"third"])
+    reply = roundtrip(processor, pending)
+    assert [item["index"] for item in reply["result"]["outData"]] == [0, 1, 2]
+    assert open_result(pending, reply, worker_info) == [b"RESULT: "] * 3
+    ivs = [item["iv"] for item in reply["result"]["outData"]]
+    assert len(set(ivs)) == 3  # a fresh IV each
+
+
+def test_a_workload_with_no_result_is_error_1(identity: Identity, worker_info: WorkerInfo) -> None:
+    from avalon_worker.workload import Workload, WorkloadRegistry
+
+    class Nothing(Workload):
+        def run(self, inputs: object) -> list[bytes]:
+            return []
+
+    processor = Processor(identity, WorkloadRegistry({"nothing": Nothing()}), lambda nonce: {})
+    reply = roundtrip(processor, build_work_order(worker_info, "nothing", [b"x"]))
+    assert reply["error"]["code"] == 1 and "returned no result" in reply["error"]["message"]
+
+
 def test_a_reused_session_key_is_unwrapped_once(identity: Identity, worker_info: WorkerInfo) -> None:
     from avalon_worker.requester import Session
 

@@ -27,8 +27,10 @@ def run(name: str, *inputs: bytes) -> list[bytes]:
     return WorkloadRegistry.builtin().run(name, [Item(i, d) for i, d in enumerate(inputs)])
 
 
-def test_builtin_registry_has_the_three_workloads() -> None:
-    assert WorkloadRegistry.builtin().names() == ["echo-result", "python-fib", "python-hello"]
+def test_builtin_registry_has_ours_and_avalons_example_workloads() -> None:
+    assert WorkloadRegistry.builtin().names() == [
+        "echo-result", "heart-disease-eval", "inside-out-eval", "python-fib", "python-hello", "simple-wallet",
+    ]
 
 
 def test_hello_greets_the_first_item() -> None:

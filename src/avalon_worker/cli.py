@@ -193,7 +193,9 @@ def run_server(args: argparse.Namespace) -> int:
     # on the first start must not leave keys behind.
     _check_order_rules(args)
     config = _pool_config(args)
-    registry = WorkloadRegistry.from_file(args.workloads) if args.workloads else WorkloadRegistry.builtin()
+    # Workloads that keep files (Avalon's wallet and file workloads) get folders here, made on first use.
+    data_root = Path(args.state_dir) / "workloads"
+    registry = WorkloadRegistry.from_file(args.workloads, data_root) if args.workloads else WorkloadRegistry.builtin(data_root)
     attestation = select_provider(args.attestation, args.attestation_root)
     _check_bind(args.bind)
     metrics = _start_metrics(args)

@@ -20,12 +20,19 @@ from .errors import IntegrityError, WorkloadError
 from .hashing import ItemText
 from .models import DataItem, ItemMode, WorkOrderRequest, WorkOrderResult
 
-# Output items returned when the request does not say how it wants them (§6.5): one item,
-# index 0, under the session key, marked the way Avalon's clients mark it.
-DEFAULT_OUTPUT = DataItem(
-    index=0, mode=ItemMode.SESSION_KEY, data=b"", data_hash=None, iv=None, wrapped_key=None,
-    text=ItemText(0, encrypted_key="null"),
-)
+
+def _default_output(index: int) -> DataItem:
+    return DataItem(
+        index=index, mode=ItemMode.SESSION_KEY, data=b"", data_hash=None, iv=None, wrapped_key=None,
+        text=ItemText(index, encrypted_key="null"),
+    )
+
+
+# Output items returned when the request does not say how it wants them (§6.5): one item per
+# result, indexed 0, 1, ... in the order the workload returned them, under the session key,
+# marked the way Avalon's clients mark it. (Avalon's per-item workloads answer each input
+# item; its clients decrypt every item whatever its index.)
+DEFAULT_OUTPUT = _default_output(0)
 
 WORKER_NONCE_BYTES = 16
 
@@ -55,9 +62,14 @@ class OpenedWorkOrder:
     inputs: tuple[InputItem, ...]
     output_keys: tuple[bytes | None, ...]  # per requested output item: its data key, if any
 
-    @property
-    def outputs_requested(self) -> tuple[DataItem, ...]:
-        return self.request.out_data or (DEFAULT_OUTPUT,)
+    def outputs_wanted(self, results: int) -> tuple[DataItem, ...]:
+        """The output items for `results` results: the request's outData, else the default."""
+        if self.request.out_data:
+            return self.request.out_data
+        return (DEFAULT_OUTPUT,) if results == 1 else tuple(_default_output(n) for n in range(results))
+
+    def output_keys_for(self, wanted: tuple[DataItem, ...]) -> tuple[bytes | None, ...]:
+        return self.output_keys if self.request.out_data else (None,) * len(wanted)
 
 
 def _unwrap_data_key(wrapped: bytes, session_key: bytes, keys: WorkerKeys) -> bytes:
@@ -116,17 +128,19 @@ def open_work_order(request: WorkOrderRequest, keys: WorkerKeys) -> OpenedWorkOr
             )
     except CryptoError:
         raise IntegrityError(step, work_order_id=wo_id) from None
-    return OpenedWorkOrder(request, session_key, tuple(inputs), tuple(output_keys) or (None,))
+    return OpenedWorkOrder(request, session_key, tuple(inputs), tuple(output_keys))
 
 
-def _check_output_count(opened: OpenedWorkOrder, outputs: Sequence[bytes]) -> None:
-    wanted = opened.outputs_requested
-    if len(outputs) != len(wanted):
+def _outputs_wanted(opened: OpenedWorkOrder, outputs: Sequence[bytes]) -> tuple[tuple[DataItem, ...], tuple[bytes | None, ...]]:
+    wanted = opened.outputs_wanted(len(outputs))
+    if len(outputs) != len(wanted) or not outputs:
         raise WorkloadError(
             f"workload {opened.request.workload_id!r} returned {len(outputs)} result(s) "
-            f"but the request's outData asks for {len(wanted)}",
+            f"but the request's outData asks for {len(wanted)}" if outputs else
+            f"workload {opened.request.workload_id!r} returned no result",
             work_order_id=opened.request.work_order_id,
         )
+    return wanted, opened.output_keys_for(wanted)
 
 
 def _output_item(item: DataItem, plaintext: bytes, data: bytes, iv_text: str) -> ItemText:
@@ -182,12 +196,11 @@ def seal_result(
 
     Each encrypted output gets a fresh random IV, sent in its `iv` field.
     """
-    _check_output_count(opened, outputs)
-    wanted = opened.outputs_requested
+    wanted, keys_wanted = _outputs_wanted(opened, outputs)
     randomness = _Randomness(random_bytes, sum(item.mode is not ItemMode.PLAINTEXT for item in wanted))
     out_data = [
         _seal_item(opened, item, data_key, plaintext, randomness)
-        for item, data_key, plaintext in zip(wanted, opened.output_keys, outputs, strict=True)
+        for item, data_key, plaintext in zip(wanted, keys_wanted, outputs, strict=True)
     ]
     return _sign(opened, out_data, keys, randomness)
 
@@ -216,13 +229,12 @@ def insecure_seal_result_reusing_session_iv(
     the traffic can recover plaintext (PROTOCOL §7). Without a `sessionKeyIv` a random IV is
     prefixed to the ciphertext, as Avalon does. Outputs with their own data key get fresh IVs.
     """
-    _check_output_count(opened, outputs)
-    wanted = opened.outputs_requested
+    wanted, keys_wanted = _outputs_wanted(opened, outputs)
     session_iv = opened.request.session_key_iv
     fresh = sum(item.mode is ItemMode.DATA_KEY or (item.mode is ItemMode.SESSION_KEY and session_iv is None) for item in wanted)
     randomness = _Randomness(random_bytes, fresh)
     out_data = []
-    for item, data_key, plaintext in zip(wanted, opened.output_keys, outputs, strict=True):
+    for item, data_key, plaintext in zip(wanted, keys_wanted, outputs, strict=True):
         if item.mode is not ItemMode.SESSION_KEY:
             out_data.append(_seal_item(opened, item, data_key, plaintext, randomness))
         elif session_iv is not None:

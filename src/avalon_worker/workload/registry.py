@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -16,6 +17,8 @@ from typing import Any, Protocol
 
 from ..errors import SetupError, WorkloadError
 from .workload import WorkLoad, Workload, WorkloadFailure
+
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 class RegistryError(SetupError):
@@ -32,7 +35,16 @@ class InputData(Protocol):
     def data(self) -> bytes: ...
 
 
-def _load_entry(workload_id: str, entry: Any, source: str) -> Workload | WorkLoad:
+def _data_dir(workload_id: str, where: str, data_root: Path | None) -> Path | None:
+    if data_root is None:
+        return None
+    if not _FOLDER_NAME.fullmatch(workload_id) or set(workload_id) == {"."}:
+        raise RegistryError(f"{where}: a workload that keeps files needs an id usable as a folder name "
+                            "(letters, digits, '.', '_', '-')")
+    return data_root / workload_id
+
+
+def _load_entry(workload_id: str, entry: Any, source: str, data_root: Path | None) -> Workload | WorkLoad:
     where = f"{source}: entry {workload_id!r}"
     if not isinstance(entry, Mapping) or not isinstance(entry.get("module"), str) or not isinstance(
         entry.get("class"), str
@@ -54,8 +66,10 @@ def _load_entry(workload_id: str, entry: Any, source: str) -> Workload | WorkLoa
         raise RegistryError(f"{where}: module {module_name!r} has no class {class_name!r}")
     if not (callable(getattr(cls, "run", None)) or callable(getattr(cls, "execute", None))):
         raise RegistryError(f"{where}: class {class_name!r} has neither run(inputs) nor execute(in_data_array)")
+    keeps_files = getattr(cls, "uses_data_dir", False) is True
+    data_dir = _data_dir(workload_id, where, data_root) if keeps_files else None
     try:
-        instance: Workload | WorkLoad = cls()
+        instance: Workload | WorkLoad = cls(data_dir=data_dir) if keeps_files else cls()
         return instance
     except Exception as exc:
         raise RegistryError(f"{where}: class {class_name!r} could not be created ({type(exc).__name__}: {exc})") from exc
@@ -87,13 +101,14 @@ class WorkloadRegistry:
         self._workloads = dict(workloads)
 
     @classmethod
-    def from_mapping(cls, entries: Any, source: str = "workloads") -> WorkloadRegistry:
+    def from_mapping(cls, entries: Any, source: str = "workloads", data_root: Path | None = None) -> WorkloadRegistry:
+        """Create every entry's workload; those that keep files get a folder under `data_root`."""
         if not isinstance(entries, Mapping) or not entries:
             raise RegistryError(f'{source} must be a non-empty JSON object {{"<id>": {{"module": ..., "class": ...}}}}')
-        return cls({str(wid): _load_entry(str(wid), entry, source) for wid, entry in entries.items()})
+        return cls({str(wid): _load_entry(str(wid), entry, source, data_root) for wid, entry in entries.items()})
 
     @classmethod
-    def from_file(cls, path: str | Path) -> WorkloadRegistry:
+    def from_file(cls, path: str | Path, data_root: Path | None = None) -> WorkloadRegistry:
         """Load a workloads.json; modules next to it are importable, as with the original worker."""
         path = Path(path)
         try:
@@ -105,13 +120,14 @@ class WorkloadRegistry:
         folder = str(path.resolve().parent)
         if folder not in sys.path:
             sys.path.insert(0, folder)
-        return cls.from_mapping(entries, str(path))
+        return cls.from_mapping(entries, str(path), data_root)
 
     @classmethod
-    def builtin(cls) -> WorkloadRegistry:
-        """python-hello, python-fib and echo-result."""
+    def builtin(cls, data_root: Path | None = None) -> WorkloadRegistry:
+        """python-hello, python-fib, echo-result, and Avalon's heart-disease-eval,
+        inside-out-eval and simple-wallet."""
         text = resources.files("avalon_worker").joinpath("data/workloads.json").read_text(encoding="utf-8")
-        return cls.from_mapping(json.loads(text), "built-in workloads")
+        return cls.from_mapping(json.loads(text), "built-in workloads", data_root)
 
     def __contains__(self, workload_id: object) -> bool:
         return workload_id in self._workloads
