@@ -291,6 +291,31 @@ class TestGetResult:
         assert sdk.call(running.url, "WorkOrderGetResult", {}, 1)["error"]["code"] == 2
 
 
+class TestWhatAvalonsListenerRefuses:
+    """Registry writes and setting a worker's key: refused with error 2, as Avalon's listener
+    refuses them (its SDK reads the code), since the API has no authentication. The params are
+    those of Avalon's tests/worker/ and tests/work_orders/ request files."""
+
+    @pytest.mark.parametrize(("method", "params", "why"), [
+        ("WorkerRegister", {"workerId": "123", "workerType": 321, "organizationId": "0Xd", "details": {}}, "no registry writes"),
+        ("WorkerUpdate", {"workerId": "123", "details": {"hashingAlgorithm": "KECCAK-256"}}, "no registry writes"),
+        ("WorkerSetStatus", {"workerId": "123", "status": 1}, "no registry writes"),
+        ("EncryptionKeySet", {"workerId": "123", "encryptionKey": "", "signature": ""}, "no authentication to set one"),
+        ("EncryptionKeyGet", {"workerId": "123", "lastUsedKeyNonce": ""}, "details.workerTypeData.encryptionKey"),
+    ])
+    def test_refused_with_error_2_saying_why(self, running: RunningListener, identity: Identity, method: str,
+                                             params: dict, why: str) -> None:
+        answer = sdk.call(running.url, method, params, 4)
+        assert answer["id"] == 4 and answer["error"]["code"] == 2
+        assert answer["error"]["message"].startswith(f"{method} is refused: ") and why in answer["error"]["message"]
+        assert sdk.lookup(running.url) == [identity.worker_id]  # nothing changed
+
+    @pytest.mark.parametrize("worker_type", [0, 4, 123, -1, "1", True])
+    def test_a_worker_type_outside_avalons_enum_is_error_2(self, running: RunningListener, worker_type: Any) -> None:
+        answer = sdk.call(running.url, "WorkerLookUp", {"workerType": worker_type, "organizationId": "0XD"}, 3)
+        assert answer["error"]["code"] == 2 and "1 (TEE-SGX), 2 (MPC) or 3 (ZK)" in answer["error"]["message"]
+
+
 class TestBadHttp:
     def test_get_is_a_json_rpc_error(self, running: RunningListener) -> None:
         answer = json_body(raw_http(running.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))

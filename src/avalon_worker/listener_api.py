@@ -26,6 +26,21 @@ from .models import check_id
 from .store import NewOrder, OrderState, OrderStatus, SubmitOutcome, WorkerRecord, canonical_id
 
 METHODS = ("WorkerLookUp", "WorkerRetrieve", "WorkOrderSubmit", "WorkOrderGetResult")
+# Methods of the spec that change a worker's registration or keys. The API has no
+# authentication, so anyone could call them: they are refused with error 2, as Avalon's
+# listener refuses them (its tc_methods.json schema leaves them out; its EncryptionKeySet
+# always answered 2). A worker registers itself and makes its own keys.
+_NO_REGISTRY_WRITES = ("this API has no authentication, so it takes no registry writes (Avalon's listener refuses "
+                       "them too); a worker registers itself when it starts")
+REFUSED = {
+    "WorkerRegister": _NO_REGISTRY_WRITES,
+    "WorkerUpdate": _NO_REGISTRY_WRITES,
+    "WorkerSetStatus": _NO_REGISTRY_WRITES,
+    "EncryptionKeySet": "a worker makes its own encryption key and publishes it signed, in WorkerRetrieve's "
+                        "details.workerTypeData; this API has no authentication to set one (Avalon's listener refuses it too)",
+    "EncryptionKeyGet": "the worker has one encryption key, in WorkerRetrieve's details.workerTypeData.encryptionKey "
+                        "(Avalon's listener does not serve this method either)",
+}
 WORKER_TYPE_TEE_SGX = 1  # EEA TC v1.1 §5.1: 1 TEE-SGX, 2 MPC, 3 ZK
 STATUS_ACTIVE, STATUS_OFF_LINE = 1, 2  # §5.2
 WRAP_OVERHEAD_BYTES = 128  # the ProcessWorkOrder frame around a request, beyond its escaped text
@@ -64,6 +79,8 @@ def parse_call(body: bytes) -> Call:
     except InvalidParameterError as exc:
         raise CallError(ErrorCode.INVALID_PARAMETER, exc.message) from None
     method = message.get("method")
+    if isinstance(method, str) and method in REFUSED:
+        raise CallError(ErrorCode.INVALID_PARAMETER, f"{method} is refused: {REFUSED[method]}", reply_id)
     if method not in METHODS:
         shown = method[:40] if isinstance(method, str) else method.__class__.__name__
         raise CallError(ErrorCode.INVALID_PARAMETER, f"unknown method {shown!r}; this listener serves {', '.join(METHODS)}", reply_id)
@@ -98,8 +115,9 @@ def worker_lookup(call: Call, records: Sequence[WorkerRecord], now: float, stale
     """`WorkerLookUp {workerType?, organizationId?, applicationTypeId?}`: the live workers that
     match every filter given (EEA TC v1.1 §5.3.1); one page, so `lookupTag` is empty."""
     wanted_type = call.params.get("workerType")
-    if wanted_type is not None and (isinstance(wanted_type, bool) or not isinstance(wanted_type, int)):
-        raise CallError(ErrorCode.INVALID_PARAMETER, "workerType must be an integer (1 TEE-SGX, 2 MPC, 3 ZK)", call.reply_id)
+    if wanted_type is not None and (isinstance(wanted_type, bool) or wanted_type not in (1, 2, 3)):
+        # Avalon's WorkerLookUp schema allows these three values only.
+        raise CallError(ErrorCode.INVALID_PARAMETER, "workerType must be 1 (TEE-SGX), 2 (MPC) or 3 (ZK)", call.reply_id)
     ids = []
     for record in records:
         if not is_live(record, now, stale_after_s):
