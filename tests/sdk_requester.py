@@ -120,9 +120,10 @@ class SdkOrder:
 
 
 def build(worker: Worker, workload: str, inputs: list[str], *, sign: bool = False,
-          response_timeout_ms: int | None = 6000, work_order_id: str | None = None) -> SdkOrder:
-    """`work_order_id` replaces the SDK's `secrets.token_hex(32)`, e.g. with Demo.py's
-    `hex(random.randint(1, 2**64 - 1))`."""
+          response_timeout_ms: int | None = 6000, work_order_id: str | None = None,
+          requester_id: str | None = None) -> SdkOrder:
+    """`work_order_id` and `requester_id` replace the SDK's `secrets.token_hex(32)` (e.g. with
+    Demo.py's `hex(random.randint(1, 2**64 - 1))`)."""
     session_key = secrets.token_bytes(32)
     session_iv = secrets.token_bytes(12)
     params: dict[str, Any] = {"workOrderId": work_order_id or secrets.token_hex(32)}
@@ -133,7 +134,7 @@ def build(worker: Worker, workload: str, inputs: list[str], *, sign: bool = Fals
         "requesterNonce": secrets.token_hex(16),
         "workloadId": workload.encode("utf-8").hex(),
         "workerId": worker.worker_id,
-        "requesterId": secrets.token_hex(32),
+        "requesterId": requester_id or secrets.token_hex(32),
         "sessionKeyIv": session_iv.hex().upper(),
         "workerEncryptionKey": worker.encryption_key.encode("utf-8").hex(),
         "dataEncryptionAlgorithm": "AES-GCM-256",
