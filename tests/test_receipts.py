@@ -74,19 +74,15 @@ def test_a_worker_update_is_checked_under_the_workers_published_key() -> None:
 # --- the lifecycle against a live worker (acceptance test for the server side) ---------------
 
 served = pytest.mark.skip(reason="receipts are not served yet")
+Live = tuple[HttpWorker, sdk.Worker]
 
 
 @pytest.fixture(scope="module")
-def http_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpWorker]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     running = start(tmp_path_factory.mktemp("state"), ["--workers", "2"])
-    yield running
+    [worker_id] = sdk.lookup(running.url)
+    yield running, sdk.retrieve(running.url, worker_id)
     assert running.stop() == 0
-
-
-@pytest.fixture(scope="module")
-def worker(http_worker: HttpWorker) -> sdk.Worker:
-    [worker_id] = sdk.lookup(http_worker.url)
-    return sdk.retrieve(http_worker.url, worker_id)
 
 
 def _completed_order(http_worker: HttpWorker, worker: sdk.Worker, **options: Any) -> tuple[sdk.SdkOrder, dict[str, Any]]:
@@ -105,7 +101,8 @@ def _last_update(url: str, work_order_id: str) -> dict[str, Any]:
 
 
 @served
-def test_create_retrieve_and_the_workers_signed_completion_update(http_worker: HttpWorker, worker: sdk.Worker) -> None:
+def test_create_retrieve_and_the_workers_signed_completion_update(live: Live) -> None:
+    http_worker, worker = live
     order, answer = _completed_order(http_worker, worker)
     key = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1)
     params = receipts.create_params(order.params, request_hash(order.params), key)
@@ -126,7 +123,8 @@ def test_create_retrieve_and_the_workers_signed_completion_update(http_worker: H
 
 
 @served
-def test_a_failed_order_gets_a_failed_update_with_its_error_code(http_worker: HttpWorker, worker: sdk.Worker) -> None:
+def test_a_failed_order_gets_a_failed_update_with_its_error_code(live: Live) -> None:
+    http_worker, worker = live
     order = sdk.build(worker, "no-such-workload", ["x"])
     sdk.submit(http_worker.url, order)
     assert sdk.get_result(http_worker.url, order.work_order_id, poll_s=0.1)["error"]["code"] == 2
@@ -140,7 +138,8 @@ def test_a_failed_order_gets_a_failed_update_with_its_error_code(http_worker: Ht
 
 
 @served
-def test_lookup_pages_through_every_receipt_of_a_requester(http_worker: HttpWorker, worker: sdk.Worker) -> None:
+def test_lookup_pages_through_every_receipt_of_a_requester(live: Live) -> None:
+    http_worker, worker = live
     requester = "0A" * 32
     created = []
     for _ in range(25):
@@ -162,7 +161,8 @@ def test_lookup_pages_through_every_receipt_of_a_requester(http_worker: HttpWork
 
 @served
 @pytest.mark.parametrize("fault", ["unknown order", "bad signature", "signed by another key", "duplicate", "wrong hash"])
-def test_refusals(http_worker: HttpWorker, worker: sdk.Worker, fault: str) -> None:
+def test_refusals(live: Live, fault: str) -> None:
+    http_worker, worker = live
     order, _ = _completed_order(http_worker, worker)
     key = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1)
     params = receipts.create_params(order.params, request_hash(order.params), key)
@@ -190,7 +190,8 @@ def test_refusals(http_worker: HttpWorker, worker: sdk.Worker, fault: str) -> No
 
 
 @served
-def test_update_retrieve_beyond_the_updates_is_error_2(http_worker: HttpWorker, worker: sdk.Worker) -> None:
+def test_update_retrieve_beyond_the_updates_is_error_2(live: Live) -> None:
+    http_worker, worker = live
     order, _ = _completed_order(http_worker, worker)
     key = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1)
     receipts.create(http_worker.url, receipts.create_params(order.params, request_hash(order.params), key))
