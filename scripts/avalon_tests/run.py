@@ -168,7 +168,7 @@ class Run:
         self.url = ""
 
     def env(self, record: Path | None, tcf_home: Path, *paths: Path) -> dict[str, str]:
-        env = dict(os.environ, TCF_HOME=str(tcf_home), PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python",
+        env = dict(os.environ, TCF_HOME=str(tcf_home), PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python", PYTHONDONTWRITEBYTECODE="1",
                    PYTHONPATH=os.pathsep.join(str(p) for p in (HERE, *paths)))
         env.pop("AVALON_TESTS_RECORD", None)
         if record is not None:
