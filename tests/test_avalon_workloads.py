@@ -330,10 +330,12 @@ def _order(live: tuple[RunningWorker, dict], workload: str, *texts: bytes) -> li
     return ir.open_response(ir.send(worker.endpoint, frame, timeout_ms=60000), ctx)
 
 
+@pytest.mark.slow
 def test_live_heart_disease_as_run_tests_sh_sends_it(live: tuple[RunningWorker, dict]) -> None:
     assert _order(live, "heart-disease-eval", RUN_TESTS_INPUT) == [b"You have a 47% risk of heart disease"]
 
 
+@pytest.mark.slow
 def test_live_wallet_is_one_ledger_across_worker_processes(live: tuple[RunningWorker, dict]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -344,6 +346,7 @@ def test_live_wallet_is_one_ledger_across_worker_processes(live: tuple[RunningWo
     assert (live[0].state_dir / "workloads" / "simple-wallet" / "ledger.json").exists()
 
 
+@pytest.mark.slow
 def test_live_inside_out_answers_each_item_with_an_item(live: tuple[RunningWorker, dict]) -> None:
     assert _order(live, "inside-out-eval", b"write live.txt hi", b"read live.txt") == [
         b"RESULT: FILE WRITE SUCCESS", b"RESULT: hi"]

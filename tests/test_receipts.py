@@ -73,7 +73,9 @@ def test_a_worker_update_is_checked_under_the_workers_published_key() -> None:
 
 # --- the lifecycle against a live worker (acceptance test for the server side) ---------------
 
-served = pytest.mark.skip(reason="receipts are not served yet")
+def served(test: Any) -> Any:
+    """A lifecycle test against a live worker: slow, and skipped until receipts are served."""
+    return pytest.mark.slow(pytest.mark.skip(reason="receipts are not served yet")(test))
 Live = tuple[HttpWorker, sdk.Worker]
 
 
