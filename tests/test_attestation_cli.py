@@ -70,7 +70,7 @@ class SignupServer:
 @pytest.fixture
 def files(tmp_path: Path, pki: TestPki) -> dict[str, Path]:
     policy = tmp_path / "policy.json"
-    policy.write_text(json.dumps({"enclave": {"mrenclave": [MRENCLAVE.hex()]}}))
+    policy.write_text(json.dumps({"sgx": {"enclave": {"mrenclave": [MRENCLAVE.hex()]}}}))
     collateral = tmp_path / "collateral.json"
     collateral.write_text(json.dumps(make_collateral(pki)))
     root = tmp_path / "root.pem"
@@ -193,7 +193,7 @@ class TestVerifyEndpoint:
 
 class TestVerifySavedSignup:
     def test_bad_policy_exits_two(self, files: dict[str, Path], tmp_path: Path) -> None:
-        files["policy"].write_text(json.dumps({"enclave": {"mrenclave": ["zz"]}, "typo": 1}))
+        files["policy"].write_text(json.dumps({"sgx": {"enclave": {"mrenclave": ["zz"]}, "typo": 1}}))
         signup = tmp_path / "s.json"
         signup.write_text("{}")
         code, out = run(["--signup", str(signup), *common(files)])
@@ -210,9 +210,13 @@ class TestVerifySavedSignup:
         code, out = run(["--signup", str(path), *common(files)])
         assert code == EXIT_ERROR and "bad" in out
 
-    def test_endpoint_or_signup_is_required(self) -> None:
+    def test_endpoint_signup_or_evidence_is_required(self) -> None:
+        code, out = run(["--policy", "p.json"])
+        assert code == EXIT_ERROR and "--endpoint URL, --signup FILE or --evidence FILE" in out
+
+    def test_endpoint_signup_and_evidence_exclude_each_other(self, tmp_path: Path) -> None:
         with pytest.raises(SystemExit):
-            parse(["--policy", "p.json"])
+            parse(["--signup", "s.json", "--evidence", "q.bin"])
 
 
 class TestPolicyGate:
@@ -233,7 +237,7 @@ class TestPolicyGate:
         assert require_attested_worker(self.namespace(files, policy=None), "tcp://127.0.0.1:1") is None
 
     def test_refuses_a_worker_that_fails(self, server: SignupServer, files: dict[str, Path]) -> None:
-        files["policy"].write_text(json.dumps({"enclave": {"mrenclave": ["00" * 32]}}))
+        files["policy"].write_text(json.dumps({"sgx": {"enclave": {"mrenclave": ["00" * 32]}}}))
         with pytest.raises(AttestationFailed, match="refusing to send inputs") as info:
             require_attested_worker(self.namespace(files), server.endpoint)
         assert "[FAIL] MRENCLAVE/MRSIGNER allowed" in info.value.diagnostics()

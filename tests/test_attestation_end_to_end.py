@@ -21,8 +21,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningWor
     pki = TestPki.create()
     (folder / "root.pem").write_bytes(pki.root.public_bytes(Encoding.PEM))
     (folder / "collateral.json").write_text(json.dumps(make_collateral(pki)))
-    (folder / "good-policy.json").write_text(json.dumps({"enclave": {"mrenclave": [MRENCLAVE.hex()]}}))
-    (folder / "other-policy.json").write_text(json.dumps({"enclave": {"mrenclave": ["00" * 32]}}))
+    (folder / "good-policy.json").write_text(json.dumps({"sgx": {"enclave": {"mrenclave": [MRENCLAVE.hex()]}}}))
+    (folder / "other-policy.json").write_text(json.dumps({"sgx": {"enclave": {"mrenclave": ["00" * 32]}}}))
     with SimulatedGramine(folder / "attestation", QuoteFactory(pki)) as sim:
         worker = launch_worker(folder / "state", ["--attestation", "gramine", "--attestation-root", str(sim.root)])
         try:

@@ -137,21 +137,30 @@ class TestMalformedInput:
         with pytest.raises(QuoteParseError, match="unknown quote version"):
             parse_quote(struct.pack("<H", version) + v3[2:])
 
-    def test_tdx_v4_is_unsupported(self, v3: bytes) -> None:
-        raw = struct.pack("<HHI", 4, 2, 0x81) + v3[8:]
-        with pytest.raises(UnsupportedQuoteError, match="TDX"):
-            parse_quote(raw)
+    def test_a_v3_quote_cannot_carry_a_td_report(self, v3: bytes) -> None:
+        with pytest.raises(QuoteParseError, match="v3 quote cannot carry a TD report"):
+            parse_quote(struct.pack("<HHI", 3, 2, 0x81) + v3[8:])
 
-    def test_v5_tdx_body_is_unsupported(self, factory: QuoteFactory) -> None:
+    def test_unknown_tee_type(self, v3: bytes) -> None:
+        with pytest.raises(QuoteParseError, match="unknown TEE type 0x7"):
+            parse_quote(struct.pack("<HHI", 4, 2, 7) + v3[8:])
+
+    def test_v5_body_type_must_fit_the_tee_type(self, factory: QuoteFactory) -> None:
         raw = bytearray(factory.quote(REPORT_DATA, version=5))
         struct.pack_into("<H", raw, 48, 2)
-        with pytest.raises(UnsupportedQuoteError, match="TDX body"):
+        with pytest.raises(QuoteParseError, match="body type 2 does not fit TEE type 0x0"):
+            parse_quote(bytes(raw))
+
+    def test_v5_unknown_body_type(self, factory: QuoteFactory) -> None:
+        raw = bytearray(factory.quote(REPORT_DATA, version=5))
+        struct.pack_into("<H", raw, 48, 9)
+        with pytest.raises(QuoteParseError, match="unknown v5 body type 9"):
             parse_quote(bytes(raw))
 
     def test_v5_body_size_must_be_384(self, factory: QuoteFactory) -> None:
         raw = bytearray(factory.quote(REPORT_DATA, version=5))
         struct.pack_into("<I", raw, 50, 383)
-        with pytest.raises(QuoteParseError, match="body size"):
+        with pytest.raises(QuoteParseError, match="body type 1 must be 384 bytes, the quote says 383"):
             parse_quote(bytes(raw))
 
     def test_p384_attestation_key_is_unsupported(self, v3: bytes) -> None:

@@ -95,7 +95,7 @@ def test_a_bad_registry_names_the_bad_entry(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-POLICY = {"enclave": {"mrenclave": ["ab" * 32]}}
+POLICY = {"sgx": {"enclave": {"mrenclave": ["ab" * 32]}}}
 
 
 def test_verify_fails_a_worker_without_a_quote_and_says_why(worker: RunningWorker, tmp_path: Path) -> None:

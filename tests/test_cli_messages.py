@@ -213,19 +213,23 @@ def test_a_second_signal_interrupts_an_order_running_in_process(tmp_path: Path) 
 # 7. verify speaks like the other commands ------------------------------------------------------------
 
 
-def test_verify_shows_policy_as_required_and_names_it_when_missing(worker: RunningWorker) -> None:
+def test_verify_without_a_policy_checks_all_but_the_measurements(worker: RunningWorker) -> None:
     usage = run_cli("verify", "--help").stdout.split("\n\n")[0]
-    assert " --policy FILE" in usage and "[--policy FILE]" not in usage
+    assert "[--policy FILE]" in usage and "--evidence FILE]" in usage
     done = run_cli("verify", "--endpoint", worker.endpoint)
-    assert done.returncode == 2
-    assert "the following arguments are required: --policy" in done.stderr
+    assert done.returncode == 1
+    assert done.stdout.startswith("policy: none given, so the measurements are not checked")
+    assert "[NOT CHECKED] MRENCLAVE/MRSIGNER allowed" in done.stdout
+    nothing = run_cli("verify", "--policy", "p.json")
+    assert nothing.returncode == 2
+    assert "verify needs what to check: --endpoint URL, --signup FILE or --evidence FILE" in nothing.stderr
 
 
 def test_verify_prints_a_policy_template_that_needs_only_the_enclave(tmp_path: Path) -> None:
     done = run_cli("verify", "--print-policy-template")
     assert done.returncode == 0
     template = json.loads(done.stdout)
-    assert template["enclave"]["mrenclave"] == [MRENCLAVE_PLACEHOLDER]
+    assert template["sgx"]["enclave"]["mrenclave"] == [MRENCLAVE_PLACEHOLDER]
     policy = tmp_path / "policy.json"
     policy.write_text(done.stdout.replace(MRENCLAVE_PLACEHOLDER, "ab" * 32))
     assert "ab" * 32 in load_policy(policy).describe()
@@ -255,7 +259,7 @@ def test_verify_of_a_worker_without_sgx_leads_with_the_missing_quote(worker: Run
     done = run_cli("verify", "--endpoint", worker.endpoint, "--policy", str(policy))
     assert done.returncode == 1
     assert done.stdout.splitlines()[-1] == (
-        "FAILED: quote parsed: the quote is empty: the worker runs without SGX attestation "
+        "FAILED: quote parsed: the quote is empty: the worker runs without attestation "
         "(11 further checks could not run)")
 
 

@@ -509,7 +509,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpar
     add_policy_arguments(p)
     p.set_defaults(func=run_orders_command)
 
-    p = commands.add_parser("verify", help="check a worker's SGX quote and keys against an attestation policy")
+    p = commands.add_parser("verify", help="check a worker's or a piece of evidence's SGX, TDX or SNP attestation against a policy")
     add_verify_arguments(p)
     p.set_defaults(func=run_verify)
 

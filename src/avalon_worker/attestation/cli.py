@@ -1,10 +1,12 @@
 """Requester command line: ``avalon-worker verify`` and the ``--policy`` gate for submitting.
 
-``verify`` fetches a fresh signup (with a random nonce) over ZMQ, or reads a saved one, checks
+``verify`` fetches a fresh signup (with a random nonce) over ZMQ, reads a saved one, or reads
+evidence on its own (``--evidence``: an SGX or TDX quote or an SNP report, raw or hex), checks
 it against a JSON policy and prints every step as pass/fail; it exits 0 only if the worker
 is verified (or accepted under a policy's explicitly insecure relaxations), 1 if verification
 failed or the worker could not be reached, 2 if the command or its files are wrong (bad
-policy, unreadable signup file), as every ``avalon-worker`` command does.
+policy, unreadable evidence or signup file), as every ``avalon-worker`` command does. Without
+``--policy`` every step runs but the measurements are "not checked", so nothing is VERIFIED.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,16 +25,21 @@ from cryptography import x509
 from ..cli_options import SECONDS
 from ..client import DEFAULT_TIMEOUT_S, BadEndpoint, WorkerClient, WorkerUnavailable, check_endpoint
 from ..errors import Error, SetupError
-from .collateral import Collateral, load_collateral
-from .errors import AttestationFailed, SignupFetchError
-from .policy import POLICY_TEMPLATE, load_policy
+from .collateral import MAX_COLLATERAL_SIZE, Collateral
+from .errors import AttestationError, AttestationFailed, QuoteParseError, SignupFetchError
+from .policy import TEES, Policy, _snp_module, load_policy, policy_template
 from .report import VerificationReport
-from .verify import verify_signup
+from .verify import SnpCollateral, decode_quote_field, detect_tee, verify_evidence, verify_signup
 
 EXIT_VERIFIED = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 NONCE_BYTES = 32
+# Quotes are a few KiB, SNP evidence with its certificate table under 16 KiB, a CCEL log area
+# up to a few MiB: anything larger is not evidence.
+MAX_EVIDENCE_FILE = 1024 * 1024
+MAX_EVENT_LOG_FILE = 16 * 1024 * 1024
+_HEX_TEXT = re.compile(rb"\s*(0x)?([0-9a-fA-F\s]+)\s*")
 
 
 def say(message: str) -> None:
@@ -80,61 +89,142 @@ def _signup_from(data: Any, source: str) -> dict[str, Any]:
     return data
 
 
+def _read(path: str, what: str, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise SetupError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise SetupError(f"{what} {path} is larger than {limit} bytes: not {what}")
+    return data
+
+
 def _load_root(path: str | None) -> x509.Certificate | None:
     if not path:
         return None
+    data = _read(path, "root CA", MAX_COLLATERAL_SIZE)
     try:
-        data = Path(path).read_bytes()
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except (OSError, ValueError) as exc:
-        raise SetupError(f"cannot load root CA {path}: {exc}") from exc
+    except ValueError as exc:
+        raise SetupError(f"cannot load root CA {path}: {exc}") from None
 
 
-class _PrintPolicyTemplate(argparse.Action):
-    """``--print-policy-template``: print a minimal policy and exit (like ``--version``)."""
+def _load_amd_roots(path: str | None) -> list[x509.Certificate] | None:
+    """``--insecure-amd-root FILE``: one or more ARK certificates (PEM, or one DER)."""
+    if not path:
+        return None
+    data = _read(path, "AMD root", MAX_COLLATERAL_SIZE)
+    try:
+        if b"-----BEGIN" in data:
+            return list(x509.load_pem_x509_certificates(data))
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        raise SetupError(f"cannot load AMD root {path}: {exc}") from None
 
-    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        print(json.dumps(POLICY_TEMPLATE, indent=2))
-        parser.exit()
+def read_evidence(path: str) -> bytes:
+    """An evidence file: raw bytes, or hex text (``0x`` prefix and white space allowed)."""
+    data = _read(path, "evidence", MAX_EVIDENCE_FILE)
+    if not data:
+        raise SetupError(f"the evidence file {path} is empty")
+    match = _HEX_TEXT.fullmatch(data)
+    if match is None:
+        return data
+    digits = re.sub(rb"\s", b"", match.group(2))
+    if len(digits) % 2:
+        raise SetupError(f"the evidence file {path} looks like hex but has an odd number of digits")
+    return bytes.fromhex(digits.decode("ascii"))
+
+
+def parse_time(text: str) -> datetime:
+    """argparse type of ``--at``: an ISO 8601 date or time; without a zone, UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time, e.g. 2025-06-20 or 2025-06-20T12:00:00Z"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def load_collateral_for(path: str | None, tee: str) -> Collateral | SnpCollateral | None:
+    """``--collateral FILE`` as the evidence's kind needs it: Intel's JSON, or an SNP PEM bundle."""
+    if not path:
+        return None
+    data = _read(path, "collateral", MAX_COLLATERAL_SIZE)
+    if tee == "snp":
+        try:
+            collateral: SnpCollateral = _snp_module().load_snp_collateral(data)
+        except AttestationError as exc:
+            raise SetupError(f"{path}: {exc.message}") from None
+        return collateral
+    try:
+        return Collateral.from_json(data)
+    except AttestationError as exc:
+        raise SetupError(f"{path}: {exc.message}", hint=exc.hint or None) from None
+
+
+def _evidence_kind(signup: dict[str, Any]) -> str:
+    """The TEE of a signup's evidence, for loading collateral (sgx when it cannot be told)."""
+    try:
+        return detect_tee(decode_quote_field(signup.get("quote")))
+    except QuoteParseError:
+        return "sgx"
 
 
 def add_policy_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """Add ``--policy``, ``--collateral`` and ``--insecure-root-ca`` (for submit/run-orders too)."""
+    """Add ``--policy``, ``--collateral`` and the insecure test roots (for submit/run-orders too)."""
     parser.add_argument("--policy", metavar="FILE", required=required,
-                        help="JSON attestation policy the worker must satisfy "
-                        "(`avalon-worker verify --print-policy-template` prints one to start from)")
+                        help="JSON attestation policy, a section per TEE the worker may run on "
+                        "(`avalon-worker verify --print-policy-template --tee sgx|tdx|snp` prints one to start from)")
     parser.add_argument(
         "--collateral",
         metavar="FILE",
-        help="JSON collateral (TCB info, QE identity, CRLs) to check revocation and TCB status offline",
+        help="SGX and TDX: Intel's JSON collateral (TCB info, QE identity, CRLs), to check revocation and TCB "
+        "status offline; SNP: a PEM bundle with the VCEK or VLEK, ASK or ASVK, ARK and any CRLs",
     )
     parser.add_argument(
         "--insecure-root-ca",
         metavar="FILE",
         help="trust this root CA instead of Intel's pinned SGX Root CA (testing only: INSECURE)",
     )
+    parser.add_argument(
+        "--insecure-amd-root",
+        metavar="FILE",
+        help="trust this ARK instead of AMD's pinned roots for SNP (testing only: INSECURE)",
+    )
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     """Configure the ``verify`` subcommand's parser."""
-    parser.add_argument("--print-policy-template", action=_PrintPolicyTemplate,
-                        help="print a minimal policy to edit (allowed MRENCLAVE, current TCB only) and exit")
-    source = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("--print-policy-template", action="store_true",
+                        help="print a minimal policy to edit for --tee (default sgx) and exit")
+    parser.add_argument("--tee", choices=TEES, default="sgx",
+                        help="with --print-policy-template: the TEE whose section to print")
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--endpoint", metavar="URL", type=endpoint_argument,
                         help="worker ZMQ endpoint, e.g. tcp://host:7777")
     source.add_argument("--signup", metavar="FILE", help="a saved signup JSON document")
-    add_policy_arguments(parser, required=True)
+    source.add_argument("--evidence", metavar="FILE",
+                        help="evidence on its own: an SGX or TDX quote or an SNP report (raw binary or hex)")
+    add_policy_arguments(parser)
     parser.add_argument(
         "--nonce",
         metavar="HEX",
         help="with --signup: the nonce the signup was requested with "
         "(default: none, so REPORT_DATA must end in zeros)",
     )
+    parser.add_argument("--report-data", metavar="HEX",
+                        help="with --evidence: the 64 bytes REPORT_DATA must be (default: not checked)")
+    parser.add_argument("--event-log", metavar="FILE",
+                        help="TDX: the TD's CCEL event log (/sys/firmware/acpi/tables/data/CCEL), replayed "
+                        "against the quote's RTMRs")
+    parser.add_argument("--at", metavar="TIME", type=parse_time,
+                        help="verify as of this time (ISO 8601, UTC unless a zone is given), e.g. to audit old "
+                        "evidence with the collateral of its day (default: now)")
     parser.add_argument(
         "--timeout-s", type=SECONDS, default=DEFAULT_TIMEOUT_S,
         help="seconds to wait for the signup (default %(default)g)",
@@ -142,12 +232,13 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-signup", metavar="FILE", help="with --endpoint: write the fetched signup here"
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as JSON (with tee, measurements and report_data)")
 
 
-def _collateral(args: argparse.Namespace) -> Collateral | None:
-    path = getattr(args, "collateral", None)
-    return load_collateral(path) if path else None
+def _policy(args: argparse.Namespace) -> Policy | None:
+    path = getattr(args, "policy", None)
+    return load_policy(path) if path else None
 
 
 def _saved_signup(path: str, nonce_hex: str | None) -> tuple[bytes | None, dict[str, Any]]:
@@ -157,38 +248,108 @@ def _saved_signup(path: str, nonce_hex: str | None) -> tuple[bytes | None, dict[
     except ValueError:
         raise SetupError("--nonce must be hex") from None
     try:
-        return nonce, parse_signup(Path(path).read_bytes(), source=path)
-    except OSError as exc:
-        raise SetupError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return nonce, parse_signup(_read(path, "signup", MAX_EVIDENCE_FILE), source=path)
     except SignupFetchError as exc:
         raise SetupError(exc.message) from None
+
+
+def _report_data(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        value = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise SetupError("--report-data must be hex") from None
+    if len(value) != 64:
+        raise SetupError(f"--report-data must be 64 bytes (128 hex digits), got {len(value)}")
+    return value
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    if not (args.endpoint or args.signup or getattr(args, "evidence", None)):
+        raise SetupError(
+            "verify needs what to check: --endpoint URL, --signup FILE or --evidence FILE",
+            hint="or --print-policy-template [--tee sgx|tdx|snp] to start a policy",
+        )
+    if getattr(args, "report_data", None) and not getattr(args, "evidence", None):
+        raise SetupError("--report-data goes with --evidence (a signup binds its own keys)")
+    if args.nonce and not args.signup:
+        raise SetupError("--nonce goes with --signup")
+
+
+def _warn_insecure_roots(args: argparse.Namespace) -> None:
+    if getattr(args, "insecure_root_ca", None):
+        print("WARNING: --insecure-root-ca replaces Intel's SGX Root CA: INSECURE", file=sys.stderr)
+    if getattr(args, "insecure_amd_root", None):
+        print("WARNING: --insecure-amd-root replaces AMD's pinned roots: INSECURE", file=sys.stderr)
+
+
+def _verify_command(args: argparse.Namespace) -> tuple[Policy | None, VerificationReport]:
+    """Everything ``verify`` does up to the report; `Error` for anything wrong with the command."""
+    _check_usage(args)
+    policy = _policy(args)
+    root_ca = _load_root(getattr(args, "insecure_root_ca", None))
+    amd_roots = _load_amd_roots(getattr(args, "insecure_amd_root", None))
+    _warn_insecure_roots(args)
+    event_log = _read(args.event_log, "event log", MAX_EVENT_LOG_FILE) if getattr(args, "event_log", None) else None
+    now = getattr(args, "at", None)
+    if getattr(args, "evidence", None):
+        raw = read_evidence(args.evidence)
+        try:
+            tee = detect_tee(raw)
+        except QuoteParseError:
+            tee = "sgx"  # the report says why it is not evidence; collateral is then moot
+        report = verify_evidence(
+            raw, policy, collateral=load_collateral_for(args.collateral, tee), now=now,
+            expected_report_data=_report_data(getattr(args, "report_data", None)),
+            root_ca=root_ca, trusted_arks=amd_roots, event_log=event_log,
+        )
+        return policy, report
+    if args.endpoint:
+        nonce: bytes | None = os.urandom(NONCE_BYTES)
+        signup = fetch_signup(args.endpoint, nonce=nonce, timeout=args.timeout_s)
+        if args.save_signup:
+            Path(args.save_signup).write_text(json.dumps(signup, indent=2), encoding="utf-8")
+    else:
+        nonce, signup = _saved_signup(args.signup, args.nonce)
+    collateral = load_collateral_for(args.collateral, _evidence_kind(signup))
+    report = verify_signup(
+        signup, policy, nonce=nonce, collateral=collateral, root_ca=root_ca, trusted_arks=amd_roots,
+        event_log=event_log, now=now,
+    )
+    return policy, report
+
+
+def _print_text(policy: Policy | None, report: VerificationReport, out: TextIO) -> None:
+    print(f"policy: {policy.describe()}" if policy else "policy: none given, so the measurements are not checked",
+          file=out)
+    if report.tee is not None:
+        print(f"evidence: {report.tee}", file=out)
+        for name, value in report.measurements.items():
+            print(f"  {name}: {value}", file=out)
+    print(report.render(), file=out)
 
 
 def run_verify(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run ``verify``; print the steps to `out` (or why it could not run to `err`); return the exit code."""
     out = out or sys.stdout
+    err = err or sys.stderr
+    if getattr(args, "print_policy_template", False):
+        try:
+            print(json.dumps(policy_template(args.tee), indent=2), file=out)
+        except Error as exc:
+            print(f"avalon-worker: {exc.diagnostics()}", file=err)
+            return exc.exit_status
+        return EXIT_VERIFIED
     try:
-        policy = load_policy(args.policy)
-        collateral = _collateral(args)
-        root_ca = _load_root(getattr(args, "insecure_root_ca", None))
-        if root_ca is not None:
-            print("WARNING: --insecure-root-ca replaces Intel's SGX Root CA: INSECURE", file=sys.stderr)
-        if args.endpoint:
-            nonce: bytes | None = os.urandom(NONCE_BYTES)
-            signup = fetch_signup(args.endpoint, nonce=nonce, timeout=args.timeout_s)
-            if args.save_signup:
-                Path(args.save_signup).write_text(json.dumps(signup, indent=2), encoding="utf-8")
-        else:
-            nonce, signup = _saved_signup(args.signup, args.nonce)
+        policy, report = _verify_command(args)
     except Error as exc:
-        print(f"avalon-worker: {exc.diagnostics()}", file=err or sys.stderr)
+        print(f"avalon-worker: {exc.diagnostics()}", file=err)
         return exc.exit_status
-    report = verify_signup(signup, policy, nonce=nonce, collateral=collateral, root_ca=root_ca)
     if getattr(args, "json", False):
         print(json.dumps(report.to_dict(), indent=2), file=out)
     else:
-        print(f"policy: {policy.describe()}", file=out)
-        print(report.render(), file=out)
+        _print_text(policy, report, out)
     return EXIT_VERIFIED if report.ok else EXIT_FAILED
 
 
@@ -199,17 +360,18 @@ def require_attested_worker(
 
     Returns the verified signup (use its keys for the work order), or None when no policy was
     given. Raises `AttestationFailed` (its `diagnostics()` lists every step) if the worker
-    fails the policy, and other `AttestationError`s if the policy or collateral cannot be loaded.
+    fails the policy, and other `Error`s if the policy, collateral or roots cannot be loaded.
     """
     if not getattr(args, "policy", None):
         return None
     policy = load_policy(args.policy)
-    collateral = _collateral(args)
     root_ca = _load_root(getattr(args, "insecure_root_ca", None))
+    amd_roots = _load_amd_roots(getattr(args, "insecure_amd_root", None))
     nonce = os.urandom(NONCE_BYTES)
     signup = fetch_signup(endpoint, nonce=nonce, timeout=timeout)
+    collateral = load_collateral_for(getattr(args, "collateral", None), _evidence_kind(signup))
     report: VerificationReport = verify_signup(
-        signup, policy, nonce=nonce, collateral=collateral, root_ca=root_ca
+        signup, policy, nonce=nonce, collateral=collateral, root_ca=root_ca, trusted_arks=amd_roots
     )
     if not report.ok:
         raise AttestationFailed(

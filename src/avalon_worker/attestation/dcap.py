@@ -1,9 +1,17 @@
 """Offline DCAP quote verification, step by step (Intel QVL's order; GRAMINE.md §5.5).
 
-Without collateral the signature chain is still checked end to end — attestation key over the
-quote, PCK key over the QE report, QE report binding the attestation key, PCK chain up to the
-pinned Intel SGX Root CA — but revocation, QE identity and TCB status are reported as *not
-checked*, never as passing. No I/O: the clock is a parameter.
+One core for both bodies a DCAP quote carries: an SGX enclave report or a TD report. Without
+collateral the signature chain is still checked end to end — attestation key over the quote,
+PCK key over the QE report, QE report binding the attestation key, PCK chain up to the pinned
+Intel SGX Root CA — but revocation, QE identity and TCB status are reported as *not checked*,
+never as passing. No I/O: the clock is a parameter.
+
+TCB status and advisory IDs follow Intel's QVL (`TcbLevelCheck.cpp`, `TdxModuleCheck.cpp`,
+`TDRelaunchCheck.cpp`): for SGX the PCK certificate's CPUSVN components and PCESVN select the
+level; for TDX the same, and the TD report's TEE_TCB_SVN against `tdxtcbcomponents` (the two
+module bytes left to the TDX module identity when the module version is not 0), converged with
+the module identity's level (`tdxModuleIdentities`, `TDX_<version>`); a TD 1.5 whose module was
+updated in place may be "TDRelaunchAdvised". The QE's own status is converged last.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import hmac
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +35,7 @@ from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 from .collateral import Collateral
 from .errors import AttestationError, CollateralError
 from .pck import PckExtension, parse_pck_extension
-from .quote import CERT_TYPE_PCK_CHAIN, DcapQuote, EcdsaSignatureData
+from .quote import BODY_TYPE_TD10, CERT_TYPE_PCK_CHAIN, DcapQuote, EcdsaSignatureData, TdReport, TdxQuote
 from .report import (
     STEP_CHAIN,
     STEP_QE_BINDING,
@@ -53,7 +61,8 @@ CERTIFICATE_CONTENT_ERRORS = (
     x509.UnsupportedGeneralNameType,
 )
 
-TCB_STATUSES = frozenset(
+# What a TCB level in TCB info may say (QVL's VALID_TCB_INFO_STATUSES).
+_TCB_INFO_STATUSES = frozenset(
     {
         "UpToDate",
         "SWHardeningNeeded",
@@ -62,6 +71,19 @@ TCB_STATUSES = frozenset(
         "OutOfDate",
         "OutOfDateConfigurationNeeded",
         "Revoked",
+    }
+)
+# A TD 1.5 launched on an out-of-date TDX module that has since been updated in place.
+TD_RELAUNCH_STATUSES = frozenset({"TDRelaunchAdvised", "TDRelaunchAdvisedConfigurationNeeded"})
+TCB_STATUSES = _TCB_INFO_STATUSES | TD_RELAUNCH_STATUSES
+"""Every TCB status the verifier can report."""
+_MODULE_STATUSES = frozenset({"UpToDate", "OutOfDate", "Revoked"})
+_CONFIGURATION_NEEDED = frozenset(
+    {
+        "ConfigurationNeeded",
+        "OutOfDateConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "TDRelaunchAdvisedConfigurationNeeded",
     }
 )
 _QE_STATUSES = frozenset(
@@ -82,6 +104,7 @@ class TcbEvaluation:
     tcb_date: str | None = None
     error: str | None = None
     checked: bool = True
+    note: str = ""  # TDX: which module level and whether a relaunch is advised
 
 
 @dataclass(frozen=True)
@@ -270,7 +293,7 @@ def _hex_field(body: dict[str, Any], key: str, size: int, what: str) -> bytes:
 
 
 def _qe_identity(
-    quote: DcapQuote, collateral: Collateral, root: x509.Certificate, now: datetime
+    quote: DcapQuote | TdxQuote, collateral: Collateral, root: x509.Certificate, now: datetime
 ) -> tuple[str, tuple[str, ...], str]:
     body = _signed_json(
         collateral.qe_identity,
@@ -281,9 +304,12 @@ def _qe_identity(
         now,
         "QE identity",
     )
-    if body.get("id") != "QE" or body.get("version") != 2:
+    # QVL 4.1.2.4.14: an SGX quote needs Intel's QE identity, a TDX quote the TD QE's.
+    expected_id, versions = ("TD_QE", (2, 3)) if isinstance(quote, TdxQuote) else ("QE", (2,))
+    if body.get("id") != expected_id or body.get("version") not in versions:
         raise _Fail(
-            f"QE identity is {body.get('id')!r} version {body.get('version')!r}, expected 'QE' version 2"
+            f"QE identity is {body.get('id')!r} version {body.get('version')!r}, expected "
+            f"{expected_id!r} version {' or '.join(map(str, versions))}"
         )
     qe = quote.signature_data.qe_report
     mrsigner = _hex_field(body, "mrsigner", 32, "QE identity")
@@ -309,7 +335,7 @@ def _qe_identity(
             status = level.get("tcbStatus")
             if status not in _QE_STATUSES:
                 raise _Fail(f"QE identity level has unknown status {status!r}")
-            return status, tuple(level.get("advisoryIDs") or ()), f"QE ISVSVN {qe.isv_svn}: {status}"
+            return status, _advisories(level), f"{expected_id} ISVSVN {qe.isv_svn}: {status}"
     raise _Fail(f"QE ISVSVN {qe.isv_svn} is below every level Intel lists")
 
 
@@ -324,22 +350,43 @@ def _level_int(level: Any, path: tuple[str, ...]) -> int:
     return value
 
 
+def _components(level: Any, key: str) -> tuple[int, ...]:
+    comps = level["tcb"].get(key)
+    if not isinstance(comps, list) or len(comps) != 16:
+        raise _Fail(f"TCB level must list 16 {key}")
+    return tuple(_level_int(c, ("svn",)) for c in comps)
+
+
 def _level_components(level: Any) -> tuple[tuple[int, ...], int]:
     tcb = level.get("tcb") if isinstance(level, dict) else None
     if not isinstance(tcb, dict):
         raise _Fail("TCB level lacks tcb")
     if "sgxtcbcomponents" in tcb:  # TCB Info v3
-        comps = tcb["sgxtcbcomponents"]
-        if not isinstance(comps, list) or len(comps) != 16:
-            raise _Fail("TCB level must list 16 sgxtcbcomponents")
-        svns = tuple(_level_int(c, ("svn",)) for c in comps)
+        svns = _components(level, "sgxtcbcomponents")
     else:  # TCB Info v2: sgxtcbcomp01svn … sgxtcbcomp16svn
         svns = tuple(_level_int(level, ("tcb", f"sgxtcbcomp{i:02d}svn")) for i in range(1, 17))
     return svns, _level_int(level, ("tcb", "pcesvn"))
 
 
+def _advisories(level: dict[str, Any]) -> tuple[str, ...]:
+    ids = level.get("advisoryIDs") or []
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise _Fail("advisoryIDs must be a list of strings")
+    return tuple(ids)
+
+
+def _status(level: dict[str, Any], valid: frozenset[str], what: str) -> str:
+    status = level.get("tcbStatus")
+    if status not in valid:
+        raise _Fail(f"{what} level has unknown status {status!r}")
+    return str(status)
+
+
 def converge_tcb_status(platform: str, qe: str) -> str:
-    """Combine platform and QE statuses as Intel QVL does (a stale QE makes the platform stale)."""
+    """Combine platform and QE statuses as Intel QVL does (a stale QE makes the platform stale).
+
+    The same rule combines a TDX platform level with its TDX module's level.
+    """
     if qe == "Revoked":
         return "Revoked"
     if qe == "OutOfDate":
@@ -350,9 +397,48 @@ def converge_tcb_status(platform: str, qe: str) -> str:
     return platform
 
 
+@dataclass(frozen=True)
+class _Level:
+    """One TCB level of TCB info, its SVNs read and checked."""
+
+    sgx: tuple[int, ...]
+    pce_svn: int
+    tdx: tuple[int, ...]  # () in SGX TCB info
+    body: dict[str, Any]
+
+    def platform_met(self, pck: PckExtension) -> bool:
+        return pck.pce_svn >= self.pce_svn and all(a >= b for a, b in zip(pck.tcb_components, self.sgx, strict=True))
+
+    def tee_met(self, tee_tcb_svn: bytes) -> bool:
+        # QVL isTdxTcbHigherOrEqual: with a module version (byte 1) the module's two bytes are
+        # judged by its module identity instead.
+        first = 2 if tee_tcb_svn[1] > 0 else 0
+        return all(tee_tcb_svn[i] >= self.tdx[i] for i in range(first, 16))
+
+
+def _levels(body: dict[str, Any], tdx: bool) -> list[_Level]:
+    levels = body.get("tcbLevels")
+    if not isinstance(levels, list) or not levels:
+        raise _Fail("TCB info has no tcbLevels")
+    parsed = []
+    for level in levels:
+        sgx, pce_svn = _level_components(level)
+        parsed.append(_Level(sgx, pce_svn, _components(level, "tdxtcbcomponents") if tdx else (), level))
+    # QVL keeps levels in a set ordered highest first (SGX components, then PCESVN, then TDX
+    # components); Intel lists them so anyway, and sorting means the order cannot pick a laxer one.
+    parsed.sort(key=lambda lv: (lv.sgx, lv.pce_svn, lv.tdx), reverse=True)
+    return parsed
+
+
 def _platform_tcb(
-    collateral: Collateral, root: x509.Certificate, now: datetime, pck: PckExtension
-) -> tuple[str, tuple[str, ...], str | None]:
+    collateral: Collateral,
+    root: x509.Certificate,
+    now: datetime,
+    pck: PckExtension,
+    quote: DcapQuote | TdxQuote,
+    qe_status: str,
+) -> TcbEvaluation:
+    """The platform's TCB level (SGX) or TD's (TDX, module and relaunch included), before the QE's."""
     body = _signed_json(
         collateral.tcb_info,
         collateral.tcb_info_signature,
@@ -362,28 +448,130 @@ def _platform_tcb(
         now,
         "TCB info",
     )
-    version = body.get("version")
-    if version not in (2, 3) or (version == 3 and body.get("id") != "SGX"):
-        raise _Fail(f"TCB info is {body.get('id')!r} version {version!r}, expected SGX TCB info v2 or v3")
+    version, tcb_id = body.get("version"), body.get("id")
+    tdx = isinstance(quote, TdxQuote)
+    if tdx and (version != 3 or tcb_id != "TDX"):
+        raise _Fail(f"TCB info is {tcb_id!r} version {version!r}, expected TDX TCB info v3 for a TDX quote")
+    if not tdx and (version not in (2, 3) or (version == 3 and tcb_id != "SGX")):
+        raise _Fail(f"TCB info is {tcb_id!r} version {version!r}, expected SGX TCB info v2 or v3")
     fmspc = _hex_field(body, "fmspc", 6, "TCB info")
     if fmspc != pck.fmspc:
         raise _Fail(f"TCB info is for FMSPC {fmspc.hex()}, the PCK certificate says {pck.fmspc.hex()}")
     pce_id = _hex_field(body, "pceId", 2, "TCB info")
     if pce_id != pck.pce_id:
         raise _Fail(f"TCB info is for PCE-ID {pce_id.hex()}, the PCK certificate says {pck.pce_id.hex()}")
-    levels = body.get("tcbLevels")
-    if not isinstance(levels, list) or not levels:
-        raise _Fail("TCB info has no tcbLevels")
-    parsed = [(_level_components(level), level) for level in levels]
-    # Intel lists levels highest first; sort anyway so a reordered list cannot pick a laxer level.
-    parsed.sort(key=lambda item: (item[0][0], item[0][1]), reverse=True)
-    for (svns, pce_svn), level in parsed:
-        if pck.pce_svn >= pce_svn and all(a >= b for a, b in zip(pck.tcb_components, svns, strict=True)):
-            status = level.get("tcbStatus")
-            if status not in TCB_STATUSES:
-                raise _Fail(f"TCB info level has unknown status {status!r}")
-            return status, tuple(level.get("advisoryIDs") or ()), level.get("tcbDate")
+    levels = _levels(body, tdx)
+    if isinstance(quote, TdxQuote):
+        return _tdx_tcb(body, levels, pck, quote, qe_status)
+    for level in levels:
+        if level.platform_met(pck):
+            status = _status(level.body, _TCB_INFO_STATUSES, "TCB info")
+            return TcbEvaluation(status, _advisories(level.body), level.body.get("tcbDate"))
     raise _Fail("the platform's TCB is below every level in TCB info (TCB status unrecognised)")
+
+
+def _module_identity(body: dict[str, Any], module_version: int) -> dict[str, Any]:
+    """The `tdxModuleIdentities` entry `TDX_<version>` (QVL findTdxModuleIdentity)."""
+    wanted = f"TDX_{module_version:02X}"
+    identities = body.get("tdxModuleIdentities")
+    if not isinstance(identities, list):
+        raise _Fail(f"the TD runs TDX module {wanted} but TCB info lists no tdxModuleIdentities")
+    for identity in identities:
+        if isinstance(identity, dict) and str(identity.get("id", "")).upper() == wanted:
+            return identity
+    raise _Fail(f"TCB info has no identity for TDX module {wanted} (TDX module mismatch)")
+
+
+def _check_module_signer(body: dict[str, Any], report: TdReport) -> str:
+    """MRSIGNERSEAM and SEAMATTRIBUTES against the module identity (QVL 4.1.2.4.11)."""
+    module_version = report.tee_tcb_svn[1]
+    identity = _module_identity(body, module_version) if module_version else body.get("tdxModule")
+    what = f"TDX module {identity.get('id')}" if module_version and isinstance(identity, dict) else "tdxModule"
+    if not isinstance(identity, dict):
+        raise _Fail("TDX TCB info lacks tdxModule")
+    mrsigner = _hex_field(identity, "mrsigner", 48, what)
+    attributes = _hex_field(identity, "attributes", 8, what)
+    mask = _hex_field(identity, "attributesMask", 8, what)
+    if not hmac.compare_digest(report.mr_signer_seam, mrsigner):
+        raise _Fail(f"MRSIGNERSEAM {report.mr_signer_seam.hex()} is not {what}'s {mrsigner.hex()} (TDX module mismatch)")
+    seam = report.seam_attributes
+    if any((a & m) != (e & m) for a, e, m in zip(seam, attributes, mask, strict=True)) or any(seam):
+        raise _Fail(f"SEAMATTRIBUTES {seam.hex()} must be zero and match {what} (TDX module mismatch)")
+    return what
+
+
+def _module_levels(identity: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    levels = identity.get("tcbLevels")
+    if not isinstance(levels, list) or not levels:
+        raise _Fail(f"TDX module {identity.get('id')} has no tcbLevels")
+    return sorted(((_level_int(lv, ("tcb", "isvsvn")), lv) for lv in levels), key=lambda x: -x[0])
+
+
+def _module_tcb(body: dict[str, Any], tee_tcb_svn: bytes) -> tuple[str, dict[str, Any]] | None:
+    """The TDX module's TCB level for TEE_TCB_SVN (QVL checkTdxModuleTcbStatus); None for version 0."""
+    if tee_tcb_svn[1] == 0:
+        return None
+    identity = _module_identity(body, tee_tcb_svn[1])
+    for isv_svn, level in _module_levels(identity):
+        if tee_tcb_svn[0] >= isv_svn:
+            return _status(level, _MODULE_STATUSES, "TDX module identity"), level
+    raise _Fail(f"TDX module ISVSVN {tee_tcb_svn[0]} is below every level of {identity.get('id')} (TCB not supported)")
+
+
+def _relaunch_advised(
+    body: dict[str, Any], latest: _Level, report: TdReport, statuses: tuple[str, str, str, str]
+) -> bool:
+    """QVL checkForRelaunch: the TD launched on an out-of-date module that was updated in place,
+    and its current TEE_TCB_SVN2 meets the newest level: relaunching it would bring it up to date."""
+    sgx_status, tdx_status, module_status, qe_status = statuses
+    svn2 = report.tee_tcb_svn2
+    if svn2 is None or qe_status in ("OutOfDate", "Revoked"):
+        return False
+    if sgx_status not in ("UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded"):
+        return False
+    if tdx_status not in ("OutOfDate", "OutOfDateConfigurationNeeded") or module_status != "OutOfDate":
+        return False
+    if svn2[1] == 0:
+        newest_module_svn = latest.tdx[0]
+    else:
+        newest_module_svn = _module_levels(_module_identity(body, svn2[1]))[0][0]
+    return svn2[0] >= newest_module_svn and svn2[2] >= latest.tdx[2]
+
+
+def _tdx_tcb(
+    body: dict[str, Any], levels: list[_Level], pck: PckExtension, quote: TdxQuote, qe_status: str
+) -> TcbEvaluation:
+    report = quote.body
+    tee = report.tee_tcb_svn
+    platform_levels = [level for level in levels if level.platform_met(pck)]
+    if not platform_levels:
+        raise _Fail("the platform's SGX TCB is below every level in TCB info (TCB status unrecognised)")
+    sgx_status = _status(platform_levels[0].body, _TCB_INFO_STATUSES, "TCB info")
+    chosen = next((level for level in platform_levels if level.tee_met(tee)), None)
+    if chosen is None:
+        raise _Fail(f"TEE_TCB_SVN {tee.hex()} is below every level in TCB info (TCB status unrecognised)")
+    module_what = _check_module_signer(body, report)
+    status = _status(chosen.body, _TCB_INFO_STATUSES, "TCB info")
+    advisories = _advisories(chosen.body)
+    tcb_date = chosen.body.get("tcbDate")
+    module = _module_tcb(body, tee)
+    note = f"{module_what}"
+    module_status = "UpToDate"
+    if module is not None:
+        module_status, module_level = module
+        status = converge_tcb_status(status, module_status)
+        advisories += tuple(a for a in _advisories(module_level) if a not in advisories)
+        # Date the level by its older part, so that a TCB date policy also covers the module.
+        module_date = module_level.get("tcbDate")
+        if isinstance(module_date, str) and isinstance(tcb_date, str) and module_date < tcb_date:
+            tcb_date = module_date
+        note += f" ISVSVN {tee[0]}: {module_status}"
+    relaunch_types = (quote.body_type != BODY_TYPE_TD10) and status != "Revoked"
+    if relaunch_types and _relaunch_advised(body, levels[0], report, (sgx_status, status, module_status, qe_status)):
+        configuration = sgx_status in _CONFIGURATION_NEEDED or status in _CONFIGURATION_NEEDED
+        status = "TDRelaunchAdvisedConfigurationNeeded" if configuration else "TDRelaunchAdvised"
+        note += "; the TDX module was updated after the TD launched: relaunch the TD to run on it"
+    return TcbEvaluation(status, advisories, tcb_date if isinstance(tcb_date, str) else None, note=note)
 
 
 def _judged(name: str, check: Callable[[], str]) -> Step:
@@ -460,7 +648,7 @@ def _qe_binding_step(sig: EcdsaSignatureData) -> Step:
     return failed(STEP_QE_BINDING, "QE REPORT_DATA does not hash the attestation key and auth data")
 
 
-def _quote_signature_step(quote: DcapQuote) -> Step:
+def _quote_signature_step(quote: DcapQuote | TdxQuote) -> Step:
     sig = quote.signature_data
     try:
         ak = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + sig.attestation_key)
@@ -472,7 +660,7 @@ def _quote_signature_step(quote: DcapQuote) -> Step:
 
 
 def _qe_identity_step(
-    quote: DcapQuote, collateral: Collateral | None, root: x509.Certificate, now: datetime, qe_signature: Step
+    quote: DcapQuote | TdxQuote, collateral: Collateral | None, root: x509.Certificate, now: datetime, qe_signature: Step
 ) -> tuple[Step, tuple[str, tuple[str, ...]] | None]:
     """The QE identity step and, when it passed, the QE's TCB status and advisories."""
     if collateral is None:
@@ -492,6 +680,7 @@ def _qe_identity_step(
 
 
 def _tcb_evaluation(
+    quote: DcapQuote | TdxQuote,
     collateral: Collateral | None,
     chain: _Chain,
     root: x509.Certificate,
@@ -510,17 +699,20 @@ def _tcb_evaluation(
         return TcbEvaluation(status=None, error="the QE identity check failed"), pck_ext
     qe_status, qe_advisories = qe
     try:
-        platform, advisories, tcb_date = _platform_tcb(collateral, root, now, pck_ext)
+        platform = _platform_tcb(collateral, root, now, pck_ext, quote, qe_status)
     except _Fail as exc:
         return TcbEvaluation(status=None, error=str(exc)), pck_ext
     except CERTIFICATE_CONTENT_ERRORS as exc:
         return TcbEvaluation(status=None, error=f"TCB info collateral cannot be parsed ({type(exc).__name__})"), pck_ext
+    assert platform.status is not None
+    advisories = platform.advisory_ids
     merged = advisories + tuple(a for a in qe_advisories if a not in advisories)
-    return TcbEvaluation(status=converge_tcb_status(platform, qe_status), advisory_ids=merged, tcb_date=tcb_date), pck_ext
+    status = converge_tcb_status(platform.status, qe_status)
+    return replace(platform, status=status, advisory_ids=merged), pck_ext
 
 
 def verify_dcap_quote(
-    quote: DcapQuote,
+    quote: DcapQuote | TdxQuote,
     *,
     root_ca: x509.Certificate,
     collateral: Collateral | None,
@@ -535,7 +727,7 @@ def verify_dcap_quote(
     chain_step = _chain_step(sig, root_ca, now, chain)
     qe_signature = _qe_signature_step(sig, chain)
     qe_identity, qe = _qe_identity_step(quote, collateral, root_ca, now, qe_signature)
-    tcb, pck_ext = _tcb_evaluation(collateral, chain, root_ca, now, qe)
+    tcb, pck_ext = _tcb_evaluation(quote, collateral, chain, root_ca, now, qe)
     steps = (
         chain_step,
         _revocation_step(collateral, chain, root_ca, now),

@@ -55,3 +55,7 @@ class AttestationFailed(AttestationError):
 
 class InsecurePolicyWarning(UserWarning):
     """Emitted whenever a policy with an `insecure_*` relaxation is used."""
+
+
+class EventLogError(AttestationError):
+    """An event log (CCEL or the worker's published RTMR events) is malformed."""

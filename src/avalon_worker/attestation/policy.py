@@ -1,37 +1,66 @@
-"""Attestation policy: which enclaves a requester trusts, in the style of sigstore's policies.
+"""Attestation policy: which workers a requester trusts, in the style of sigstore's policies.
 
-Enclave identity policies (`MrEnclave`, `MrSigner`, `AnyOf`, `AllOf`) check a report body and
-raise `PolicyViolation`. `AttestationPolicy` adds what else must hold: no debug enclave and an
-accepted TCB status (default: ``UpToDate`` only). Every relaxation has ``insecure`` in its name
-and warns (`InsecurePolicyWarning` and a log record) each time it is used, as Gramine's
-``RA_TLS_ALLOW_*_INSECURE`` variables and sigstore's ``UnsafeNoOp`` do.
-
-Policy file (JSON), exactly these keys; unknown keys are errors so that a typo cannot relax
-a check::
+One policy file (JSON) has a section per TEE kind it trusts; a requester trusting workers on
+several kinds names several. Unknown keys are errors everywhere, so that a typo cannot relax a
+check::
 
     {
-      "enclave": {"mrenclave": ["<64 hex>", ...]}
-             | {"mrsigner": "<64 hex>", "isv_prod_id": 0, "min_isv_svn": 1}
-             | {"any_of": [<enclave>, ...]} | {"all_of": [<enclave>, ...]}
-             | {"insecure_any_enclave": true},
-      "accepted_tcb_statuses": ["UpToDate"],
-      "insecure_allow_debug": false,
-      "insecure_accept_out_of_date_tcb": false,
-      "insecure_accept_unchecked_tcb": false
+      "sgx": {
+        "enclave": {"mrenclave": ["<64 hex>", ...]}
+               | {"mrsigner": "<64 hex>", "isv_prod_id": 0, "min_isv_svn": 1}
+               | {"any_of": [<enclave>, ...]} | {"all_of": [<enclave>, ...]}
+               | {"insecure_any_enclave": true},
+        "accepted_tcb_statuses": ["UpToDate"],
+        "insecure_allow_debug": false,
+        "insecure_accept_out_of_date_tcb": false,
+        "insecure_accept_unchecked_tcb": false
+      },
+      "tdx": {
+        "mrtd": ["<96 hex>", ...],
+        "rtmr0": ["<96 hex>", ...], "rtmr1": [...], "rtmr2": [...],
+        "rtmr3": {"allowed_event_digests": ["<96 hex>", ...], "start": "<96 hex>"},
+        "mrconfigid": [...], "mrowner": [...], "mrownerconfig": [...], "mrservicetd": [...],
+        "xfam": ["<16 hex>", ...],
+        "min_tee_tcb_svn": "<32 hex>",
+        "accepted_tcb_statuses": ["UpToDate"],
+        "require_sept_ve_disable": true,
+        "allow_migratable": false,
+        "insecure_any_td": false,
+        "insecure_allow_debug": false,
+        "insecure_accept_out_of_date_tcb": false,
+        "insecure_accept_unchecked_tcb": false
+      },
+      "snp": { ...see attestation.snp.SnpPolicy... }
     }
+
+SGX: enclave identity policies (`MrEnclave`, `MrSigner`, `AnyOf`, `AllOf`) check a report body
+and raise `PolicyViolation`; `AttestationPolicy` (the "sgx" section) adds what else must hold:
+no debug enclave and an accepted TCB status (default: ``UpToDate`` only).
+
+TDX (`TdxPolicy`): MRTD names the TD's firmware, RTMR0-2 what it booted (an RTMR is either one of
+the listed values, or the replay of an event log whose every event digest is allowed), RTMR3 the
+worker's own code events; at least one of RTMR1-3 or MRCONFIGID must pin the code. MRSERVICETD
+must be zero unless values are listed. SEPT_VE_DISABLE is required unless the guest kernel
+disables #VE on pending pages itself; a migratable TD is refused unless allowed.
+
+Every relaxation that weakens security has ``insecure`` in its name and warns
+(`InsecurePolicyWarning` and a log record) each time it is used, as Gramine's
+``RA_TLS_ALLOW_*_INSECURE`` variables and sigstore's ``UnsafeNoOp`` do.
 """
 
 from __future__ import annotations
 
 import hmac
+import importlib
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from .dcap import TCB_STATUSES
+from .dcap import TCB_STATUSES, TD_RELAUNCH_STATUSES
 from .errors import AttestationError, InsecurePolicyWarning, PolicyError
 from .quote import ReportBody
 
@@ -40,14 +69,21 @@ logger = logging.getLogger(__name__)
 _SECURE_TCB_STATUSES = frozenset(
     {"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded"}
 )
-_OUT_OF_DATE = frozenset({"OutOfDate", "OutOfDateConfigurationNeeded"})
+# A TD relaunch is advised when it launched on a TDX module that lacked fixes: out of date too.
+_OUT_OF_DATE = frozenset({"OutOfDate", "OutOfDateConfigurationNeeded"}) | TD_RELAUNCH_STATUSES
+_TCB_FLAGS = ("insecure_allow_debug", "insecure_accept_out_of_date_tcb", "insecure_accept_unchecked_tcb")
+TEES = ("sgx", "tdx", "snp")
 
 
 MRENCLAVE_PLACEHOLDER = "REPLACE-with-the-64-hex-digit-MRENCLAVE-your-enclave-build-printed"
-# The smallest useful policy: one allowed enclave, current TCB only (`verify --print-policy-template`).
+MRTD_PLACEHOLDER = "REPLACE-with-the-96-hex-digit-MRTD-of-your-TD-firmware"
+RTMR_PLACEHOLDER = "REPLACE-with-the-96-hex-digit-RTMR{n}-your-TD-boots-to"
+# The smallest useful policy for SGX: one allowed enclave, current TCB only.
 POLICY_TEMPLATE: dict[str, Any] = {
-    "enclave": {"mrenclave": [MRENCLAVE_PLACEHOLDER]},
-    "accepted_tcb_statuses": ["UpToDate"],
+    "sgx": {
+        "enclave": {"mrenclave": [MRENCLAVE_PLACEHOLDER]},
+        "accepted_tcb_statuses": ["UpToDate"],
+    }
 }
 
 
@@ -204,41 +240,16 @@ class AttestationPolicy:
     def __post_init__(self) -> None:
         if not isinstance(self.enclave, EnclavePolicy):
             raise PolicyError("enclave must be an enclave identity policy (MrEnclave, MrSigner, AnyOf, …)")
-        statuses = frozenset(self.accepted_tcb_statuses)
-        object.__setattr__(self, "accepted_tcb_statuses", statuses)
-        unknown = statuses - TCB_STATUSES
-        if unknown:
-            raise PolicyError(f"unknown TCB status {sorted(unknown)}; known: {sorted(TCB_STATUSES)}")
-        if "Revoked" in statuses:
-            raise PolicyError("a Revoked TCB can never be accepted: its keys are compromised")
-        if statuses & _OUT_OF_DATE:
-            raise PolicyError(
-                "out-of-date TCB statuses are not listed in accepted_tcb_statuses",
-                hint="set insecure_accept_out_of_date_tcb to accept them, "
-                "knowing the platform lacks security fixes",
-            )
-        if not statuses:
-            raise PolicyError("accepted_tcb_statuses is empty: no quote could pass")
+        object.__setattr__(self, "accepted_tcb_statuses", checked_tcb_statuses(self.accepted_tcb_statuses))
 
     def tcb_status_accepted(self, status: str) -> bool:
         """Whether a (checked) TCB status passes this policy."""
-        if status in self.accepted_tcb_statuses:
-            return True
-        return self.insecure_accept_out_of_date_tcb and status in _OUT_OF_DATE
+        return tcb_status_accepted(self, status)
 
     def insecure_overrides(self) -> tuple[str, ...]:
         """Names of the insecure relaxations this policy uses."""
-        names = []
-        if isinstance(self.enclave, InsecureAnyEnclave):
-            names.append("insecure_any_enclave")
-        for name in (
-            "insecure_allow_debug",
-            "insecure_accept_out_of_date_tcb",
-            "insecure_accept_unchecked_tcb",
-        ):
-            if getattr(self, name):
-                names.append(name)
-        return tuple(names)
+        names = ["insecure_any_enclave"] if isinstance(self.enclave, InsecureAnyEnclave) else []
+        return tuple(names) + tuple(name for name in _TCB_FLAGS if getattr(self, name))
 
     def describe(self) -> str:
         return f"enclave {self.enclave.describe()}; TCB in {sorted(self.accepted_tcb_statuses)}" + "".join(
@@ -246,62 +257,119 @@ class AttestationPolicy:
         )
 
     @classmethod
-    def from_dict(cls, data: Any) -> AttestationPolicy:
-        """Build a policy from the JSON structure in the module docstring."""
+    def from_dict(cls, data: Any, where: str = "sgx") -> AttestationPolicy:
+        """Build the policy from the "sgx" section's JSON (see the module docstring)."""
         if not isinstance(data, dict):
-            raise PolicyError("a policy must be a JSON object")
-        known = {
-            "enclave",
-            "accepted_tcb_statuses",
-            "insecure_allow_debug",
-            "insecure_accept_out_of_date_tcb",
-            "insecure_accept_unchecked_tcb",
-        }
-        _no_unknown(data, known, "policy")
+            raise PolicyError(f"the {where} section must be a JSON object")
+        _no_unknown(data, {"enclave", "accepted_tcb_statuses", *_TCB_FLAGS}, where)
         if "enclave" not in data:
             raise PolicyError(
-                "policy lacks 'enclave'",
+                f"{where} lacks 'enclave'",
                 hint='add e.g. "enclave": {"mrenclave": ["<hex from gramine-sgx-sigstruct-view>"]}',
             )
-        statuses = data.get("accepted_tcb_statuses", ["UpToDate"])
-        if not isinstance(statuses, list) or not all(isinstance(s, str) for s in statuses):
-            raise PolicyError("accepted_tcb_statuses must be a list of strings")
-        flags = {}
-        for name in (
-            "insecure_allow_debug",
-            "insecure_accept_out_of_date_tcb",
-            "insecure_accept_unchecked_tcb",
-        ):
-            value = data.get(name, False)
-            if not isinstance(value, bool):
-                raise PolicyError(f"{name} must be true or false")
-            flags[name] = value
         return cls(
-            enclave=_enclave_from(data["enclave"], "enclave"),
-            accepted_tcb_statuses=frozenset(statuses),
-            **flags,
+            enclave=_enclave_from(data["enclave"], f"{where}.enclave"),
+            accepted_tcb_statuses=_statuses_from(data, where),
+            **_flags_from(data, _TCB_FLAGS, where),
         )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> AttestationPolicy:
-        """Parse a JSON policy document."""
+        """Parse the "sgx" section alone, as a JSON document."""
+        return cls.from_dict(_json(text))
+
+
+def checked_tcb_statuses(given: Any) -> frozenset[str]:
+    """`accepted_tcb_statuses` as a set, refusing what no policy may accept without saying so."""
+    statuses = frozenset(str(status) for status in given)
+    unknown = statuses - TCB_STATUSES
+    if unknown:
+        raise PolicyError(f"unknown TCB status {sorted(unknown)}; known: {sorted(TCB_STATUSES)}")
+    if "Revoked" in statuses:
+        raise PolicyError("a Revoked TCB can never be accepted: its keys are compromised")
+    if statuses & _OUT_OF_DATE:
+        raise PolicyError(
+            "out-of-date TCB statuses are not listed in accepted_tcb_statuses",
+            hint="set insecure_accept_out_of_date_tcb to accept them, knowing the platform lacks security fixes",
+        )
+    if not statuses:
+        raise PolicyError("accepted_tcb_statuses is empty: no quote could pass")
+    return statuses
+
+
+class TcbRules(Protocol):
+    """What every DCAP policy section says about TCB status and debug (and the defaults do)."""
+
+    @property
+    def accepted_tcb_statuses(self) -> frozenset[str]: ...
+    @property
+    def insecure_allow_debug(self) -> bool: ...
+    @property
+    def insecure_accept_out_of_date_tcb(self) -> bool: ...
+    @property
+    def insecure_accept_unchecked_tcb(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class DefaultTcbRules:
+    """The rules without a policy: current TCB only, no debug, nothing waived."""
+
+    accepted_tcb_statuses: frozenset[str] = frozenset({"UpToDate"})
+    insecure_allow_debug: bool = False
+    insecure_accept_out_of_date_tcb: bool = False
+    insecure_accept_unchecked_tcb: bool = False
+
+
+def tcb_status_accepted(rules: TcbRules, status: str) -> bool:
+    """Whether a (checked) TCB status passes `rules`."""
+    if status in rules.accepted_tcb_statuses:
+        return True
+    return rules.insecure_accept_out_of_date_tcb and status in _OUT_OF_DATE
+
+
+def _json(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"policy is not JSON: {exc}") from exc
+
+
+def _statuses_from(data: dict[str, Any], where: str) -> frozenset[str]:
+    statuses = data.get("accepted_tcb_statuses", ["UpToDate"])
+    if not isinstance(statuses, list) or not all(isinstance(s, str) for s in statuses):
+        raise PolicyError(f"{where}.accepted_tcb_statuses must be a list of strings")
+    return frozenset(statuses)
+
+
+def _flags_from(data: dict[str, Any], names: Sequence[str], where: str, default: bool = False) -> dict[str, bool]:
+    flags = {}
+    for name in names:
+        value = data.get(name, default)
+        if not isinstance(value, bool):
+            raise PolicyError(f"{where}.{name} must be true or false")
+        flags[name] = value
+    return flags
+
+
+def _hex_values(value: Any, size: int, what: str) -> frozenset[bytes]:
+    """One hex string or a non-empty list of them, each `size` bytes."""
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not values:
+        raise PolicyError(f"{what} must be a hex string or a non-empty list of them")
+    out = set()
+    for item in values:
         try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"policy is not JSON: {exc}") from exc
-        return cls.from_dict(data)
+            raw = bytes.fromhex(item)
+        except (TypeError, ValueError):
+            raise PolicyError(f"{what} {item!r} is not hex") from None
+        if len(raw) != size:
+            raise PolicyError(f"{what} must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
+        out.add(raw)
+    return frozenset(out)
 
 
-def load_policy(path: str | Path) -> AttestationPolicy:
-    """Read a JSON policy file."""
-    try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy file {path}: {exc.strerror or exc}") from exc
-    try:
-        return AttestationPolicy.from_json(text)
-    except PolicyError as exc:
-        raise PolicyError(f"{path}: {exc.message}", hint=exc.hint or None) from exc
+def _describe_values(values: frozenset[bytes]) -> str:
+    return "{" + ", ".join(sorted(v.hex() for v in values)) + "}"
 
 
 def _no_unknown(data: dict[str, Any], known: set[str], where: str) -> None:
@@ -342,3 +410,218 @@ def _enclave_from(data: Any, where: str) -> EnclavePolicy:
             raise PolicyError(f"{where}.insecure_any_enclave must be true")
         return InsecureAnyEnclave()
     raise PolicyError(f"{where} must have one of mrenclave, mrsigner, any_of, all_of, insecure_any_enclave")
+
+
+# -- TDX ------------------------------------------------------------------------------------------
+
+_TDX_VALUE_KEYS = {"mrtd": 48, "mrconfigid": 48, "mrowner": 48, "mrownerconfig": 48, "mrservicetd": 48, "xfam": 8}
+_RTMR_KEYS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")
+_TDX_FLAGS = ("insecure_any_td", *_TCB_FLAGS)
+
+
+@dataclass(frozen=True)
+class RtmrRule:
+    """What one RTMR must be: one of `values`, or the replay of an event log (CCEL, the worker's
+    published events) from `start` (48 zero bytes if None) whose every event digest is allowed."""
+
+    values: frozenset[bytes] = frozenset()
+    allowed_event_digests: frozenset[bytes] | None = None
+    start: bytes | None = None
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> RtmrRule:
+        if not isinstance(value, dict):
+            return cls(values=_hex_values(value, 48, where))
+        _no_unknown(value, {"allowed_event_digests", "start"}, where)
+        if "allowed_event_digests" not in value:
+            raise PolicyError(f"{where} needs allowed_event_digests (or be a list of expected values)")
+        start = value.get("start")
+        return cls(
+            allowed_event_digests=_hex_values(value["allowed_event_digests"], 48, f"{where}.allowed_event_digests"),
+            start=next(iter(_hex_values(start, 48, f"{where}.start"))) if start is not None else None,
+        )
+
+    def describe(self) -> str:
+        if self.allowed_event_digests is None:
+            return "in " + _describe_values(self.values)
+        start = f" from {self.start.hex()}" if self.start else ""
+        return f"replayed{start} from events with digests in {_describe_values(self.allowed_event_digests)}"
+
+
+@dataclass(frozen=True)
+class TdxPolicy:
+    """The "tdx" section: which TDs a requester trusts (see the module docstring)."""
+
+    mrtd: frozenset[bytes] | None = None  # None: any (only with insecure_any_td)
+    rtmrs: tuple[RtmrRule | None, RtmrRule | None, RtmrRule | None, RtmrRule | None] = (None, None, None, None)
+    mrconfigid: frozenset[bytes] | None = None
+    mrowner: frozenset[bytes] | None = None
+    mrownerconfig: frozenset[bytes] | None = None
+    mrservicetd: frozenset[bytes] | None = None  # None: MRSERVICETD must be zero
+    xfam: frozenset[bytes] | None = None
+    min_tee_tcb_svn: bytes | None = None
+    accepted_tcb_statuses: frozenset[str] = frozenset({"UpToDate"})
+    require_sept_ve_disable: bool = True
+    allow_migratable: bool = False
+    insecure_any_td: bool = False
+    insecure_allow_debug: bool = False
+    insecure_accept_out_of_date_tcb: bool = False
+    insecure_accept_unchecked_tcb: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accepted_tcb_statuses", checked_tcb_statuses(self.accepted_tcb_statuses))
+        if self.insecure_any_td:
+            return
+        if not self.mrtd:
+            raise PolicyError(
+                "the tdx section lacks 'mrtd'",
+                hint="MRTD measures the TD's firmware; list the values your TD boots with "
+                "(or set insecure_any_td: true for development)",
+            )
+        if not (self.mrconfigid or any(self.rtmrs[1:])):
+            raise PolicyError(
+                "the tdx section pins no code: MRTD alone admits any kernel and any program on that firmware",
+                hint="add rtmr1/rtmr2 (kernel, initrd, command line), rtmr3 (the worker's code events) "
+                "or mrconfigid (or set insecure_any_td: true for development)",
+            )
+
+    def tcb_status_accepted(self, status: str) -> bool:
+        """Whether a (checked) TCB status passes this policy."""
+        return tcb_status_accepted(self, status)
+
+    def insecure_overrides(self) -> tuple[str, ...]:
+        """Names of the insecure relaxations this policy uses."""
+        return tuple(name for name in _TDX_FLAGS if getattr(self, name))
+
+    def describe(self) -> str:
+        parts = ["any TD (INSECURE)"] if self.insecure_any_td else []
+        for name in ("mrtd", "mrconfigid", "mrowner", "mrownerconfig", "mrservicetd", "xfam"):
+            values = getattr(self, name)
+            if values:
+                parts.append(f"{name.upper()} in {_describe_values(values)}")
+        parts += [f"RTMR{i} {rule.describe()}" for i, rule in enumerate(self.rtmrs) if rule is not None]
+        if self.min_tee_tcb_svn is not None:
+            parts.append(f"TEE_TCB_SVN ≥ {self.min_tee_tcb_svn.hex()}")
+        parts.append(f"TCB in {sorted(self.accepted_tcb_statuses)}")
+        if not self.require_sept_ve_disable:
+            parts.append("SEPT_VE_DISABLE not required")
+        if self.allow_migratable:
+            parts.append("migratable TDs allowed")
+        return "; ".join(parts + [name for name in self.insecure_overrides() if name != "insecure_any_td"])
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "tdx") -> TdxPolicy:
+        """Build the policy from the "tdx" section's JSON (see the module docstring)."""
+        if not isinstance(data, dict):
+            raise PolicyError(f"the {where} section must be a JSON object")
+        known = {*_TDX_VALUE_KEYS, *_RTMR_KEYS, "min_tee_tcb_svn", "accepted_tcb_statuses",
+                 "require_sept_ve_disable", "allow_migratable", *_TDX_FLAGS}
+        _no_unknown(data, known, where)
+        fields: dict[str, Any] = {
+            key: _hex_values(data[key], size, f"{where}.{key}") for key, size in _TDX_VALUE_KEYS.items() if key in data
+        }
+        fields["rtmrs"] = tuple(
+            RtmrRule.from_json(data[key], f"{where}.{key}") if key in data else None for key in _RTMR_KEYS
+        )
+        if "min_tee_tcb_svn" in data:
+            fields["min_tee_tcb_svn"] = next(iter(_hex_values(data["min_tee_tcb_svn"], 16, f"{where}.min_tee_tcb_svn")))
+        fields.update(_flags_from(data, ("require_sept_ve_disable",), where, default=True))
+        fields.update(_flags_from(data, ("allow_migratable", *_TDX_FLAGS), where))
+        return cls(accepted_tcb_statuses=_statuses_from(data, where), **fields)
+
+    @staticmethod
+    def template() -> dict[str, Any]:
+        """The smallest useful "tdx" section, for `verify --print-policy-template --tee tdx`."""
+        return {
+            "mrtd": [MRTD_PLACEHOLDER],
+            "rtmr1": [RTMR_PLACEHOLDER.format(n=1)],
+            "rtmr2": [RTMR_PLACEHOLDER.format(n=2)],
+            "accepted_tcb_statuses": ["UpToDate"],
+            "require_sept_ve_disable": True,
+        }
+
+
+# -- the policy file --------------------------------------------------------------------------------
+
+
+def _snp_module() -> Any:
+    """`attestation.snp`, imported only when an "snp" section is read or SNP evidence verified."""
+    try:
+        return importlib.import_module(f"{__package__}.snp")
+    except ImportError:
+        raise PolicyError("this build of avalon-worker cannot verify AMD SEV-SNP evidence") from None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A policy file: a section per TEE kind the requester trusts (None: that kind is not trusted)."""
+
+    sgx: AttestationPolicy | None = None
+    tdx: TdxPolicy | None = None
+    snp: Any = None  # attestation.snp.SnpPolicy
+
+    def __post_init__(self) -> None:
+        if self.sgx is None and self.tdx is None and self.snp is None:
+            raise PolicyError('a policy needs at least one section: "sgx", "tdx" or "snp"')
+
+    def insecure_overrides(self) -> tuple[str, ...]:
+        """Names of the insecure relaxations any section uses, prefixed by the section."""
+        out: list[str] = []
+        for tee in TEES:
+            section = getattr(self, tee)
+            if section is not None:
+                out += [f"{tee}.{name}" for name in section.insecure_overrides()]
+        return tuple(out)
+
+    def describe(self) -> str:
+        return " | ".join(f"{tee}: {getattr(self, tee).describe()}" for tee in TEES if getattr(self, tee) is not None)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Policy:
+        """Build a policy from the file's JSON (see the module docstring)."""
+        if not isinstance(data, dict):
+            raise PolicyError("a policy must be a JSON object")
+        if "enclave" in data:
+            raise PolicyError(
+                "this policy has the old SGX-only shape (top-level \"enclave\")",
+                hint='move its keys under "sgx": {"sgx": {"enclave": …, "accepted_tcb_statuses": …}}',
+            )
+        _no_unknown(data, set(TEES), "policy")
+        return cls(
+            sgx=AttestationPolicy.from_dict(data["sgx"]) if "sgx" in data else None,
+            tdx=TdxPolicy.from_dict(data["tdx"]) if "tdx" in data else None,
+            snp=_snp_module().SnpPolicy.from_dict(data["snp"]) if "snp" in data else None,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Policy:
+        """Parse a JSON policy document."""
+        return cls.from_dict(_json(text))
+
+
+def as_policy(policy: Policy | AttestationPolicy | None) -> Policy | None:
+    """A `Policy`, accepting an SGX section alone (what `verify_signup` took before TDX and SNP)."""
+    return Policy(sgx=policy) if isinstance(policy, AttestationPolicy) else policy
+
+
+def policy_template(tee: str) -> dict[str, Any]:
+    """A minimal policy file with one section, `tee`'s, to edit (`verify --print-policy-template`)."""
+    if tee == "sgx":
+        return json.loads(json.dumps(POLICY_TEMPLATE))  # type: ignore[no-any-return]
+    if tee == "tdx":
+        return {"tdx": TdxPolicy.template()}
+    if tee == "snp":
+        return {"snp": _snp_module().SnpPolicy.template()}
+    raise PolicyError(f"no policy template for {tee!r}; choose one of {', '.join(TEES)}")
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read a JSON policy file."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc.strerror or exc}") from exc
+    try:
+        return Policy.from_json(text)
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc.message}", hint=exc.hint or None) from exc

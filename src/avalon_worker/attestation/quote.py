@@ -1,9 +1,12 @@
-"""SGX quote parsing: pure functions over bytes, no I/O and no verification.
+"""SGX and TDX quote parsing: pure functions over bytes, no I/O and no verification.
 
 Layouts follow Intel's DCAP headers (`sgx_quote_3.h`, `sgx_quote_4.h`, `sgx_quote_5.h`) and QVL
 (`QuoteStructures.cpp`): integers are little-endian; ECDSA signatures are raw r‖s and public keys
-raw x‖y (32 + 32 bytes, each big-endian). Every malformed input raises `QuoteParseError` naming
-the field that did not fit; nothing here raises `IndexError` or `struct.error`.
+raw x‖y (32 + 32 bytes, each big-endian). One DCAP frame carries two kinds of body: an SGX
+enclave report (v3, v4 and v5 body type 1) or a TD report (v4 with TEE type 0x81, v5 body types
+2, 3 and 4: TD 1.0, TD 1.5 and TD 1.5 with its extension fields). Every malformed input raises
+`QuoteParseError` naming the field that did not fit; nothing here raises `IndexError` or
+`struct.error`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ ATT_KEY_TYPE_ECDSA_P384 = 3
 TEE_TYPE_SGX = 0x00000000
 TEE_TYPE_TDX = 0x00000081
 BODY_TYPE_SGX = 1
+BODY_TYPE_TD10 = 2
+BODY_TYPE_TD15 = 3
+BODY_TYPE_TD15_EX = 4
+TD_REPORT10_SIZE = 584
+TD_REPORT15_SIZE = 648
+TD_REPORT15_EX_SIZE = 885
+_TD_BODY_SIZES = {BODY_TYPE_TD10: TD_REPORT10_SIZE, BODY_TYPE_TD15: TD_REPORT15_SIZE, BODY_TYPE_TD15_EX: TD_REPORT15_EX_SIZE}
 CERT_TYPE_PCK_CHAIN = 5
 CERT_TYPE_QE_REPORT = 6
 INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
@@ -135,6 +145,97 @@ class ReportBody:
 
 
 @dataclass(frozen=True)
+class TdReportExtension:
+    """The fields TD 1.5ex (v5 body type 4, `sgx_report2_body_v1_5_ex_t`) adds after TD 1.5."""
+
+    vm_id: int
+    td_id: bytes
+    dev_info: bytes
+    init_service_td_hash: bytes
+    init_service_td_attributes: bytes
+    init_cpu_svn: bytes
+    init_tee_tcb_svn: bytes
+    init_tee_fmspc: bytes
+    cur_service_td_hash: bytes
+    cur_service_td_attributes: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> TdReportExtension:
+        """Parse the 237 bytes after a TD 1.5 report."""
+        fields: list[bytes] = []
+        pos = 1
+        for size in (32, 48, 48, 8, 16, 16, 12, 48, 8):
+            fields.append(data[pos : pos + size])
+            pos += size
+        return cls(data[0], *fields)
+
+
+@dataclass(frozen=True)
+class TdReport:
+    """A TD report body (`sgx_report2_body_t` and its TD 1.5 successors), as in TDX quotes.
+
+    Offsets (TD 1.0, 584 bytes): TEE_TCB_SVN 0, MRSEAM 16, MRSIGNERSEAM 64, SEAMATTRIBUTES 112,
+    TDATTRIBUTES 120, XFAM 128, MRTD 136, MRCONFIGID 184, MROWNER 232, MROWNERCONFIG 280,
+    RTMR0-3 328/376/424/472, REPORTDATA 520. TD 1.5 (648) appends TEE_TCB_SVN2 and MRSERVICETD;
+    TD 1.5ex (885) appends the fields of `TdReportExtension`.
+    """
+
+    tee_tcb_svn: bytes
+    mr_seam: bytes
+    mr_signer_seam: bytes
+    seam_attributes: bytes
+    td_attributes: bytes
+    xfam: bytes
+    mr_td: bytes
+    mr_config_id: bytes
+    mr_owner: bytes
+    mr_owner_config: bytes
+    rtmrs: tuple[bytes, bytes, bytes, bytes]
+    report_data: bytes
+    tee_tcb_svn2: bytes | None  # TD 1.5 and later
+    mr_service_td: bytes | None  # TD 1.5 and later
+    extension: TdReportExtension | None  # TD 1.5ex
+    raw: bytes = field(repr=False)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TdReport:
+        """Parse a 584-, 648- or 885-byte TD report."""
+        if len(data) not in (TD_REPORT10_SIZE, TD_REPORT15_SIZE, TD_REPORT15_EX_SIZE):
+            raise QuoteParseError(
+                f"a TD report is {TD_REPORT10_SIZE}, {TD_REPORT15_SIZE} or {TD_REPORT15_EX_SIZE} bytes, got {len(data)}"
+            )
+        later = len(data) > TD_REPORT10_SIZE
+        return cls(
+            tee_tcb_svn=data[0:16],
+            mr_seam=data[16:64],
+            mr_signer_seam=data[64:112],
+            seam_attributes=data[112:120],
+            td_attributes=data[120:128],
+            xfam=data[128:136],
+            mr_td=data[136:184],
+            mr_config_id=data[184:232],
+            mr_owner=data[232:280],
+            mr_owner_config=data[280:328],
+            rtmrs=(data[328:376], data[376:424], data[424:472], data[472:520]),
+            report_data=data[520:584],
+            tee_tcb_svn2=data[584:600] if later else None,
+            mr_service_td=data[600:648] if later else None,
+            extension=TdReportExtension.parse(data[648:]) if len(data) == TD_REPORT15_EX_SIZE else None,
+            raw=data,
+        )
+
+    @property
+    def attributes(self) -> int:
+        """TDATTRIBUTES as an integer (bit 0 DEBUG, bit 28 SEPT_VE_DISABLE, …)."""
+        return int.from_bytes(self.td_attributes, "little")
+
+    @property
+    def debug(self) -> bool:
+        """True for a TD in debug mode, whose memory and CPU state the host can read."""
+        return bool(self.attributes & 1)
+
+
+@dataclass(frozen=True)
 class DcapHeader:
     """The 48-byte header of an ECDSA (DCAP) quote, v3 to v5."""
 
@@ -188,8 +289,22 @@ class EcdsaSignatureData:
     certification_data: CertificationData
 
 
+class _Dcap:
+    """What every DCAP quote says of itself, whatever its body."""
+
+    header: DcapHeader
+
+    @property
+    def version(self) -> int:
+        return self.header.version
+
+    @property
+    def kind(self) -> str:
+        return "dcap"
+
+
 @dataclass(frozen=True)
-class DcapQuote:
+class DcapQuote(_Dcap):
     """An ECDSA-P256 (DCAP) SGX quote, version 3, 4 or 5."""
 
     header: DcapHeader
@@ -199,13 +314,17 @@ class DcapQuote:
     signature_data: EcdsaSignatureData = field(repr=False)
     raw: bytes = field(repr=False)
 
-    @property
-    def version(self) -> int:
-        return self.header.version
 
-    @property
-    def kind(self) -> str:
-        return "dcap"
+@dataclass(frozen=True)
+class TdxQuote(_Dcap):
+    """An ECDSA-P256 (DCAP) TDX quote, version 4 or 5, over a TD report."""
+
+    header: DcapHeader
+    body: TdReport
+    body_type: int  # BODY_TYPE_TD10 for v4; the v5 body descriptor's type otherwise
+    signed_data: bytes = field(repr=False)  # header ‖ [v5 descriptor] ‖ body
+    signature_data: EcdsaSignatureData = field(repr=False)
+    raw: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -226,15 +345,15 @@ class EpidQuote:
         return "epid"
 
 
-Quote = DcapQuote | EpidQuote
+Quote = DcapQuote | EpidQuote | TdxQuote
 
 
 def parse_quote(data: bytes, *, max_size: int = MAX_QUOTE_SIZE) -> Quote:
-    """Parse an SGX quote: DCAP v3/v4/v5 (ECDSA-P256, SGX body) or EPID v1/v2.
+    """Parse a quote: DCAP v3/v4/v5 (ECDSA-P256, SGX or TD body) or EPID v1/v2.
 
     Raises `QuoteParseError` for anything malformed and `UnsupportedQuoteError` (a subclass) for
-    well-formed quotes of another kind (TDX, ECDSA-P384). Inputs over `max_size` are refused
-    before parsing.
+    well-formed quotes of a kind this package does not verify (ECDSA-P384 attestation keys).
+    Inputs over `max_size` are refused before parsing.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise QuoteParseError(f"a quote is bytes, not {type(data).__name__}")
@@ -278,7 +397,7 @@ def _parse_epid(data: bytes) -> EpidQuote:
     return EpidQuote(header=header, body=body, signature=signature, raw=data)
 
 
-def _parse_dcap(data: bytes) -> DcapQuote:
+def _parse_dcap(data: bytes) -> DcapQuote | TdxQuote:
     r = _Reader(data)
     raw_header = r.take(HEADER_SIZE, "header")
     version, att_key_type, tee_type, qe_svn, pce_svn = struct.unpack_from("<HHIHH", raw_header, 0)
@@ -296,40 +415,60 @@ def _parse_dcap(data: bytes) -> DcapQuote:
         raise UnsupportedQuoteError("ECDSA-P384 attestation keys are not supported (only P-256)")
     if att_key_type != ATT_KEY_TYPE_ECDSA_P256:
         raise QuoteParseError(f"unknown attestation key type {att_key_type} in a v{version} quote")
-
-    body_type: int | None = None
-    if version == 5:
-        body_type = r.u16("body type")
-        body_size = r.u32("body size")
-        if body_type != BODY_TYPE_SGX:
-            if body_type in (2, 3, 4):
-                raise UnsupportedQuoteError(
-                    f"v5 quote with a TDX body (type {body_type}); only SGX is supported"
-                )
-            raise QuoteParseError(f"unknown v5 body type {body_type}")
-        if body_size != REPORT_BODY_SIZE:
-            raise QuoteParseError(f"v5 SGX body size is {body_size}, expected {REPORT_BODY_SIZE}")
-    elif tee_type == TEE_TYPE_TDX:
-        raise UnsupportedQuoteError(f"v{version} TDX quote; only SGX quotes are supported")
-    elif tee_type != TEE_TYPE_SGX:
+    if tee_type not in (TEE_TYPE_SGX, TEE_TYPE_TDX):
         raise QuoteParseError(f"unknown TEE type {tee_type:#x} in a v{version} quote")
+    if version == 3 and tee_type == TEE_TYPE_TDX:
+        raise QuoteParseError("a v3 quote cannot carry a TD report (TDX quotes are v4 or v5)")
 
-    body = ReportBody.parse(r.take(REPORT_BODY_SIZE, "report body"))
+    body_type = _body_type(r, version, tee_type)
+    size = REPORT_BODY_SIZE if body_type == BODY_TYPE_SGX else _TD_BODY_SIZES[body_type]
+    raw_body = r.take(size, "report body" if body_type == BODY_TYPE_SGX else "TD report")
     signed_len = r.offset
     sig_len = r.u32("signature data length")
-    # QVL: the signature data must fill the rest of the quote exactly (Quote.cpp).
-    if sig_len != r.remaining:
+    padding = r.remaining - sig_len
+    # QVL: the signature data must fill the rest of the quote exactly (Quote.cpp). A TDX quote
+    # may still arrive in the guest's zero-filled quote buffer (GCP's and dcap-qvl's samples
+    # do): zeros after the signature data are that buffer, anything else is refused.
+    if padding < 0 or (padding and (body_type == BODY_TYPE_SGX or any(data[len(data) - padding :]))):
         raise QuoteParseError(f"signature data length says {sig_len} bytes but {r.remaining} follow it")
     sig = _Reader(r.take(sig_len, "signature data"), base=r.offset - sig_len)
     signature_data = _parse_ecdsa_sig_v3(sig) if version == 3 else _parse_ecdsa_sig_v4(sig)
-    return DcapQuote(
+    if body_type == BODY_TYPE_SGX:
+        return DcapQuote(
+            header=header,
+            body=ReportBody.parse(raw_body),
+            body_type=body_type if version == 5 else None,
+            signed_data=data[:signed_len],
+            signature_data=signature_data,
+            raw=data,
+        )
+    return TdxQuote(
         header=header,
-        body=body,
+        body=TdReport.parse(raw_body),
         body_type=body_type,
         signed_data=data[:signed_len],
         signature_data=signature_data,
         raw=data,
     )
+
+
+def _body_type(r: _Reader, version: int, tee_type: int) -> int:
+    """The body's type: from the v5 descriptor (checked against the TEE type), else from the header."""
+    if version != 5:
+        return BODY_TYPE_SGX if tee_type == TEE_TYPE_SGX else BODY_TYPE_TD10
+    body_type = r.u16("body type")
+    body_size = r.u32("body size")
+    if body_type == BODY_TYPE_SGX:
+        expected_size, expected_tee = REPORT_BODY_SIZE, TEE_TYPE_SGX
+    elif body_type in _TD_BODY_SIZES:
+        expected_size, expected_tee = _TD_BODY_SIZES[body_type], TEE_TYPE_TDX
+    else:
+        raise QuoteParseError(f"unknown v5 body type {body_type}")
+    if tee_type != expected_tee:
+        raise QuoteParseError(f"v5 body type {body_type} does not fit TEE type {tee_type:#x}")
+    if body_size != expected_size:
+        raise QuoteParseError(f"v5 body type {body_type} must be {expected_size} bytes, the quote says {body_size}")
+    return body_type
 
 
 def _parse_cert_data(r: _Reader, what: str) -> CertificationData:

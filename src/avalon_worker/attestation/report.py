@@ -1,12 +1,19 @@
-"""The outcome of verifying a worker: one line per step, pass, fail or not checked."""
+"""The outcome of verifying a worker: one line per step, pass, fail or not checked.
+
+One report for every TEE: `tee` says which (``sgx``, ``tdx`` or ``snp``), `measurements` holds
+what the evidence measured (lower-case hex, or decimal strings for numbers) and `report_data`
+the 64 bytes the evidence binds.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from .quote import Quote
+
+Tee = Literal["sgx", "tdx", "snp"]
 
 STEP_PARSED = "quote parsed"
 STEP_CHAIN = "PCK certificate chain to Intel SGX Root CA"
@@ -21,6 +28,11 @@ STEP_DEBUG = "not a debug enclave"
 STEP_REPORT_DATA = "report data binds verifying key"
 STEP_SIGNUP_MRENCLAVE = "signup mrenclave matches quote"
 STEP_ENCRYPTION_KEY = "encryption-key signature"
+STEP_POLICY_TEE = "policy trusts this TEE"
+STEP_TD_MEASUREMENTS = "TD measurements allowed"
+STEP_TD_ATTRIBUTES = "TD attributes (not debug)"
+STEP_EVENT_LOG = "event log replays to the RTMRs"
+STEP_SIGNUP_ATTESTATION_TYPE = "signup attestation type matches evidence"
 
 SIGNATURE_CHAIN_STEPS = (
     STEP_CHAIN,
@@ -84,6 +96,9 @@ class VerificationReport:
     tcb_status: str | None = None
     advisory_ids: tuple[str, ...] = ()
     insecure_overrides: tuple[str, ...] = ()
+    tee: Tee | None = None  # None when the evidence's kind could not be told
+    measurements: dict[str, str] = field(default_factory=dict)
+    report_data: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -122,7 +137,8 @@ class VerificationReport:
         """Human-readable report: one line per step, then the verdict."""
         lines = [step.render() for step in self.steps]
         if self.advisory_ids:
-            lines.append(f"Intel security advisories for this platform: {', '.join(self.advisory_ids)}")
+            vendor = "AMD" if self.tee == "snp" else "Intel"
+            lines.append(f"{vendor} security advisories for this platform: {', '.join(self.advisory_ids)}")
         lines.append(self.verdict())
         return "\n".join(lines)
 
@@ -131,6 +147,9 @@ class VerificationReport:
         return {
             "ok": self.ok,
             "verdict": self.verdict(),
+            "tee": self.tee,
+            "measurements": dict(self.measurements),
+            "report_data": self.report_data.hex(),
             "tcb_status": self.tcb_status,
             "advisory_ids": list(self.advisory_ids),
             "insecure_overrides": list(self.insecure_overrides),
