@@ -3,6 +3,11 @@
 Everything is real P-256 crypto built with `cryptography`; the DER of Intel's SGX extension is
 written by the small encoder below (independent of the package's reader). Layouts follow
 GRAMINE.md §5: header 48 B, report body 384 B, ECDSA signature data v3 or v4/v5 (type 6).
+
+TDX quotes (v4, v5 with TD 1.0/1.5/1.5ex bodies, CONFIDENTIAL_VMS.md) are made the same way with
+a TD report written field by field here; `make_tdx_collateral` signs TDX TCB info v3 and a
+TD_QE identity. `make_tdx_quote` is the one-call form a stand-in for the kernel's configfs-tsm
+can use: its quotes verify under `shared_pki().root` (given as `--insecure-root-ca`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,24 @@ PCE_ID = bytes(2)
 TCB_COMPONENTS = (5, 5, 2, 4, 1, 128, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 PCE_SVN = 13
 QE_ISV_SVN = 8
+
+# TDX: a TD on TDX module TDX_01 at ISVSVN 5, booting the test firmware, kernel and command line.
+TD_QE_ISV_SVN = 4
+TD_QE_ISV_PROD_ID = 2
+TDX_MODULE_ISV_SVN = 5
+TEE_TCB_SVN = bytes([TDX_MODULE_ISV_SVN, 1, 2]) + bytes(13)
+TDX_TCB_COMPONENTS = (5, 0, 2) + (0,) * 13
+MRTD = hashlib.sha384(b"avalon-worker test TD firmware").digest()
+RTMRS = (
+    hashlib.sha384(b"test RTMR0: firmware configuration").digest(),
+    hashlib.sha384(b"test RTMR1: kernel").digest(),
+    hashlib.sha384(b"test RTMR2: command line and initrd").digest(),
+    bytes(48),
+)
+TD_ATTR_DEBUG = 1
+TD_ATTR_SEPT_VE_DISABLE = 1 << 28
+XFAM = 0x61AE7
+TDX_MODULE_MRSIGNER = bytes(48)  # what Intel's TDX TCB info lists for its own modules
 
 # Offsets in a v3 (and v4 SGX) quote, GRAMINE.md §5.3/§5.4.
 OFF_FLAGS = 48 + 48
@@ -296,6 +319,57 @@ def report_body(
     return bytes(body)
 
 
+def td_report(
+    *,
+    report_data: bytes = bytes(64),
+    body_type: int = 2,
+    tee_tcb_svn: bytes = TEE_TCB_SVN,
+    mr_seam: bytes = hashlib.sha384(b"test TDX module").digest(),
+    mr_signer_seam: bytes = TDX_MODULE_MRSIGNER,
+    seam_attributes: int = 0,
+    td_attributes: int = TD_ATTR_SEPT_VE_DISABLE,
+    xfam: int = XFAM,
+    mrtd: bytes = MRTD,
+    mrconfigid: bytes = bytes(48),
+    mrowner: bytes = bytes(48),
+    mrownerconfig: bytes = bytes(48),
+    rtmr0: bytes = RTMRS[0],
+    rtmr1: bytes = RTMRS[1],
+    rtmr2: bytes = RTMRS[2],
+    rtmr3: bytes = RTMRS[3],
+    tee_tcb_svn2: bytes | None = None,
+    mr_service_td: bytes = bytes(48),
+    td_id: bytes = bytes(range(32)),
+) -> bytes:
+    """A TD report: 584 bytes (body type 2, TD 1.0), 648 (3, TD 1.5) or 885 (4, TD 1.5ex),
+    laid out field by field as Intel's `sgx_report2_body_t` (CONFIDENTIAL_VMS.md)."""
+    assert len(report_data) == 64 and len(tee_tcb_svn) == 16
+    out = (
+        tee_tcb_svn
+        + mr_seam
+        + mr_signer_seam
+        + struct.pack("<QQQ", seam_attributes, td_attributes, xfam)
+        + mrtd
+        + mrconfigid
+        + mrowner
+        + mrownerconfig
+        + rtmr0
+        + rtmr1
+        + rtmr2
+        + rtmr3
+        + report_data
+    )
+    if body_type >= 3:
+        out += (tee_tcb_svn2 if tee_tcb_svn2 is not None else tee_tcb_svn) + mr_service_td
+    if body_type == 4:
+        # vm_id, td_id, dev_info, init service TD hash and attributes, init CPUSVN, init TEE_TCB_SVN,
+        # init FMSPC, current service TD hash and attributes (sgx_report2_body_v1_5_ex_t).
+        out += b"\x00" + td_id + bytes(48) + bytes(48) + bytes(8) + bytes(16) + tee_tcb_svn + bytes(12)
+        out += bytes(48) + bytes(8)
+    assert len(out) == {2: 584, 3: 648, 4: 885}[body_type]
+    return out
+
+
 @dataclass
 class QuoteFactory:
     """Makes DCAP quotes signed through a `TestPki`: the PCK key plays Intel's QE."""
@@ -304,13 +378,15 @@ class QuoteFactory:
     attestation_key: ec.EllipticCurvePrivateKey = field(default_factory=_key)
     qe_auth_data: bytes = field(default_factory=lambda: os.urandom(32))
 
-    def qe_report(self, *, isv_svn: int = QE_ISV_SVN, mrsigner: bytes = INTEL_QE_MRSIGNER) -> bytes:
+    def qe_report(
+        self, *, isv_svn: int = QE_ISV_SVN, mrsigner: bytes = INTEL_QE_MRSIGNER, isv_prod_id: int = 1
+    ) -> bytes:
         binding = hashlib.sha256(raw_public(self.attestation_key) + self.qe_auth_data).digest() + bytes(32)
         return report_body(
             report_data=binding,
             mrenclave=hashlib.sha256(b"QE").digest(),
             mrsigner=mrsigner,
-            isv_prod_id=1,
+            isv_prod_id=isv_prod_id,
             isv_svn=isv_svn,
             flags=0x11,
             xfrm=0xE7,
@@ -330,8 +406,35 @@ class QuoteFactory:
         header = struct.pack("<HHIHH", version, 2, 0, 10, PCE_SVN) + INTEL_QE_VENDOR_ID + bytes(20)
         body = report_body(report_data=report_data, **body_fields)  # type: ignore[arg-type]
         descriptor = struct.pack("<HI", 1, 384) if version == 5 else b""
-        signed = header + descriptor + body
-        qe_report = self.qe_report(isv_svn=qe_isv_svn)
+        return self.sign(header + descriptor + body, version=version, cert_data=cert_data, cert_type=cert_type,
+                         qe_report=self.qe_report(isv_svn=qe_isv_svn))
+
+    def tdx_quote(
+        self,
+        report_data: bytes = bytes(64),
+        *,
+        version: int = 4,
+        body_type: int = 2,
+        qe_isv_svn: int = TD_QE_ISV_SVN,
+        **td_fields: object,
+    ) -> bytes:
+        """A complete TDX quote (v4: TD 1.0; v5: `body_type` 2, 3 or 4) over `report_data`."""
+        header = struct.pack("<HHIHH", version, 2, 0x81, 10, PCE_SVN) + INTEL_QE_VENDOR_ID + bytes(20)
+        body = td_report(report_data=report_data, body_type=body_type, **td_fields)  # type: ignore[arg-type]
+        descriptor = struct.pack("<HI", body_type, len(body)) if version == 5 else b""
+        return self.sign(header + descriptor + body, version=version,
+                         qe_report=self.qe_report(isv_svn=qe_isv_svn, isv_prod_id=TD_QE_ISV_PROD_ID))
+
+    def sign(
+        self,
+        signed: bytes,
+        *,
+        version: int,
+        qe_report: bytes,
+        cert_data: bytes | None = None,
+        cert_type: int = 5,
+    ) -> bytes:
+        """Header ‖ body, signed by the attestation key, with the QE part and PCK chain after it."""
         chain = self.pki.chain_pem() if cert_data is None else cert_data
         qe_part = (
             qe_report
@@ -457,6 +560,20 @@ def make_collateral(
         },
         separators=(",", ":"),
     )
+    return signed_collateral(pki, tcb_info, qe_identity, root_revoked=root_revoked, pck_revoked=pck_revoked,
+                             tcb_signer=tcb_signer)
+
+
+def signed_collateral(
+    pki: TestPki,
+    tcb_info: str,
+    qe_identity: str,
+    *,
+    root_revoked: tuple[int, ...] = (),
+    pck_revoked: tuple[int, ...] = (),
+    tcb_signer: ec.EllipticCurvePrivateKey | None = None,
+) -> dict:
+    """The collateral JSON around `tcb_info` and `qe_identity`, signed by the TCB signing key."""
     signer = tcb_signer or pki.tcb_key
     chain = (pem(pki.tcb_cert) + pem(pki.root)).decode()
     return {
@@ -470,6 +587,136 @@ def make_collateral(
         "qe_identity": qe_identity,
         "qe_identity_signature": raw_sign(signer, qe_identity.encode()).hex(),
     }
+
+
+def tdx_level(
+    components: tuple[int, ...] = TCB_COMPONENTS,
+    pce_svn: int = PCE_SVN,
+    tdx: tuple[int, ...] = TDX_TCB_COMPONENTS,
+    status: str = "UpToDate",
+    advisories: tuple[str, ...] = (),
+    date: str = "2024-03-13T00:00:00Z",
+) -> dict:
+    level = tcb_level(components, pce_svn, status, advisories)
+    level["tcb"]["tdxtcbcomponents"] = [{"svn": c} for c in tdx]
+    level["tcbDate"] = date
+    return level
+
+
+def default_tdx_levels() -> list[dict]:
+    older = tuple(c - 1 if i == 2 else c for i, c in enumerate(TDX_TCB_COMPONENTS))
+    return [
+        tdx_level(),
+        tdx_level(tdx=older, status="OutOfDate", advisories=("INTEL-SA-01036",), date="2023-08-09T00:00:00Z"),
+        tdx_level(tuple(0 for _ in TCB_COMPONENTS), 0, tuple(0 for _ in TDX_TCB_COMPONENTS), "OutOfDate",
+                  ("INTEL-SA-00837", "INTEL-SA-01036"), "2018-01-04T00:00:00Z"),
+    ]
+
+
+def default_module_identities() -> list[dict]:
+    return [
+        {
+            "id": "TDX_01",
+            "mrsigner": TDX_MODULE_MRSIGNER.hex().upper(),
+            "attributes": "0000000000000000",
+            "attributesMask": "FFFFFFFFFFFFFFFF",
+            "tcbLevels": [
+                {"tcb": {"isvsvn": TDX_MODULE_ISV_SVN}, "tcbDate": "2024-03-13T00:00:00Z", "tcbStatus": "UpToDate"},
+                {"tcb": {"isvsvn": 2}, "tcbDate": "2023-08-09T00:00:00Z", "tcbStatus": "OutOfDate",
+                 "advisoryIDs": ["INTEL-SA-01099"]},
+            ],
+        },
+    ]
+
+
+def make_tdx_collateral(
+    pki: TestPki,
+    *,
+    tcb_levels: list[dict] | None = None,
+    module_identities: list[dict] | None = None,
+    tdx_module: dict | None = None,
+    qe_levels: list[dict] | None = None,
+    tcb_info_id: str = "TDX",
+    qe_identity_id: str = "TD_QE",
+    issue: datetime | None = None,
+    next_update: datetime | None = None,
+    pck_revoked: tuple[int, ...] = (),
+) -> dict:
+    """TDX collateral: TCB info v3 with tdxtcbcomponents and module identities, and a TD_QE
+    identity, signed by the test PKI (the same JSON shape as Intel's and dcap-qvl's)."""
+    issue = issue or pki.now - timedelta(hours=1)
+    next_update = next_update or pki.now + timedelta(days=30)
+    tcb_info = json.dumps(
+        {
+            "id": tcb_info_id,
+            "version": 3,
+            "issueDate": _iso(issue),
+            "nextUpdate": _iso(next_update),
+            "fmspc": FMSPC.hex().upper(),
+            "pceId": PCE_ID.hex(),
+            "tcbType": 0,
+            "tcbEvaluationDataNumber": 17,
+            "tdxModule": tdx_module
+            or {"mrsigner": TDX_MODULE_MRSIGNER.hex(), "attributes": "0000000000000000", "attributesMask": "FFFFFFFFFFFFFFFF"},
+            "tdxModuleIdentities": module_identities if module_identities is not None else default_module_identities(),
+            "tcbLevels": tcb_levels if tcb_levels is not None else default_tdx_levels(),
+        },
+        separators=(",", ":"),
+    )
+    qe_identity = json.dumps(
+        {
+            "id": qe_identity_id,
+            "version": 2,
+            "issueDate": _iso(issue),
+            "nextUpdate": _iso(next_update),
+            "tcbEvaluationDataNumber": 17,
+            "miscselect": "00000000",
+            "miscselectMask": "FFFFFFFF",
+            "attributes": "11000000000000000000000000000000",
+            "attributesMask": "FBFFFFFFFFFFFFFF0000000000000000",
+            "mrsigner": INTEL_QE_MRSIGNER.hex().upper(),
+            "isvprodid": TD_QE_ISV_PROD_ID,
+            "tcbLevels": qe_levels
+            if qe_levels is not None
+            else [
+                {"tcb": {"isvsvn": TD_QE_ISV_SVN}, "tcbDate": "2024-03-13T00:00:00Z", "tcbStatus": "UpToDate"},
+                {"tcb": {"isvsvn": 2}, "tcbDate": "2023-02-15T00:00:00Z", "tcbStatus": "OutOfDate",
+                 "advisoryIDs": ["INTEL-SA-00837"]},
+            ],
+        },
+        separators=(",", ":"),
+    )
+    return signed_collateral(pki, tcb_info, qe_identity, pck_revoked=pck_revoked)
+
+
+_SHARED: list[tuple[TestPki, QuoteFactory]] = []
+
+
+def shared_pki() -> TestPki:
+    """One test PKI per process, for stand-ins that cannot be handed a fixture."""
+    if not _SHARED:
+        pki = TestPki.create()
+        _SHARED.append((pki, QuoteFactory(pki)))
+    return _SHARED[0][0]
+
+
+def make_tdx_quote(
+    report_data: bytes,
+    *,
+    rtmr3: bytes = bytes(48),
+    version: int = 4,
+    body_type: int = 2,
+    pki: TestPki | None = None,
+    **td_fields: object,
+) -> bytes:
+    """A TDX quote over `report_data` (64 bytes, as configfs-tsm's inblob) with `rtmr3`,
+    signed under `pki` (default `shared_pki()`: pass its root as `--insecure-root-ca`)."""
+    if pki is None:
+        shared_pki()
+        factory = _SHARED[0][1]
+    else:
+        factory = QuoteFactory(pki)
+    return factory.tdx_quote(report_data, version=version, body_type=body_type, rtmr3=rtmr3, **td_fields)
 
 
 # -- signups -------------------------------------------------------------------------------------
