@@ -1,16 +1,17 @@
-"""Attestation: quotes bound to the worker's keys, verified offline down to Intel's root.
+"""Attestation: evidence bound to the worker's keys, verified offline down to the vendor's root.
 
 Two sides that never import each other:
 
 - **Worker side** (`providers`): `select_provider` gives an `AttestationProvider` (`none`, or
   `gramine` over /dev/attestation) whose `quote(report_data(verifying_key_pem, nonce))` goes
   into the signup.
-- **Requester side** (`quote`, `dcap`, `pck`, `collateral`, `roots`, `policy`, `verify`,
-  `report`, `cli`): `parse_quote` (pure, no I/O), `verify_signup` against an
-  `AttestationPolicy` (optionally with `Collateral` for revocation, QE identity and TCB
-  status) → a `VerificationReport` listing every step as pass, fail or not checked.
-  AMD SEV-SNP reports (`snp`, `snp_report`, `snp_certs`, `amd_roots`): `verify_snp_evidence`
-  checks a report down to AMD's pinned roots and against an `SnpPolicy`.
+- **Requester side** (`quote`, `dcap`, `pck`, `collateral`, `roots`, `tdx`, `eventlog`, `policy`,
+  `verify`, `report`, `cli`): `verify_evidence` (an SGX or TDX quote or an SNP report, the kind
+  told from the bytes) and `verify_signup` against a `Policy` with a section per TEE (optionally
+  with collateral for revocation, QE identity and TCB status) → a `VerificationReport` listing
+  every step as pass, fail or not checked. Pure, no I/O. AMD SEV-SNP reports (`snp`,
+  `snp_report`, `snp_certs`, `amd_roots`): `verify_snp_evidence` checks a report down to AMD's
+  pinned roots and against an `SnpPolicy`; `verify_evidence` hands SNP evidence to it.
 
 Both use `binding.report_data` and `errors`. The names below load their module on first use,
 so importing one side does not load the other.
@@ -32,8 +33,10 @@ _EXPORTS = {
     "Collateral": "collateral",
     "CollateralError": "errors",
     "DcapQuote": "quote",
+    "detect_tee": "verify",
     "EnclavePolicy": "policy",
     "EpidQuote": "quote",
+    "EventLogError": "errors",
     "GramineAttestation": "providers",
     "InsecureAnyEnclave": "policy",
     "InsecurePolicyWarning": "errors",
@@ -41,10 +44,14 @@ _EXPORTS = {
     "INTEL_SGX_ROOT_CA_SHA256": "roots",
     "load_collateral": "collateral",
     "load_policy": "policy",
+    "load_snp_collateral": "snp",
     "MrEnclave": "policy",
     "MrSigner": "policy",
     "NoAttestation": "providers",
+    "parse_ccel": "eventlog",
     "parse_quote": "quote",
+    "parse_snp_report": "snp_report",
+    "Policy": "policy",
     "PolicyError": "errors",
     "PolicyViolation": "policy",
     "Quote": "quote",
@@ -52,22 +59,25 @@ _EXPORTS = {
     "QuoteParseError": "errors",
     "report_data": "binding",
     "ReportBody": "quote",
+    "RtmrRule": "policy",
     "select_provider": "providers",
     "SignupFetchError": "errors",
-    "load_snp_collateral": "snp",
-    "parse_snp_report": "snp_report",
     "SnpParseError": "snp_report",
     "SnpPolicy": "snp",
     "SnpReport": "snp_report",
     "SnpVerification": "snp",
     "split_snp_evidence": "snp",
-    "verify_snp_evidence": "snp",
     "Step": "report",
     "StepStatus": "report",
+    "TdReport": "quote",
+    "TdxPolicy": "policy",
+    "TdxQuote": "quote",
     "UnsupportedQuoteError": "errors",
     "VerificationReport": "report",
+    "verify_evidence": "verify",
     "verify_quote_bytes": "verify",
     "verify_signup": "verify",
+    "verify_snp_evidence": "snp",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -30,7 +30,7 @@ STEP_SIGNUP_MRENCLAVE = "signup mrenclave matches quote"
 STEP_ENCRYPTION_KEY = "encryption-key signature"
 STEP_POLICY_TEE = "policy trusts this TEE"
 STEP_TD_MEASUREMENTS = "TD measurements allowed"
-STEP_TD_ATTRIBUTES = "TD attributes (not debug)"
+STEP_TD_ATTRIBUTES = "TD attributes (no debug, no unlisted service TD)"
 STEP_EVENT_LOG = "event log replays to the RTMRs"
 STEP_SIGNUP_ATTESTATION_TYPE = "signup attestation type matches evidence"
 

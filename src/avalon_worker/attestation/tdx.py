@@ -10,8 +10,8 @@ platform with a known TCB. This module judges the report itself:
   unless the policy allows it.
 - **Event logs**: the firmware's CCEL and the worker's published RTMR events are replayed and
   must give the quote's RTMRs; only then do their events say what the TD measured.
-- **Measurements**: MRTD, RTMR0-3, MRCONFIGID, MROWNER, MROWNERCONFIG, MRSERVICETD, XFAM and
-  TEE_TCB_SVN against the policy.
+- **Measurements**: MRTD, RTMR0-3, MRCONFIGID, MROWNER, MROWNERCONFIG, XFAM and TEE_TCB_SVN
+  against the policy (MRSERVICETD, who else can reach the TD, is judged with the attributes).
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def attribute_names(attributes: int) -> str:
 
 
 def td_attributes_step(report: TdReport, policy: TdxPolicy | None) -> Step:
-    """Debug refused (waivable only by `insecure_allow_debug`); the other rules are not waivable."""
+    """TDATTRIBUTES and MRSERVICETD: who besides the TD can reach it. Debug is refused (waivable
+    only by `insecure_allow_debug`); the other rules are not waivable."""
     attributes = report.attributes
     require_sept = policy.require_sept_ve_disable if policy is not None else True
     problems = []
@@ -104,8 +105,12 @@ def td_attributes_step(report: TdReport, policy: TdxPolicy | None) -> Step:
         )
     if attributes & ATTR_MIGRATABLE and not (policy is not None and policy.allow_migratable):
         problems.append("MIGRATABLE is set: a migration TD can move this TD (allow_migratable)")
-    if attributes & ATTR_SERVTD_EXT and not (policy is not None and policy.mrservicetd):
+    allowed_services = (policy.mrservicetd if policy is not None else None) or frozenset()
+    if attributes & ATTR_SERVTD_EXT and not allowed_services:
         problems.append("SERVTD_EXT is set: the TD is bound to service TDs the policy does not list (mrservicetd)")
+    service = report.mr_service_td
+    if service is not None and any(service) and service not in allowed_services:
+        problems.append(f"MRSERVICETD {service.hex()} is not listed: a service TD the policy does not name can reach it")
     detail = attribute_names(attributes)
     if problems:
         return failed(STEP_TD_ATTRIBUTES, f"TDATTRIBUTES {detail}: " + "; ".join(problems))
@@ -186,7 +191,7 @@ def _rtmr_problem(index: int, rule: RtmrRule, report: TdReport, replayed: _Repla
 
 
 def td_measurements_step(report: TdReport, policy: TdxPolicy | None, replayed: _Replay, logs: RtmrLogs) -> Step:
-    """MRTD, RTMRs, MRCONFIGID, MROWNER, MROWNERCONFIG, MRSERVICETD, XFAM and TEE_TCB_SVN vs the policy."""
+    """MRTD, RTMRs, MRCONFIGID, MROWNER, MROWNERCONFIG, XFAM and TEE_TCB_SVN against the policy."""
     if policy is None:
         return not_checked(STEP_TD_MEASUREMENTS, "no policy: MRTD and the RTMRs were not compared with anything")
     if policy.insecure_any_td:
@@ -206,9 +211,6 @@ def td_measurements_step(report: TdReport, policy: TdxPolicy | None, replayed: _
         checked.append(name)
         if not any(hmac.compare_digest(value, v) for v in allowed):
             problems.append(f"{name} {value.hex()} is not allowed")
-    service = report.mr_service_td
-    if service is not None and any(service) and service not in (policy.mrservicetd or ()):
-        problems.append(f"MRSERVICETD {service.hex()} is not allowed (the TD is bound to a service TD)")
     if policy.min_tee_tcb_svn is not None:
         checked.append("TEE_TCB_SVN")
         if any(a < b for a, b in zip(report.tee_tcb_svn, policy.min_tee_tcb_svn, strict=True)):
