@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
 from avalon_worker.attestation import (
     Collateral,
     QuoteParseError,
