@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -174,6 +175,12 @@ def verified_path(
         reason = str(exc).removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
         if "no interior errors" in reason:  # no candidate issuer at all, at some link
             reason = "the chain does not lead to the pinned root (an issuer is missing or is another root)"
+        reason = re.sub(r" \(encountered processing <Certificate\(.*\)>\)$", "", reason)
+        for cert in (leaf, *intermediates):
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                reason += (f": {_subject(cert)} is valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
+                           f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not at {now:%Y-%m-%d %H:%M}")
+                break
         raise _Fail(f"no valid path from {_subject(leaf)} to the pinned root {_subject(root)}: {reason}") from None
     return list(chain)
 

@@ -113,8 +113,13 @@ class _Cursor:
         return int(struct.unpack("<H", self.take(2, what))[0])
 
     def at_padding(self) -> bool:
+        """At the end, or at the erased (0xFF) or zeroed rest of the log area: no more events.
+
+        An MR index of 0xFFFFFFFF also ends the log, as it does for go-eventlog: it is where
+        firmware stopped writing into the 0xFF-filled area.
+        """
         rest = self.data[self.pos :]
-        return not rest or rest.strip(b"\xff") == b"" or rest.strip(b"\x00") == b""
+        return not rest or rest.startswith(b"\xff\xff\xff\xff") or not rest.strip(b"\x00")
 
 
 def _spec_id(data: bytes) -> dict[int, int]:
@@ -178,8 +183,6 @@ def parse_ccel(data: bytes) -> EventLog:
     algorithms = _spec_id(c.take(c.u32("Spec ID event size"), "Spec ID event"))
     events: list[CcelEvent] = []
     while not c.at_padding():
-        if struct.unpack_from("<I", data, c.pos)[0] == 0xFFFFFFFF if len(data) - c.pos >= 4 else False:
-            break  # the start of the 0xFF-filled log area
         events.append(_event2(c, algorithms, len(events) + 1))
     return EventLog(algorithms, tuple(events))
 
