@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,13 @@ from avalon_worker.attestation import (
     MrSigner,
     PolicyError,
     PolicyViolation,
+    Policy,
     ReportBody,
+    RtmrRule,
+    TdxPolicy,
     load_policy,
 )
+from avalon_worker.attestation.policy import policy_template
 
 from attestation_fixtures import ISV_PROD_ID, ISV_SVN, MRENCLAVE, MRSIGNER, report_body
 
@@ -104,17 +109,20 @@ class TestPolicyFile:
         path.write_text(
             json.dumps(
                 {
-                    "enclave": {
-                        "any_of": [
-                            {"mrenclave": [MRENCLAVE.hex()]},
-                            {"mrsigner": MRSIGNER.hex(), "isv_prod_id": ISV_PROD_ID, "min_isv_svn": 2},
-                        ]
-                    },
-                    "accepted_tcb_statuses": ["UpToDate", "SWHardeningNeeded"],
+                    "sgx": {
+                        "enclave": {
+                            "any_of": [
+                                {"mrenclave": [MRENCLAVE.hex()]},
+                                {"mrsigner": MRSIGNER.hex(), "isv_prod_id": ISV_PROD_ID, "min_isv_svn": 2},
+                            ]
+                        },
+                        "accepted_tcb_statuses": ["UpToDate", "SWHardeningNeeded"],
+                    }
                 }
             )
         )
-        policy = load_policy(path)
+        policy = load_policy(path).sgx
+        assert policy is not None
         assert isinstance(policy.enclave, AnyOf)
         assert policy.accepted_tcb_statuses == frozenset({"UpToDate", "SWHardeningNeeded"})
         assert policy.insecure_overrides() == ()
@@ -183,3 +191,99 @@ class TestPolicyFile:
             load_policy(path)
         with pytest.raises(PolicyError, match="cannot read"):
             load_policy(tmp_path / "missing.json")
+
+
+MRTD_HEX = "11" * 48
+RTMR_HEX = "22" * 48
+
+
+class TestPolicyFileSections:
+    def test_a_section_per_tee(self, tmp_path: Path) -> None:
+        path = tmp_path / "policy.json"
+        path.write_text(json.dumps({
+            "sgx": {"enclave": {"mrenclave": [MRENCLAVE.hex()]}},
+            "tdx": {"mrtd": [MRTD_HEX], "rtmr2": RTMR_HEX, "accepted_tcb_statuses": ["UpToDate", "SWHardeningNeeded"]},
+        }))
+        policy = load_policy(path)
+        assert isinstance(policy.sgx, AttestationPolicy) and isinstance(policy.tdx, TdxPolicy)
+        assert policy.snp is None
+        assert policy.tdx.mrtd == frozenset({bytes.fromhex(MRTD_HEX)})
+        assert policy.tdx.rtmrs[2] == RtmrRule(values=frozenset({bytes.fromhex(RTMR_HEX)}))
+        assert policy.tdx.require_sept_ve_disable and not policy.tdx.allow_migratable
+        assert policy.describe().startswith("sgx: enclave MRENCLAVE in {") and " | tdx: MRTD in {" in policy.describe()
+        assert policy.insecure_overrides() == ()
+
+    def test_the_old_sgx_only_shape_is_refused_saying_how_to_convert(self, tmp_path: Path) -> None:
+        path = tmp_path / "old.json"
+        path.write_text(json.dumps({"enclave": {"mrenclave": [MRENCLAVE.hex()]}}))
+        with pytest.raises(PolicyError, match="old SGX-only shape") as info:
+            load_policy(path)
+        assert 'move its keys under "sgx"' in info.value.diagnostics()
+        assert str(path) in info.value.diagnostics()
+
+    @pytest.mark.parametrize(
+        ("document", "message"),
+        [
+            ({}, "at least one section"),
+            ({"sgx": {"enclave": {"mrenclave": MRENCLAVE.hex()}}, "tpm": {}}, r"unknown key\(s\) \['tpm'\]"),
+            ({"tdx": []}, "tdx section must be a JSON object"),
+            ({"tdx": {"rtmr1": RTMR_HEX}}, "lacks 'mrtd'"),
+            ({"tdx": {"mrtd": MRTD_HEX}}, "pins no code"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr0": RTMR_HEX}}, "pins no code"),  # RTMR0 is firmware configuration
+            ({"tdx": {"mrtd": "11" * 32, "rtmr1": RTMR_HEX}}, "48 bytes"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr1": RTMR_HEX, "rtmr4": RTMR_HEX}}, "unknown key"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr3": {"start": RTMR_HEX}}}, "needs allowed_event_digests"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr3": {"allowed_event_digests": [], "x": 1}}}, "unknown key"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr3": {"allowed_event_digests": []}}}, "non-empty list"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr1": RTMR_HEX, "xfam": "00"}}, "8 bytes"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr1": RTMR_HEX, "min_tee_tcb_svn": "00"}}, "16 bytes"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr1": RTMR_HEX, "require_sept_ve_disable": "no"}}, "true or false"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr1": RTMR_HEX, "accepted_tcb_statuses": ["TDRelaunchAdvised"]}},
+             "out-of-date"),
+            ({"tdx": {"mrtd": MRTD_HEX, "rtmr1": RTMR_HEX, "accepted_tcb_statuses": ["Revoked"]}}, "never be accepted"),
+            ({"sgx": {"accepted_tcb_statuses": ["UpToDate"]}}, "sgx lacks 'enclave'"),
+        ],
+    )
+    def test_invalid_sections(self, document: object, message: str) -> None:
+        with pytest.raises(PolicyError, match=message):
+            Policy.from_json(json.dumps(document))
+
+    def test_worker_code_in_rtmr3_pins_the_code(self) -> None:
+        policy = Policy.from_dict(
+            {"tdx": {"mrtd": MRTD_HEX, "rtmr3": {"allowed_event_digests": [RTMR_HEX], "start": "33" * 48}}}
+        )
+        assert policy.tdx is not None
+        rule = policy.tdx.rtmrs[3]
+        assert rule is not None and rule.allowed_event_digests == frozenset({bytes.fromhex(RTMR_HEX)})
+        assert rule.start == bytes.fromhex("33" * 48)
+        assert "RTMR3 replayed from 3333" in policy.describe()
+
+    def test_insecure_any_td(self) -> None:
+        policy = Policy.from_dict({"tdx": {"insecure_any_td": True, "insecure_allow_debug": True}})
+        assert policy.tdx is not None and policy.tdx.mrtd is None
+        assert policy.insecure_overrides() == ("tdx.insecure_any_td", "tdx.insecure_allow_debug")
+        assert "any TD (INSECURE)" in policy.describe()
+
+    def test_an_snp_section_needs_the_snp_module(self) -> None:
+        try:
+            import avalon_worker.attestation.snp  # noqa: F401
+        except ImportError:
+            with pytest.raises(PolicyError, match="cannot verify AMD SEV-SNP"):
+                Policy.from_dict({"snp": {}})
+        else:
+            with pytest.raises(PolicyError):
+                Policy.from_dict({"snp": {"no such key": 1}})
+
+    @pytest.mark.parametrize("tee", ["sgx", "tdx"])
+    def test_templates_are_policies_once_the_placeholders_are_filled(self, tee: str) -> None:
+        template = json.dumps(policy_template(tee))
+        assert "REPLACE" in template
+        with pytest.raises(PolicyError, match="not hex"):
+            Policy.from_json(template)
+        filled = re.sub(r"REPLACE-with-the-(\d+)-hex[^\"]*", lambda m: "ab" * (int(m.group(1)) // 2), template)
+        policy = Policy.from_json(filled)
+        assert getattr(policy, tee) is not None and policy.insecure_overrides() == ()
+
+    def test_no_template_for_an_unknown_tee(self) -> None:
+        with pytest.raises(PolicyError, match="no policy template for 'tpm'"):
+            policy_template("tpm")
