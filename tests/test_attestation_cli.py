@@ -261,3 +261,130 @@ def test_fetch_signup_error_reply(provider: GramineAttestation) -> None:
             fetch_signup(srv.endpoint, nonce=b"n")
     finally:
         srv.close()
+
+
+DATA = Path(__file__).parent / "data" / "attestation"
+TDX_QUOTE = DATA / "dcap_qvl_tdx_quote.bin"
+TDX_COLLATERAL = DATA / "dcap_qvl_tdx_quote_collateral.json"
+TDX_AT = "2025-06-20T12:00:00Z"
+
+
+def real_tdx_policy(tmp_path: Path, **extra: object) -> Path:
+    from avalon_worker.attestation import TdxQuote, parse_quote
+
+    quote = parse_quote(TDX_QUOTE.read_bytes())
+    assert isinstance(quote, TdxQuote)
+    path = tmp_path / "tdx-policy.json"
+    path.write_text(json.dumps({"tdx": {"mrtd": quote.body.mr_td.hex(), "rtmr1": quote.body.rtmrs[1].hex(),
+                                        "rtmr2": quote.body.rtmrs[2].hex(), **extra}}))
+    return path
+
+
+class TestVerifyEvidence:
+    def test_a_real_tdx_quote_under_a_policy_is_verified(self, tmp_path: Path) -> None:
+        code, out = run(["--evidence", str(TDX_QUOTE), "--collateral", str(TDX_COLLATERAL), "--at", TDX_AT,
+                         "--policy", str(real_tdx_policy(tmp_path))])
+        assert code == EXIT_VERIFIED, out
+        assert "evidence: tdx" in out and "  mrtd: " in out
+        assert "[PASS] TCB status: UpToDate" in out and "[PASS] TD measurements allowed" in out
+        assert out.rstrip().endswith("VERIFIED")
+
+    def test_without_a_policy_every_other_step_runs(self) -> None:
+        code, out = run(["--evidence", str(TDX_QUOTE), "--collateral", str(TDX_COLLATERAL), "--at", TDX_AT])
+        assert code == EXIT_FAILED
+        assert out.startswith("policy: none given, so the measurements are not checked")
+        assert "[PASS] QE identity: TD_QE ISVSVN 6: UpToDate" in out
+        assert out.rstrip().endswith("FAILED: not checked: TD measurements allowed")
+
+    def test_json_adds_tee_measurements_and_report_data(self, tmp_path: Path) -> None:
+        code, out = run(["--evidence", str(TDX_QUOTE), "--collateral", str(TDX_COLLATERAL), "--at", TDX_AT,
+                         "--policy", str(real_tdx_policy(tmp_path)), "--json"])
+        data = json.loads(out)
+        assert code == EXIT_VERIFIED and data["ok"] is True
+        assert data["tee"] == "tdx" and data["tcb_status"] == "UpToDate" and data["advisory_ids"] == []
+        assert len(data["measurements"]["mrtd"]) == 96 and len(data["report_data"]) == 128
+        assert data["measurements"]["report_data"] == data["report_data"]
+
+    def test_at_audits_old_evidence_and_now_finds_its_collateral_expired(self) -> None:
+        code, out = run(["--evidence", str(TDX_QUOTE), "--collateral", str(TDX_COLLATERAL)])
+        assert code == EXIT_FAILED and "[FAIL] PCK certificates not revoked: root CA CRL is not current" in out
+
+    def test_hex_evidence(self) -> None:
+        code, out = run(["--evidence", str(DATA / "dcap_qvl_tdx_quote.hex"), "--at", "2025-01-01"])
+        assert code == EXIT_FAILED
+        assert "[PASS] quote signed by attestation key" in out and "[PASS] PCK certificate chain" in out
+
+    def test_an_sgx_quote_is_evidence_too(self) -> None:
+        code, out = run(["--evidence", str(DATA / "dcap_qvl_sgx_quote.bin"), "--at", "2025-06-20",
+                         "--collateral", str(DATA / "dcap_qvl_sgx_quote_collateral.json"), "--json"])
+        data = json.loads(out)
+        assert code == EXIT_FAILED and data["tee"] == "sgx"
+        assert data["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
+        assert data["measurements"]["mrenclave"] == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+
+    def test_a_policy_for_another_tee(self, files: dict[str, Path]) -> None:
+        code, out = run(["--evidence", str(TDX_QUOTE), "--collateral", str(TDX_COLLATERAL), "--at", TDX_AT,
+                         "--policy", str(files["policy"])])
+        assert code == EXIT_FAILED and '[FAIL] policy trusts this TEE: the policy has no "tdx" section' in out
+
+    def test_report_data(self, tmp_path: Path) -> None:
+        args = ["--evidence", str(TDX_QUOTE), "--at", TDX_AT, "--policy", str(real_tdx_policy(tmp_path))]
+        code, out = run([*args, "--report-data", "00" * 64])
+        assert code == EXIT_FAILED and "[FAIL] report data binds verifying key: REPORT_DATA is " in out
+        code, out = run([*args, "--report-data", "00" * 63])
+        assert code == EXIT_ERROR and "--report-data must be 64 bytes" in out
+
+    def test_an_event_log_is_replayed(self, factory: QuoteFactory, tmp_path: Path) -> None:
+        from test_attestation_eventlog import BOOT, BOOT_RTMRS, ccel
+
+        quote = tmp_path / "quote.bin"
+        quote.write_bytes(factory.tdx_quote(rtmr0=BOOT_RTMRS[0], rtmr1=BOOT_RTMRS[1], rtmr2=BOOT_RTMRS[2]))
+        log = tmp_path / "CCEL"
+        log.write_bytes(ccel(BOOT, padding=b"\xff" * 100))
+        code, out = run(["--evidence", str(quote), "--event-log", str(log)])
+        assert "[PASS] event log replays to the RTMRs: RTMR0, RTMR1, RTMR2 replayed from 5 CCEL events" in out
+        log.write_bytes(ccel(BOOT[:1]))
+        code, out = run(["--evidence", str(quote), "--event-log", str(log)])
+        assert code == EXIT_FAILED and "[FAIL] event log replays to the RTMRs: RTMR0 replays to" in out
+
+    @pytest.mark.parametrize(
+        ("content", "extra", "message"),
+        [
+            (None, [], "cannot read"),
+            (b"", [], "is empty"),
+            (b"0x040", [], "odd number of digits"),
+            (TDX_QUOTE.read_bytes(), ["--collateral", "missing.json"], "cannot read missing.json"),
+            (TDX_QUOTE.read_bytes(), ["--insecure-amd-root", "missing.pem"], "cannot read missing.pem"),
+            (TDX_QUOTE.read_bytes(), ["--nonce", "00"], "--nonce goes with --signup"),
+        ],
+    )
+    def test_unusable_files_and_options_exit_two(
+        self, tmp_path: Path, content: bytes | None, extra: list[str], message: str
+    ) -> None:
+        evidence = tmp_path / "evidence"
+        if content is not None:
+            evidence.write_bytes(content)
+        code, out = run(["--evidence", str(evidence), *extra])
+        assert code == EXIT_ERROR and message in out and "Traceback" not in out
+
+    def test_collateral_of_the_wrong_shape_exits_two(self, tmp_path: Path) -> None:
+        bad = tmp_path / "c.json"
+        bad.write_text("-----BEGIN CERTIFICATE-----")
+        code, out = run(["--evidence", str(TDX_QUOTE), "--collateral", str(bad)])
+        assert code == EXIT_ERROR and "collateral is not JSON" in out
+
+    def test_garbage_is_a_failed_check_not_a_crash(self, tmp_path: Path) -> None:
+        junk = tmp_path / "junk"
+        junk.write_bytes(b"\x04\x00\x02\x00\x81\x00\x00\x00" + b"\x17" * 700)
+        code, out = run(["--evidence", str(junk)])
+        assert code == EXIT_FAILED and "[FAIL] quote parsed: signature data length says" in out
+
+    def test_a_bad_time(self) -> None:
+        with pytest.raises(SystemExit):
+            parse(["--evidence", str(TDX_QUOTE), "--at", "yesterday"])
+
+    def test_print_policy_template_for_tdx(self) -> None:
+        code, out = run(["--print-policy-template", "--tee", "tdx"])
+        assert code == EXIT_VERIFIED and set(json.loads(out)) == {"tdx"}
+        code, out = run(["--print-policy-template"])
+        assert code == EXIT_VERIFIED and set(json.loads(out)) == {"sgx"}
