@@ -195,14 +195,15 @@ class _Run:
             self.steps.append(not_checked(STEP_REPORT_DATA, "no parsable evidence"))
 
     def dcap(self, quote: DcapQuote | TdxQuote) -> None:
-        if self.collateral is not None and not isinstance(self.collateral, Collateral):
-            self.collateral = None
-            self.steps.append(failed(STEP_TCB, "the collateral given is not DCAP collateral (TCB info JSON)"))
+        collateral = self.collateral if isinstance(self.collateral, Collateral) else None
         root = self.root_ca or intel_sgx_root_ca()
-        result = verify_dcap_quote(quote, root_ca=root, collateral=self.collateral, now=self.now)
+        result = verify_dcap_quote(quote, root_ca=root, collateral=collateral, now=self.now)
         self.steps.extend(result.steps)
         self.tcb = result.tcb
-        self.steps.append(_tcb_step(result.tcb, self.rules))
+        if self.collateral is not None and collateral is None:
+            self.steps.append(failed(STEP_TCB, "the collateral given is not Intel's (TCB info and QE identity JSON)"))
+        else:
+            self.steps.append(_tcb_step(result.tcb, self.rules))
         if self.rules.insecure_accept_unchecked_tcb and self.collateral is None:
             self.steps = [
                 Step(s.name, s.status, s.detail, "insecure_accept_unchecked_tcb")
