@@ -356,6 +356,7 @@ class TestVerifyEvidence:
             (TDX_QUOTE.read_bytes(), ["--collateral", "missing.json"], "cannot read missing.json"),
             (TDX_QUOTE.read_bytes(), ["--insecure-amd-root", "missing.pem"], "cannot read missing.pem"),
             (TDX_QUOTE.read_bytes(), ["--nonce", "00"], "--nonce goes with --signup"),
+            (TDX_QUOTE.read_bytes(), ["--tee", "snp"], "--tee goes with --print-policy-template"),
         ],
     )
     def test_unusable_files_and_options_exit_two(

@@ -202,8 +202,8 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     """Configure the ``verify`` subcommand's parser."""
     parser.add_argument("--print-policy-template", action="store_true",
                         help="print a minimal policy to edit for --tee (default sgx) and exit")
-    parser.add_argument("--tee", choices=TEES, default="sgx",
-                        help="with --print-policy-template: the TEE whose section to print")
+    parser.add_argument("--tee", choices=TEES,
+                        help="with --print-policy-template: the TEE whose section to print (default sgx)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--endpoint", metavar="URL", type=endpoint_argument,
                         help="worker ZMQ endpoint, e.g. tcp://host:7777")
@@ -275,6 +275,8 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise SetupError("--report-data goes with --evidence (a signup binds its own keys)")
     if args.nonce and not args.signup:
         raise SetupError("--nonce goes with --signup")
+    if getattr(args, "tee", None):
+        raise SetupError("--tee goes with --print-policy-template (the evidence says which TEE made it)")
 
 
 def _warn_insecure_roots(args: argparse.Namespace) -> None:
@@ -336,7 +338,7 @@ def run_verify(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
     err = err or sys.stderr
     if getattr(args, "print_policy_template", False):
         try:
-            print(json.dumps(policy_template(args.tee), indent=2), file=out)
+            print(json.dumps(policy_template(args.tee or "sgx"), indent=2), file=out)
         except Error as exc:
             print(f"avalon-worker: {exc.diagnostics()}", file=err)
             return exc.exit_status
