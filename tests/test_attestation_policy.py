@@ -219,7 +219,7 @@ class TestPolicyFileSections:
         with pytest.raises(PolicyError, match="old SGX-only shape") as info:
             load_policy(path)
         assert 'move its keys under "sgx"' in info.value.diagnostics()
-        assert str(path) in info.value.diagnostics()
+        assert str(path) in info.value.diagnostics() and "\n" not in info.value.diagnostics()
 
     @pytest.mark.parametrize(
         ("document", "message"),

@@ -583,8 +583,8 @@ class Policy:
             raise PolicyError("a policy must be a JSON object")
         if "enclave" in data:
             raise PolicyError(
-                "this policy has the old SGX-only shape (top-level \"enclave\")",
-                hint='move its keys under "sgx": {"sgx": {"enclave": …, "accepted_tcb_statuses": …}}',
+                'this policy has the old SGX-only shape (top-level "enclave"): move its keys under "sgx", '
+                'as in {"sgx": {"enclave": …, "accepted_tcb_statuses": …}}'
             )
         _no_unknown(data, set(TEES), "policy")
         return cls(
