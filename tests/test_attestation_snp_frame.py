@@ -7,13 +7,19 @@ malformed piece is a failed step with a readable reason, never an exception.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import io
+import json
 import struct
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from avalon_worker.attestation import StepStatus, detect_tee, verify_evidence
 from avalon_worker.attestation import report as R
+from avalon_worker.attestation.cli import EXIT_ERROR, EXIT_FAILED, EXIT_VERIFIED, add_verify_arguments, run_verify
 from avalon_worker.attestation.policy import Policy
 
 SNP_REPORT = struct.pack("<I", 3) + bytes(1180)
@@ -39,3 +45,67 @@ def test_a_tdx_policy_does_not_trust_snp_evidence() -> None:
     assert report.tee == "snp" and not report.ok
     if HAVE_SNP:
         assert report.step(R.STEP_POLICY_TEE).status is StepStatus.FAIL
+
+
+# Once the SNP module and its test PKI (tests/snp_fixtures.py) are in the tree, the whole path:
+# `verify --evidence` on an SNP report, its chain given as a PEM bundle or carried after the report.
+
+
+@pytest.fixture
+def snp_files(tmp_path: Path) -> dict[str, Path]:
+    fixtures = pytest.importorskip("snp_fixtures", reason="the SNP test PKI is not in this tree yet")
+    pytest.importorskip("avalon_worker.attestation.snp", reason="the SNP module is not in this tree yet")
+    pki = fixtures.snp_pki("Milan")
+    files = {
+        "report": tmp_path / "report.bin",
+        "with-table": tmp_path / "report-and-table.bin",
+        "bundle": tmp_path / "vcek-chain.pem",
+        "ark": tmp_path / "ark.pem",
+        "policy": tmp_path / "policy.json",
+    }
+    report = fixtures.make_snp_report(b"\x5a" * 64)
+    files["report"].write_bytes(report)
+    files["with-table"].write_bytes(report + fixtures.make_cert_table(pki.vcek_chain()))
+    files["bundle"].write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in pki.vcek_chain()))
+    files["ark"].write_bytes(pki.ark.public_bytes(serialization.Encoding.PEM))
+    files["policy"].write_text(json.dumps({"snp": {"measurement": fixtures.MEASUREMENT.hex()}}))
+    return files
+
+
+def run_verify_cli(argv: list[str]) -> tuple[int, str]:
+    parser = argparse.ArgumentParser()
+    add_verify_arguments(parser)
+    out, err = io.StringIO(), io.StringIO()
+    code = run_verify(parser.parse_args(argv), out=out, err=err)
+    return code, out.getvalue() + err.getvalue()
+
+
+@pytest.mark.parametrize("source", ["bundle", "table"])
+def test_verify_evidence_on_an_snp_report(snp_files: dict[str, Path], source: str) -> None:
+    from snp_fixtures import NOW
+
+    evidence = snp_files["report"] if source == "bundle" else snp_files["with-table"]
+    chain = ["--collateral", str(snp_files["bundle"])] if source == "bundle" else []
+    code, out = run_verify_cli(["--evidence", str(evidence), *chain, "--insecure-amd-root", str(snp_files["ark"]),
+                                "--at", NOW.isoformat(), "--json", "--report-data", "5a" * 64])
+    data = json.loads(out)
+    assert data["tee"] == "snp" and data["report_data"] == "5a" * 64
+    signature = [s for s in data["steps"] if s["name"] == "report signed by VCEK/VLEK"]
+    assert signature and signature[0]["status"] == "pass", out
+    assert code == EXIT_FAILED  # no policy: the measurement is not checked
+
+
+def test_verify_evidence_on_an_snp_report_under_a_policy(snp_files: dict[str, Path]) -> None:
+    from snp_fixtures import NOW
+
+    code, out = run_verify_cli(["--evidence", str(snp_files["report"]), "--collateral", str(snp_files["bundle"]),
+                                "--insecure-amd-root", str(snp_files["ark"]), "--at", NOW.isoformat(),
+                                "--policy", str(snp_files["policy"])])
+    assert "evidence: snp" in out
+    assert code == EXIT_VERIFIED or "revoked" in out.lower(), out  # the test PKI publishes no CRL
+
+
+def test_an_snp_report_with_dcap_collateral_exits_two(snp_files: dict[str, Path]) -> None:
+    code, out = run_verify_cli(["--evidence", str(snp_files["report"]), "--collateral",
+                                str(Path(__file__).parent / "data" / "attestation" / "dcap_qvl_tdx_quote_collateral.json")])
+    assert code == EXIT_ERROR and "Traceback" not in out
