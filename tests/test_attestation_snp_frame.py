@@ -68,7 +68,9 @@ def snp_files(tmp_path: Path) -> dict[str, Path]:
     files["with-table"].write_bytes(report + fixtures.make_cert_table(pki.vcek_chain()))
     files["bundle"].write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in pki.vcek_chain()))
     files["ark"].write_bytes(pki.ark.public_bytes(serialization.Encoding.PEM))
-    files["policy"].write_text(json.dumps({"snp": {"measurement": fixtures.MEASUREMENT.hex()}}))
+    # The test PKI publishes no CRL: revocation cannot be checked, which this policy waives.
+    files["policy"].write_text(json.dumps({"snp": {"measurements": [fixtures.MEASUREMENT.hex()],
+                                                   "insecure_accept_unchecked_revocation": True}}))
     return files
 
 
@@ -98,11 +100,15 @@ def test_verify_evidence_on_an_snp_report(snp_files: dict[str, Path], source: st
 def test_verify_evidence_on_an_snp_report_under_a_policy(snp_files: dict[str, Path]) -> None:
     from snp_fixtures import NOW
 
-    code, out = run_verify_cli(["--evidence", str(snp_files["report"]), "--collateral", str(snp_files["bundle"]),
-                                "--insecure-amd-root", str(snp_files["ark"]), "--at", NOW.isoformat(),
-                                "--policy", str(snp_files["policy"])])
-    assert "evidence: snp" in out
-    assert code == EXIT_VERIFIED or "revoked" in out.lower(), out  # the test PKI publishes no CRL
+    with pytest.warns(UserWarning, match="insecure_accept_unchecked_revocation") as warned:
+        code, out = run_verify_cli(["--evidence", str(snp_files["report"]), "--collateral", str(snp_files["bundle"]),
+                                    "--insecure-amd-root", str(snp_files["ark"]), "--at", NOW.isoformat(),
+                                    "--policy", str(snp_files["policy"])])
+    assert len(warned) == 1
+    assert "evidence: snp" in out and "[PASS] launch measurement allowed" in out
+    assert code == EXIT_VERIFIED, out
+    assert "ACCEPTED WITH INSECURE OVERRIDES (insecure_accept_unchecked_revocation)" in out
+    assert "report data binds" not in out  # no --report-data: the step is left out, as for quotes
 
 
 def test_an_snp_report_with_dcap_collateral_exits_two(snp_files: dict[str, Path]) -> None:

@@ -164,7 +164,7 @@ class _Run:
         self.root_ca = root_ca
         self.steps: list[Step] = []
         self.tcb: TcbEvaluation | None = None
-        if self.section is not None:
+        if self.section is not None and tee != "snp":  # the SNP module warns for its own section
             for name in self.section.insecure_overrides():
                 warn_insecure(f"{tee}.{name}" if tee != "sgx" else name)
 
@@ -348,7 +348,8 @@ def _verify_snp(
         now=run.now,
         trusted_arks=trusted_arks,
     )
-    run.steps.extend(result.steps)
+    # As for quotes, no expected REPORT_DATA leaves that step out rather than unchecked.
+    run.steps.extend(s for s in result.steps if run.expected is not None or s.name != STEP_REPORT_DATA)
     run.policy_covers_tee()
     if result.tcb_status is not None:
         run.tcb = TcbEvaluation(status=result.tcb_status)
