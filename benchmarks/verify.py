@@ -4,7 +4,8 @@ every single-bit flip of a real TDX quote's signed bytes and QE part run through
 
 Timed: Intel's real SGX quote and a real TDX quote (tests/data/attestation), each with its
 collateral (every check: chain, CRLs, signatures, QE identity, TCB info) and without it (the
-signature chain only). Each figure is the median of R rounds of N verifications, in
+signature chain only), and AMD's real Milan SNP report with its VCEK (chain to the pinned ARK,
+signature, TCB and chip id; no CRL). Each figure is the median of R rounds of N verifications, in
 CPU time per verification (steadier than wall time on a shared machine).
 
 --flips: each bit of the header, TD report and signature data up to the PCK chain (the part
@@ -24,12 +25,19 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from avalon_worker.attestation import Collateral, VerificationReport, load_collateral, verify_evidence
+from avalon_worker.attestation import (
+    Collateral,
+    VerificationReport,
+    load_collateral,
+    load_snp_collateral,
+    verify_evidence,
+)
 from avalon_worker.attestation import report as R
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "attestation"
 SGX = (DATA / "dcap_qvl_sgx_quote.bin", DATA / "dcap_qvl_sgx_quote_collateral.json", datetime(2025, 6, 20, tzinfo=timezone.utc))
 TDX = (DATA / "dcap_qvl_tdx_quote.bin", DATA / "dcap_qvl_tdx_quote_collateral.json", datetime(2025, 6, 20, tzinfo=timezone.utc))
+SNP = (DATA / "snp_milan_v2_report.bin", DATA / "snp_milan_vcek.der", datetime(2026, 12, 1, tzinfo=timezone.utc))
 
 
 def cpu_time_per_call(call: Callable[[], object], count: int, rounds: int) -> float:
@@ -51,6 +59,11 @@ def dcap_cases() -> dict[str, Callable[[], VerificationReport]]:
             raw, None, collateral=c, now=now
         )
         cases[f"{name} quote, chain and signatures only"] = lambda raw=raw, now=now: verify_evidence(raw, None, now=now)
+    report_path, vcek_path, when = SNP
+    snp_raw, snp_collateral = report_path.read_bytes(), load_snp_collateral(vcek_path.read_bytes())
+    cases["SNP report, VCEK given (ASK and ARK pinned)"] = lambda: verify_evidence(
+        snp_raw, None, collateral=snp_collateral, now=when
+    )
     return cases
 
 

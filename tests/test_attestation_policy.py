@@ -21,6 +21,7 @@ from avalon_worker.attestation import (
     PolicyViolation,
     ReportBody,
     RtmrRule,
+    SnpPolicy,
     TdxPolicy,
     load_policy,
 )
@@ -264,21 +265,22 @@ class TestPolicyFileSections:
         assert policy.insecure_overrides() == ("tdx.insecure_any_td", "tdx.insecure_allow_debug")
         assert "any TD (INSECURE)" in policy.describe()
 
-    def test_an_snp_section_needs_the_snp_module(self) -> None:
-        try:
-            import avalon_worker.attestation.snp  # noqa: F401
-        except ImportError:
-            with pytest.raises(PolicyError, match="cannot verify AMD SEV-SNP"):
-                Policy.from_dict({"snp": {}})
-        else:
-            with pytest.raises(PolicyError):
-                Policy.from_dict({"snp": {"no such key": 1}})
+    def test_all_three_sections(self) -> None:
+        policy = Policy.from_dict({
+            "sgx": {"enclave": {"mrenclave": MRENCLAVE.hex()}},
+            "tdx": {"mrtd": MRTD_HEX, "rtmr2": RTMR_HEX},
+            "snp": {"measurements": ["33" * 48]},
+        })
+        assert isinstance(policy.snp, SnpPolicy)
+        assert policy.describe().count(" | ") == 2 and "snp: measurement in {" + "33" * 48 in policy.describe()
+        with pytest.raises(PolicyError, match="unknown snp policy keys"):
+            Policy.from_dict({"snp": {"measurements": ["33" * 48], "no such key": 1}})
 
-    @pytest.mark.parametrize("tee", ["sgx", "tdx"])
+    @pytest.mark.parametrize("tee", ["sgx", "tdx", "snp"])
     def test_templates_are_policies_once_the_placeholders_are_filled(self, tee: str) -> None:
         template = json.dumps(policy_template(tee))
         assert "REPLACE" in template
-        with pytest.raises(PolicyError, match="not hex"):
+        with pytest.raises(PolicyError, match="not hex|placeholder"):
             Policy.from_json(template)
         filled = re.sub(r"REPLACE-with-the-(\d+)-hex[^\"]*", lambda m: "ab" * (int(m.group(1)) // 2), template)
         policy = Policy.from_json(filled)

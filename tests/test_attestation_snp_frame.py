@@ -8,7 +8,6 @@ malformed piece is a failed step with a readable reason, never an exception.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import json
 import struct
@@ -22,8 +21,9 @@ from avalon_worker.attestation import report as R
 from avalon_worker.attestation.cli import EXIT_ERROR, EXIT_FAILED, EXIT_VERIFIED, add_verify_arguments, run_verify
 from avalon_worker.attestation.policy import Policy
 
+import snp_fixtures as fixtures
+
 SNP_REPORT = struct.pack("<I", 3) + bytes(1180)
-HAVE_SNP = importlib.util.find_spec("avalon_worker.attestation.snp") is not None
 
 
 def test_an_snp_report_is_told_from_a_quote() -> None:
@@ -31,30 +31,25 @@ def test_an_snp_report_is_told_from_a_quote() -> None:
     assert detect_tee(SNP_REPORT + b"\x00" * 64) == "snp"  # with a certificate table after it
 
 
-@pytest.mark.skipif(HAVE_SNP, reason="only meaningful where the SNP module is not installed")
-def test_without_the_snp_module_the_evidence_fails_with_a_reason() -> None:
+def test_a_report_that_is_not_one_fails_parsing_with_a_reason() -> None:
     report = verify_evidence(SNP_REPORT)
     assert report.tee == "snp" and not report.ok
-    assert report.step(R.STEP_PARSED).status is StepStatus.FAIL
-    assert "cannot verify AMD SEV-SNP evidence" in report.step(R.STEP_PARSED).detail
+    assert report.step("SNP report parsed").status is StepStatus.FAIL
 
 
 def test_a_tdx_policy_does_not_trust_snp_evidence() -> None:
     policy = Policy.from_dict({"tdx": {"insecure_any_td": True}})
     report = verify_evidence(SNP_REPORT, policy)  # no warning: the insecure section is not the one used
     assert report.tee == "snp" and not report.ok
-    if HAVE_SNP:
-        assert report.step(R.STEP_POLICY_TEE).status is StepStatus.FAIL
+    assert report.step(R.STEP_POLICY_TEE).status is StepStatus.FAIL
 
 
-# Once the SNP module and its test PKI (tests/snp_fixtures.py) are in the tree, the whole path:
-# `verify --evidence` on an SNP report, its chain given as a PEM bundle or carried after the report.
+# The whole path: `verify --evidence` on an SNP report signed under the test AMD PKI, its chain
+# given as a PEM bundle or carried after the report.
 
 
 @pytest.fixture
 def snp_files(tmp_path: Path) -> dict[str, Path]:
-    fixtures = pytest.importorskip("snp_fixtures", reason="the SNP test PKI is not in this tree yet")
-    pytest.importorskip("avalon_worker.attestation.snp", reason="the SNP module is not in this tree yet")
     pki = fixtures.snp_pki("Milan")
     files = {
         "report": tmp_path / "report.bin",
@@ -84,12 +79,10 @@ def run_verify_cli(argv: list[str]) -> tuple[int, str]:
 
 @pytest.mark.parametrize("source", ["bundle", "table"])
 def test_verify_evidence_on_an_snp_report(snp_files: dict[str, Path], source: str) -> None:
-    from snp_fixtures import NOW
-
     evidence = snp_files["report"] if source == "bundle" else snp_files["with-table"]
     chain = ["--collateral", str(snp_files["bundle"])] if source == "bundle" else []
     code, out = run_verify_cli(["--evidence", str(evidence), *chain, "--insecure-amd-root", str(snp_files["ark"]),
-                                "--at", NOW.isoformat(), "--json", "--report-data", "5a" * 64])
+                                "--at", fixtures.NOW.isoformat(), "--json", "--report-data", "5a" * 64])
     data = json.loads(out)
     assert data["tee"] == "snp" and data["report_data"] == "5a" * 64
     signature = [s for s in data["steps"] if s["name"] == "report signed by VCEK/VLEK"]
@@ -98,11 +91,9 @@ def test_verify_evidence_on_an_snp_report(snp_files: dict[str, Path], source: st
 
 
 def test_verify_evidence_on_an_snp_report_under_a_policy(snp_files: dict[str, Path]) -> None:
-    from snp_fixtures import NOW
-
     with pytest.warns(UserWarning, match="insecure_accept_unchecked_revocation") as warned:
         code, out = run_verify_cli(["--evidence", str(snp_files["report"]), "--collateral", str(snp_files["bundle"]),
-                                    "--insecure-amd-root", str(snp_files["ark"]), "--at", NOW.isoformat(),
+                                    "--insecure-amd-root", str(snp_files["ark"]), "--at", fixtures.NOW.isoformat(),
                                     "--policy", str(snp_files["policy"])])
     assert len(warned) == 1
     assert "evidence: snp" in out and "[PASS] launch measurement allowed" in out
@@ -115,3 +106,17 @@ def test_an_snp_report_with_dcap_collateral_exits_two(snp_files: dict[str, Path]
     code, out = run_verify_cli(["--evidence", str(snp_files["report"]), "--collateral",
                                 str(Path(__file__).parent / "data" / "attestation" / "dcap_qvl_tdx_quote_collateral.json")])
     assert code == EXIT_ERROR and "Traceback" not in out
+
+
+def test_verify_evidence_on_amds_real_milan_report() -> None:
+    data = Path(__file__).parent / "data" / "attestation"
+    code, out = run_verify_cli(["--evidence", str(data / "snp_milan_v2_report.bin"),
+                                "--collateral", str(data / "snp_milan_vcek.der"), "--at", "2026-12-01", "--json"])
+    report = json.loads(out)
+    status = {s["name"]: s["status"] for s in report["steps"]}
+    assert report["tee"] == "snp" and code == EXIT_FAILED  # no policy, no CRL
+    assert status["VCEK/VLEK chain to AMD root"] == "pass"
+    assert status["report signed by VCEK/VLEK"] == "pass"
+    assert status["VCEK/VLEK TCB matches REPORTED_TCB"] == "pass"
+    assert status["VCEK hwID matches CHIP_ID"] == "pass"
+    assert len(report["measurements"]["measurement"]) == 96

@@ -27,8 +27,9 @@ from ..client import DEFAULT_TIMEOUT_S, BadEndpoint, WorkerClient, WorkerUnavail
 from ..errors import Error, SetupError
 from .collateral import MAX_COLLATERAL_SIZE, Collateral
 from .errors import AttestationError, AttestationFailed, QuoteParseError, SignupFetchError
-from .policy import TEES, Policy, _snp_module, load_policy, policy_template
+from .policy import TEES, Policy, load_policy, policy_template
 from .report import VerificationReport
+from .snp import load_snp_collateral
 from .verify import SnpCollateral, decode_quote_field, detect_tee, verify_evidence, verify_signup
 
 EXIT_VERIFIED = 0
@@ -157,7 +158,7 @@ def load_collateral_for(path: str | None, tee: str) -> Collateral | SnpCollatera
     data = _read(path, "collateral", MAX_COLLATERAL_SIZE)
     if tee == "snp":
         try:
-            collateral: SnpCollateral = _snp_module().load_snp_collateral(data)
+            collateral: SnpCollateral = load_snp_collateral(data)
         except AttestationError as exc:
             raise SetupError(f"{path}: {exc.message}") from None
         return collateral

@@ -30,7 +30,7 @@ check::
         "insecure_accept_out_of_date_tcb": false,
         "insecure_accept_unchecked_tcb": false
       },
-      "snp": { ...see attestation.snp.SnpPolicy... }
+      "snp": {"measurements": ["<96 hex>", ...], ...see attestation.snp.SnpPolicy...}
     }
 
 SGX: enclave identity policies (`MrEnclave`, `MrSigner`, `AnyOf`, `AllOf`) check a report body
@@ -51,7 +51,6 @@ Every relaxation that weakens security has ``insecure`` in its name and warns
 from __future__ import annotations
 
 import hmac
-import importlib
 import json
 import logging
 import warnings
@@ -63,6 +62,7 @@ from typing import Any, Protocol, runtime_checkable
 from .dcap import TCB_STATUSES, TD_RELAUNCH_STATUSES
 from .errors import AttestationError, InsecurePolicyWarning, PolicyError
 from .quote import ReportBody
+from .snp import SnpPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -544,21 +544,13 @@ class TdxPolicy:
 # -- the policy file --------------------------------------------------------------------------------
 
 
-def _snp_module() -> Any:
-    """`attestation.snp`, imported only when an "snp" section is read or SNP evidence verified."""
-    try:
-        return importlib.import_module(f"{__package__}.snp")
-    except ImportError:
-        raise PolicyError("this build of avalon-worker cannot verify AMD SEV-SNP evidence") from None
-
-
 @dataclass(frozen=True)
 class Policy:
     """A policy file: a section per TEE kind the requester trusts (None: that kind is not trusted)."""
 
     sgx: AttestationPolicy | None = None
     tdx: TdxPolicy | None = None
-    snp: Any = None  # attestation.snp.SnpPolicy
+    snp: SnpPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.sgx is None and self.tdx is None and self.snp is None:
@@ -590,7 +582,7 @@ class Policy:
         return cls(
             sgx=AttestationPolicy.from_dict(data["sgx"]) if "sgx" in data else None,
             tdx=TdxPolicy.from_dict(data["tdx"]) if "tdx" in data else None,
-            snp=_snp_module().SnpPolicy.from_dict(data["snp"]) if "snp" in data else None,
+            snp=SnpPolicy.from_dict(data["snp"]) if "snp" in data else None,
         )
 
     @classmethod
@@ -611,7 +603,7 @@ def policy_template(tee: str) -> dict[str, Any]:
     if tee == "tdx":
         return {"tdx": TdxPolicy.template()}
     if tee == "snp":
-        return {"snp": _snp_module().SnpPolicy.template()}
+        return {"snp": SnpPolicy.template()}
     raise PolicyError(f"no policy template for {tee!r}; choose one of {', '.join(TEES)}")
 
 

@@ -29,7 +29,7 @@ from .. import crypto
 from .binding import report_data
 from .collateral import Collateral
 from .dcap import TcbEvaluation, verify_dcap_quote
-from .errors import AttestationError, EventLogError, PolicyError, QuoteParseError
+from .errors import AttestationError, EventLogError, QuoteParseError
 from .eventlog import parse_ccel, parse_worker_events
 from .policy import (
     AttestationPolicy,
@@ -38,7 +38,6 @@ from .policy import (
     PolicyViolation,
     TcbRules,
     TdxPolicy,
-    _snp_module,
     as_policy,
     tcb_status_accepted,
     warn_insecure,
@@ -68,6 +67,7 @@ from .report import (
     passed,
 )
 from .roots import intel_sgx_root_ca
+from .snp import split_snp_evidence, verify_snp_evidence
 from .tdx import RtmrLogs, event_log_step, td_attributes_step, td_measurements, td_measurements_step
 
 _WAIVABLE_WITHOUT_COLLATERAL = (STEP_REVOCATION, STEP_QE_IDENTITY, STEP_TCB)
@@ -322,11 +322,6 @@ def _verify_tdx(run: _Run, raw: bytes, logs: RtmrLogs) -> VerificationReport:
 def _verify_snp(
     run: _Run, raw: bytes, trusted_arks: Sequence[x509.Certificate] | None
 ) -> VerificationReport:
-    try:
-        snp = _snp_module()
-    except PolicyError as exc:
-        run.unparsed(exc.message, ())
-        return run.report(None, {}, b"")
     certificates: list[x509.Certificate] = []
     crls: list[x509.CertificateRevocationList] = []
     if run.collateral is not None:
@@ -335,11 +330,11 @@ def _verify_snp(
             return run.report(None, {}, b"")
         certificates, crls = list(run.collateral[0]), list(run.collateral[1])
     try:
-        report_bytes, carried = snp.split_snp_evidence(raw)
+        report_bytes, carried = split_snp_evidence(raw)
     except AttestationError as exc:
         run.unparsed(exc.message, ())
         return run.report(None, {}, b"")
-    result = snp.verify_snp_evidence(
+    result = verify_snp_evidence(
         report_bytes,
         policy=run.section,
         expected_report_data=run.expected,
