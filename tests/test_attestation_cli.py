@@ -177,6 +177,12 @@ class TestVerifyEndpoint:
         code, out = run(["--signup", str(saved), *common(files)])
         assert code == EXIT_FAILED and "32 zero bytes" in out
 
+    def test_an_unwritable_save_signup_exits_two(self, server: SignupServer, files: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+        target = tmp_path / "no such directory" / "signup.json"
+        code, out = run(["--endpoint", server.endpoint, "--save-signup", str(target), *common(files)])
+        assert code == EXIT_ERROR and f"cannot write {target}" in out
+
     def test_json_output(self, server: SignupServer, files: dict[str, Path]) -> None:
         code, out = run(["--endpoint", server.endpoint, "--json", *common(files)])
         data = json.loads(out)

@@ -312,7 +312,10 @@ def _verify_command(args: argparse.Namespace) -> tuple[Policy | None, Verificati
         nonce: bytes | None = os.urandom(NONCE_BYTES)
         signup = fetch_signup(args.endpoint, nonce=nonce, timeout=args.timeout_s)
         if args.save_signup:
-            Path(args.save_signup).write_text(json.dumps(signup, indent=2), encoding="utf-8")
+            try:
+                Path(args.save_signup).write_text(json.dumps(signup, indent=2), encoding="utf-8")
+            except OSError as exc:
+                raise SetupError(f"cannot write {args.save_signup}: {exc.strerror or exc}") from None
     else:
         nonce, signup = _saved_signup(args.signup, args.nonce)
     collateral = load_collateral_for(args.collateral, _evidence_kind(signup))
