@@ -25,6 +25,7 @@ from typing import Any
 
 from . import __version__, http_front, orderlog
 from ._internal.router import EndpointError, listen
+from .attestation import measure
 from .attestation.cli import (
     add_policy_arguments,
     add_verify_arguments,
@@ -33,7 +34,9 @@ from .attestation.cli import (
     run_verify,
     say,
 )
-from .attestation.providers import select_provider
+from .attestation.providers import MODES as ATTESTATION_MODES
+from .attestation.providers import AttestationProvider, select_provider
+from .attestation.tsm import DEFAULT_REPORT_DIR
 from .cli_options import (
     COUNT,
     PORT_OR_OFF,
@@ -114,10 +117,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "hash, the inputs and the outputs: anyone who sees the traffic can recover plaintext. Use only with such clients.",
     )
     parser.add_argument(
-        "--attestation", choices=("auto", "none", "gramine"), default="auto",
-        help="quote provider: gramine (/dev/attestation), none, or auto-detect (default)",
+        "--attestation", choices=ATTESTATION_MODES, default="auto",
+        help="evidence provider: gramine (SGX, /dev/attestation), tdx or snp (a confidential VM's configfs-tsm), "
+        "none, or auto-detect (default)",
     )
     parser.add_argument("--attestation-root", default="/dev/attestation", help=argparse.SUPPRESS)
+    parser.add_argument("--tsm-report-dir", default=DEFAULT_REPORT_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--tdx-measurements-dir", default=measure.DEFAULT_MEASUREMENTS_DIR, help=argparse.SUPPRESS)
     parser.add_argument(
         "--workers", type=COUNT, default=len(os.sched_getaffinity(0)),
         help="worker processes behind the endpoint (default: usable cores, %(default)s); "
@@ -196,7 +202,7 @@ def run_server(args: argparse.Namespace) -> int:
     # Workloads that keep files (Avalon's wallet and file workloads) get folders here, made on first use.
     data_root = Path(args.state_dir) / "workloads"
     registry = WorkloadRegistry.from_file(args.workloads, data_root) if args.workloads else WorkloadRegistry.builtin(data_root)
-    attestation = select_provider(args.attestation, args.attestation_root)
+    attestation = select_provider(args.attestation, args.attestation_root, tsm_report_dir=args.tsm_report_dir)
     _check_bind(args.bind)
     metrics = _start_metrics(args)
     identity, created = load_or_create(args.state_dir, args.rsa_bits or DEFAULT_RSA_BITS)
@@ -215,12 +221,13 @@ def run_server(args: argparse.Namespace) -> int:
                        "--state-dir, and requesters must fetch the new signup)", args.rsa_bits, args.state_dir,
                        identity.rsa_bits)
     logger.info("workloads: %s", ", ".join(registry.names()))
+    rtmr = _measure_into_rtmr3(args, attestation, registry) if attestation.kind == "tdx" else None
     if args.insecure_reuse_session_iv:
         logger.warning("--insecure-reuse-session-iv: results are encrypted with a reused AES-GCM nonce")
     processor = Processor(
         identity,
         registry,
-        signup_function(identity, attestation, worker_id=args.worker_id),
+        signup_function(identity, attestation, worker_id=args.worker_id, rtmr=rtmr),
         seal=insecure_seal_result_reusing_session_iv if args.insecure_reuse_session_iv else seal_result,
         worker_id=args.worker_id,
         replay_guard=ReplayGuard(args.replay_window_s) if args.replay_window_s else None,
@@ -247,6 +254,17 @@ def run_server(args: argparse.Namespace) -> int:
     if stop.forced:  # a second signal: what was in flight was answered with an error
         return 128 + stop.forced_by if stop.forced_by else 1
     return 0
+
+
+def _measure_into_rtmr3(
+    args: argparse.Namespace, attestation: AttestationProvider, registry: WorkloadRegistry
+) -> measure.RtmrRecord:
+    """On TDX: this worker's code and settings, extended into RTMR3 once, before any process forks."""
+    event = measure.timed_measure_code(
+        registry, measure.measured_configuration({**vars(args), "attestation": attestation.kind}),
+        registry_file=args.workloads,
+    )
+    return measure.extend_rtmr3(event, args.tdx_measurements_dir, log_dir=args.state_dir, boot_id=measure.read_boot_id())
 
 
 def _pool_config(args: argparse.Namespace) -> PoolConfig:

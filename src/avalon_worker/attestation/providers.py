@@ -1,4 +1,5 @@
-"""Attestation providers for the worker: `none` (plain Python) and `gramine` (/dev/attestation).
+"""Attestation providers for the worker: `none` (plain Python), `gramine` (/dev/attestation),
+and `tdx` / `snp` (a confidential VM's configfs-tsm, `tsm`).
 
 Gramine's interface (GRAMINE.md §1.1): writing 64 bytes to ``user_report_data`` sets the
 REPORT_DATA; opening ``quote`` makes a fresh quote over it (content is generated at open);
@@ -9,6 +10,7 @@ so the write-then-read pair is serialised here. A failed quote surfaces as ``EAC
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import threading
@@ -18,14 +20,28 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .binding import REPORT_DATA_SIZE
-from .errors import AttestationUnavailable, QuoteGenerationError
+from .errors import AttestationError, AttestationUnavailable, QuoteGenerationError
+from .tsm import (
+    DEFAULT_REPORT_DIR,
+    DRIVERS,
+    KINDS,
+    TEE_NAMES,
+    ConfigfsTsm,
+    GenerationChanged,
+    TsmReport,
+    check_cert_table,
+    check_snp_report,
+    check_tdx_quote,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ROOT = "/dev/attestation"
 TARGET_INFO_SIZE = 512
 QUOTE_MAX_SIZE = 8192  # Gramine's QUOTE_MAX_SIZE
-MODES = ("auto", "none", "gramine")
+MODES = ("auto", "none", "gramine", "tdx", "snp")
+# The report data of the one report made at start to check the platform (it goes nowhere).
+PLATFORM_CHECK = hashlib.sha512(b"avalon-worker: can this platform make evidence?").digest()
 
 
 @runtime_checkable
@@ -150,6 +166,99 @@ class GramineAttestation:
         return quote
 
 
+class TsmAttestation:
+    """Evidence from a confidential VM's kernel through configfs-tsm (`tsm.ConfigfsTsm`).
+
+    `kind` "tdx" gives Intel TDX quotes (tdx_guest), "snp" AMD SEV-SNP reports (sev_guest)
+    followed by the host's certificate table when it gives one. Construction checks the platform
+    and makes one report, so a machine that cannot attest is refused before anything else
+    happens (`AttestationUnavailable`). Reports are made one at a time, each in a fresh report
+    directory; one that another writer disturbed is made again, up to `attempts` times.
+    """
+
+    def __init__(
+        self, kind: str, report_dir: str | os.PathLike[str] = DEFAULT_REPORT_DIR, *, attempts: int = 3
+    ) -> None:
+        if kind not in DRIVERS:
+            raise ValueError(f"unknown configfs-tsm kind {kind!r}; choose tdx or snp")
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.kind = kind
+        self._tsm = ConfigfsTsm(report_dir)
+        self._attempts = attempts
+        self._lock = threading.Lock()
+        self._check_platform()
+
+    @property
+    def report_dir(self) -> Path:
+        return self._tsm.report_dir
+
+    def _check_platform(self) -> None:
+        tee, driver = TEE_NAMES[self.kind], DRIVERS[self.kind]
+        try:
+            found = self._tsm.provider()
+        except QuoteGenerationError as exc:
+            raise AttestationUnavailable(f"configfs-tsm at {self.report_dir} is not usable: {exc.message}") from exc
+        if found != driver:
+            other = KINDS.get(found)
+            raise AttestationUnavailable(
+                f"configfs-tsm's provider is {found} ({TEE_NAMES[other]}), not {driver}: this is not an {tee} guest"
+                if other
+                else f"configfs-tsm's provider is {found or 'empty'}, not {driver}: this is not an {tee} guest",
+                hint=f"choose --attestation {other} (or auto)" if other else "choose --attestation none",
+            )
+        try:
+            self.quote(PLATFORM_CHECK)
+        except QuoteGenerationError as exc:
+            raise AttestationUnavailable(f"this {tee} guest cannot make evidence: {exc.message}", hint=exc.hint) from exc
+
+    def mrenclave(self) -> str:
+        return ""
+
+    def describe(self) -> str:
+        return f"attestation: {self.kind} ({TEE_NAMES[self.kind]}) through configfs-tsm at {self.report_dir}"
+
+    def quote(self, report_data: bytes) -> bytes:
+        _check_report_data(report_data)
+        with self._lock:
+            for attempt in range(1, self._attempts + 1):
+                try:
+                    report = self._tsm.report(report_data, with_auxblob=self.kind == "snp")
+                except GenerationChanged as exc:
+                    logger.warning("report attempt %d/%d discarded: %s", attempt, self._attempts, exc.message)
+                    continue
+                return self._evidence(report, report_data)
+        raise QuoteGenerationError(
+            f"every one of {self._attempts} reports was disturbed by another writer to configfs-tsm",
+            hint="another process is writing into this worker's report directories: find it "
+            "(each directory is named avalon-worker-<pid>-…) and stop it",
+        )
+
+    def _evidence(self, report: TsmReport, report_data: bytes) -> bytes:
+        tee = TEE_NAMES[self.kind]
+        if report.provider != DRIVERS[self.kind]:
+            raise QuoteGenerationError(f"configfs-tsm's provider changed to {report.provider or 'nothing'}")
+        try:
+            if self.kind == "tdx":
+                check_tdx_quote(report.outblob, report_data)
+                return report.outblob
+            check_snp_report(report.outblob, report_data)
+        except ValueError as exc:
+            raise QuoteGenerationError(
+                f"the kernel's {tee} outblob is not usable: {exc}",
+                hint=f"the {DRIVERS[self.kind]} driver returned something other than a report; check dmesg",
+            ) from None
+        if not report.auxblob:
+            return report.outblob
+        try:
+            check_cert_table(report.auxblob)
+        except ValueError as exc:
+            # The report stands on its own: a requester can fetch the VCEK from AMD's KDS instead.
+            logger.warning("the host's SEV-SNP certificate table is malformed (%s); evidence sent without it", exc)
+            return report.outblob
+        return report.outblob + report.auxblob
+
+
 def _check_report_data(data: bytes) -> None:
     if not isinstance(data, bytes) or len(data) != REPORT_DATA_SIZE:
         raise ValueError(f"report data must be exactly {REPORT_DATA_SIZE} bytes")
@@ -189,25 +298,44 @@ def _check_gramine_root(root: Path) -> str:
     return kind
 
 
-def select_provider(mode: str, root: str = DEFAULT_ROOT) -> AttestationProvider:
-    """The provider for ``--attestation auto|none|gramine``.
+def _detect_tsm(report_dir: str) -> str | None:
+    """"tdx" or "snp" when configfs-tsm at `report_dir` has that provider, else None."""
+    tsm = ConfigfsTsm(report_dir)
+    if tsm.missing() is not None:
+        return None
+    try:
+        driver = tsm.provider()
+    except AttestationError as exc:
+        logger.info("configfs-tsm at %s cannot attest: %s", report_dir, exc.message)
+        return None
+    kind = KINDS.get(driver)
+    if kind is None:
+        logger.warning("configfs-tsm's provider %s is not supported: attesting with none", driver)
+    return kind
 
-    `gramine` raises `AttestationUnavailable` with a clear message when SGX attestation is not
-    there; `auto` picks gramine when `root/attestation_type` says dcap or epid, else none.
+
+def select_provider(
+    mode: str, root: str = DEFAULT_ROOT, *, tsm_report_dir: str = DEFAULT_REPORT_DIR
+) -> AttestationProvider:
+    """The provider for ``--attestation auto|none|gramine|tdx|snp``.
+
+    `gramine`, `tdx` and `snp` raise `AttestationUnavailable` with a clear message when that
+    attestation is not there; `auto` picks gramine when `root/attestation_type` says dcap or
+    epid, else tdx or snp when configfs-tsm at `tsm_report_dir` has that provider, else none.
     """
     if mode not in MODES:
         raise ValueError(f"unknown attestation mode {mode!r}; choose one of {', '.join(MODES)}")
     provider: AttestationProvider
-    if mode == "gramine":
-        provider = GramineAttestation(root)
-    elif mode == "auto" and _read_attestation_type(Path(root)) in ("dcap", "epid"):
+    if mode == "gramine" or (mode == "auto" and _read_attestation_type(Path(root)) in ("dcap", "epid")):
         provider = GramineAttestation(root)
     else:
-        provider = NoAttestation()
-        logger.warning(
-            "attestation: none%s: signups carry an empty quote and requesters cannot verify this worker",
-            "" if mode == "none" else f" (no SGX attestation found at {root})",
-        )
-    if isinstance(provider, GramineAttestation):
-        logger.info("%s", provider.describe())
+        tsm_kind = mode if mode in DRIVERS else _detect_tsm(tsm_report_dir) if mode == "auto" else None
+        if tsm_kind is None:
+            logger.warning(
+                "attestation: none%s: signups carry an empty quote and requesters cannot verify this worker",
+                "" if mode == "none" else f" (no SGX attestation at {root}, no TDX or SEV-SNP at {tsm_report_dir})",
+            )
+            return NoAttestation()
+        provider = TsmAttestation(tsm_kind, tsm_report_dir)
+    logger.info("%s", provider.describe())
     return provider

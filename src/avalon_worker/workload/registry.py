@@ -135,6 +135,10 @@ class WorkloadRegistry:
     def names(self) -> list[str]:
         return sorted(self._workloads)
 
+    def classes(self) -> dict[str, tuple[str, str]]:
+        """Each workload id's (module, class name), where the code that runs it is defined."""
+        return {wid: (type(w).__module__, type(w).__qualname__) for wid, w in self._workloads.items()}
+
     def run(self, workload_id: str, inputs: Sequence[InputData]) -> list[bytes]:
         """Run a workload on inputs in index order; return one bytes per output item.
 
