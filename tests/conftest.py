@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -78,6 +79,24 @@ class RunningWorker:
 def launch_worker(state_dir: Path, extra: Sequence[str] = ()) -> RunningWorker:
     process, endpoint = start_worker_process(str(state_dir), ["--rsa-bits", "2048", "--attestation", "none", *extra])
     return RunningWorker(process, endpoint, state_dir)
+
+
+def errors_in_threads(target: Callable[[int], None], count: int) -> list[BaseException]:
+    """Run `target(i)` for i in range(count), each in a thread of its own; what they raised."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as exc:  # collected for the caller's assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return errors
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from fuse_fs import Dir, File, FuseMount, Handle, fuse_unavailable
 
 TDX = "tdx_guest"
@@ -90,6 +92,16 @@ def default_evidence(kind: str, report_data: bytes, rtmr3: bytes) -> tuple[bytes
     except ImportError:
         return framed_snp_report(report_data), cert_table([(VCEK_GUID, b"not a certificate")])
     return make_snp_report(report_data), make_cert_table(test_chain())
+
+
+def require_fuse() -> None:
+    """Skip the calling test when the stand-in cannot be mounted; fail instead under CI_REQUIRE_FUSE=1."""
+    reason = fuse_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("CI_REQUIRE_FUSE") == "1":
+        pytest.fail(f"the configfs-tsm stand-in is required here (CI_REQUIRE_FUSE=1) but {reason}")
+    pytest.skip(f"the configfs-tsm stand-in needs FUSE: {reason}; CI_REQUIRE_FUSE=1 makes this a failure")
 
 
 class _Content(Handle):
@@ -258,6 +270,7 @@ class SimulatedTsm:
         return self.root / "measurements"
 
     def __enter__(self) -> SimulatedTsm:
+        require_fuse()
         self.root.mkdir(parents=True, exist_ok=True)
         self._mount.start()
         return self
@@ -289,4 +302,3 @@ class SimulatedTsm:
         return Dir(dict(files))
 
 
-__all__ = ["SimulatedTsm", "TDX", "SNP", "fuse_unavailable", "framed_tdx_quote", "framed_snp_report", "cert_table"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from avalon_worker.attestation import (
 from avalon_worker.attestation.errors import QuoteGenerationError
 
 from attestation_fixtures import MRENCLAVE, QuoteFactory
+from conftest import errors_in_threads
 from sim_gramine import SimulatedGramine, eacces_target
 
 PEM = "-----BEGIN PUBLIC KEY-----\nMFYwEAYHKoZIzj0CAQYFK4EEAAoDQgAE\n-----END PUBLIC KEY-----\n"
@@ -147,23 +147,14 @@ class TestGramineQuotes:
     def test_concurrent_callers_each_get_their_own_report_data(self, sim: SimulatedGramine) -> None:
         provider = GramineAttestation(sim.root)
         results: dict[int, bytes] = {}
-        errors: list[BaseException] = []
 
         def worker(i: int) -> None:
-            try:
-                for round_ in range(3):
-                    data = report_data(PEM, f"{i}-{round_}".encode())
-                    results[i * 10 + round_] = parse_quote(provider.quote(data)).body.report_data
-                    assert results[i * 10 + round_] == data
-            except BaseException as exc:  # collected for the main thread's assert
-                errors.append(exc)
+            for round_ in range(3):
+                data = report_data(PEM, f"{i}-{round_}".encode())
+                results[i * 10 + round_] = parse_quote(provider.quote(data)).body.report_data
+                assert results[i * 10 + round_] == data
 
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert not errors
+        assert not errors_in_threads(worker, 6)
         assert len(results) == 18
         assert sim.quotes_served == 18
 
