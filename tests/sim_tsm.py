@@ -88,10 +88,10 @@ def default_evidence(kind: str, report_data: bytes, rtmr3: bytes) -> tuple[bytes
             return framed_tdx_quote(report_data, rtmr3), b""
         return make_tdx_quote(report_data, rtmr3=rtmr3), b""
     try:
-        from snp_fixtures import make_cert_table, make_snp_report, test_chain  # type: ignore[import-not-found]
+        from snp_fixtures import make_cert_table, make_snp_report, snp_pki  # type: ignore[import-not-found]
     except ImportError:
         return framed_snp_report(report_data), cert_table([(VCEK_GUID, b"not a certificate")])
-    return make_snp_report(report_data), make_cert_table(test_chain())
+    return make_snp_report(report_data), make_cert_table(snp_pki().vcek_chain())
 
 
 def require_fuse() -> None:

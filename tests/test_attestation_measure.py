@@ -18,7 +18,7 @@ from conftest import MISBEHAVING_REGISTRY
 from sim_tsm import TDX, SimulatedTsm
 
 PACKAGE = Path(avalon_worker.__file__).parent
-CONFIG = {"attestation": "tdx", "timeout_s": 60.0, "insecure_reuse_session_iv": False}
+CONFIG = {"timeout_s": 60.0, "insecure_reuse_session_iv": False}
 BOOT = "8d6e2c1a-0b4f-4b8e-9c3e-0f5a6e7d8c9b"
 
 
@@ -95,7 +95,7 @@ class TestMeasurement:
 
     def test_measured_configuration_keeps_behaviour_and_leaves_out_hosts_and_secrets(self) -> None:
         options = {
-            "attestation": "tdx", "insecure_reuse_session_iv": False, "max_request_bytes": 1 << 24, "timeout_s": None,
+            "attestation": "tdx", "tsm_report_dir": "/sys/kernel/config/tsm/report", "insecure_reuse_session_iv": False, "max_request_bytes": 1 << 24, "timeout_s": None,
             "memory_limit_mb": 0, "worker_id": None, "replay_window_s": 0.0, "workers": 0,
             "listen_http": "0.0.0.0:8080", "store": "postgresql://user:secret@db/avalon",
             "bind": "tcp://*:7777", "state_dir": "/var/lib/avalon", "log_level": "INFO", "metrics_port": 9100,
@@ -104,7 +104,7 @@ class TestMeasurement:
         assert configuration["in_process"] is True and configuration["http_listener"] is True
         assert configuration["shared_store"] is True
         text = json.dumps(configuration)
-        for host_specific in ("secret", "7777", "/var/lib", "9100", "0.0.0.0"):
+        for host_specific in ("secret", "7777", "/var/lib", "9100", "0.0.0.0", "/sys", "tdx"):
             assert host_specific not in text
 
     def test_a_published_event_is_checked_against_its_digest(self, builtin: WorkloadRegistry) -> None:

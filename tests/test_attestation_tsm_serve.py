@@ -91,9 +91,21 @@ class TestTdxWorker:
         assert [(e["rtmr"], e["event"]) for e in events] == [(3, "avalon-worker code")]
         assert replay_events(events) == td_field(evidence_of(signup), 472, 48) == sim.rtmr[3]
         data = events[0]["data"]
-        assert data["configuration"]["attestation"] == "tdx"
+        assert data["configuration"]["insecure_reuse_session_iv"] is False
         assert "avalon_worker/attestation/measure.py" in data["worker"]["files"]
         assert data["workloads"]["registry"] == "built-in"
+
+    def test_anyone_can_compute_the_event_a_worker_with_these_options_extends(
+        self, tdx_worker, tmp_path: Path
+    ) -> None:
+        worker, _ = tdx_worker
+        done = run_cli("serve", "--print-code-measurement", "--workers", "1", "--state-dir", str(tmp_path / "s"))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == worker.signup()["tdx_rtmr_events"][0]
+        assert not (tmp_path / "s").exists()
+        other = run_cli("serve", "--print-code-measurement", "--workers", "1", "--timeout-s", "5",
+                        "--state-dir", str(tmp_path / "s"))
+        assert json.loads(other.stdout)["digest"] != json.loads(done.stdout)["digest"]
 
     def test_a_nonce_signup_is_a_fresh_quote_and_rtmr3_is_extended_only_once(self, tdx_worker) -> None:
         worker, sim = tdx_worker

@@ -35,7 +35,7 @@ from .attestation.cli import (
     say,
 )
 from .attestation.providers import MODES as ATTESTATION_MODES
-from .attestation.providers import AttestationProvider, select_provider
+from .attestation.providers import select_provider
 from .attestation.tsm import DEFAULT_REPORT_DIR
 from .cli_options import (
     COUNT,
@@ -123,6 +123,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--attestation-root", default="/dev/attestation", help=argparse.SUPPRESS)
     parser.add_argument("--tsm-report-dir", default=DEFAULT_REPORT_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--print-code-measurement", action="store_true",
+                        help="print the code event a TDX worker with these options extends into RTMR3 (what it "
+                        "measured and the digest), and exit")
     parser.add_argument("--tdx-measurements-dir", default=measure.DEFAULT_MEASUREMENTS_DIR, help=argparse.SUPPRESS)
     parser.add_argument(
         "--workers", type=COUNT, default=len(os.sched_getaffinity(0)),
@@ -202,6 +205,9 @@ def run_server(args: argparse.Namespace) -> int:
     # Workloads that keep files (Avalon's wallet and file workloads) get folders here, made on first use.
     data_root = Path(args.state_dir) / "workloads"
     registry = WorkloadRegistry.from_file(args.workloads, data_root) if args.workloads else WorkloadRegistry.builtin(data_root)
+    if args.print_code_measurement:
+        print(json.dumps(_code_event(args, registry).as_json(), indent=2, sort_keys=True))
+        return 0
     attestation = select_provider(args.attestation, args.attestation_root, tsm_report_dir=args.tsm_report_dir)
     _check_bind(args.bind)
     metrics = _start_metrics(args)
@@ -221,7 +227,10 @@ def run_server(args: argparse.Namespace) -> int:
                        "--state-dir, and requesters must fetch the new signup)", args.rsa_bits, args.state_dir,
                        identity.rsa_bits)
     logger.info("workloads: %s", ", ".join(registry.names()))
-    rtmr = _measure_into_rtmr3(args, attestation, registry) if attestation.kind == "tdx" else None
+    rtmr = None
+    if attestation.kind == "tdx":  # once, before any process forks
+        event = _code_event(args, registry)
+        rtmr = measure.extend_rtmr3(event, args.tdx_measurements_dir, log_dir=args.state_dir, boot_id=measure.read_boot_id())
     if args.insecure_reuse_session_iv:
         logger.warning("--insecure-reuse-session-iv: results are encrypted with a reused AES-GCM nonce")
     processor = Processor(
@@ -256,15 +265,9 @@ def run_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure_into_rtmr3(
-    args: argparse.Namespace, attestation: AttestationProvider, registry: WorkloadRegistry
-) -> measure.RtmrRecord:
-    """On TDX: this worker's code and settings, extended into RTMR3 once, before any process forks."""
-    event = measure.timed_measure_code(
-        registry, measure.measured_configuration({**vars(args), "attestation": attestation.kind}),
-        registry_file=args.workloads,
-    )
-    return measure.extend_rtmr3(event, args.tdx_measurements_dir, log_dir=args.state_dir, boot_id=measure.read_boot_id())
+def _code_event(args: argparse.Namespace, registry: WorkloadRegistry) -> measure.CodeEvent:
+    """This worker's code, workloads and behaviour-changing settings, measured (TDX's RTMR3 event)."""
+    return measure.timed_measure_code(registry, measure.measured_configuration(vars(args)), registry_file=args.workloads)
 
 
 def _pool_config(args: argparse.Namespace) -> PoolConfig:

@@ -21,7 +21,7 @@ from .errors import SetupError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONFIG_OPTION = "--config"
-_NOT_CONFIGURABLE = ("help", "config")
+_NOT_CONFIGURABLE = ("help", "config", "print_code_measurement")  # the last: a one-off action
 
 
 class ConfigError(SetupError):

@@ -5,7 +5,9 @@
 change what the worker does (`MEASURED_SETTINGS`). Its digest is SHA-384 over the document's
 canonical JSON (sorted keys, no spaces, ASCII), so a requester recomputes it from the published
 document alone. Paths are relative, files sorted, compiled files (``__pycache__``) left out, and
-nothing depends on the time or the host.
+nothing depends on the time, the host or the interpreter (which belongs to the VM image), so
+`serve --print-code-measurement` gives the same digest on any machine with the same release,
+workloads and options.
 
 `extend_rtmr3` extends the digest into RTMR3 through the kernel's tdx_guest sysfs interface
 (Linux >= 6.16: writing exactly 48 bytes to ``rtmr3:sha384`` makes RTMR3 = SHA384(RTMR3 ‖ digest))
@@ -21,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Mapping
@@ -45,7 +46,6 @@ LOG_FILE = "tdx-rtmr3-events.json"
 # listens, its state directory, log level, process count and scheduling, metrics: per host, and
 # nothing a requester's data depends on. The store's address is a secret: only whether there is one.
 MEASURED_SETTINGS = (
-    "attestation",
     "insecure_reuse_session_iv",  # results under a reused AES-GCM nonce: requesters must know
     "max_request_bytes",
     "timeout_s",
@@ -149,7 +149,6 @@ def measure_code(
         "worker": {
             "name": "avalon-worker",
             "version": __version__,
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
             "files": tree_files(package_dir, package_dir.parent),
         },
         "workloads": {
