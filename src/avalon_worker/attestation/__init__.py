@@ -2,9 +2,10 @@
 
 Two sides that never import each other:
 
-- **Worker side** (`providers`): `select_provider` gives an `AttestationProvider` (`none`, or
-  `gramine` over /dev/attestation) whose `quote(report_data(verifying_key_pem, nonce))` goes
-  into the signup.
+- **Worker side** (`providers`, `tsm`, `measure`): `select_provider` gives an
+  `AttestationProvider` (`none`, `gramine` over /dev/attestation, or `tdx` / `snp` over a
+  confidential VM's configfs-tsm) whose `quote(report_data(verifying_key_pem, nonce))` goes
+  into the signup; on TDX, `measure` extends RTMR3 with the worker's code.
 - **Requester side** (`quote`, `dcap`, `pck`, `collateral`, `roots`, `tdx`, `eventlog`, `policy`,
   `verify`, `report`, `cli`): `verify_evidence` (an SGX or TDX quote or an SNP report, the kind
   told from the bytes) and `verify_signup` against a `Policy` with a section per TEE (optionally
@@ -67,6 +68,7 @@ _EXPORTS = {
     "SnpReport": "snp_report",
     "SnpVerification": "snp",
     "split_snp_evidence": "snp",
+    "TsmAttestation": "providers",
     "Step": "report",
     "StepStatus": "report",
     "TdReport": "quote",
