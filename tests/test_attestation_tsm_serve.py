@@ -21,6 +21,8 @@ from avalon_worker.attestation import report_data
 from conftest import RunningWorker, launch_worker, run_cli
 from sim_tsm import SNP, TDX, SimulatedTsm, framed_snp_report
 
+pytestmark = pytest.mark.slow
+
 NONCE = bytes.fromhex("5eed" * 16)
 
 
