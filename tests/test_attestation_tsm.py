@@ -82,6 +82,19 @@ class TestEvidenceChecks:
         struct.pack_into("<H", quote, 48, 1)  # body type 1: an SGX enclave report
         with pytest.raises(ValueError, match="body type 1 of 584 bytes is not a TD report"):
             check_tdx_quote(bytes(quote), DATA)
+        struct.pack_into("<HI", quote, 48, 2, 384)
+        with pytest.raises(ValueError, match="body type 2 of 384 bytes is not a TD report"):
+            check_tdx_quote(bytes(quote), DATA)
+
+    def test_later_td_bodies_only_append(self) -> None:
+        quote = framed_tdx_quote(DATA, version=5)
+        head, body, tail = quote[:48], quote[54 : 54 + 584], quote[54 + 584 :]
+        for body_type, extra in ((3, 64), (4, 301)):  # TD 1.5 (648 bytes), TD 1.5ex (885 bytes)
+            longer = head + struct.pack("<HI", body_type, 584 + extra) + body + bytes(extra) + tail
+            check_tdx_quote(longer, DATA)
+
+    def test_zero_padding_after_the_quote_is_accepted(self) -> None:
+        check_tdx_quote(framed_tdx_quote(DATA) + bytes(4096), DATA)
 
     def test_snp_report_checks(self) -> None:
         check_snp_report(framed_snp_report(DATA), DATA)

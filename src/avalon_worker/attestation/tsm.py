@@ -37,7 +37,8 @@ KERNEL_NEEDED = "Linux >= 6.7 with configfs-tsm (CONFIG_TSM_REPORTS) and the tdx
 
 TDX_TEE_TYPE = 0x81
 QUOTE_HEADER_SIZE = 48
-TD_BODY_SIZES = {2: 584, 3: 648}  # v5 body types: TD report 1.0, 1.5
+TD_REPORT_SIZE = 584  # TD report 1.0; later bodies (v5 types 3, 4: 648, 885 bytes) only append
+SGX_BODY_TYPE = 1
 TD_REPORT_DATA_OFFSET = 520
 SNP_REPORT_SIZE = 1184
 SNP_REPORT_DATA_OFFSET = 0x50
@@ -65,11 +66,11 @@ def check_tdx_quote(quote: bytes, report_data: bytes) -> None:
     if tee_type != TDX_TEE_TYPE:
         raise ValueError(f"TEE type {tee_type:#x} is not TDX ({TDX_TEE_TYPE:#x})")
     if version == 4:
-        body_at, body_size = QUOTE_HEADER_SIZE, TD_BODY_SIZES[2]
+        body_at, body_size = QUOTE_HEADER_SIZE, TD_REPORT_SIZE
     elif version == 5:
         body_type, body_size = struct.unpack_from("<HI", quote, QUOTE_HEADER_SIZE)
         body_at = QUOTE_HEADER_SIZE + 6
-        if TD_BODY_SIZES.get(body_type) != body_size:
+        if body_type == SGX_BODY_TYPE or body_size < TD_REPORT_SIZE:
             raise ValueError(f"quote v5 body type {body_type} of {body_size} bytes is not a TD report")
     else:
         raise ValueError(f"quote version {version} is not a TDX quote version (4 or 5)")
