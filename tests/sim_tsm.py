@@ -94,9 +94,10 @@ def default_evidence(kind: str, report_data: bytes, rtmr3: bytes) -> tuple[bytes
     return make_snp_report(report_data), make_cert_table(snp_pki().vcek_chain())
 
 
-def require_fuse() -> None:
-    """Skip the calling test when the stand-in cannot be mounted; fail instead under CI_REQUIRE_FUSE=1."""
-    reason = fuse_unavailable()
+def require_fuse(reason: str | None = None) -> None:
+    """Skip the calling test when the stand-in cannot be mounted (`reason`, or what
+    `fuse_unavailable` finds); fail instead under CI_REQUIRE_FUSE=1."""
+    reason = reason or fuse_unavailable()
     if reason is None:
         return
     if os.environ.get("CI_REQUIRE_FUSE") == "1":
@@ -272,7 +273,10 @@ class SimulatedTsm:
     def __enter__(self) -> SimulatedTsm:
         require_fuse()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._mount.start()
+        try:
+            self._mount.start()
+        except OSError as exc:  # e.g. root in a container without CAP_SYS_ADMIN
+            require_fuse(f"mounting a FUSE file system failed ({exc.strerror or exc})")
         return self
 
     def __exit__(self, *exc: object) -> None:
