@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -140,7 +141,9 @@ def snp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningWorke
     folder = tmp_path_factory.mktemp("snp")
     pki = snp_fixtures.snp_pki()  # the stand-in's reports are signed by its VCEK
     (folder / "ark.pem").write_bytes(pki.ark.public_bytes(Encoding.PEM))
-    (folder / "crl.pem").write_bytes(snp_fixtures.pem_bundle(snp_fixtures.make_crl(pki)))
+    now = datetime.now(timezone.utc)
+    crl = snp_fixtures.make_crl(pki, last_update=now - timedelta(days=1), next_update=now + timedelta(days=30))
+    (folder / "crl.pem").write_bytes(snp_fixtures.pem_bundle(crl))
     section = {"measurements": [snp_fixtures.MEASUREMENT.hex()], "host_data": snp_fixtures.HOST_DATA.hex()}
     (folder / "policy.json").write_text(json.dumps({"snp": section}))
     (folder / "other.json").write_text(json.dumps({"snp": {**section, "measurements": ["00" * 48]}}))
