@@ -16,7 +16,7 @@ tdx_guest measurement attributes; CONFIDENTIAL_VMS.md):
 Evidence is made by `evidence(kind, report_data, rtmr3)`: by default real signed evidence from the
 test PKIs (`attestation_fixtures.make_tdx_quote`, `snp_fixtures.make_snp_report`) where those
 exist, else evidence framed here with the right headers and sizes. Faults for tests:
-`interfere` (the next N reports see another writer's inblob land between ours and the read, as a
+`privlevel_floor` (a guest above VMPL 0: reports asked for below it fail), `interfere` (the next N reports see another writer's inblob land between ours and the read, as a
 concurrent process would cause), `outblob_override` (the provider answers with these bytes) and
 `fail_with` (reading outblob fails with this errno).
 """
@@ -171,7 +171,7 @@ class _Report:
         if self.sim.provider == SNP:
             files["auxblob"] = File(lambda _: _Content(lambda: self._read(aux=True)), 0o444)
             files["privlevel"] = File(lambda _: _TextWrite(self._take_privlevel), 0o200)
-            files["privlevel_floor"] = File(lambda _: _Content(lambda: b"0\n"), 0o444)
+            files["privlevel_floor"] = File(lambda _: _Content(lambda: f"{self.sim.privlevel_floor}\n".encode()), 0o444)
         return Dir(dict(files))
 
     def _take_inblob(self, data: bytes) -> None:
@@ -184,7 +184,7 @@ class _Report:
             level = int(data.strip())
         except ValueError:
             raise OSError(errno.EINVAL, "not a number") from None
-        if not 0 <= level <= 3:
+        if not self.sim.privlevel_floor <= level <= 3:
             raise OSError(errno.EINVAL, "privilege level out of range")
         with self.sim.lock:
             self.write_generation += 1
@@ -202,6 +202,9 @@ class _Report:
                     self.inblob = OTHER_WRITERS_INBLOB
                 if sim.fail_with is not None:
                     raise OSError(sim.fail_with, os.strerror(sim.fail_with))
+                if self.privlevel < sim.privlevel_floor:  # the firmware refuses a VMPL above the guest's
+                    raise OSError(errno.EIO, "report requested below the privilege floor")
+                sim.privlevels.append(self.privlevel)
                 report_data = self.inblob.ljust(INBLOB_MAX, b"\0")
                 self.outblob, self.auxblob = sim.evidence(sim.provider or "", report_data, sim.rtmr[3])
                 if sim.outblob_override is not None:
@@ -243,6 +246,7 @@ class SimulatedTsm:
         measurements: bool = True,
         evidence: Evidence = default_evidence,
         mrtd: bytes = hashlib.sha384(b"avalon-worker test TD").digest(),
+        privlevel_floor: int = 0,
     ) -> None:
         self.root = Path(root)
         self.provider = provider
@@ -257,6 +261,8 @@ class SimulatedTsm:
         self.interfere = 0
         self.outblob_override: bytes | None = None
         self.fail_with: int | None = None
+        self.privlevel_floor = privlevel_floor  # sev_guest: above 0 for a guest under an SVSM
+        self.privlevels: list[int] = []  # the privilege level each report was made at
         tree: dict[str, Dir] = {"report": Dir(on_mkdir=self._mkdir, on_rmdir=self._rmdir)}
         if measurements:
             tree["measurements"] = self._measurements()

@@ -267,6 +267,12 @@ class TestSnpReports:
         assert check_cert_table(table) >= 1
         assert left_behind(snp) == []
 
+    def test_a_guest_above_vmpl_0_asks_at_its_privilege_floor(self, tmp_path: Path) -> None:
+        with SimulatedTsm(tmp_path / "tsm", SNP, privlevel_floor=2) as sim:
+            provider = TsmAttestation("snp", sim.report_dir)
+            assert provider.quote(DATA)[0x50:0x90] == DATA
+            assert sim.privlevels == [2, 2] and left_behind(sim) == []
+
     def test_without_certificates_the_report_stands_alone(self, tmp_path: Path) -> None:
         with SimulatedTsm(tmp_path / "tsm", SNP, evidence=lambda kind, data, rtmr3: (framed_snp_report(data), b"")) as sim:
             assert len(TsmAttestation("snp", sim.report_dir).quote(DATA)) == 1184

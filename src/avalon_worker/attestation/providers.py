@@ -223,7 +223,7 @@ class TsmAttestation:
         with self._lock:
             for attempt in range(1, self._attempts + 1):
                 try:
-                    report = self._tsm.report(report_data, with_auxblob=self.kind == "snp")
+                    report = self._tsm.report(report_data, snp=self.kind == "snp")
                 except GenerationChanged as exc:
                     logger.warning("report attempt %d/%d discarded: %s", attempt, self._attempts, exc.message)
                     continue

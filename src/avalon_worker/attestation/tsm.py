@@ -6,8 +6,10 @@ become the report's REPORTDATA; reading ``outblob`` makes the report over the in
 moment (an Intel TDX quote, or an AMD SEV-SNP report) and ``auxblob`` the host's certificates
 (SNP); ``provider`` names the driver (``tdx_guest``, ``sev_guest``); ``generation`` counts the
 writes to the directory. Each report here gets a directory of its own, removed afterwards; the
-generation read before our write and after our reads must differ by exactly our one write, or
+generation read before our writes and after our reads must differ by exactly our writes, or
 another process wrote in between and the report may be over its data (`GenerationChanged`).
+SEV-SNP guests running above VMPL 0 (under an SVSM) have a ``privlevel_floor`` above zero and
+must ask for their report at that level: ``privlevel`` is written first where the floor says so.
 
 The checks on what comes back are pure functions (`check_tdx_quote`, `check_snp_report`,
 `check_cert_table`), so they are tested without a kernel.
@@ -150,21 +152,30 @@ class ConfigfsTsm:
         finally:
             self._remove(path)
 
-    def report(self, inblob: bytes, *, with_auxblob: bool) -> TsmReport:
-        """One report over `inblob` in a directory of its own; `GenerationChanged` on a race."""
+    def report(self, inblob: bytes, *, snp: bool) -> TsmReport:
+        """One report over `inblob` in a directory of its own; `GenerationChanged` on a race.
+
+        `snp`: ask at ``privlevel_floor`` when it is above zero, and read the host's
+        certificate table (``auxblob``) too.
+        """
         path = self._make_directory()
         try:
-            before = self._generation(path)
-            self._write_inblob(path, inblob)
+            before = self._number(path / "generation")
+            floor = self._number(path / "privlevel_floor") if snp else 0
+            if floor > 0:
+                self._write(path / "privlevel", str(floor).encode("ascii"))
+            self._write(path / "inblob", inblob)
+            writes = 2 if floor > 0 else 1
             outblob = self._read_blob(path, "outblob")
-            auxblob = self._read_blob(path, "auxblob") if with_auxblob else b""
+            auxblob = self._read_blob(path, "auxblob") if snp else b""
             provider = self._read_text(path / "provider")
-            after = self._generation(path)
+            after = self._number(path / "generation")
         finally:
             self._remove(path)
-        if after != before + 1:
+        if after != before + writes:
             raise GenerationChanged(
-                f"another process wrote to the report directory (generation {before} before our write, {after} after)"
+                f"another process wrote to the report directory (generation {before} before our "
+                f"{writes} write(s), {after} after)"
             )
         return TsmReport(provider, outblob, auxblob)
 
@@ -221,24 +232,24 @@ class ConfigfsTsm:
         except (OSError, UnicodeDecodeError) as exc:
             raise QuoteGenerationError(f"cannot read {path}: {exc}") from exc
 
-    def _generation(self, path: Path) -> int:
-        text = self._read_text(path / "generation")
+    def _number(self, path: Path) -> int:
+        text = self._read_text(path)
         try:
             return int(text)
         except ValueError:
-            raise QuoteGenerationError(f"{path / 'generation'} holds {text[:20]!r}, not a number") from None
+            raise QuoteGenerationError(f"{path} holds {text[:20]!r}, not a number") from None
 
-    def _write_inblob(self, path: Path, inblob: bytes) -> None:
+    def _write(self, path: Path, data: bytes) -> None:
         try:
-            fd = os.open(path / "inblob", os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
             try:
-                written = os.write(fd, inblob)  # one write: configfs takes the whole buffer on close
+                written = os.write(fd, data)  # one write: configfs takes a binary attribute whole on close
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise QuoteGenerationError(f"cannot write {path / 'inblob'}: {_strerror(exc)}") from exc
-        if written != len(inblob):
-            raise QuoteGenerationError(f"wrote {written} of {len(inblob)} bytes to {path / 'inblob'}")
+            raise QuoteGenerationError(f"cannot write {path}: {_strerror(exc)}") from exc
+        if written != len(data):
+            raise QuoteGenerationError(f"wrote {written} of {len(data)} bytes to {path}")
 
     def _read_blob(self, path: Path, name: str) -> bytes:
         try:
