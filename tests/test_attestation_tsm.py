@@ -200,8 +200,9 @@ class TestPlatform:
 
     def test_a_failing_quote_service_stops_the_start(self, tdx: SimulatedTsm) -> None:
         tdx.fail_with = errno.EIO
-        with pytest.raises(AttestationUnavailable, match="could not make a report .outblob: Input/output error."):
+        with pytest.raises(AttestationUnavailable, match="could not make a report .outblob: Input/output error.") as info:
             TsmAttestation("tdx", tdx.report_dir)
+        assert "quote generation service" in info.value.diagnostics()
         assert left_behind(tdx) == []
 
     def test_a_race_that_never_settles_stops_the_start(self, tdx: SimulatedTsm) -> None:

@@ -40,6 +40,12 @@ DEFAULT_ROOT = "/dev/attestation"
 TARGET_INFO_SIZE = 512
 QUOTE_MAX_SIZE = 8192  # Gramine's QUOTE_MAX_SIZE
 MODES = ("auto", "none", "gramine", "tdx", "snp")
+# What makes the report, for when the kernel says only that it failed.
+REPORT_FAILURE_HINTS = {
+    "tdx": "a TD's quote comes from the host's quote generation service (QGS, through the GetQuote "
+    "TDVMCALL): check that the host runs it and that this TD may reach it; dmesg shows tdx_guest's message",
+    "snp": "the AMD Secure Processor makes the report through the host: dmesg shows sev_guest's message",
+}
 # The report data of the one report made at start to check the platform (it goes nowhere).
 PLATFORM_CHECK = hashlib.sha512(b"avalon-worker: can this platform make evidence?").digest()
 
@@ -210,7 +216,10 @@ class TsmAttestation:
         try:
             self.quote(PLATFORM_CHECK)
         except QuoteGenerationError as exc:
-            raise AttestationUnavailable(f"this {tee} guest cannot make evidence: {exc.message}", hint=exc.hint) from exc
+            raise AttestationUnavailable(
+                f"this {tee} guest cannot make evidence: {exc.message}",
+                hint=exc.hint or REPORT_FAILURE_HINTS[self.kind],
+            ) from exc
 
     def mrenclave(self) -> str:
         return ""
