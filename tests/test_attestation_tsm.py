@@ -29,6 +29,7 @@ from avalon_worker.attestation.tsm import (
 from conftest import errors_in_threads
 from sim_tsm import SNP, TDX, VCEK_GUID, SimulatedTsm, cert_table, framed_snp_report, framed_tdx_quote
 
+REAL = Path(__file__).with_name("data") / "attestation"  # real evidence, provenance in its README
 PEM = "-----BEGIN PUBLIC KEY-----\nMFYwEAYHKoZIzj0CAQYFK4EEAAoDQgAE\n-----END PUBLIC KEY-----\n"
 DATA = report_data(PEM, b"nonce")
 
@@ -106,6 +107,17 @@ class TestEvidenceChecks:
         ):
             with pytest.raises(ValueError, match=message):
                 check_snp_report(report, DATA)
+
+    @pytest.mark.parametrize("name", ["snp_milan_v2_report.bin", "snp_genoa_v3_report.bin"])
+    def test_real_snp_reports_pass(self, name: str) -> None:
+        report = (REAL / name).read_bytes()
+        check_snp_report(report, report[0x50:0x90])
+        with pytest.raises(ValueError, match="REPORT_DATA is not the inblob written"):
+            check_snp_report(report, bytes(a ^ 1 for a in report[0x50:0x90]))
+
+    def test_a_real_sgx_quote_is_not_taken_for_a_tdx_one(self) -> None:
+        with pytest.raises(ValueError, match="TEE type 0x0 is not TDX"):
+            check_tdx_quote((REAL / "dcap_qvl_sgx_quote.bin").read_bytes(), DATA)
 
     def test_certificate_tables(self) -> None:
         assert check_cert_table(cert_table([(VCEK_GUID, b"a" * 10), (b"\x01" * 16, b"b" * 3)])) == 2

@@ -12,12 +12,16 @@ import hashlib
 import json
 import struct
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from avalon_worker.attestation import report_data
+from avalon_worker.attestation.report import StepStatus
+from avalon_worker.attestation.snp import SnpPolicy, split_snp_evidence, verify_snp_evidence
 
+import snp_fixtures
 from conftest import RunningWorker, launch_worker, run_cli
 from sim_tsm import SNP, TDX, SimulatedTsm, framed_snp_report
 
@@ -140,6 +144,24 @@ class TestSnpWorker:
         worker, _ = snp_worker
         signup = worker.call(nonce_frame(NONCE))
         assert evidence_of(signup)[0x50:0x90] == report_data(signup["verifying_key"], NONCE)
+
+    def test_the_snp_verifier_passes_every_step_with_the_certificates_it_carries(self, snp_worker) -> None:
+        worker, _ = snp_worker
+        signup = worker.call(nonce_frame(NONCE))
+        evidence = evidence_of(signup)
+        _, carried = split_snp_evidence(evidence)
+        pki, now = snp_fixtures.snp_pki(), datetime.now(timezone.utc)
+        result = verify_snp_evidence(
+            evidence,
+            policy=SnpPolicy.from_dict({"measurements": [snp_fixtures.MEASUREMENT.hex()]}),
+            expected_report_data=report_data(signup["verifying_key"], NONCE),
+            certificates=carried,
+            crls=[snp_fixtures.make_crl(pki, last_update=now - timedelta(days=1), next_update=now + timedelta(days=1))],
+            now=now,
+            trusted_arks=[pki.ark],
+        )
+        assert len(carried) == 3  # VCEK, ASK, ARK from the host's certificate table
+        assert [(s.name, s.status) for s in result.steps if s.status is not StepStatus.PASS] == []
 
 
 # -- machines that cannot attest: one message, exit 2, no identity -------------------------------------
