@@ -115,6 +115,16 @@ class TestEvidenceChecks:
         with pytest.raises(ValueError, match="REPORT_DATA is not the inblob written"):
             check_snp_report(report, bytes(a ^ 1 for a in report[0x50:0x90]))
 
+    @pytest.mark.parametrize(
+        "name", ["dcap_qvl_tdx_quote.bin", "dcap_qvl_tdx_quote_outdated.bin", "dcap_qvl_tdx_quote_td15ex.bin"]
+    )
+    def test_real_tdx_quotes_pass(self, name: str) -> None:
+        quote = (REAL / name).read_bytes()
+        data = td_report_data(quote)
+        check_tdx_quote(quote, data)
+        with pytest.raises(ValueError, match="REPORTDATA is not the inblob written"):
+            check_tdx_quote(quote, bytes(a ^ 1 for a in data))
+
     def test_a_real_sgx_quote_is_not_taken_for_a_tdx_one(self) -> None:
         with pytest.raises(ValueError, match="TEE type 0x0 is not TDX"):
             check_tdx_quote((REAL / "dcap_qvl_sgx_quote.bin").read_bytes(), DATA)

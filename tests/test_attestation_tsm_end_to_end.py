@@ -6,7 +6,6 @@ the worker's RTMR3 events replayed against the quote.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -20,15 +19,7 @@ import snp_fixtures
 from conftest import RunningWorker, launch_worker, run_cli
 from sim_tsm import SNP, TDX, SimulatedTsm
 
-# Both halves need the one verifier: TDX quotes (attestation/tdx.py and the fixtures make_tdx_quote,
-# make_tdx_collateral), verify_signup for TDX and SNP signups, verify --insecure-amd-root.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("avalon_worker.attestation.tdx") is None,
-        reason="the TDX/SNP verifier (avalon_worker.attestation.tdx, verify --insecure-amd-root) is not in this tree",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 SAMPLE = Path(__file__).with_name("test_work_orders.json")
 
