@@ -265,6 +265,20 @@ class TestPrefetch:
         [resent] = of(s.skipped(first.process, third.seq, 0.053), Send)  # ... but not the third
         assert resent.seq == third.seq and resent.process == first.process  # free again: it takes it
 
+    def test_an_order_answered_at_its_limit_while_its_revocation_was_uncertain_is_answered_once(self) -> None:
+        s, _ = started(PoolConfig(workers=1, timeout_s=60))
+        [first] = arrive(s, 1, 0.0)
+        [ahead] = arrive(s, 2, 0.0, timeout_ms=3)
+        assert s.time_passed(0.003) == [Revoke(first.process, ahead.seq, ahead.seq)]
+        assert s.revoked(first.process, False, 0.003) == []  # it may start the order before it reads the revocation
+        answer(s, first, 0.004)
+        [(who, reply)] = replies(s.time_passed(0.004))  # its requester's limit: answered while it may run
+        assert who == b"\x00client-2" and "exceeded its time limit" in reply["error"]["message"]
+        assert s.skipped(first.process, ahead.seq, 0.005) == []  # it had not: nothing more is owed
+        assert s.in_flight(0.005) == (0, 0, 0.0)
+        [send] = arrive(s, 3, 0.006)  # and the process is free
+        assert send.process == first.process
+
 
 class TestTimeLimits:
     def test_a_requests_own_limit_is_a_timer_to_the_millisecond(self) -> None:

@@ -330,7 +330,12 @@ class Scheduler:
         process.jobs.remove(job)
         if not process.jobs and not process.killing:
             self.idle.append(process)
-        self._requeue([job], now)
+        if job.answered:  # answered at its requester's limit while it might have run: it did not, and is owed nothing more
+            self._abandoned -= 1
+            del self._jobs[job.seq]
+            self._dispatch_queue(now)
+        else:
+            self._requeue([job], now)
         return self._take()
 
     def garbled(self, process_id: int, now: float) -> list[Action]:
