@@ -279,6 +279,25 @@ class TestPrefetch:
         [send] = arrive(s, 3, 0.006)  # and the process is free
         assert send.process == first.process
 
+    def test_a_certain_revocation_leaves_the_order_the_process_runs(self) -> None:
+        # the second order's uncertain revocation came too late: the process runs it, and the
+        # later, certain revocation of the third cannot take the second back
+        s, _ = started(PoolConfig(workers=1, timeout_s=60))
+        [first] = arrive(s, 1, 0.0)
+        [second] = arrive(s, 2, 0.0, timeout_ms=3)
+        assert s.time_passed(0.003) == [Revoke(first.process, second.seq, second.seq)]
+        assert s.revoked(first.process, False, 0.003) == []
+        [third] = arrive(s, 3, 0.003, timeout_ms=1)
+        answer(s, first, 0.0045)
+        actions = s.time_passed(0.0045)
+        assert Revoke(first.process, third.seq, third.seq) in actions
+        actions += s.revoked(first.process, True, 0.0045)
+        actions += answer(s, second, 0.005, b'{"result":"late"}')
+        assert of(actions, Kill) == []
+        assert sorted(who for who, _ in replies(actions)) == [b"\x00client-2", b"\x00client-3"]  # each answered once
+        assert s.in_flight(0.005) == (0, 0, 0.0)
+        assert arrive(s, 4, 0.006)[0].process == first.process
+
 
 class TestTimeLimits:
     def test_a_requests_own_limit_is_a_timer_to_the_millisecond(self) -> None:

@@ -35,7 +35,7 @@ import math
 import re
 from collections import deque
 from dataclasses import dataclass
-from itertools import count
+from itertools import count, islice
 from typing import Any
 
 from ..errors import ErrorCode
@@ -350,7 +350,8 @@ class Scheduler:
         process = self.processes.get(process_id)
         if process is None:
             return self._take()
-        revoking = [job for job in process.jobs if job.revoking]
+        # not the running order: one revoked before, too late, is the one the process runs
+        revoking = [job for job in islice(process.jobs, 1, None) if job.revoking]
         if certain:
             for job in revoking:
                 process.jobs.remove(job)
