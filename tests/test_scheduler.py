@@ -279,6 +279,21 @@ class TestPrefetch:
         [send] = arrive(s, 3, 0.006)  # and the process is free
         assert send.process == first.process
 
+    def test_when_the_process_skips_the_order_it_would_run_next_the_one_behind_runs_from_then(self) -> None:
+        s, _ = started(PoolConfig(workers=1, timeout_s=60))
+        [first] = arrive(s, 1, 0.0)
+        [second] = arrive(s, 2, 0.0, timeout_ms=3)
+        s.time_passed(0.003)
+        assert s.revoked(first.process, False, 0.003) == []
+        [third] = arrive(s, 3, 0.003)  # sent ahead behind the revoked one
+        answer(s, first, 0.004)
+        [(who, reply)] = replies(s.skipped(first.process, second.seq, 0.004))
+        assert who == b"\x00client-2" and "was not run" in reply["error"]["message"]
+        [ahead] = arrive(s, 4, 0.005)  # the third runs since 0.004, not for 50 ms: more may go ahead of it
+        assert ahead.process == first.process and ahead.ahead
+        assert s.time_passed(INSPECT_AFTER_S) == []  # and it is looked at when it has run 50 ms
+        assert s.time_passed(0.004 + INSPECT_AFTER_S) == [Revoke(first.process, ahead.seq, ahead.seq)]
+
     def test_a_certain_revocation_leaves_the_order_the_process_runs(self) -> None:
         # the second order's uncertain revocation came too late: the process runs it, and the
         # later, certain revocation of the third cannot take the second back

@@ -327,9 +327,12 @@ class Scheduler:
         if job is None:
             self._distrust(process, f"order {seq} skipped")
             return self._take()
+        was_running = process.jobs[0] is job
         process.jobs.remove(job)
         if not process.jobs and not process.killing:
             self.idle.append(process)
+        elif was_running and process.jobs:  # it skipped what it was to run next: the one behind runs now
+            self._began(process, process.jobs[0], now)
         if job.answered:  # answered at its requester's limit while it might have run: it did not, and is owed nothing more
             self._abandoned -= 1
             del self._jobs[job.seq]
