@@ -5,6 +5,8 @@ passed, a connection closed, stop — each with the current time passed in, and 
 for the event loop to carry out: spawn, pin, send an order, revoke orders, kill, reply. It
 owns the queue, the prefetch, the time limits and the replacement of processes; the loop owns
 sockets, processes and the clock. Unit tests drive it with a fake clock and no processes.
+Each order and each process is in one named state at a time, and changes it only by a move
+its kind's table holds (`ORDER_MOVES`, `PROCESS_MOVES`).
 
 Rules:
 - An order goes to an idle process, else waits in a queue bounded in orders and in bytes,
@@ -35,8 +37,9 @@ import math
 import re
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from itertools import count, islice
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ..errors import ErrorCode
 from ..jsonrpc import error_reply, inspect_request, invalid
@@ -157,14 +160,112 @@ class Metrics:
     def set_pool_size(self, alive: int, busy: int) -> None: ...
 
 
-# state -----------------------------------------------------------------------------------------
+# states ----------------------------------------------------------------------------------------
+# Every state of an order and of a process, and every move between them, in one table per kind
+# (in the manner of h11's `_state.py`). A state changes only through `_move`, which refuses a
+# move its kind's table does not hold: that is a bug in this module, never bad input. What is
+# data rather than state stays in attributes: which process holds an order, whether its request
+# has been parsed, which order a process was killed for, whether its inspection timer is set.
+
+
+class OrderState(Enum):
+    """Where an order is, from receipt to answer (the moves: `ORDER_MOVES`)."""
+
+    __hash__ = object.__hash__  # Enum's own hashes the name in Python code: `_move` looks states up on every order's path
+
+    RECEIVED = "received"  # has just arrived: queued, given to a process or answered before the event ends
+    QUEUED = "queued"  # waits in the queue for a process
+    SENT_AHEAD = "sent ahead"  # written to a busy process, behind the order it runs
+    RUNNING = "running"  # its process's running order
+    REVOKING = "revoking"  # revoked while its process may have started it: its reply or its skip report will say
+    ANSWERED = "answered"  # answered at its requester's limit while it runs on: its reply is dropped
+    ANSWERED_REVOKING = "answered revoking"  # answered at its requester's limit while REVOKING: its reply or skip ends it
+    DONE = "done"  # answered, or dropped with its client's connection
+
+
+class ProcessState(Enum):
+    """What a worker process is to the pool (the moves: `PROCESS_MOVES`)."""
+
+    __hash__ = object.__hash__
+
+    SPARE = "spare"  # started and kept warm, to take a lost process's place
+    IDLE = "idle"  # in the pool, with no order (in `Scheduler.idle`)
+    BUSY = "busy"  # in the pool, running an order, with orders perhaps sent ahead
+    KILLED = "killed"  # killed by the pool (time limit, stop): what it sent before it died still counts
+    DISTRUSTED = "distrusted"  # sent what was not the reply to its order: killed, and nothing it sends counts
+    EXITED = "exited"  # gone
+
+
+RECEIVED, QUEUED, SENT_AHEAD, RUNNING, REVOKING, ANSWERED, ANSWERED_REVOKING, DONE = OrderState
+SPARE, IDLE, BUSY, KILLED, DISTRUSTED, EXITED = ProcessState
+_ANSWERED = frozenset({ANSWERED, ANSWERED_REVOKING})  # answered early, still held by their process
+_REVOKED = frozenset({REVOKING, ANSWERED_REVOKING})  # revoked: the process may report them skipped
+
+ORDER_MOVES: frozenset[tuple[OrderState, OrderState]] = frozenset({
+    (RECEIVED, RUNNING),  # a process was idle
+    (RECEIVED, QUEUED),  # none was, and the queue has room
+    (RECEIVED, DONE),  # answered BUSY: the queue is full, or the worker is stopping
+    (QUEUED, RUNNING),  # a process is free
+    (QUEUED, SENT_AHEAD),  # a busy process has room behind a running order that is small and not slow
+    (QUEUED, DONE),  # its time limit passed while it waited, its client went, or a forced stop answered it
+    (SENT_AHEAD, RUNNING),  # the order before it was answered
+    (SENT_AHEAD, REVOKING),  # taken back: the order before it turned slow, or its own time limit passed
+    (SENT_AHEAD, QUEUED),  # its process died before it began
+    (SENT_AHEAD, DONE),  # as it went back: its limit had passed; its process was distrusted; a forced stop
+    (RUNNING, ANSWERED),  # its requester's limit passed
+    (RUNNING, DONE),  # its reply; its process died or was killed at the operator's limit; a forced stop
+    (REVOKING, QUEUED),  # skipped, for certain or as the process reported; or its process died first
+    (REVOKING, ANSWERED_REVOKING),  # its requester's limit passed when the process may have started it
+    (REVOKING, DONE),  # its reply (the process had started it); as it went back, its limit had passed; as RUNNING
+    (ANSWERED, DONE),  # its reply, dropped; its process died or was killed
+    (ANSWERED_REVOKING, DONE),  # its reply, dropped; its skip report; its process died or was killed
+})
+
+PROCESS_MOVES: frozenset[tuple[ProcessState, ProcessState]] = frozenset({
+    (SPARE, IDLE),  # takes a lost process's place
+    (SPARE, DISTRUSTED),  # sent anything at all
+    (SPARE, EXITED),
+    (IDLE, BUSY),  # given an order
+    (IDLE, DISTRUSTED),
+    (IDLE, EXITED),
+    (BUSY, IDLE),  # its last order answered, or skipped
+    (BUSY, KILLED),  # its running order reached the operator's limit, or a stop waits for no one's order
+    (BUSY, DISTRUSTED),  # a reply for another order than the one it runs, a skip never asked for, garbage
+    (BUSY, EXITED),  # died
+    (KILLED, DISTRUSTED),  # sent such a thing before it died
+    (KILLED, EXITED),
+    (DISTRUSTED, EXITED),
+})
+
+_MOVES = ORDER_MOVES | PROCESS_MOVES
+
+
+class IllegalMove(RuntimeError):
+    """A state change that `ORDER_MOVES` or `PROCESS_MOVES` does not hold: a bug in the scheduler."""
+
+
+_S = TypeVar("_S", OrderState, ProcessState)
+
+
+class _Stateful(Protocol[_S]):
+    state: _S
+
+
+def _move(thing: _Stateful[_S], to: _S) -> None:
+    """Move an order or a process to state `to`, if its table holds the move."""
+    if (thing.state, to) not in _MOVES:
+        raise IllegalMove(f"{thing!r} cannot move from {thing.state.name} to {to.name}")
+    thing.state = to
+
+
+# what the scheduler keeps ----------------------------------------------------------------------
 
 
 class Job:
     """One order from receipt to answer."""
 
-    __slots__ = ("seq", "envelope", "frame", "received", "deadline", "kill_at", "started", "process", "inspected",
-                 "revoking", "answered", "reply_id", "work_order_id", "workload")
+    __slots__ = ("seq", "envelope", "frame", "received", "deadline", "kill_at", "started", "process", "state",
+                 "inspected", "reply_id", "work_order_id", "workload")
 
     def __init__(self, seq: int, envelope: list[bytes], frame: bytes, received: float, deadline: float, kill_at: float) -> None:
         self.seq = seq
@@ -174,13 +275,15 @@ class Job:
         self.deadline = deadline  # answered by then (the requester's limit, or the operator's)
         self.kill_at = kill_at  # its process is killed if still running it then (the operator's limit)
         self.started = 0.0  # when it became its process's running order
-        self.process: _Process | None = None
-        self.inspected = False
-        self.revoking = False  # revoked while its process may have started it: wait for its word
-        self.answered = False  # answered at the requester's limit while it runs on: its reply is dropped
+        self.process: _Process | None = None  # the process it was given to: set from SENT_AHEAD or RUNNING on
+        self.state = RECEIVED
+        self.inspected = False  # its request has been parsed: slow, failed or answered by us, in whatever state
         self.reply_id: Any = None
         self.work_order_id: str | None = None
         self.workload = "-"
+
+    def __repr__(self) -> str:
+        return f"order {self.seq} ({self.state.name})"
 
     def inspect(self) -> None:
         """Read the request's ids and time limit (once, and only for a slow or failed order)."""
@@ -193,18 +296,19 @@ class Job:
 
 
 class _Process:
-    __slots__ = ("id", "cpu", "jobs", "revoked", "spare", "killing", "timed_out", "untrusted", "inspecting")
+    __slots__ = ("id", "cpu", "state", "jobs", "revoked", "timed_out", "inspecting")
 
-    def __init__(self, id: int, cpu: int | None, spare: bool) -> None:
+    def __init__(self, id: int, cpu: int | None, state: ProcessState) -> None:
         self.id = id
         self.cpu = cpu
+        self.state = state
         self.jobs: deque[Job] = deque()  # the running order, then the ones sent ahead
         self.revoked: set[int] = set()  # revoked orders it will report as skipped
-        self.spare = spare
-        self.killing = False
         self.timed_out: Job | None = None  # the order it was killed for
-        self.untrusted = False  # it sent something that was not the reply to its order
-        self.inspecting = False  # an inspection timer is set for it
+        self.inspecting = False  # an inspection timer is set for it (its entry in `Scheduler._inspections`)
+
+    def __repr__(self) -> str:
+        return f"process {self.id} ({self.state.name})"
 
 
 class Scheduler:
@@ -274,7 +378,7 @@ class Scheduler:
             self._refuse(job, ErrorCode.BUSY, "the worker is shutting down; send this work order elsewhere or later", "busy", now)
         elif self.idle:
             self._admit(job)
-            self._run(self.idle.popleft(), job, now)
+            self._run_on_idle(job, now)
         elif len(self.queue) < self.config.queue_limit and self.queued_bytes + len(frame) <= self.config.queue_bytes_limit:
             self._admit(job)
             self._enqueue(job)
@@ -287,25 +391,28 @@ class Scheduler:
         """Process `process_id` sent a reply for order `seq`: `b"method\\tworkload\\tstatus\\n"`
         followed by the reply frame."""
         process = self.processes.get(process_id)
-        if process is None or process.untrusted:
+        if process is None or process.state is DISTRUSTED:
             return self._take()
         if not process.jobs or process.jobs[0].seq != seq:
             self._distrust(process, f"a reply for order {seq}")
             return self._take()
         job = process.jobs.popleft()
         del self._jobs[seq]
+        answered = job.state in _ANSWERED  # its requester had its answer at its own time limit
+        _move(job, DONE)
         self._service_s += (now - job.started - self._service_s) / 16  # moving average of service time
+        # keep the process busy first: the reply can go out while it works
         if process.jobs:
             self._began(process, process.jobs[0], now)  # the order sent ahead runs now
-        elif not process.killing:
-            self.idle.append(process)
-        if self.queue and not process.killing:  # keep the process busy first: the reply can go out while it works
-            if process.jobs:
+            if self.queue:
                 self._fill_ahead_of(process, now)
-            else:
-                self.idle.pop()
+        elif process.state is BUSY:
+            if self.queue:
                 self._run(process, self._dequeue(), now)
-        if job.answered:  # its requester had its answer at its own time limit
+            else:
+                _move(process, IDLE)
+                self.idle.append(process)
+        if answered:
             self._abandoned -= 1
             return self._take()
         split = payload.index(b"\n")
@@ -318,24 +425,27 @@ class Scheduler:
     def skipped(self, process_id: int, seq: int, now: float) -> list[Action]:
         """Process `process_id` did not run revoked order `seq`."""
         process = self.processes.get(process_id)
-        if process is None or process.untrusted:
+        if process is None or process.state is DISTRUSTED:
             return self._take()
         if seq in process.revoked:
             process.revoked.discard(seq)
             return self._take()
-        job = next((job for job in process.jobs if job.seq == seq and job.revoking), None)
+        job = next((job for job in process.jobs if job.seq == seq and job.state in _REVOKED), None)
         if job is None:
             self._distrust(process, f"order {seq} skipped")
             return self._take()
         was_running = process.jobs[0] is job
         process.jobs.remove(job)
-        if not process.jobs and not process.killing:
-            self.idle.append(process)
-        elif was_running and process.jobs:  # it skipped what it was to run next: the one behind runs now
+        if not process.jobs:
+            if process.state is BUSY:
+                _move(process, IDLE)
+                self.idle.append(process)
+        elif was_running:  # it skipped what it was to run next: the one behind runs now
             self._began(process, process.jobs[0], now)
-        if job.answered:  # answered at its requester's limit while it might have run: it did not, and is owed nothing more
+        if job.state is ANSWERED_REVOKING:  # answered at its requester's limit while it might have run: it did not
             self._abandoned -= 1
             del self._jobs[job.seq]
+            _move(job, DONE)
             self._dispatch_queue(now)
         else:
             self._requeue([job], now)
@@ -344,7 +454,7 @@ class Scheduler:
     def garbled(self, process_id: int, now: float) -> list[Action]:
         """Process `process_id` sent bytes that are not a message."""
         process = self.processes.get(process_id)
-        if process is not None and not process.untrusted:
+        if process is not None and process.state is not DISTRUSTED:
             self._distrust(process, "bytes that are not a message")
         return self._take()
 
@@ -354,7 +464,7 @@ class Scheduler:
         if process is None:
             return self._take()
         # not the running order: one revoked before, too late, is the one the process runs
-        revoking = [job for job in islice(process.jobs, 1, None) if job.revoking]
+        revoking = [job for job in islice(process.jobs, 1, None) if job.state is REVOKING]
         if certain:
             for job in revoking:
                 process.jobs.remove(job)
@@ -367,37 +477,39 @@ class Scheduler:
         process = self.processes.pop(process_id, None)
         if process is None:
             return self._take()
-        if process in self.idle:
+        distrusted = process.state is DISTRUSTED
+        if process.state is IDLE:
             self.idle.remove(process)
-        if process in self._spares:
+        spare = process in self._spares  # a spare that was distrusted stays there until now
+        if spare:
             self._spares.remove(process)
+        _move(process, EXITED)
         jobs = list(process.jobs)
         if jobs:
             first = jobs[0]
             first.inspect()
-            if process.untrusted:
+            if distrusted:
                 reason = "sent a reply that was not for its order"
                 lost = jobs
             else:
                 lost, rest = jobs[:1], jobs[1:]
                 reason = "exceeded its time limit" if process.timed_out is first else how
-                for job in rest:
-                    job.revoking = False
                 self._requeue(rest, now)
             if process.timed_out is first:
                 logger.error("work order %s workload=%r: time limit exceeded, process replaced", first.work_order_id or "-", first.workload)
                 message, status = f"workload {first.workload!r} exceeded its time limit; its process was stopped and replaced", "timeout"
             else:
-                if not (first.answered and self.stopping):  # else stopped by us, for no one
+                if not (first.state in _ANSWERED and self.stopping):  # else stopped by us, for no one
                     logger.error("work order %s workload=%r: worker process %s", first.work_order_id or "-", first.workload, reason)
                 message, status = f"the workload's process {reason} before answering; it was replaced", "error 1"
             for job in lost:
-                if job.answered:  # answered at its requester's limit already
+                if job.state in _ANSWERED:  # answered at its requester's limit already
                     self._abandoned -= 1
                     del self._jobs[job.seq]
+                    _move(job, DONE)
                 else:
                     self._refuse(job, ErrorCode.UNKNOWN_ERROR, message, status, now)
-        if process.spare:
+        if spare:
             self._keep_spares()
         elif not (self.stopping and not self.queue):
             self._replace(process)
@@ -429,6 +541,7 @@ class Scheduler:
                 self.queue.remove(job)
                 self.queued_bytes -= len(job.frame)
                 del self._jobs[job.seq]
+                _move(job, DONE)
         return self._take()
 
     def stop(self, now: float) -> list[Action]:
@@ -441,9 +554,9 @@ class Scheduler:
         process has been given, 1 for the rest — and take no more. The loop then kills the processes."""
         self.stopping = True
         for job in list(self._jobs.values()):
-            if job.answered:
+            if job.state in _ANSWERED:
                 continue
-            if job.process is None:
+            if job.state is QUEUED:
                 self._refuse(job, ErrorCode.BUSY, "the worker was stopped before it ran this work order; "
                              "send it elsewhere or later", "busy", now)
             else:
@@ -459,7 +572,7 @@ class Scheduler:
         """Orders given to a process, orders queued, and the seconds until the last of their
         time limits (inf when an order has none)."""
         queued = len(self.queue)
-        latest = max((job.deadline for job in self._jobs.values() if not job.answered), default=now)
+        latest = max((job.deadline for job in self._jobs.values() if job.state not in _ANSWERED), default=now)
         return len(self._jobs) - self._abandoned - queued, queued, latest - now
 
     @property
@@ -483,14 +596,14 @@ class Scheduler:
         if self._service_s < COALESCE_MIN_SERVICE_S or not self.prefetch:
             return 0.0
         for process in self.processes.values():
-            if not process.spare and len(process.jobs) <= PREFETCH_DEPTH:
+            if len(process.jobs) <= PREFETCH_DEPTH and process.state is not SPARE:
                 return 0.0
         return min(COALESCE_MAX_S, self._service_s)
 
     def report(self) -> None:
         """Pass the queue depth and pool size on to the metrics."""
         if self._reporting:
-            active = sum(not p.spare for p in self.processes.values())
+            active = len(self.processes) - len(self._spares)
             self.metrics.set_queue_depth(len(self.queue))
             self.metrics.set_pool_size(active, active - len(self.idle))
 
@@ -506,7 +619,7 @@ class Scheduler:
         return actions
 
     def _spawn(self, cpu: int | None, spare: bool) -> _Process:
-        process = _Process(next(self._ids), cpu, spare)
+        process = _Process(next(self._ids), cpu, SPARE if spare else IDLE)
         self.processes[process.id] = process
         (self._spares if spare else self.idle).append(process)
         self._actions.append(Spawn(process.id, cpu))
@@ -518,9 +631,10 @@ class Scheduler:
 
     def _replace(self, lost: _Process) -> None:
         """A spare (or a new process) takes the lost one's place and core."""
-        if self._spares:
-            process = self._spares.popleft()
-            process.spare = False
+        process = next((process for process in self._spares if process.state is SPARE), None)
+        if process is not None:
+            self._spares.remove(process)
+            _move(process, IDLE)
             process.cpu = lost.cpu
             self.idle.append(process)
             if lost.cpu is not None:
@@ -560,11 +674,18 @@ class Scheduler:
         """Answer `job` ourselves, with an error."""
         job.inspect()
         self._jobs.pop(job.seq, None)
+        _move(job, DONE)
         self._reply(job.envelope, error_reply(job.reply_id, code, message, job.work_order_id))
         self.metrics.observe("work-order", job.workload, status, now - job.received)
 
+    def _run_on_idle(self, job: Job, now: float) -> None:
+        """Hand `job` to the process idle the longest."""
+        process = self.idle.popleft()
+        _move(process, BUSY)
+        self._run(process, job, now)
+
     def _run(self, process: _Process, job: Job, now: float) -> None:
-        """Hand `job` to idle `process`."""
+        """Hand `job` to busy `process`, which holds no order."""
         job.process = process
         process.jobs.append(job)
         self._began(process, job, now)
@@ -572,7 +693,10 @@ class Scheduler:
 
     def _began(self, process: _Process, job: Job, now: float) -> None:
         """`job` is `process`'s running order from `now`. It is inspected at INSPECT_AFTER_S if
-        orders wait behind it, or if its time limit could lie beyond what was scanned."""
+        orders wait behind it, or if its time limit could lie beyond what was scanned. An order
+        revoked too late stays REVOKING: its process may skip it yet."""
+        if job.state is not REVOKING:
+            _move(job, RUNNING)
         job.started = now
         if now >= job.deadline:  # its timer fired while it waited in the process (revoked too late)
             self._timer(now, job.seq)
@@ -580,6 +704,7 @@ class Scheduler:
             self._inspect_at(process, now + INSPECT_AFTER_S)
 
     def _enqueue(self, job: Job) -> None:
+        _move(job, QUEUED)
         self.queue.append(job)
         self.queued_bytes += len(job.frame)
 
@@ -592,17 +717,17 @@ class Scheduler:
         """Put orders no process has started back at the front of the queue, in order."""
         for job in reversed(jobs):
             job.process = None
-            job.revoking = False
             if now >= job.deadline:
                 self._refuse(job, ErrorCode.UNKNOWN_ERROR, "the work order waited past its time limit; it was not run", "timeout", now)
                 continue
+            _move(job, QUEUED)
             self.queue.appendleft(job)
             self.queued_bytes += len(job.frame)
         self._dispatch_queue(now)
 
     def _dispatch_queue(self, now: float) -> None:
         while self.queue and self.idle:
-            self._run(self.idle.popleft(), self._dequeue(), now)
+            self._run_on_idle(self._dequeue(), now)
         self._fill_ahead(now)
 
     def _fill_ahead(self, now: float) -> None:
@@ -614,15 +739,16 @@ class Scheduler:
     def _fill_ahead_of(self, process: _Process, now: float) -> None:
         """Send small queued orders ahead to a busy process, up to PREFETCH_DEPTH, unless its
         running order is slow or large (leave them for a free process)."""
-        if not (self.prefetch and process.jobs) or process.killing or process.untrusted:
+        if not self.prefetch or process.state is not BUSY:
             return
         running = process.jobs[0]
-        if running.inspected or running.revoking or len(running.frame) > PREFETCH_MAX_BYTES or now - running.started >= INSPECT_AFTER_S:
+        if running.state is not RUNNING or running.inspected or len(running.frame) > PREFETCH_MAX_BYTES or now - running.started >= INSPECT_AFTER_S:
             return
         queue = self.queue
         alone = len(process.jobs) == 1
         while queue and len(process.jobs) <= PREFETCH_DEPTH and len(queue[0].frame) <= PREFETCH_MAX_BYTES:
             job = self._dequeue()
+            _move(job, SENT_AHEAD)
             job.process = process
             process.jobs.append(job)
             self._actions.append(Send(process.id, job.seq, job.frame, ahead=True))
@@ -631,22 +757,22 @@ class Scheduler:
 
     def _check(self, job: Job, now: float) -> None:
         """A timer of `job` is due."""
-        process = job.process
+        state, process = job.state, job.process
         if process is None:  # queued
             if now >= job.deadline:
                 self.queue.remove(job)
                 self.queued_bytes -= len(job.frame)
                 self._refuse(job, ErrorCode.UNKNOWN_ERROR, "the work order waited past its time limit; it was not run", "timeout", now)
             return
-        if process.killing:
+        if process.state is not BUSY:  # killed: its exit answers for its orders
             return
-        if process.jobs[0] is job:
+        if process.jobs[0] is job:  # it runs, or may (REVOKING): only the operator's limit stops it
             if now >= job.kill_at:
                 process.timed_out = job
                 self._kill(process)
-            elif now >= job.deadline and not job.answered:
+            elif now >= job.deadline and state not in _ANSWERED:
                 self._answer_early(job, now)
-        elif now >= job.deadline and not job.revoking:  # sent ahead, not started: take it and those behind back
+        elif now >= job.deadline and state is SENT_AHEAD:  # not started: take it and those behind back
             at = process.jobs.index(job)
             self._revoke(process, list(process.jobs)[at:])
 
@@ -654,7 +780,7 @@ class Scheduler:
         """`process`'s inspection timer is due: if its running order has run INSPECT_AFTER_S, read
         its ids and its own time limit, and take back the orders waiting behind it; if a newer
         order runs, look again when that one has run as long."""
-        if process.killing or not process.jobs:
+        if process.state is not BUSY:
             return
         running = process.jobs[0]
         if running.inspected:
@@ -669,14 +795,14 @@ class Scheduler:
             self._check(running, now)
         elif running.deadline < running.kill_at:
             self._timer(running.deadline, running.seq)
-        if len(process.jobs) > 1 and not process.killing:  # don't leave orders behind a slow one
+        if len(process.jobs) > 1 and process.state is BUSY:  # don't leave orders behind a slow one
             self._revoke(process, list(process.jobs)[1:])
 
     def _answer_early(self, job: Job, now: float) -> None:
         """The requester's own limit has passed while `job` runs: answer it now, and let the
         process run on to the operator's limit (`kill_at`), when a timer kills it."""
         job.inspect()
-        job.answered = True
+        _move(job, ANSWERED if job.state is RUNNING else ANSWERED_REVOKING)
         self._abandoned += 1
         logger.warning("work order %s workload=%r: the requester's time limit passed; answered, its process runs on",
                        job.work_order_id or "-", job.workload)
@@ -686,24 +812,26 @@ class Scheduler:
         self.metrics.observe("work-order", job.workload, "timeout", now - job.received)
 
     def _revoke(self, process: _Process, jobs: list[Job]) -> None:
-        jobs = [job for job in jobs if not job.revoking]
+        jobs = [job for job in jobs if job.state is SENT_AHEAD]
         if jobs:
             for job in jobs:
-                job.revoking = True
+                _move(job, REVOKING)
             self._actions.append(Revoke(process.id, jobs[0].seq, jobs[-1].seq))
 
     def _kill(self, process: _Process) -> None:
-        if process.killing:
-            return
-        process.killing = True
-        if process in self.idle:
-            self.idle.remove(process)
-        self._actions.append(Kill(process.id))
+        """Kill `process` if it is busy (a killed one is on its way out)."""
+        if process.state is BUSY:
+            _move(process, KILLED)
+            self._actions.append(Kill(process.id))
 
     def _distrust(self, process: _Process, what: str) -> None:
         logger.error("worker process %d sent %s, which is not the reply to its order: stopping it", process.id, what)
-        process.untrusted = True
-        self._kill(process)
+        killed = process.state is KILLED
+        if process.state is IDLE:
+            self.idle.remove(process)
+        _move(process, DISTRUSTED)
+        if not killed:
+            self._actions.append(Kill(process.id))
 
 
 def scan_timeout_ms(frame: bytes) -> int | None:
