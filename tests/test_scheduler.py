@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from avalon_worker._internal import scheduler
 from avalon_worker._internal.scheduler import (
     COALESCE_MAX_S,
     INSPECT_AFTER_S,
+    ORDER_MOVES,
     PREFETCH_DEPTH,
     PREFETCH_MAX_BYTES,
+    PROCESS_MOVES,
+    IllegalMove,
+    Job,
     Kill,
     Metrics,
+    OrderState,
     Pin,
     PoolConfig,
+    ProcessState,
     Reply,
     Revoke,
     Scheduler,
     Send,
     Spawn,
+    _move,
+    _Process,
     scan_timeout_ms,
 )
 from avalon_worker.jsonrpc import inspect_request
@@ -537,3 +547,267 @@ class TestRequestReading:
     def test_unreadable_requests_give_what_can_be_read(self, frame: bytes) -> None:
         reply_id, work_order_id, workload, timeout = inspect_request(frame)
         assert (work_order_id, workload, timeout) == (None, "-", None)
+
+
+# states ------------------------------------------------------------------------------------------
+# One short scenario per move of the state tables (some make several): `SCENARIOS` below maps every
+# move to the scenario that makes it, and TestStates checks that it does.
+
+OS, PS = OrderState, ProcessState
+
+
+def _an_order_to_an_idle_process() -> None:
+    s, _ = started(PoolConfig(workers=1))
+    arrive(s, 1, 0.0)
+
+
+def _one_queued() -> tuple[Scheduler, Send]:
+    """One process runs an order and a second waits in the queue."""
+    s, _ = started(PoolConfig(workers=1, prefetch=False))
+    [first] = arrive(s, 1, 0.0)
+    arrive(s, 2, 0.0)
+    return s, first
+
+
+def _received_to_done() -> None:
+    s, _ = started(PoolConfig(workers=1))
+    s.stop(0.0)
+    arrive(s, 1, 0.0)
+
+
+def _queued_to_running() -> None:
+    s, first = _one_queued()
+    answer(s, first, 0.1)
+
+
+def _queued_to_done() -> None:
+    s, _ = _one_queued()
+    s.connection_closed(b"\x00client-2", 0.0)
+
+
+def _one_sent_ahead() -> tuple[Scheduler, Send]:
+    """One process runs an order with a second sent ahead of it."""
+    s, _ = started(PoolConfig(workers=1))
+    [first] = arrive(s, 1, 0.0)
+    arrive(s, 2, 0.0)
+    return s, first
+
+
+def _sent_ahead_to_running() -> None:
+    s, first = _one_sent_ahead()
+    answer(s, first, 0.01)
+
+
+def _sent_ahead_to_revoking() -> None:
+    s, _ = _one_sent_ahead()
+    s.time_passed(INSPECT_AFTER_S)
+
+
+def _sent_ahead_to_queued() -> None:
+    s, first = _one_sent_ahead()
+    s.exited(first.process, "exited with status 3", 0.01)
+
+
+def _sent_ahead_to_done() -> None:
+    s, first = _one_sent_ahead()
+    s.garbled(first.process, 0.01)
+    s.exited(first.process, "was killed by SIGKILL", 0.01)
+
+
+def _running_to_answered() -> None:
+    s, _ = started(PoolConfig(workers=1, timeout_s=60))
+    arrive(s, 1, 0.0, timeout_ms=1)
+    s.time_passed(0.001)
+
+
+def _an_order_answered() -> None:
+    s, _ = started(PoolConfig(workers=1))
+    [send] = arrive(s, 1, 0.0)
+    answer(s, send, 0.01)
+
+
+def _revoking_to_queued() -> None:
+    s, first = _one_sent_ahead()
+    s.time_passed(INSPECT_AFTER_S)
+    s.revoked(first.process, True, INSPECT_AFTER_S)
+
+
+def _revoked_too_late(s: Scheduler) -> tuple[Send, Send]:
+    """The second order is revoked at its limit, uncertainly, then heads its process's orders."""
+    [first] = arrive(s, 1, 0.0)
+    [second] = arrive(s, 2, 0.0, timeout_ms=3)
+    s.time_passed(0.003)
+    s.revoked(first.process, False, 0.003)
+    answer(s, first, 0.004)
+    return first, second
+
+
+def _revoking_to_answered_revoking() -> None:
+    s, _ = started(PoolConfig(workers=1, timeout_s=60))
+    _revoked_too_late(s)
+    s.time_passed(0.004)
+
+
+def _revoking_to_done() -> None:
+    s, _ = started(PoolConfig(workers=1, timeout_s=60))
+    _, second = _revoked_too_late(s)
+    answer(s, second, 0.004)  # it had started it: its reply came before its limit was acted on
+
+
+def _answered_to_done() -> None:
+    s, _ = started(PoolConfig(workers=1, timeout_s=60))
+    [send] = arrive(s, 1, 0.0, timeout_ms=1)
+    s.time_passed(0.001)
+    answer(s, send, 0.5)
+
+
+def _answered_revoking_to_done() -> None:
+    s, _ = started(PoolConfig(workers=1, timeout_s=60))
+    first, second = _revoked_too_late(s)
+    s.time_passed(0.004)
+    s.skipped(first.process, second.seq, 0.005)
+
+
+def _a_busy_process_dies() -> None:
+    s, _ = started(PoolConfig(workers=1))
+    [send] = arrive(s, 1, 0.0)
+    s.exited(send.process, "exited with status 3", 0.01)  # the spare takes its place
+
+
+def _the_idle_process_and_the_spare_send_garbage() -> None:
+    s, spawned = started(PoolConfig(workers=1))
+    for spawn in reversed(spawned):  # the spare first, or it would take the idle one's place
+        s.garbled(spawn.process, 0.0)
+
+
+def _the_idle_process_and_the_spare_die() -> None:
+    s, spawned = started(PoolConfig(workers=1))
+    for spawn in reversed(spawned):  # the spare first, or it would take the idle one's place
+        s.exited(spawn.process, "was killed by SIGSEGV", 0.0)
+
+
+def _busy_to_killed() -> None:
+    s, _ = started(PoolConfig(workers=1, timeout_s=1))
+    arrive(s, 1, 0.0)
+    s.time_passed(1.0)
+
+
+def _busy_to_distrusted() -> None:
+    s, _ = started(PoolConfig(workers=1))
+    [send] = arrive(s, 1, 0.0)
+    s.replied(send.process, send.seq + 1, META, 0.01)
+
+
+def _killed_to_distrusted() -> None:
+    s, _ = started(PoolConfig(workers=1, timeout_s=1))
+    [send] = arrive(s, 1, 0.0)
+    s.time_passed(1.0)
+    s.skipped(send.process, send.seq, 1.0)  # read from it after the kill: never revoked
+
+
+def _killed_to_exited() -> None:
+    s, _ = started(PoolConfig(workers=1, timeout_s=1))
+    [send] = arrive(s, 1, 0.0)
+    s.time_passed(1.0)
+    s.exited(send.process, "was killed by SIGKILL", 1.0)
+
+
+def _distrusted_to_exited() -> None:
+    s, _ = started(PoolConfig(workers=1))
+    [send] = arrive(s, 1, 0.0)
+    s.garbled(send.process, 0.0)
+    s.exited(send.process, "was killed by SIGKILL", 0.0)
+
+
+SCENARIOS = {
+    (OS.RECEIVED, OS.RUNNING): _an_order_to_an_idle_process,
+    (OS.RECEIVED, OS.QUEUED): _one_queued,
+    (OS.RECEIVED, OS.DONE): _received_to_done,
+    (OS.QUEUED, OS.RUNNING): _queued_to_running,
+    (OS.QUEUED, OS.SENT_AHEAD): _one_sent_ahead,
+    (OS.QUEUED, OS.DONE): _queued_to_done,
+    (OS.SENT_AHEAD, OS.RUNNING): _sent_ahead_to_running,
+    (OS.SENT_AHEAD, OS.REVOKING): _sent_ahead_to_revoking,
+    (OS.SENT_AHEAD, OS.QUEUED): _sent_ahead_to_queued,
+    (OS.SENT_AHEAD, OS.DONE): _sent_ahead_to_done,
+    (OS.RUNNING, OS.ANSWERED): _running_to_answered,
+    (OS.RUNNING, OS.DONE): _an_order_answered,
+    (OS.REVOKING, OS.QUEUED): _revoking_to_queued,
+    (OS.REVOKING, OS.ANSWERED_REVOKING): _revoking_to_answered_revoking,
+    (OS.REVOKING, OS.DONE): _revoking_to_done,
+    (OS.ANSWERED, OS.DONE): _answered_to_done,
+    (OS.ANSWERED_REVOKING, OS.DONE): _answered_revoking_to_done,
+    (PS.SPARE, PS.IDLE): _a_busy_process_dies,
+    (PS.SPARE, PS.DISTRUSTED): _the_idle_process_and_the_spare_send_garbage,
+    (PS.SPARE, PS.EXITED): _the_idle_process_and_the_spare_die,
+    (PS.IDLE, PS.BUSY): _an_order_to_an_idle_process,
+    (PS.IDLE, PS.DISTRUSTED): _the_idle_process_and_the_spare_send_garbage,
+    (PS.IDLE, PS.EXITED): _the_idle_process_and_the_spare_die,
+    (PS.BUSY, PS.IDLE): _an_order_answered,
+    (PS.BUSY, PS.KILLED): _busy_to_killed,
+    (PS.BUSY, PS.DISTRUSTED): _busy_to_distrusted,
+    (PS.BUSY, PS.EXITED): _a_busy_process_dies,
+    (PS.KILLED, PS.DISTRUSTED): _killed_to_distrusted,
+    (PS.KILLED, PS.EXITED): _killed_to_exited,
+    (PS.DISTRUSTED, PS.EXITED): _distrusted_to_exited,
+}
+
+
+@pytest.fixture
+def moves(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, object]]:
+    """Every move the scheduler makes, in order (each still made, and checked, by `_move`)."""
+    made: list[tuple[object, object]] = []
+
+    def recording(thing: Any, to: Any) -> None:
+        before = thing.state
+        _move(thing, to)
+        made.append((before, to))
+
+    monkeypatch.setattr(scheduler, "_move", recording)
+    return made
+
+
+class TestStates:
+    def test_every_move_of_the_tables_has_a_scenario_here(self) -> None:
+        assert set(SCENARIOS) == ORDER_MOVES | PROCESS_MOVES
+
+    @pytest.mark.parametrize("move", list(SCENARIOS), ids=lambda move: f"{move[0].name}->{move[1].name}")
+    def test_each_move_is_made_by_its_scenario(self, move: tuple[Any, Any], moves: list) -> None:
+        SCENARIOS[move]()
+        assert move in moves
+
+    @pytest.mark.parametrize("kind, table", [(OrderState, ORDER_MOVES), (ProcessState, PROCESS_MOVES)])
+    def test_every_other_move_raises_and_changes_nothing(self, kind: type, table: frozenset) -> None:
+        thing = Job(1, client(1), request(1), 0.0, 1.0, 1.0) if kind is OrderState else _Process(1, None, ProcessState.IDLE)
+        refused = 0
+        for before in kind:
+            for to in kind:
+                if (before, to) in table:
+                    continue
+                thing.state = before
+                with pytest.raises(IllegalMove, match=f"from {before.name} to {to.name}"):
+                    _move(thing, to)
+                assert thing.state is before
+                refused += 1
+        assert refused == len(kind) ** 2 - len(table)
+
+    def test_a_move_from_one_kind_to_the_other_raises(self) -> None:
+        with pytest.raises(IllegalMove):
+            _move(Job(1, client(1), request(1), 0.0, 1.0, 1.0), ProcessState.IDLE)  # type: ignore[arg-type]
+
+    def test_states_mirror_the_lists_that_hold_them(self, moves: list) -> None:
+        # orders through the queue, ahead, a slow one's revocation, a death and its replacement
+        s, spawned = started(PoolConfig(workers=2, timeout_s=60))
+        sends = [send for n in range(1, 9) for send in of(arrive(s, n, 0.0), Send)]
+        s.time_passed(INSPECT_AFTER_S)
+        s.revoked(sends[0].process, True, INSPECT_AFTER_S)
+        s.exited(sends[1].process, "exited with status 3", 0.06)
+        for process in s.processes.values():
+            assert (process.state is ProcessState.IDLE) == (process in s.idle)
+            assert (process.state is ProcessState.SPARE) == (process in s._spares)
+            assert (process.state is ProcessState.BUSY) == bool(process.jobs)
+            for at, job in enumerate(process.jobs):
+                assert job.process is process
+                assert job.state in ((OrderState.RUNNING,) if at == 0 else (OrderState.SENT_AHEAD, OrderState.REVOKING))
+        assert all((job.state is OrderState.QUEUED) == (job in s.queue) for job in s._jobs.values())
+        assert len(moves) > 20
