@@ -304,6 +304,19 @@ class TestPrefetch:
         assert s.time_passed(INSPECT_AFTER_S) == []  # and it is looked at when it has run 50 ms
         assert s.time_passed(0.004 + INSPECT_AFTER_S) == [Revoke(first.process, ahead.seq, ahead.seq)]
 
+    def test_orders_go_ahead_in_sequence_so_that_a_revocation_names_exactly_the_ones_taken_back(self) -> None:
+        # a process holds its orders in rising sequence: a Revoke's range [first, last] is what
+        # the process skips, and an order requeued from a dead process is older than the rest
+        s, _ = started(PoolConfig(workers=2, spares=0, timeout_s=60))
+        sends = [send for n in range(1, 7) for send in of(arrive(s, n, 0.0), Send)]
+        [late] = arrive(s, 7, 0.0, timeout_ms=5)
+        dead, other = sends[0].process, late.process
+        assert dead != other and [send.process for send in sends].count(dead) == 5
+        actions = s.exited(dead, "exited with status 3", 0.001)
+        assert all(send.process != other for send in of(actions, Send))  # older than what it holds: not ahead of it
+        [revoke] = of(s.time_passed(0.005), Revoke)
+        assert revoke == Revoke(other, late.seq, late.seq)
+
     def test_a_certain_revocation_leaves_the_order_the_process_runs(self) -> None:
         # the second order's uncertain revocation came too late: the process runs it, and the
         # later, certain revocation of the third cannot take the second back

@@ -738,21 +738,24 @@ class Scheduler:
 
     def _fill_ahead_of(self, process: _Process, now: float) -> None:
         """Send small queued orders ahead to a busy process, up to PREFETCH_DEPTH, unless its
-        running order is slow or large (leave them for a free process)."""
+        running order is slow or large (leave them for a free process). Only orders newer than
+        its last go: a process holds its orders in rising sequence, so that a `Revoke` of the
+        tail of them (`first`…`last`) names no other (an order requeued from a dead process is
+        older than those queued after it, and waits for a free process instead)."""
         if not self.prefetch or process.state is not BUSY:
             return
         running = process.jobs[0]
         if running.state is not RUNNING or running.inspected or len(running.frame) > PREFETCH_MAX_BYTES or now - running.started >= INSPECT_AFTER_S:
             return
-        queue = self.queue
-        alone = len(process.jobs) == 1
-        while queue and len(process.jobs) <= PREFETCH_DEPTH and len(queue[0].frame) <= PREFETCH_MAX_BYTES:
+        queue, jobs = self.queue, process.jobs
+        alone = len(jobs) == 1
+        while queue and len(jobs) <= PREFETCH_DEPTH and len(queue[0].frame) <= PREFETCH_MAX_BYTES and queue[0].seq > jobs[-1].seq:
             job = self._dequeue()
             _move(job, SENT_AHEAD)
             job.process = process
-            process.jobs.append(job)
+            jobs.append(job)
             self._actions.append(Send(process.id, job.seq, job.frame, ahead=True))
-        if alone and len(process.jobs) > 1:  # orders wait behind it now: look at it if it turns slow
+        if alone and len(jobs) > 1:  # orders wait behind it now: look at it if it turns slow
             self._inspect_at(process, running.started + INSPECT_AFTER_S)
 
     def _check(self, job: Job, now: float) -> None:
