@@ -237,7 +237,8 @@ PROCESS_MOVES: frozenset[tuple[ProcessState, ProcessState]] = frozenset({
     (DISTRUSTED, EXITED),
 })
 
-_MOVES = ORDER_MOVES | PROCESS_MOVES
+# the tables by state of departure, for `_move`: a dict and a set lookup, no tuple built per move
+_NEXT = {state: frozenset(to for at, to in ORDER_MOVES | PROCESS_MOVES if at is state) for state in (*OrderState, *ProcessState)}
 
 
 class IllegalMove(RuntimeError):
@@ -253,7 +254,7 @@ class _Stateful(Protocol[_S]):
 
 def _move(thing: _Stateful[_S], to: _S) -> None:
     """Move an order or a process to state `to`, if its table holds the move."""
-    if (thing.state, to) not in _MOVES:
+    if to not in _NEXT[thing.state]:
         raise IllegalMove(f"{thing!r} cannot move from {thing.state.name} to {to.name}")
     thing.state = to
 
@@ -353,21 +354,21 @@ class Scheduler:
 
     def message_arrived(self, parts: list[bytes], now: float) -> list[Action]:
         """A client's message, led by its routing id (as the router yields it)."""
+        limit = self.config.max_request_bytes
         if len(parts) == 2 and parts[1]:  # a DEALER's one frame, no delimiter: the common case
-            envelope, body = parts[:1], parts[1:]
+            envelope, frame = parts[:1], parts[1]
+            if len(frame) > limit:
+                return self._too_large(envelope, len(frame))
         else:
             split = next((i for i, part in enumerate(parts) if not part), 0)
             envelope, body = parts[: split + 1], parts[split + 1 :]
-        size = len(body[0]) if len(body) == 1 else sum(len(part) for part in body)
-        limit = self.config.max_request_bytes
-        if size > limit:
-            message = f"request is {size} bytes; this worker accepts at most {limit} (see --max-request-bytes)"
-            self._reply(envelope, invalid(None, message))
-            return self._take()
-        if len(body) != 1:
-            self._reply(envelope, invalid(None, "send each request as one frame"))
-            return self._take()
-        frame = body[0]
+            size = sum(len(part) for part in body)
+            if size > limit:
+                return self._too_large(envelope, size)
+            if len(body) != 1:
+                self._reply(envelope, invalid(None, "send each request as one frame"))
+                return self._take()
+            frame = body[0]
         kill_at = deadline = now + self.timeout_s
         if not self.inline:
             timeout_ms = scan_timeout_ms(frame)
@@ -381,7 +382,9 @@ class Scheduler:
             self._run_on_idle(job, now)
         elif len(self.queue) < self.config.queue_limit and self.queued_bytes + len(frame) <= self.config.queue_bytes_limit:
             self._admit(job)
-            self._enqueue(job)
+            _move(job, QUEUED)
+            self.queue.append(job)
+            self.queued_bytes += len(frame)
             self._fill_ahead(now)
         else:
             self._refuse(job, ErrorCode.BUSY, "the worker is busy (its queue is full); try again later", "busy", now)
@@ -393,17 +396,18 @@ class Scheduler:
         process = self.processes.get(process_id)
         if process is None or process.state is DISTRUSTED:
             return self._take()
-        if not process.jobs or process.jobs[0].seq != seq:
+        jobs = process.jobs
+        if not jobs or jobs[0].seq != seq:
             self._distrust(process, f"a reply for order {seq}")
             return self._take()
-        job = process.jobs.popleft()
+        job = jobs.popleft()
         del self._jobs[seq]
         answered = job.state in _ANSWERED  # its requester had its answer at its own time limit
         _move(job, DONE)
         self._service_s += (now - job.started - self._service_s) / 16  # moving average of service time
         # keep the process busy first: the reply can go out while it works
-        if process.jobs:
-            self._began(process, process.jobs[0], now)  # the order sent ahead runs now
+        if jobs:
+            self._began(process, jobs[0], now)  # the order sent ahead runs now
             if self.queue:
                 self._fill_ahead_of(process, now)
         elif process.state is BUSY:
@@ -416,7 +420,7 @@ class Scheduler:
             self._abandoned -= 1
             return self._take()
         split = payload.index(b"\n")
-        self._reply(job.envelope, memoryview(payload)[split + 1 :])
+        self._actions.append(Reply(job.envelope, memoryview(payload)[split + 1 :]))  # not _reply: one call fewer per order
         if self._reporting:
             method, workload, status = bytes(payload[:split]).decode().split("\t")
             self.metrics.observe(method, workload, status, now - job.received)
@@ -587,8 +591,14 @@ class Scheduler:
             limits.popleft()
         while timers and timers[0][1] not in jobs:
             heapq.heappop(timers)
-        due = [queue[0][0] for queue in (limits, timers, self._inspections) if queue]
-        return min(due) if due else None
+        # the earliest of the three heads, without a list: this runs on every turn of the loop
+        due = limits[0][0] if limits else None
+        if timers and (due is None or timers[0][0] < due):
+            due = timers[0][0]
+        inspections = self._inspections
+        if inspections and (due is None or inspections[0][0] < due):
+            due = inspections[0][0]
+        return due
 
     def coalesce_s(self) -> float:
         """How long the loop may let events gather before it polls: under saturation, a moment,
@@ -670,6 +680,12 @@ class Scheduler:
     def _reply(self, envelope: list[bytes], frame: bytes | bytearray | memoryview) -> None:
         self._actions.append(Reply(envelope, frame))
 
+    def _too_large(self, envelope: list[bytes], size: int) -> list[Action]:
+        """Refuse a request of `size` bytes, over --max-request-bytes, unread."""
+        limit = self.config.max_request_bytes
+        self._reply(envelope, invalid(None, f"request is {size} bytes; this worker accepts at most {limit} (see --max-request-bytes)"))
+        return self._take()
+
     def _refuse(self, job: Job, code: ErrorCode, message: str, status: str, now: float) -> None:
         """Answer `job` ourselves, with an error."""
         job.inspect()
@@ -700,13 +716,8 @@ class Scheduler:
         job.started = now
         if now >= job.deadline:  # its timer fired while it waited in the process (revoked too late)
             self._timer(now, job.seq)
-        if not self.inline and not job.inspected and (len(process.jobs) > 1 or len(job.frame) > _SCAN_BYTES):
+        if not (process.inspecting or self.inline or job.inspected) and (len(process.jobs) > 1 or len(job.frame) > _SCAN_BYTES):
             self._inspect_at(process, now + INSPECT_AFTER_S)
-
-    def _enqueue(self, job: Job) -> None:
-        _move(job, QUEUED)
-        self.queue.append(job)
-        self.queued_bytes += len(job.frame)
 
     def _dequeue(self) -> Job:
         job = self.queue.popleft()
@@ -750,7 +761,8 @@ class Scheduler:
         queue, jobs = self.queue, process.jobs
         alone = len(jobs) == 1
         while queue and len(jobs) <= PREFETCH_DEPTH and len(queue[0].frame) <= PREFETCH_MAX_BYTES and queue[0].seq > jobs[-1].seq:
-            job = self._dequeue()
+            job = queue.popleft()  # not _dequeue: one call fewer per order
+            self.queued_bytes -= len(job.frame)
             _move(job, SENT_AHEAD)
             job.process = process
             jobs.append(job)
