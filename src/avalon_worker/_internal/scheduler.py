@@ -11,8 +11,9 @@ its kind's table holds (`ORDER_MOVES`, `PROCESS_MOVES`).
 Rules:
 - An order goes to an idle process, else waits in a queue bounded in orders and in bytes,
   else is answered BUSY (8). While stopping, new orders are answered BUSY and the rest finish.
-- A busy process may hold up to PREFETCH_DEPTH small orders behind the one it runs. If the
-  running order turns slow (INSPECT_AFTER_S), those are revoked and go to the next free process.
+- A busy process may hold up to PREFETCH_DEPTH small orders behind the one it runs, each newer
+  than those it holds. If the running order turns slow (INSPECT_AFTER_S), those are revoked
+  and go to the next free process.
   A process has one inspection timer at a time, moved on to its next running order when it
   fires too early for that one: not one timer per order.
 - Every order carries a sequence number; a reply must echo the number of the order its process
@@ -216,7 +217,7 @@ ORDER_MOVES: frozenset[tuple[OrderState, OrderState]] = frozenset({
     (RUNNING, DONE),  # its reply; its process died or was killed at the operator's limit; a forced stop
     (REVOKING, QUEUED),  # skipped, for certain or as the process reported; or its process died first
     (REVOKING, ANSWERED_REVOKING),  # its requester's limit passed when the process may have started it
-    (REVOKING, DONE),  # its reply (the process had started it); as it went back, its limit had passed; as RUNNING
+    (REVOKING, DONE),  # its reply (it had started); its limit passed as it went back; its process died; a forced stop
     (ANSWERED, DONE),  # its reply, dropped; its process died or was killed
     (ANSWERED_REVOKING, DONE),  # its reply, dropped; its skip report; its process died or was killed
 })
@@ -226,7 +227,7 @@ PROCESS_MOVES: frozenset[tuple[ProcessState, ProcessState]] = frozenset({
     (SPARE, DISTRUSTED),  # sent anything at all
     (SPARE, EXITED),
     (IDLE, BUSY),  # given an order
-    (IDLE, DISTRUSTED),
+    (IDLE, DISTRUSTED),  # sent anything at all
     (IDLE, EXITED),
     (BUSY, IDLE),  # its last order answered, or skipped
     (BUSY, KILLED),  # its running order reached the operator's limit, or a stop waits for no one's order
