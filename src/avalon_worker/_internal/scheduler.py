@@ -360,10 +360,13 @@ class Scheduler:
             envelope, frame = parts[:1], parts[1]
             if len(frame) > limit:
                 return self._too_large(envelope, len(frame))
-        else:
-            split = next((i for i, part in enumerate(parts) if not part), 0)
+        else:  # an envelope, an empty delimiter, the body (REQ clients, or DEALERs that tag requests)
+            try:
+                split = parts.index(b"")
+            except ValueError:  # no delimiter: the routing id, then the body
+                split = 0
             envelope, body = parts[: split + 1], parts[split + 1 :]
-            size = sum(len(part) for part in body)
+            size = len(body[0]) if len(body) == 1 else sum(len(part) for part in body)
             if size > limit:
                 return self._too_large(envelope, size)
             if len(body) != 1:
@@ -607,7 +610,7 @@ class Scheduler:
         if self._service_s < COALESCE_MIN_SERVICE_S or not self.prefetch:
             return 0.0
         for process in self.processes.values():
-            if len(process.jobs) <= PREFETCH_DEPTH and process.state is not SPARE:
+            if process.state is not SPARE and len(process.jobs) <= PREFETCH_DEPTH:
                 return 0.0
         return min(COALESCE_MAX_S, self._service_s)
 
