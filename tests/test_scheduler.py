@@ -808,6 +808,13 @@ class TestStates:
         with pytest.raises(IllegalMove):
             _move(Job(1, client(1), request(1), 0.0, 1.0, 1.0), ProcessState.IDLE)  # type: ignore[arg-type]
 
+    def test_an_illegal_move_says_it_is_a_bug_and_which_move(self) -> None:
+        with pytest.raises(IllegalMove) as raised:
+            _move(_Process(7, None, ProcessState.EXITED), ProcessState.IDLE)
+        assert raised.value.diagnostics().splitlines() == [
+            "process 7 (EXITED) cannot move from EXITED to IDLE",
+            "  hint: this is a bug in the worker's scheduler, not in any request: please report it with this message"]
+
     def test_states_mirror_the_lists_that_hold_them(self, moves: list) -> None:
         # orders through the queue, ahead, a slow one's revocation, a death and its replacement
         s, spawned = started(PoolConfig(workers=2, timeout_s=60))

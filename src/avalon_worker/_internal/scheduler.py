@@ -42,7 +42,7 @@ from enum import Enum
 from itertools import count, islice
 from typing import Any, Protocol, TypeVar
 
-from ..errors import ErrorCode
+from ..errors import Error, ErrorCode
 from ..jsonrpc import error_reply, inspect_request, invalid
 
 logger = logging.getLogger(__name__)
@@ -242,8 +242,10 @@ PROCESS_MOVES: frozenset[tuple[ProcessState, ProcessState]] = frozenset({
 _NEXT = {state: frozenset(to for at, to in ORDER_MOVES | PROCESS_MOVES if at is state) for state in (*OrderState, *ProcessState)}
 
 
-class IllegalMove(RuntimeError):
+class IllegalMove(Error):
     """A state change that `ORDER_MOVES` or `PROCESS_MOVES` does not hold: a bug in the scheduler."""
+
+    hint = "this is a bug in the worker's scheduler, not in any request: please report it with this message"
 
 
 _S = TypeVar("_S", OrderState, ProcessState)
