@@ -258,7 +258,7 @@ class _Stateful(Protocol[_S]):
 def _move(thing: _Stateful[_S], to: _S) -> None:
     """Move an order or a process to state `to`, if its table holds the move."""
     if to not in _NEXT[thing.state]:
-        raise IllegalMove(f"{thing!r} cannot move from {thing.state.name} to {to.name}")
+        raise IllegalMove(f"{thing!r} cannot move to {to.name}")
     thing.state = to
 
 
