@@ -137,6 +137,16 @@ class TestDispatch:
         [(_, two)] = replies(s.message_arrived([*client(1), b"a", b"b"], 0.0))
         assert "one frame" in two["error"]["message"]
 
+    def test_a_dealers_request_without_a_delimiter_is_answered_to_its_routing_id_alone(self) -> None:
+        s, _ = started(PoolConfig(workers=1, max_request_bytes=len(request(1))))
+        [send] = s.message_arrived([b"\x00dealer", request(1)], 0.0)
+        [reply] = of(answer(s, send, 0.01), Reply)
+        assert reply.envelope == [b"\x00dealer"]
+        [(_, big)] = replies(s.message_arrived([b"\x00dealer", request(10)], 0.0))
+        assert "request is" in big["error"]["message"]
+        [(_, two)] = replies(s.message_arrived([b"\x00dealer", b"a", b"b"], 0.0))
+        assert "one frame" in two["error"]["message"]
+
     def test_orders_queue_then_go_out_in_arrival_order(self) -> None:
         s, _ = started(PoolConfig(workers=1, prefetch=False))
         [first] = arrive(s, 1, 0.0)
