@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build Gramine v1.9 (the `gramine-direct` backend only, no SGX) from source into a cache
-# directory, and print that directory's prefix on stdout. A second run with the same sources
-# reuses the cache and takes a second.
+# Build Gramine v1.9 from source into a cache directory, both backends in one build: `gramine-direct`
+# (runs the manifest without an enclave) and the SGX side (`gramine-sgx`, and `gramine-sgx-sign` and
+# `gramine-sgx-sigstruct-view`, which sign and measure an enclave without SGX hardware), and print
+# the prefix on stdout. A second run with the same sources reuses the cache and takes a second.
 #
 #   PREFIX=$(bash scripts/build-gramine.sh) && export PATH="$PREFIX/bin:$PATH"
 #
@@ -18,10 +19,14 @@
 #   GRAMINE_CACHE_DIR   where builds are kept (default ${XDG_CACHE_HOME:-~/.cache}/avalon-worker/gramine)
 #   GRAMINE_NO_APT=1    do not install build dependencies with apt-get (they must be present)
 #
-# Build dependencies (Debian 12 names), installed with apt-get when missing and running as root:
+# Build dependencies (Debian 12 names), installed with apt-get when missing and running as root.
+# The SGX side needs protobuf-c (the PAL talks protobuf to aesmd), the kernel's <asm/sgx.h>
+# (linux-libc-dev, Linux >= 5.11: the in-kernel driver's interface, the only one Gramine 1.9 knows)
+# and python3-cryptography (gramine-sgx-sign). No SGX hardware, SDK or PSW is needed to build or sign.
 readonly BUILD_DEPS=(build-essential autoconf bison gawk meson ninja-build nasm pkg-config cmake
     python3-click python3-jinja2 python3-pyelftools python3-tomli python3-tomli-w
-    python3-voluptuous bzip2 xz-utils patch curl ca-certificates)
+    python3-voluptuous bzip2 xz-utils patch curl ca-certificates
+    libprotobuf-c-dev protobuf-c-compiler linux-libc-dev python3-cryptography)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 readonly VERSION=1.9
@@ -40,7 +45,7 @@ fi
 
 # What the build is made of: the cache key covers the hashes of every source file and these
 # options, so changed sources or a changed configuration never reuse an old build.
-readonly MESON_OPTIONS=(--buildtype=release -Ddirect=enabled -Dsgx=disabled -Dlibc=glibc
+readonly MESON_OPTIONS=(--buildtype=release -Ddirect=enabled -Dsgx=enabled -Dlibc=glibc
     -Dlibgomp=disabled -Dtests=disabled)
 if [ -n "$sources" ]; then
     key_input="$( (cd "$sources" && sha256sum ./*.tar.* | sort -k2); echo "${MESON_OPTIONS[*]}")"
@@ -50,7 +55,7 @@ fi
 key="$(printf '%s' "$key_input" | sha256sum | cut -c1-16)"
 cache_root="${GRAMINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/avalon-worker/gramine}"
 prefix="$cache_root/$VERSION-$key"
-if [ -x "$prefix/bin/gramine-direct" ] && [ -f "$prefix/.complete" ]; then
+if [ -x "$prefix/bin/gramine-direct" ] && [ -x "$prefix/bin/gramine-sgx-sign" ] && [ -f "$prefix/.complete" ]; then
     log "reusing the build in $prefix"
     echo "$prefix"
     exit 0
