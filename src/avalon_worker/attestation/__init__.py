@@ -13,6 +13,8 @@ Two sides that never import each other:
   every step as pass, fail or not checked. Pure, no I/O. AMD SEV-SNP reports (`snp`,
   `snp_report`, `snp_certs`, `amd_roots`): `verify_snp_evidence` checks a report down to AMD's
   pinned roots and against an `SnpPolicy`; `verify_evidence` hands SNP evidence to it.
+  `parse_sigstruct` (`sigstruct`, pure) reads what a signed SGX enclave's quotes will show, and
+  `policy_template` makes the policy for it (`verify --print-policy-template --sigstruct`).
 
 Both use `binding.report_data` and `errors`. The names below load their module on first use,
 so importing one side does not load the other.
@@ -51,6 +53,7 @@ _EXPORTS = {
     "NoAttestation": "providers",
     "parse_ccel": "eventlog",
     "parse_quote": "quote",
+    "parse_sigstruct": "sigstruct",
     "parse_snp_report": "snp_report",
     "Policy": "policy",
     "PolicyError": "errors",
@@ -62,6 +65,8 @@ _EXPORTS = {
     "ReportBody": "quote",
     "RtmrRule": "policy",
     "select_provider": "providers",
+    "Sigstruct": "sigstruct",
+    "SigstructError": "sigstruct",
     "SignupFetchError": "errors",
     "SnpParseError": "snp_report",
     "SnpPolicy": "snp",

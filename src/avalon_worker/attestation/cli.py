@@ -27,7 +27,8 @@ from ..client import DEFAULT_TIMEOUT_S, BadEndpoint, WorkerClient, WorkerUnavail
 from ..errors import Error, SetupError
 from .collateral import MAX_COLLATERAL_SIZE, Collateral
 from .errors import AttestationError, AttestationFailed, QuoteParseError, SignupFetchError
-from .policy import TEES, Policy, load_policy, policy_template
+from .policy import TEES, Policy, load_policy
+from .policy_template import template_for
 from .report import VerificationReport
 from .snp import load_snp_collateral
 from .verify import SnpCollateral, decode_quote_field, detect_tee, verify_evidence, verify_signup
@@ -205,6 +206,9 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print a minimal policy to edit for --tee (default sgx) and exit")
     parser.add_argument("--tee", choices=TEES,
                         help="with --print-policy-template: the TEE whose section to print (default sgx)")
+    parser.add_argument("--sigstruct", metavar="FILE",
+                        help="with --print-policy-template: the policy for the SGX enclave signed in this .sig "
+                        "file (its MRENCLAVE, MRSIGNER, ISVPRODID and ISVSVN filled in)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--endpoint", metavar="URL", type=endpoint_argument,
                         help="worker ZMQ endpoint, e.g. tcp://host:7777")
@@ -278,6 +282,8 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise SetupError("--nonce goes with --signup")
     if getattr(args, "tee", None):
         raise SetupError("--tee goes with --print-policy-template (the evidence says which TEE made it)")
+    if getattr(args, "sigstruct", None):
+        raise SetupError("--sigstruct goes with --print-policy-template")
 
 
 def _warn_insecure_roots(args: argparse.Namespace) -> None:
@@ -342,7 +348,7 @@ def run_verify(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
     err = err or sys.stderr
     if getattr(args, "print_policy_template", False):
         try:
-            print(json.dumps(policy_template(args.tee or "sgx"), indent=2), file=out)
+            print(json.dumps(template_for(args.tee, getattr(args, "sigstruct", None), err=err), indent=2), file=out)
         except Error as exc:
             print(f"avalon-worker: {exc.diagnostics()}", file=err)
             return exc.exit_status
