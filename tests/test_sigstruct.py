@@ -124,10 +124,7 @@ class TestPolicyFromSigstruct:
     def test_verify_accepts_the_enclave_it_names_and_no_other(self, key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
         sig_file = tmp_path / "enclave.sig"
         sig_file.write_bytes(make_sigstruct(key, mrenclave=b"\x22" * 32, isv_prod_id=2, isv_svn=5))
-        template = run_cli("verify", "--print-policy-template", "--sigstruct", str(sig_file))
-        assert template.returncode == 0, template.stderr
-        policy = tmp_path / "policy.json"
-        policy.write_text(template.stdout)
+        policy = policy_file(sig_file, tmp_path)
         signed = parse_sigstruct(sig_file.read_bytes())
         assert verify_saved_signup(signed, policy, tmp_path) == 0
         assert verify_saved_signup(replace(signed, isv_svn=6), policy, tmp_path) == 0  # a later version
@@ -138,6 +135,15 @@ class TestPolicyFromSigstruct:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "avalon_worker", *args], capture_output=True, text=True, timeout=60)
+
+
+def policy_file(sig_file: Path, tmp_path: Path) -> Path:
+    """The policy `verify --print-policy-template --sigstruct` prints for `sig_file`, in a file."""
+    template = run_cli("verify", "--print-policy-template", "--sigstruct", str(sig_file))
+    assert template.returncode == 0, template.stderr
+    policy = tmp_path / "policy.json"
+    policy.write_text(template.stdout)
+    return policy
 
 
 def verify_saved_signup(worker: Sigstruct, policy: Path, tmp_path: Path) -> int:
@@ -265,10 +271,7 @@ class TestAgainstGramine:
 
     def test_the_template_from_gramines_sig_admits_that_enclave(self, key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
         sig_file = gramine_sign(tmp_path, key, debug=False, isvprodid=4, isvsvn=2)
-        template = run_cli("verify", "--print-policy-template", "--sigstruct", str(sig_file))
-        assert template.returncode == 0, template.stderr
-        policy = tmp_path / "policy.json"
-        policy.write_text(template.stdout)
+        policy = policy_file(sig_file, tmp_path)
         signed = parse_sigstruct(sig_file.read_bytes())
         assert verify_saved_signup(signed, policy, tmp_path) == 0
         assert verify_saved_signup(replace(signed, mrenclave=bytes(32)), policy, tmp_path) == 1
