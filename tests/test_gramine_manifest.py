@@ -16,8 +16,9 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -41,6 +42,9 @@ APP_DIR = "/opt/avalon-worker"
 # Supervisor threads besides one per pool process: main, libzmq I/O and reaper, and Gramine's
 # IPC, async and TLS-handshake helpers (manifest-syntax.rst, "Number of threads").
 BASE_THREADS = 6
+
+# What Gramine's runtime directory holds in the stand-in: its patched glibc.
+GRAMINE_RUNTIME_LIBS = frozenset({"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "ld-linux-x86-64.so.2"})
 
 # Keys of Gramine 1.7-1.9 manifests (graminelibos/manifest_check.py, manifest-syntax.rst). A key
 # outside this tree is a typo or Graphene-era syntax that Gramine would reject or ignore.
@@ -75,11 +79,18 @@ GSC_OWNED = ["libos.entrypoint", "loader.argv", "loader.argv_src_file", "loader.
 # rendering ------------------------------------------------------------------------------------
 
 
+class RuntimePath(PurePosixPath):
+    """A path in the stand-in runtime directory: exists when it names one of its libraries."""
+
+    def exists(self) -> bool:
+        return self.parent == GRAMINE_PKGLIBDIR / "runtime" / "glibc" and self.name in GRAMINE_RUNTIME_LIBS
+
+
 class Runtimedir:
     """Stand-in for gen_jinja_env.Runtimedir: `gramine.runtimedir()` and `{{ gramine.runtimedir }}`."""
 
-    def __call__(self, libc: str = "glibc") -> Path:
-        return GRAMINE_PKGLIBDIR / "runtime" / libc
+    def __call__(self, libc: str = "glibc") -> RuntimePath:
+        return RuntimePath(GRAMINE_PKGLIBDIR / "runtime" / libc)
 
     def __str__(self) -> str:
         return str(self())
@@ -104,7 +115,7 @@ def render(template: Path = TEMPLATE, *, get_sys_path: Any = python_get_sys_path
         "pkglibdir": GRAMINE_PKGLIBDIR,
         "runtimedir": Runtimedir(),
     }
-    env.globals["python"] = {"get_sys_path": get_sys_path}
+    env.globals["python"] = {"get_sys_path": get_sys_path, "stdlib": Path(sysconfig.get_paths()["stdlib"])}
     env.globals["env"] = os.environ
     env.globals["ldd"] = ldd if ldd is not None else (lambda *binaries: [])
     return env.from_string(template.read_text(encoding="utf-8")).render(**defines)
@@ -120,24 +131,33 @@ def fake_python(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     interpreter = str(root / "usr/local/bin/python3.12")
     sys_path = [root / "usr/local/lib/python312.zip", stdlib, stdlib / "lib-dynload", stdlib / "site-packages"]
     libpython = str(root / "usr/local/lib/libpython3.12.so.1.0")
-    libs = [f"{ARCH_LIBDIR}/libc.so.6", f"{ARCH_LIBDIR}/libm.so.6", libpython, "/lib64/ld-linux-x86-64.so.2"]
+    ssl_module = stdlib / "lib-dynload" / "_ssl.cpython-312-x86_64-linux-gnu.so"
+    ssl_module.touch()
+    # What `ldd` says each shared object links; tests add their own objects.
+    deps = {
+        interpreter: [f"{ARCH_LIBDIR}/libc.so.6", f"{ARCH_LIBDIR}/libm.so.6", libpython, "/lib64/ld-linux-x86-64.so.2"],
+        str(ssl_module): [f"{ARCH_LIBDIR}/libssl.so.3", f"{ARCH_LIBDIR}/libcrypto.so.3", f"{ARCH_LIBDIR}/libc.so.6"],
+    }
 
     def get_sys_path(interp: str, include_nonexisting: bool = False) -> Iterator[Path]:
         assert interp == interpreter
         return (p for p in sys_path if include_nonexisting or p.exists())
 
     def ldd(*binaries: str) -> list[str]:
-        assert [str(b) for b in binaries] == [interpreter]
-        return sorted(libs)
+        assert str(binaries[0]) == interpreter
+        return sorted({lib for binary in binaries for lib in deps[str(binary)]})
 
     return {"interpreter": interpreter, "sys_path": [p for p in sys_path if p.exists()], "libpython": libpython,
-            "get_sys_path": get_sys_path, "ldd": ldd}
+            "get_sys_path": get_sys_path, "ldd": ldd, "deps": deps}
+
+
+def tomli_text(fake_python: Mapping[str, Any], **defines: str) -> str:
+    defines = {"entrypoint": fake_python["interpreter"], "arch_libdir": ARCH_LIBDIR, **defines}
+    return render(get_sys_path=fake_python["get_sys_path"], ldd=fake_python["ldd"], **defines)
 
 
 def manifest_for(fake_python: Mapping[str, Any], **defines: str) -> dict[str, Any]:
-    defines = {"entrypoint": fake_python["interpreter"], "arch_libdir": ARCH_LIBDIR, **defines}
-    text = render(get_sys_path=fake_python["get_sys_path"], ldd=fake_python["ldd"], **defines)
-    return tomllib.loads(text)
+    return tomllib.loads(tomli_text(fake_python, **defines))
 
 
 @pytest.fixture(scope="module")
@@ -346,6 +366,14 @@ class TestMeasuredFiles:
         assert os.path.dirname(libpython) in manifest["loader"]["env"]["LD_LIBRARY_PATH"].split(":")
         assert not any("ld-linux" in uri for uri in trusted_uris(manifest))
 
+    def test_the_libraries_measured_are_those_linked_not_whole_directories(self, manifest: dict[str, Any]) -> None:
+        uris = trusted_uris(manifest)
+        assert f"file:{ARCH_LIBDIR}/libssl.so.3" in uris and f"file:{ARCH_LIBDIR}/libcrypto.so.3" in uris
+        assert not [uri for uri in uris if uri.rstrip("/") in (f"file:{ARCH_LIBDIR}", f"file:/usr{ARCH_LIBDIR}")]
+        # glibc's own come from Gramine's runtime directory, which is measured as a whole
+        assert not [uri for uri in uris if uri.endswith(("/libc.so.6", "/libm.so.6"))]
+        assert mount_for(manifest, f"{ARCH_LIBDIR}/libssl.so.3")["uri"] == f"file:{ARCH_LIBDIR}"
+
     def test_gramine_runtime_comes_first_on_the_library_path(self, manifest: dict[str, Any]) -> None:
         assert manifest["loader"]["env"]["LD_LIBRARY_PATH"].split(":")[0] == "/lib"
         assert mount_for(manifest, "/lib/libc.so.6")["uri"] == f"file:{GRAMINE_PKGLIBDIR}/runtime/glibc"
@@ -451,20 +479,64 @@ class TestGscManifest:
         assert "--insecure-args" not in script
 
 
+class TestMeasuredInstall:
+    """`packages` and `app_uri`: the relocatable install scripts/measure-enclave.sh signs."""
+
+    @pytest.fixture
+    def bundle(self, tmp_path: Path, fake_python: Mapping[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
+        """A bundle directory with packages/ (one extension module and its bundled library) and app/."""
+        module = tmp_path / "packages" / "zmq" / "backend" / "_zmq.abi3.so"
+        bundled = tmp_path / "packages" / "pyzmq.libs" / "libzmq-4a1b.so.5"
+        for path in (module, bundled):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        (tmp_path / "app").mkdir()
+        fake_python["deps"][str(module)] = [str(bundled), f"{ARCH_LIBDIR}/libstdc++.so.6", f"{ARCH_LIBDIR}/libc.so.6"]
+        monkeypatch.chdir(tmp_path)
+        return tmp_path
+
+    def test_packages_are_mounted_measured_and_on_pythonpath_by_relative_uri(
+        self, bundle: Path, fake_python: Mapping[str, Any]
+    ) -> None:
+        manifest = manifest_for(fake_python, packages="packages")
+        assert mount_for(manifest, "/usr/lib/avalon-worker/avalon_worker/__init__.py")["uri"] == "file:packages"
+        assert "file:packages/" in trusted_uris(manifest)
+        assert manifest["loader"]["env"]["PYTHONPATH"] == "/usr/lib/avalon-worker"
+        assert str(bundle) not in tomli_text(fake_python, packages="packages")
+
+    def test_the_packages_libraries_are_found_and_the_bundled_ones_not_measured_twice(
+        self, bundle: Path, fake_python: Mapping[str, Any]
+    ) -> None:
+        uris = trusted_uris(manifest_for(fake_python, packages="packages"))
+        assert f"file:{ARCH_LIBDIR}/libstdc++.so.6" in uris
+        assert not [uri for uri in uris if "pyzmq.libs" in uri]
+
+    def test_with_packages_python_ignores_the_hosts_site_packages(
+        self, bundle: Path, fake_python: Mapping[str, Any]
+    ) -> None:
+        manifest = manifest_for(fake_python, packages="packages")
+        assert manifest["loader"]["argv"][:4] == [fake_python["interpreter"], "-S", "-m", "avalon_worker"]
+        site = [p for p in fake_python["sys_path"] if p.name == "site-packages"]
+        assert site, "the fake layout has a site-packages directory"
+        for path in site:
+            assert f"file:{path}/" not in trusted_uris(manifest)
+            assert mount_for(manifest, f"{path}/avalon_worker/__init__.py")["path"] != str(path)
+
+    def test_the_app_directory_may_come_from_a_relative_uri(self, bundle: Path, fake_python: Mapping[str, Any]) -> None:
+        manifest = manifest_for(fake_python, app_uri="app")
+        assert argv_option(manifest, "--workloads") == f"{APP_DIR}/workloads.json"
+        assert mount_for(manifest, f"{APP_DIR}/workloads.json") == {"path": APP_DIR, "uri": "file:app"}
+        assert "file:app/" in trusted_uris(manifest)
+
+
 class TestDirectTestRendering:
     """The variables scripts/gramine-direct-test.sh sets: nothing of them leaks into a normal render."""
 
     KEY = "00112233445566778899aabbccddeeff"
 
-    def test_a_python_path_is_mounted_measured_and_on_pythonpath(self, fake_python: Mapping[str, Any]) -> None:
-        manifest = manifest_for(fake_python, python_path="/opt/venv/lib/python3.12/site-packages:/opt/extra")
-        for path in ("/opt/venv/lib/python3.12/site-packages", "/opt/extra"):
-            assert mount_for(manifest, path + "/avalon_worker/__init__.py")["uri"] == f"file:{path}"
-            assert is_trusted(manifest, path + "/avalon_worker/__init__.py")
-        assert manifest["loader"]["env"]["PYTHONPATH"] == "/opt/venv/lib/python3.12/site-packages:/opt/extra"
-
-    def test_no_python_path_by_default(self, manifest: dict[str, Any]) -> None:
+    def test_no_packages_directory_by_default(self, manifest: dict[str, Any]) -> None:
         assert "PYTHONPATH" not in manifest["loader"]["env"]
+        assert "-S" not in manifest["loader"]["argv"]
 
     def test_the_direct_test_key_replaces_sealing_and_the_measured_command_line(
         self, fake_python: Mapping[str, Any]
@@ -479,4 +551,4 @@ class TestDirectTestRendering:
         ]
 
     def test_an_empty_key_is_a_normal_render(self, fake_python: Mapping[str, Any], manifest: dict[str, Any]) -> None:
-        assert manifest_for(fake_python, insecure_direct_test_key="", python_path="") == manifest
+        assert manifest_for(fake_python, insecure_direct_test_key="", packages="", app_uri="") == manifest
