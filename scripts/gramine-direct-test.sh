@@ -5,9 +5,10 @@
 # What it does, in order:
 #   1. uses `gramine-direct` from PATH, or builds Gramine with scripts/build-gramine.sh (cached:
 #      a second run takes seconds);
-#   2. installs avalon-worker into a virtualenv of the Debian interpreter (/usr/bin/python3: the
-#      enclave's first binary must be a real interpreter, not a shim), which the manifest mounts
-#      and measures;
+#   2. installs avalon-worker and its pinned dependencies for the Debian interpreter
+#      (/usr/bin/python3: the enclave's first binary must be a real interpreter, not a shim) as
+#      scripts/measure-enclave.sh does for the enclave it signs: the same files, which the
+#      manifest mounts and measures (PACKAGES);
 #   3. runs tests/test_gramine_direct.py: the pool, --workers 0, the identity on the encrypted
 #      mount, the file policy and attestation modes, each under gramine-direct;
 #   4. renders the manifest with gramine/Makefile, starts the worker under gramine-direct with two
@@ -33,19 +34,8 @@ started=$SECONDS
 mode=test
 [ "${1:-}" = "--bench" ] && mode=bench
 
-log() { printf 'gramine-direct: %s\n' "$*" >&2; }
-
-no_gramine() {
-    log "no Gramine available: $*"
-    if [ "${CI_REQUIRE_GRAMINE:-0}" = "1" ]; then
-        log "CI_REQUIRE_GRAMINE=1, so this is a failure"
-        echo "gramine-direct: 0 passed, 1 failed"
-        exit 1
-    fi
-    log "skipping the gramine-direct stage (set CI_REQUIRE_GRAMINE=1 to make this an error)"
-    echo "gramine-direct: 0 passed, 0 failed, 1 skipped"
-    exit 0
-}
+readonly STAGE=gramine-direct
+log() { printf '%s: %s\n' "$STAGE" "$*" >&2; }
 
 # Not under /tmp: inside Gramine /tmp is the manifest's tmpfs, which hides host folders there.
 work="$(mktemp -d /var/tmp/avalon-gramine-direct.XXXXXX)"
@@ -62,38 +52,22 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. Gramine ---------------------------------------------------------------------------------------
-if ! command -v gramine-direct >/dev/null; then
-    status=0
-    prefix="$(bash scripts/build-gramine.sh)" || status=$?
-    if [ "$status" = 3 ]; then
-        no_gramine "no Gramine on PATH and it could not be built (see above)"
-    elif [ "$status" != 0 ]; then
-        log "building Gramine failed"
-        exit 1
-    fi
-    export PATH="$prefix/bin:$PATH"
-    for site in "$prefix"/lib/python3*/site-packages "$prefix"/lib/python3*/dist-packages \
-        "$prefix"/local/lib/python3*/dist-packages; do
-        [ -d "$site/graminelibos" ] && export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
-    done
-fi
+# shellcheck source=scripts/gramine-lib.sh
+. scripts/gramine-lib.sh
+use_gramine "$repo" skip_stage_without_gramine
 log "using $(command -v gramine-direct) ($(( SECONDS - started )) s so far)"
 
-# 2. The interpreter Gramine runs, with avalon-worker in a virtualenv beside it ---------------------
+# 2. The interpreter Gramine runs, and the worker installed as the enclave measures it -------------
 enclave_python="$(readlink -f "${GRAMINE_PYTHON:-/usr/bin/python3}")"
 [ -x "$enclave_python" ] || { log "no interpreter at ${GRAMINE_PYTHON:-/usr/bin/python3}"; exit 1; }
-if ! "$enclave_python" -c 'import ensurepip, venv' 2>/dev/null; then
-    log "installing python3-venv with apt-get"
-    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
-fi
-"$enclave_python" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$repo"
-site_packages="$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+ensure_venv "$enclave_python"
+packages="$work/enclave/packages"
+install_enclave_packages "$enclave_python" "$repo" "$packages"
 
 # The project's own virtualenv runs the tests and the requester side (outside Gramine).
 make --no-print-directory .venv/bin/.installed >&2
-export AVALON_GRAMINE_ENTRYPOINT="$enclave_python" AVALON_GRAMINE_PYTHON_PATH="$site_packages"
-log "enclave interpreter $enclave_python, packages in $site_packages"
+export AVALON_GRAMINE_ENTRYPOINT="$enclave_python" AVALON_GRAMINE_PACKAGES="$packages"
+log "enclave interpreter $enclave_python, packages in $packages"
 
 # The manifest for the sample orders and the benchmark: the built-in workloads, a state directory
 # on the encrypted mount (with a random key: gramine-direct has no sealing key), two processes.
@@ -101,13 +75,16 @@ app="$work/app" state="$work/state" out="$work/manifest"
 mkdir -p "$app" "$state" "$out"
 cp src/avalon_worker/data/workloads.json "$app/"
 make --no-print-directory -s -f "$repo/gramine/Makefile" -C "$out" ENTRYPOINT="$enclave_python" \
-    APP_DIR="$app" STATE_DIR="$state" PYTHON_PATH="$site_packages" WORKERS=2 \
+    APP_DIR="$app" STATE_DIR="$state" PACKAGES="$packages" WORKERS=2 \
     INSECURE_DIRECT_TEST_KEY="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >&2
 log "manifest rendered ($(( SECONDS - started )) s so far)"
 
 if [ "$mode" = bench ]; then
+    # The native runs: the same interpreter and packages, as the enclave starts them (-S).
+    printf '#!/bin/sh\nPYTHONPATH="%s" exec "%s" -S "$@"\n' "$packages" "$enclave_python" >"$work/python-native"
+    chmod +x "$work/python-native"
     .venv/bin/python benchmarks/gramine_direct.py --manifest "$out/python-worker" --state-dir "$state" \
-        --workloads "$app/workloads.json" --python "$work/venv/bin/python"
+        --workloads "$app/workloads.json" --python "$work/python-native"
     exit 0
 fi
 

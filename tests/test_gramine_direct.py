@@ -59,7 +59,7 @@ def render(out: Path, app_dir: Path, state_dir: Path, workers: int) -> Enclave:
     subprocess.run(
         ["make", "--no-print-directory", "-s", "-f", str(MAKEFILE), "-C", str(out),
          f"ENTRYPOINT={os.environ['AVALON_GRAMINE_ENTRYPOINT']}", f"APP_DIR={app_dir}",
-         f"STATE_DIR={state_dir}", f"PYTHON_PATH={os.environ['AVALON_GRAMINE_PYTHON_PATH']}",
+         f"STATE_DIR={state_dir}", f"PACKAGES={os.environ['AVALON_GRAMINE_PACKAGES']}",
          f"WORKERS={workers}", f"INSECURE_DIRECT_TEST_KEY={DIRECT_TEST_KEY}"],
         check=True, timeout=600,
     )
