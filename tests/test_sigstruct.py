@@ -217,6 +217,7 @@ GRAMINE_TOOLS = ("gramine-manifest", "gramine-sgx-sign", "gramine-sgx-sigstruct-
 MINIMAL_TEMPLATE = """\
 loader.entrypoint.uri = "file:{{ gramine.libos }}"
 libos.entrypoint = "/usr/bin/true"
+fs.mounts = [{ path = "/usr/bin/true", uri = "file:/usr/bin/true" }]
 sgx.debug = {{ debug }}
 sgx.isvprodid = {{ isvprodid }}
 sgx.isvsvn = {{ isvsvn }}
