@@ -17,6 +17,9 @@
 #
 # Settings (environment):
 #   GRAMINE_CACHE_DIR   where builds are kept (default ${XDG_CACHE_HOME:-~/.cache}/avalon-worker/gramine)
+#   GRAMINE_PREFIX      install here instead, e.g. /gramine/meson_build_output for GSC's
+#                       Gramine.Image (gsc/build-gramine-image.sh); reused when built from the same
+#                       sources and options
 #   GRAMINE_NO_APT=1    do not install build dependencies with apt-get (they must be present)
 #
 # Build dependencies (Debian 12 names), installed with apt-get when missing and running as root.
@@ -54,8 +57,9 @@ else
 fi
 key="$(printf '%s' "$key_input" | sha256sum | cut -c1-16)"
 cache_root="${GRAMINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/avalon-worker/gramine}"
-prefix="$cache_root/$VERSION-$key"
-if [ -x "$prefix/bin/gramine-direct" ] && [ -x "$prefix/bin/gramine-sgx-sign" ] && [ -f "$prefix/.complete" ]; then
+prefix="${GRAMINE_PREFIX:-$cache_root/$VERSION-$key}"
+if [ -x "$prefix/bin/gramine-direct" ] && [ -x "$prefix/bin/gramine-sgx-sign" ] \
+    && [ "$(cat "$prefix/.complete" 2>/dev/null)" = "$key" ]; then
     log "reusing the build in $prefix"
     echo "$prefix"
     exit 0
@@ -112,6 +116,6 @@ meson setup "$work/build" "$src" --prefix="$prefix" "${MESON_OPTIONS[@]}" >"$wor
 ninja -C "$work/build" >"$work/build.log" 2>&1 || { tail -60 "$work/build.log" >&2; log "build failed"; exit 1; }
 rm -rf "$prefix"
 ninja -C "$work/build" install >"$work/install.log" 2>&1 || { tail -40 "$work/install.log" >&2; log "install failed"; exit 1; }
-touch "$prefix/.complete"
+echo "$key" >"$prefix/.complete"
 log "built Gramine $VERSION in $prefix"
 echo "$prefix"
