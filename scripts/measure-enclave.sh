@@ -85,9 +85,16 @@ check_trusted_files() {
 
 if [ -n "$check" ]; then
     [ -f "$check/python-worker.manifest.sgx" ] || bad_input "$check/python-worker.manifest.sgx: no signed manifest there"
-    check_trusted_files "$check" "$(mktemp)"
+    list="$(mktemp)"
+    trap 'rm -f "$list"' EXIT
+    check_trusted_files "$check" "$list"
     echo "measure-enclave: every trusted file of $check has the hash its signed manifest records"
     exit 0
+fi
+
+# DIR is replaced at the end: it must be new, empty, or an earlier result.
+if [ -e "$out" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ] && [ ! -f "$out/python-worker.manifest.sgx" ]; then
+    bad_input "$out is neither empty nor a signed enclave directory: give --out a new directory"
 fi
 
 # 1. The signing key --------------------------------------------------------------------------------

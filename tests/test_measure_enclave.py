@@ -6,8 +6,10 @@ left as it was. (The whole run, with Gramine, is tests/test_signed_enclave.py's.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,7 @@ def out(tmp_path: Path) -> Path:
     """An earlier result that a refused run must leave alone."""
     previous = tmp_path / "results" / "enclave"
     previous.mkdir(parents=True)
-    (previous / "python-worker.sig").write_bytes(b"earlier")
+    (previous / "python-worker.manifest.sgx").write_bytes(b"earlier")
     return previous
 
 
@@ -48,9 +50,8 @@ def refused(done: subprocess.CompletedProcess[str], out: Path, *, naming: str, s
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("measure-enclave: "), done.stderr
     assert naming in lines[0] and saying in lines[0], lines[0]
-    assert [p.name for p in out.parent.iterdir()] == ["enclave"] and [p.name for p in out.iterdir()] == [
-        "python-worker.sig"]
-    assert (out / "python-worker.sig").read_bytes() == b"earlier"
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+    assert [(p.name, p.read_bytes()) for p in out.iterdir()] == [("python-worker.manifest.sgx", b"earlier")]
 
 
 def test_no_key_at_all(out: Path) -> None:
@@ -85,6 +86,39 @@ def test_an_unknown_option(out: Path) -> None:
     refused(measure("--throwaway-key", "THREADS=4", out=out), out, naming="THREADS", saying="unknown option")
 
 
-def test_a_check_of_a_directory_without_a_signed_enclave(out: Path) -> None:
-    done = subprocess.run(["bash", str(MEASURE), "--check", str(out)], capture_output=True, text=True, timeout=60)
-    refused(done, out, naming=f"{out}/python-worker.manifest.sgx", saying="no signed manifest")
+def test_an_output_directory_that_is_not_an_enclave_is_never_replaced(tmp_path: Path) -> None:
+    home = tmp_path / "results" / "home"
+    home.mkdir(parents=True)
+    (home / "python-worker.manifest.sgx.bak").write_bytes(b"earlier")  # someone's files, not a result
+    done = measure("--throwaway-key", out=home)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"measure-enclave: {home} is neither empty nor a signed enclave directory: " \
+        "give --out a new directory\n"
+    assert [(p.name, p.read_bytes()) for p in home.iterdir()] == [("python-worker.manifest.sgx.bak", b"earlier")]
+
+
+def test_a_check_of_a_directory_without_a_signed_enclave(tmp_path: Path) -> None:
+    empty = tmp_path / "results" / "enclave"
+    empty.mkdir(parents=True)
+    done = subprocess.run(["bash", str(MEASURE), "--check", str(empty)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"measure-enclave: {empty}/python-worker.manifest.sgx: no signed manifest there\n"
+
+
+def test_trusted_files_lists_in_sha256sum_form_and_refuses_an_unexpanded_manifest(tmp_path: Path) -> None:
+    lister = ROOT / "scripts" / "trusted-files.py"
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "workloads.json").write_text("{}")
+    digest = hashlib.sha256(b"{}").hexdigest()
+    signed = tmp_path / "signed.manifest.sgx"
+    signed.write_text(f'[sgx]\ntrusted_files = [{{ uri = "file:app/workloads.json", sha256 = "{digest}" }}]\n')
+    listed = subprocess.run([sys.executable, str(lister), str(signed)], capture_output=True, text=True, check=True)
+    assert listed.stdout == f"{digest}  app/workloads.json\n"
+    (tmp_path / "list").write_text(listed.stdout)
+    assert subprocess.run(["sha256sum", "--quiet", "--strict", "-c", "list"], cwd=tmp_path).returncode == 0
+    unexpanded = tmp_path / "plain.manifest"
+    unexpanded.write_text('[sgx]\ntrusted_files = ["file:app/"]\n')
+    done = subprocess.run([sys.executable, str(lister), str(unexpanded)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"trusted-files: {unexpanded}: trusted file 'file:app/' has no sha256: render the " \
+        "manifest with gramine-manifest\n"
