@@ -54,7 +54,9 @@ ensure_venv() {
 # and its dependencies (requirements/runtime.txt, every one pinned by hash) for PYTHON into DEST,
 # such that the files are the same bytes wherever and whenever it runs:
 #   - the wheel is built with the pinned build tools (requirements/build.txt), without build
-#     isolation, from a copy of the tracked files only (no stray file of the work tree);
+#     isolation, from a copy of the tracked files only (no stray file of the work tree), and
+#     without README.md: it would go into the wheel's METADATA, so that an edit of the docs would
+#     be a new MRENCLAVE, and a worker sealed to it would lose its keys;
 #   - no .pyc files (compiled bytecode may differ from one run to the next; the enclave's
 #     Python does not write any either);
 #   - nothing that records where or how it was installed: the console scripts (their first line
@@ -72,9 +74,9 @@ install_enclave_packages() {
         --no-deps -r "$source/requirements/build.txt" >&2
     mkdir "$scratch/src"
     if git -C "$source" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-        (cd "$source" && git ls-files -z -- pyproject.toml README.md src | xargs -0 cp --parents -t "$scratch/src")
+        (cd "$source" && git ls-files -z -- pyproject.toml src | xargs -0 cp --parents -t "$scratch/src")
     else
-        (cd "$source" && tar cf - --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml README.md src) \
+        (cd "$source" && tar cf - --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml src) \
             | tar xf - -C "$scratch/src"
     fi
     (cd "$scratch/src" && SOURCE_DATE_EPOCH="$epoch" "$scratch/venv/bin/python" -m pip wheel --quiet \

@@ -165,7 +165,7 @@ field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2
 gramine_prefix="$(dirname "$(dirname "$(command -v gramine-sgx-sign)")")"
 libpal="$(find "$gramine_prefix" -path '*/sgx/libpal.so' -print -quit 2>/dev/null)"
 commit="$(git rev-parse --short=12 HEAD 2>/dev/null || echo 'not a git checkout')"
-[ -z "$(git status --porcelain -- src pyproject.toml README.md requirements 2>/dev/null)" ] \
+[ -z "$(git status --porcelain -- src pyproject.toml requirements 2>/dev/null)" ] \
     || commit="$commit, with uncommitted changes to what is measured"
 owner_of() { dpkg-query -W -f='${Package} ${Version}' "$(dpkg -S "$1" 2>/dev/null | head -1 | cut -d: -f1)" 2>/dev/null || true; }
 {
