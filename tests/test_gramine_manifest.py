@@ -247,6 +247,7 @@ class TestTemplateRendering:
         with pytest.raises(jinja2.UndefinedError):
             render(arch_libdir=ARCH_LIBDIR)  # no entrypoint
 
+    @pytest.mark.slow  # ldd on every extension module of the interpreter and the test environment
     def test_renders_with_the_real_interpreter_and_ldd(self) -> None:
         if shutil.which("ldd") is None:
             pytest.skip("no ldd on this machine")

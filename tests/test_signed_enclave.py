@@ -27,6 +27,8 @@ else:  # pragma: no cover - Python 3.10
 if not os.environ.get("AVALON_SIGNED_ENCLAVE"):
     pytest.skip("checks a signed enclave: use scripts/sgx-measurement-test.sh", allow_module_level=True)
 
+pytestmark = pytest.mark.slow  # Gramine and a whole signed enclave
+
 ROOT = Path(__file__).resolve().parent.parent
 MEASURE = ROOT / "scripts" / "measure-enclave.sh"
 

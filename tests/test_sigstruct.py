@@ -255,6 +255,7 @@ def sigstruct_view(sig_file: Path) -> dict[str, object]:
     return dict(json.loads(out))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("gramine")
 class TestAgainstGramine:
     @pytest.mark.parametrize(("debug", "isvprodid", "isvsvn"), [(False, 1, 1), (True, 65535, 258)])
