@@ -29,6 +29,9 @@
 #                    sgx.max_threads of gsc/avalon-worker.manifest)
 #   GSC_BUILD_TYPE   release (default) or debug; a debug enclave's quotes must be rejected
 #   SKIP_APP_BUILD=1 use an existing avalon-worker:TAG instead of building it
+#   GSC_GRAMINE_IMAGE  a Gramine image for GSC to use instead of cloning Gramine from GitHub,
+#                    e.g. local/gramine-1.9 from gsc/build-gramine-image.sh (the vendored sources)
+#   DOCKER_BUILD_NETWORK  --network for this script's own docker builds (e.g. host)
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -55,6 +58,14 @@ case "$GSC_BUILD_TYPE" in
     *) die "GSC_BUILD_TYPE must be release, debug or debugoptimized" ;;
 esac
 signing_key="$(cd "$(dirname "$SGX_SIGNING_KEY")" && pwd)/$(basename "$SGX_SIGNING_KEY")"
+network=()
+[ -z "${DOCKER_BUILD_NETWORK:-}" ] || network=(--network "$DOCKER_BUILD_NETWORK")
+config="$repo/gsc/config.yaml"
+if [ -n "${GSC_GRAMINE_IMAGE:-}" ]; then
+    config="$(mktemp)"
+    trap 'rm -f "$config"' EXIT
+    sed -e '/^    Repository:/d' -e "s|^    Branch:.*|    Image: \"$GSC_GRAMINE_IMAGE\"|" "$repo/gsc/config.yaml" >"$config"
+fi
 app_image="avalon-worker:$TAG"
 sgx_image="avalon-worker-sgx:$TAG"
 
@@ -62,7 +73,7 @@ if [ "${SKIP_APP_BUILD:-0}" != 1 ]; then
     echo "== docker build $app_image"
     build_args=()
     [ -n "${BASE_IMAGE:-}" ] && build_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
-    docker build "${build_args[@]}" -t "$app_image" "$repo"
+    docker build "${network[@]}" "${build_args[@]}" -t "$app_image" "$repo"
 fi
 
 # GSC measures ENTRYPOINT + CMD as the enclave's only command line, so it is fixed here, in one
@@ -72,17 +83,17 @@ cmd_json="$(python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \
     serve --bind "$BIND" --state-dir "$STATE_DIR" --workloads "$WORKLOADS" \
     --workers "$WORKERS" --attestation gramine)"
 echo "   python3 -m avalon_worker $(python3 -c 'import json, shlex, sys; print(shlex.join(json.loads(sys.argv[1])))' "$cmd_json")"
-printf 'FROM %s\nCMD %s\n' "$app_image" "$cmd_json" | docker build -t "$sgx_image" -
+printf 'FROM %s\nCMD %s\n' "$app_image" "$cmd_json" | docker build "${network[@]}" -t "$sgx_image" -
 
 cd "$GSC_DIR"
 # gsc refuses to rebuild over an existing result; remove stale ones so the output matches the inputs.
 docker image rm "gsc-$sgx_image" "gsc-$sgx_image-unsigned" >/dev/null 2>&1 || true
 
 echo "== gsc build ($GSC_BUILD_TYPE)"
-./gsc build -c "$repo/gsc/config.yaml" -b "$GSC_BUILD_TYPE" --rm "$sgx_image" "$repo/gsc/avalon-worker.manifest"
+./gsc build -c "$config" -b "$GSC_BUILD_TYPE" --rm "$sgx_image" "$repo/gsc/avalon-worker.manifest"
 
 echo "== gsc sign-image"
-./gsc sign-image -c "$repo/gsc/config.yaml" "$sgx_image" "$signing_key"
+./gsc sign-image -c "$config" "$sgx_image" "$signing_key"
 
 echo "== gsc info-image gsc-$sgx_image"
 ./gsc info-image "gsc-$sgx_image"
