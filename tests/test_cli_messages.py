@@ -285,6 +285,7 @@ def test_rsa_bits_for_an_existing_identity_says_the_key_is_kept(tmp_path: Path) 
     (["--bind", "tcp//127.0.0.1:7777"], "cannot serve on 'tcp//127.0.0.1:7777': give tcp://HOST:PORT"),
     (["--bind", "tcp://127.0.0.1:77777"], "the port must be a number or *"),
     (["--worker-id", "not-hex"], "--worker-id must be a hex id"),
+    (["--worker-id", "ab" * 129], "--worker-id must be a hex id of at most 256 digits"),
     (["--listen-http", "127.0.0.1"], "--listen-http needs HOST:PORT"),
     (["--workers", "0", "--timeout-s", "5"], "--timeout-s need worker processes"),
     (["--workloads", "no-such-registry.json"], "no-such-registry.json"),
@@ -302,7 +303,7 @@ def test_a_port_in_use_on_the_first_start_leaves_no_keys_behind(tmp_path: Path, 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        value = f"tcp://127.0.0.1:{port}" if taken_option == "--bind" else str(port)
+        value = {"--bind": f"tcp://127.0.0.1:{port}", "--metrics-port": str(port)}.get(taken_option, f"127.0.0.1:{port}")
         done = run_cli("serve", "--state-dir", str(tmp_path / "s"), "--bind", "tcp://127.0.0.1:*", "--attestation", "none",
                        taken_option, value)
     assert done.returncode == 2 and "Address already in use" in done.stderr, done.stderr

@@ -220,3 +220,24 @@ def test_a_replay_window_across_enclaves_is_refused_at_start(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "--replay-window-s inside Gramine needs --workers 1" in done.stderr
     assert not (tmp_path / "state").exists()  # refused before any key was made
+
+
+@pytest.mark.parametrize("field", ["workOrderId", "requesterId", "workerId", "requesterNonce"])
+def test_ids_longer_than_the_limit_get_error_2_and_are_never_echoed(worker: RunningWorker, info: WorkerInfo, field: str) -> None:
+    pending = build_work_order(info, "python-hello", [b"x"])
+    params = pending.request["params"]
+    params[field] = "ab" * 4050
+    reseal(pending)
+    reply = worker.call(pending.frame())
+    assert reply["error"]["code"] == 2, reply
+    assert field in reply["error"]["message"] and "256 hex digits" in reply["error"]["message"]
+    assert "ab" * 200 not in json.dumps(reply)
+    _assert_serves(worker, info)
+
+
+@pytest.mark.parametrize("field", ["workOrderId", "requesterId", "requesterNonce"])
+def test_ids_of_exactly_the_limit_are_served(worker: RunningWorker, info: WorkerInfo, field: str) -> None:
+    pending = build_work_order(info, "python-hello", [b"long id"])
+    pending.request["params"][field] = "0x" + "Cd" * 128
+    reseal(pending)
+    assert open_result(pending, worker.call(pending.frame()), info) == [b"Hello long id"]

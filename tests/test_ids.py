@@ -19,7 +19,7 @@ from test_known_answer import REQUEST_HASH, RESPONSE_HASH, vector_params, vector
 
 from avalon_worker import listener_api
 from avalon_worker.errors import InvalidParameterError
-from avalon_worker.models import WorkOrderRequest, check_id, is_id
+from avalon_worker.models import WorkOrderRequest, check_id, check_nonce, is_id
 
 import independent_requester as ir
 from conftest import request_hash_of, response_hash_of
@@ -63,7 +63,7 @@ class TestHashesAgreeWithAvalonsWorkerHash:
         assert ir.response_hash(result).hex() == response_hex
 
 
-GOOD_IDS = ["a", "0", "abc", "0xabc", "0Xabc", "0x0", "ABCdef0123456789", "f" * 257, "0x" + "1" * 63]
+GOOD_IDS = ["a", "0", "abc", "0xabc", "0Xabc", "0x0", "ABCdef0123456789", "f" * 255, "0x" + "f" * 256, "0x" + "1" * 63]
 BAD_IDS = ["0x", "0X", "x1", "0xg", "ab cd", "ab\n", "\nab", " ab", "ab\t", "0x 1", "ａｂ", "١٢", "-1", "+1", "1.5", "0o1"]
 
 
@@ -79,6 +79,21 @@ def test_anything_else_is_refused_naming_the_field(value: str) -> None:
     with pytest.raises(InvalidParameterError, match="requesterId (must be a hex string|is required)") as raised:
         check_id(value, "requesterId", work_order_id="ab")
     assert raised.value.work_order_id == "ab"
+
+
+@pytest.mark.parametrize("value", ["f" * 257, "0x" + "F" * 257, "ab" * 4050])
+def test_an_id_longer_than_the_limit_is_refused_saying_so(value: str) -> None:
+    assert not is_id(value)
+    with pytest.raises(InvalidParameterError, match="requesterId is longer than 256 hex digits"):
+        check_id(value, "requesterId")
+    with pytest.raises(InvalidParameterError, match="requesterNonce is longer than 256 hex digits"):
+        check_nonce(value + "0" * (len(value) % 2))
+
+
+def test_a_nonce_of_the_limit_is_kept_as_sent_and_an_odd_one_refused() -> None:
+    assert check_nonce("0x" + "Ab" * 128) == "0x" + "Ab" * 128
+    with pytest.raises(InvalidParameterError, match="requesterNonce is not valid hex"):
+        check_nonce("abc")
 
 
 @pytest.mark.parametrize("value", [None, "", 12, ["ab"], {"ab": 1}, True])
@@ -124,16 +139,17 @@ class TestTheListenerUsesTheSameRule:
     WORKER = "ab" * 32
 
     def test_submit_accepts_demo_pys_odd_0x_id_and_stores_it_canonical(self) -> None:
-        call = _call("WorkOrderSubmit", workOrderId="0x1ABCD", workerId="0x" + self.WORKER.upper())
+        call = _call("WorkOrderSubmit", workOrderId="0x1ABCD", workerId="0x" + self.WORKER.upper(), requesterId="0x123",
+                     requesterNonce="ab" * 16)
         item = listener_api.submission(call, {self.WORKER}, 1 << 20, 5.0)
         assert (item.order.work_order_id, item.order.worker_id, item.work_order_id) == ("1abcd", self.WORKER, "0x1ABCD")
 
     def test_get_result_accepts_an_odd_id(self) -> None:
         assert listener_api.get_result_id(_call("WorkOrderGetResult", workOrderId="0X123")) == ("123", "0X123")
 
-    @pytest.mark.parametrize("bad", ["0x", "12 3", "xyz", 5])
+    @pytest.mark.parametrize("bad", ["0x", "12 3", "xyz", 5, "f" * 257])
     def test_submit_refuses_what_the_worker_would_refuse(self, bad: Any) -> None:
-        call = _call("WorkOrderSubmit", workOrderId=bad, workerId=self.WORKER)
+        call = _call("WorkOrderSubmit", workOrderId=bad, workerId=self.WORKER, requesterId="12", requesterNonce="ab")
         with pytest.raises(listener_api.CallError) as raised:
             listener_api.submission(call, {self.WORKER}, 1 << 20, 5.0)
         assert raised.value.code == 2 and "workOrderId" in raised.value.message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -228,6 +229,30 @@ class TestSubmit:
     @pytest.mark.parametrize("bad", [None, "", "not hex", 42])
     def test_a_bad_work_order_id_is_error_2(self, running: RunningListener, identity: Identity, bad: Any) -> None:
         assert sdk.submit(running.url, order_for(identity, workOrderId=bad))["error"]["code"] == 2
+
+    @pytest.mark.parametrize("field", ["workOrderId", "workerId", "requesterId", "requesterNonce"])
+    @pytest.mark.parametrize("long_id", ["ab" * 4050, "A" * 3000, "0x" + "ab" * 129])
+    def test_an_id_longer_than_the_limit_is_error_2_and_nothing_is_stored(
+            self, running: RunningListener, identity: Identity, field: str, long_id: str) -> None:
+        order = order_for(identity, responseTimeoutMSecs=0, **{field: long_id})
+        answer = sdk.submit(running.url, order)
+        assert answer["error"]["code"] == 2
+        assert field in answer["error"]["message"] and "256 hex digits" in answer["error"]["message"]
+        assert long_id[:300] not in json.dumps(answer)
+        assert running.store.status(canonical_id(order.work_order_id)) is None
+        with sqlite3.connect(running.store.path) as db:
+            assert db.execute("SELECT count(*) FROM orders").fetchone() == (0,)
+
+    def test_ids_of_exactly_the_limit_are_kept(self, running: RunningListener, identity: Identity) -> None:
+        order = order_for(identity, responseTimeoutMSecs=0, workOrderId="0x" + "Ab" * 128, requesterId="cd" * 128,
+                          requesterNonce="EF" * 128)
+        assert sdk.submit(running.url, order)["error"]["code"] == 5
+        status = running.store.status(canonical_id(order.work_order_id))
+        assert status is not None and status.state is OrderState.PENDING
+
+    def test_a_get_result_for_an_id_longer_than_the_limit_is_error_2(self, running: RunningListener) -> None:
+        answer = sdk.call(running.url, "WorkOrderGetResult", {"workOrderId": "ab" * 4050}, 1)
+        assert answer["error"]["code"] == 2 and "256 hex digits" in answer["error"]["message"]
 
     def test_an_order_too_large_for_the_worker_is_error_2(self, running: RunningListener, identity: Identity) -> None:
         order = order_for(identity, padding='"' * (MAX_BODY // 2 - 2000))  # fits the body limit, not once escaped

@@ -167,10 +167,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_order_rules(args: argparse.Namespace) -> None:
-    from .models import is_id
+    from .models import MAX_ID_DIGITS, is_id
 
     if args.worker_id is not None and not is_id(args.worker_id):
-        raise UsageError("--worker-id must be a hex id, e.g. the SHA-256 the requesters address this worker by")
+        raise UsageError(f"--worker-id must be a hex id of at most {MAX_ID_DIGITS} digits, e.g. the SHA-256 the "
+                         "requesters address this worker by")
     if args.replay_window_s and args.workers > 1 and os.path.isdir(args.attestation_root):
         # Under Gramine each worker process is an enclave of its own: no memory is shared.
         raise UsageError("--replay-window-s inside Gramine needs --workers 1 (or 0): enclaves share no "

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from . import listener_api as api
 from .errors import ErrorCode
-from .store import Completion, Handoff, LeasedOrder, OrderState, OrderStatus, Store, SubmitOutcome, canonical_id
+from .store import Completion, Handoff, LeasedOrder, OrderState, OrderStatus, Store, SubmitOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -165,15 +165,13 @@ class Listener:
         if call.method == "WorkerLookUp":
             records = await self._store(self.store.workers)
             return api.worker_lookup(call, records, now, self.config.stale_after_s)
-        worker_id = call.params.get("workerId")
-        record = await self._store(self.store.worker, canonical_id(worker_id)) if isinstance(worker_id, str) else None
+        record = await self._store(self.store.worker, api.retrieve_id(call))
         return api.worker_retrieve(call, record, now, self.config.stale_after_s)
 
     async def _submit(self, call: api.Call) -> bytes:
-        worker_id = call.params.get("workerId")
-        if isinstance(worker_id, str) and canonical_id(worker_id) not in self._known_workers:
-            if await self._store(self.store.worker, canonical_id(worker_id)) is not None:
-                self._known_workers.add(canonical_id(worker_id))
+        _, worker_id = api.submit_ids(call)
+        if worker_id not in self._known_workers and await self._store(self.store.worker, worker_id) is not None:
+            self._known_workers.add(worker_id)
         item = api.submission(call, self._known_workers, self.config.max_body_bytes, self.config.max_wait_s)
         loop = asyncio.get_running_loop()
         key = item.order.work_order_id

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import jsonio, jsonrpc
 from .errors import ErrorCode, InvalidParameterError, WorkOrderError
-from .models import check_id
+from .models import check_id, check_nonce
 from .store import NewOrder, OrderState, OrderStatus, SubmitOutcome, WorkerRecord, canonical_id
 
 METHODS = ("WorkerLookUp", "WorkerRetrieve", "WorkOrderSubmit", "WorkOrderGetResult")
@@ -147,11 +147,15 @@ def _registry_fields(record: WorkerRecord) -> dict[str, Any]:
     }
 
 
+def retrieve_id(call: Call) -> str:
+    """The canonical workerId of a WorkerRetrieve call (code 2 if it breaks the id rule)."""
+    return _id_param(call, "workerId")
+
+
 def worker_retrieve(call: Call, record: WorkerRecord | None, now: float, stale_after_s: float) -> bytes:
     """`WorkerRetrieve {workerId}` → the worker in the shape Avalon's enclave manager registered
     (`create_json_worker`): type, organization, application types, status, details."""
-    worker_id = _id_param(call, "workerId")
-    if record is None or record.worker_id != worker_id:
+    if record is None or record.worker_id != retrieve_id(call):
         raise CallError(ErrorCode.INVALID_PARAMETER, "no worker with this workerId is registered here; "
                         "find the ids with WorkerLookUp", call.reply_id)
     signup = record.signup
@@ -205,13 +209,27 @@ def wrapped_size(body: bytes) -> int:
     return len(body) + body.count(b'"') + body.count(b"\\") + body.count(b"\n") + WRAP_OVERHEAD_BYTES
 
 
-def submission(call: Call, known_workers: Container[str], max_request_bytes: int, max_wait_s: float) -> Submission:
-    """Check a WorkOrderSubmit call just enough to keep it: the worker checks everything else
-    when it runs the order, and its error becomes the order's result."""
-    raw_id = call.params.get("workOrderId")
-    shown_id = raw_id if isinstance(raw_id, str) else None
+def submit_ids(call: Call) -> tuple[str, str]:
+    """The canonical workOrderId and workerId of a WorkOrderSubmit call, once its four ids
+    (those two, requesterId and requesterNonce) pass the worker's id rule: nothing with an id
+    the worker would refuse is kept or looked up."""
     work_order_id = _id_param(call, "workOrderId")
+    shown_id = call.params["workOrderId"]
     worker_id = _id_param(call, "workerId", shown_id)
+    _id_param(call, "requesterId", shown_id)
+    try:
+        check_nonce(call.params.get("requesterNonce"))
+    except InvalidParameterError as exc:
+        raise CallError(ErrorCode.INVALID_PARAMETER, f"{call.method}: {exc.message}", call.reply_id, shown_id) from None
+    return work_order_id, worker_id
+
+
+def submission(call: Call, known_workers: Container[str], max_request_bytes: int, max_wait_s: float) -> Submission:
+    """Check a WorkOrderSubmit call just enough to keep it: its ids (`submit_ids`), its worker
+    and its size. The worker checks everything else when it runs the order, and its error
+    becomes the order's result."""
+    work_order_id, worker_id = submit_ids(call)
+    shown_id: str = call.params["workOrderId"]
     if worker_id not in known_workers:
         raise CallError(ErrorCode.INVALID_PARAMETER, "workerId names no worker registered here; "
                         "find the ids with WorkerLookUp", call.reply_id, shown_id)
@@ -222,7 +240,7 @@ def submission(call: Call, known_workers: Container[str], max_request_bytes: int
     wait_s = 0.0
     if isinstance(timeout_ms, int) and not isinstance(timeout_ms, bool) and timeout_ms > 0:
         wait_s = min(timeout_ms / 1000, max_wait_s)
-    return Submission(call, NewOrder(work_order_id, worker_id, call.body), raw_id or "", wait_s)
+    return Submission(call, NewOrder(work_order_id, worker_id, call.body), shown_id, wait_s)
 
 
 def submit_refusal(item: Submission, outcome: SubmitOutcome) -> bytes | None:

@@ -96,35 +96,46 @@ def _optional_str(params: Mapping[str, Any], field: str, where: str, wo_id: str 
 # included, after an optional 0x. Ids are never decoded, only hashed as the text sent, so
 # their length need not be even (Avalon's Demo.py makes them with hex(random...)).
 _HEX_ID = re.compile(r"(?:0[xX])?[0-9a-fA-F]+").fullmatch
+# Avalon's SDK sends 64 hex digits; ids are kept, indexed, echoed and logged, so they are bounded
+# before anything else is done with them (a PostgreSQL index entry holds at most 2,704 bytes).
+MAX_ID_DIGITS = 256
 
 
 def is_id(value: Any) -> bool:
     """True for an id as Avalon's schema allows it: one or more hex digits after an optional
-    `0x`, nothing else (no spaces, no line breaks: ids are echoed into logs and replies)."""
-    return isinstance(value, str) and _HEX_ID(value) is not None
+    `0x`, nothing else (no spaces, no line breaks: ids are echoed into logs and replies), and
+    at most `MAX_ID_DIGITS` digits."""
+    return isinstance(value, str) and len(strip_0x(value)) <= MAX_ID_DIGITS and _HEX_ID(value) is not None
 
 
 def check_id(value: Any, field: str, *, work_order_id: str | None = None) -> str:
     """The one rule for workOrderId, workerId and requesterId, on every path into the worker:
-    the id as sent, or code 2 naming the field."""
+    the id as sent, or code 2 naming the field. The length is checked before the digits, so a
+    long id costs nothing to refuse."""
     if is_id(value):
         return str(value)
-    if not isinstance(value, str) or not strip_0x(value):
+    digits = strip_0x(value) if isinstance(value, str) else ""
+    if not digits:
         raise InvalidParameterError(f"{field} is required (a hex string)", work_order_id=work_order_id)
+    if len(digits) > MAX_ID_DIGITS:
+        raise InvalidParameterError(f"{field} is longer than {MAX_ID_DIGITS} hex digits", work_order_id=work_order_id)
     raise InvalidParameterError(
         f"{field} must be a hex string (digits 0-9 a-f, an optional 0x, nothing else)", work_order_id=work_order_id
     )
 
 
-def _nonce_field(params: Mapping[str, Any], wo_id: str) -> str:
-    # The nonce is hashed as sent too, but the spec calls it bytes (a hex string of random
-    # bytes), so it keeps the even-length rule.
-    value = params.get("requesterNonce")
-    if isinstance(value, str) and _from_hex(value):
+def check_nonce(value: Any, *, work_order_id: str | None = None) -> str:
+    """requesterNonce by the id rule's bound, as bytes: an even number of hex digits (the spec
+    calls it bytes; it is hashed as sent, like the ids). Code 2 otherwise."""
+    if isinstance(value, str) and len(value) <= MAX_ID_DIGITS and _from_hex(value):  # the common case: one check
         return value
-    if isinstance(value, str) and strip_0x(value):
-        decode_hex(value, "requesterNonce", work_order_id=wo_id)  # not hex: raises, naming the field
-    raise InvalidParameterError("requesterNonce is required (a hex string)", work_order_id=wo_id)
+    digits = strip_0x(value) if isinstance(value, str) else ""
+    if not digits:
+        raise InvalidParameterError("requesterNonce is required (a hex string)", work_order_id=work_order_id)
+    if len(digits) > MAX_ID_DIGITS:
+        raise InvalidParameterError(f"requesterNonce is longer than {MAX_ID_DIGITS} hex digits", work_order_id=work_order_id)
+    decode_hex(value, "requesterNonce", work_order_id=work_order_id)  # not hex: raises, naming the field
+    return str(value)  # `0x` and exactly MAX_ID_DIGITS digits
 
 
 @dataclass(frozen=True)
@@ -276,7 +287,7 @@ class WorkOrderRequest:
         wo_id = work_order_id  # from here on, errors name the (valid hex) work order
         worker_id = check_id(params.get("workerId"), "workerId", work_order_id=wo_id)
         requester_id = check_id(params.get("requesterId"), "requesterId", work_order_id=wo_id)
-        requester_nonce = _nonce_field(params, wo_id)
+        requester_nonce = check_nonce(params.get("requesterNonce"), work_order_id=wo_id)
 
         _check_mode(params, "payloadFormat", SUPPORTED_PAYLOAD_FORMAT, wo_id)
         _check_mode(params, "dataEncryptionAlgorithm", SUPPORTED_DATA_ALGORITHM, wo_id)
