@@ -297,7 +297,7 @@ def test_a_mistyped_option_on_the_first_start_leaves_no_keys_behind(tmp_path: Pa
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("taken_option", ["--bind", "--metrics-port"])
+@pytest.mark.parametrize("taken_option", ["--bind", "--metrics-port", "--listen-http"])
 def test_a_port_in_use_on_the_first_start_leaves_no_keys_behind(tmp_path: Path, taken_option: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -330,3 +330,33 @@ def test_a_state_dir_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
     inside = run_cli("serve", "--state-dir", str(regular / "sub"), "--bind", "tcp://127.0.0.1:*", "--attestation", "none")
     assert inside.returncode == 2
     assert f"the state directory {regular / 'sub'} is inside {regular}, which is a file, not a directory" in inside.stderr
+
+
+def _damage_store(state: Path, damage: str) -> None:
+    store = state / "work-orders.sqlite3"
+    if damage == "garbage":
+        store.write_bytes(b"\x00 this is not an SQLite database \xff" * 300)
+    elif damage == "directory":
+        store.mkdir()
+    else:  # a real store cut short, as by a full disk or a careless copy
+        from avalon_worker.store import NewOrder
+        from avalon_worker.store.sqlite import SQLiteStore
+
+        made = SQLiteStore(state)
+        made.submit([NewOrder(f"{n:064x}", "a" * 64, b"x" * 3000) for n in range(200)], 1.0)
+        made.close()
+        with open(store, "r+b") as handle:
+            handle.truncate(3 * 4096)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "directory", "truncated"])
+def test_a_store_that_cannot_be_opened_stops_serve_with_exit_2_and_one_line(tmp_path: Path, damage: str) -> None:
+    state = tmp_path / "s"
+    state.mkdir(mode=0o700)
+    _damage_store(state, damage)
+    done = run_cli("serve", "--state-dir", str(state), "--bind", "tcp://127.0.0.1:*", "--attestation", "none",
+                   "--rsa-bits", "2048", "--workers", "1", "--listen-http", "127.0.0.1:0", timeout=120)
+    assert done.returncode == 2, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("avalon-worker:")]
+    assert len(said) == 1 and "work-order store" in said[0], done.stderr
+    assert "Traceback" not in done.stderr

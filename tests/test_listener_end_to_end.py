@@ -10,10 +10,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 import sdk_requester as sdk
@@ -61,13 +63,13 @@ class HttpWorker:
         return self.process.wait(60)
 
 
-def start(state_dir: Path, extra: Sequence[str] = (), *, legacy_iv: bool = True) -> HttpWorker:
+def start(state_dir: Path, extra: Sequence[str] = (), *, legacy_iv: bool = True, stderr: IO[str] | None = None) -> HttpWorker:
     command = [
         sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", str(state_dir),
         "--rsa-bits", "2048", "--attestation", "none", "--listen-http", "127.0.0.1:0", "--log-level", "WARNING",
         *(["--insecure-reuse-session-iv"] if legacy_iv else []), *extra,
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
     try:
         endpoint, url = read_ready(process, READY_PREFIX)
     except RuntimeError as exc:
@@ -226,3 +228,59 @@ def test_the_front_door_outlives_a_worker_process_that_dies(tmp_path: Path) -> N
         assert sdk.run(running.url, worker, "python-hello", ["after"]) == [b"Hello after"]
     finally:
         assert running.stop() == 0
+
+
+def front_door_pid(serve: subprocess.Popen[str], other_than: int = 0, wait_s: float = 60.0) -> int:
+    """The pid of the front-door process `serve` runs (one other than `other_than`, once there is one)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        for task in os.listdir(f"/proc/{serve.pid}/task"):
+            for pid in map(int, Path(f"/proc/{serve.pid}/task/{task}/children").read_text().split()):
+                try:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"avalon_worker.http_front" in command and pid != other_than:
+                    return pid
+        time.sleep(0.05)
+    raise AssertionError(f"no front-door process (other than {other_than}) within {wait_s} s")
+
+
+def test_a_front_door_killed_with_sigkill_is_started_again_and_loses_nothing(tmp_path: Path) -> None:
+    running = start(tmp_path, ["--workers", "1", "--lease-s", "1", "--workloads", str(TESTS / "workloads" / "workloads.json")])
+    try:
+        [worker_id] = sdk.lookup(running.url)
+        worker = sdk.retrieve(running.url, worker_id)
+        orders = [sdk.build(worker, "sleep", ["0.3"], response_timeout_ms=None) for _ in range(4)]
+        assert [sdk.submit(running.url, order)["error"]["code"] for order in orders] == [5] * len(orders)
+        first = front_door_pid(running.process)
+        os.kill(first, signal.SIGKILL)
+        # The port stays open: this call waits in its backlog for the next front door, which answers it.
+        assert sdk.run(running.url, worker, "python-hello", ["again"], poll_s=POLL_S) == [b"Hello again"]
+        assert front_door_pid(running.process, other_than=first) != first
+        for order in orders:
+            answer = sdk.get_result(running.url, order.work_order_id, poll_s=POLL_S)
+            assert sdk.open_result(worker, order, answer) == [b"slept 0.3"]
+        assert running.process.poll() is None
+    finally:
+        assert running.stop() == 0
+
+
+def test_a_front_door_that_cannot_come_back_stops_serve_with_one_line(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    state = tmp_path / "state"
+    with open(log, "w") as stderr:
+        running = start(state, ["--workers", "1"], stderr=stderr)
+    try:
+        assert sdk.lookup(running.url)
+        for name in ("work-orders.sqlite3-wal", "work-orders.sqlite3-shm"):
+            (state / name).unlink(missing_ok=True)
+        (state / "work-orders.sqlite3").write_bytes(b"\x00 not a database any more \xff" * 300)
+        os.kill(front_door_pid(running.process), signal.SIGKILL)
+        assert running.process.wait(120) == 1
+    finally:
+        if running.process.poll() is None:
+            running.kill_all()
+    said = [line for line in log.read_text().splitlines() if line.startswith("avalon-worker:")]
+    assert len(said) == 1 and "could not be started again" in said[0] and "work-order store" in said[0], said
+    assert "Traceback" not in log.read_text()

@@ -211,6 +211,18 @@ def run_server(args: argparse.Namespace) -> int:
         return 0
     attestation = select_provider(args.attestation, args.attestation_root, tsm_report_dir=args.tsm_report_dir)
     _check_bind(args.bind)
+    # Bound now and kept: a port in use is reported before an identity is made, and requests
+    # wait in its backlog while the front door is started (again).
+    http_socket = http_front.bind_listen(args.listen_http) if args.listen_http else None
+    try:
+        return _serve(args, config, registry, attestation, http_socket)
+    finally:
+        if http_socket is not None:
+            http_socket.close()
+
+
+def _serve(args: argparse.Namespace, config: PoolConfig, registry: WorkloadRegistry, attestation: Any,
+           http_socket: socket.socket | None) -> int:
     metrics = _start_metrics(args)
     identity, created = load_or_create(args.state_dir, args.rsa_bits or DEFAULT_RSA_BITS)
     from .core import insecure_seal_result_reusing_session_iv, seal_result
@@ -245,22 +257,25 @@ def run_server(args: argparse.Namespace) -> int:
     )
     stop = StopFlag()
     stop.install()
-    front: list[Any] = []  # the HTTP front door, once the endpoint is up
+    door = http_front.front_door_for(args, http_socket)  # the HTTP front door, started once the endpoint is up
+    if door is not None:
+        door.on_failure = stop.set
 
     def ready(endpoint: str) -> None:
         logger.info("serving on %s with %s", endpoint, f"{args.workers} worker process(es)" if args.workers else "no worker processes")
         print(READY_PREFIX + endpoint, flush=True)
-        front.append(http_front.start_for(args, endpoint))
+        if door is not None:
+            door.begin(endpoint, time.monotonic())
 
     try:
-        Pool(processor, config, metrics).serve(args.bind, stop=stop, on_ready=ready)
+        Pool(processor, config, metrics).serve(args.bind, stop=stop, on_ready=ready, helper=door)
     except EndpointError as exc:
         raise UsageError(f"cannot serve on {exc}") from None
     finally:
-        if front and front[0] is not None:
-            http_front.stop(front[0])
-    if front and front[0] is not None and front[0].returncode == 2:
-        raise UsageError("the HTTP listener could not serve (see its message above)")
+        if door is not None:
+            door.stop()
+    if door is not None and door.failure is not None:
+        raise door.failure
     if stop.forced:  # a second signal: what was in flight was answered with an error
         return 128 + stop.forced_by if stop.forced_by else 1
     return 0

@@ -1,11 +1,19 @@
 """The front door of one worker host: pump + store (+ HTTP listener), in a process of their own.
 
-`avalon-worker serve --listen-http HOST:PORT` starts this process once its ZMQ endpoint is up
-(`start`), and so does `serve --store URL` on a host that only pulls its orders from a shared
-store (no HTTP here: stateless `avalon-worker listener` processes elsewhere take the requests). The process holds no secret: it sees only the worker's public signup and the
-requesters' ciphertexts, and reaches the worker like any client, over ZMQ. Keeping it apart
-leaves the supervisor's event loop and the forked worker processes untouched, and gives the
-HTTP parsing and the store a core of their own.
+`avalon-worker serve --listen-http HOST:PORT` starts this process once its ZMQ endpoint is up,
+and so does `serve --store URL` on a host that only pulls its orders from a shared store (no
+HTTP here: stateless `avalon-worker listener` processes elsewhere take the requests). The process
+holds no secret: it sees only the worker's public signup and the requesters' ciphertexts, and
+reaches the worker like any client, over ZMQ. Keeping it apart leaves the supervisor's event loop
+and the forked worker processes untouched, and gives the HTTP parsing and the store a core of
+their own.
+
+`serve` binds the HTTP port itself, before it creates anything (a port in use is a one-line error
+and no keys are left behind), keeps it, and hands it to each front-door process it starts. It
+supervises that process (`FrontDoor`, with the decisions in `RestartPolicy`): one that dies is
+started again with a growing pause, and requests that arrive meanwhile wait in the port's backlog;
+one that cannot serve on its first start, or cannot be started again, stops `serve` with one line
+saying why. The process reports to `serve` over a pipe: "ready" once it serves, or why it cannot.
 
 It stops on SIGTERM or SIGINT, or when the `serve` process that started it is gone (killed
 with SIGKILL, say): in-flight orders left unanswered are then picked up again after their
@@ -19,12 +27,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from .errors import Error, SetupError
 from .store import DEFAULT_MAX_PENDING, DEFAULT_RESULT_TTL_S, StoreError, describe_store, open_store
 from .store.cli import STORE_ENV
 
@@ -34,6 +44,7 @@ READY_PREFIX = "listener on "
 PUMP_READY_PREFIX = "pulling orders for worker "
 STORE_FILE = "work-orders.sqlite3"
 PARENT_CHECK_S = 0.5
+BACKLOG = 1024  # connections the kernel holds for the front door, also while it is started again
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,14 @@ class FrontConfig:
         ]
 
 
+class FrontDoorError(Error):
+    """The front door stopped and could not be started again: `serve` stops (exit status 1)."""
+
+
+class FrontDoorSetupError(SetupError):
+    """The front door could not serve on its first start (a store that cannot be opened): exit 2."""
+
+
 def split_listen(text: str) -> tuple[str, int]:
     """HOST:PORT (or [v6]:PORT) → (host, port); ValueError with a message otherwise."""
     host, sep, port = text.rpartition(":")
@@ -70,27 +89,210 @@ def split_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def start(config: FrontConfig) -> subprocess.Popen[bytes]:
-    """Start the front-door process for a worker whose endpoint is up. It prints
-    `listener on http://HOST:PORT` on the shared standard output when it serves; if it cannot
-    serve, it says why and sends this process SIGTERM."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "avalon_worker.http_front", *config.arguments()], stdin=subprocess.DEVNULL,
-        env={**os.environ, STORE_ENV: config.store},
-    )
+def bind_listen(text: str) -> socket.socket:
+    """The listening socket for `--listen-http HOST:PORT`; `SetupError` (one line) if the
+    address cannot be had, e.g. the port is in use."""
+    try:
+        host, port = split_listen(text)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=BACKLOG)
+    except OSError as exc:
+        raise SetupError(f"cannot serve HTTP on {text}: {exc.strerror or exc}") from None
 
 
-def start_for(args: argparse.Namespace, endpoint: str) -> subprocess.Popen[bytes] | None:
-    """`start` with the options of `avalon-worker serve`, or None without `--listen-http` or
-    `--store`."""
+# supervision ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RestartPolicy:
+    """When to start the front door again after it stopped, and when to give up; no I/O, the
+    time passed in.
+
+    A front door that has never served is not started again: what stopped it (a store that cannot
+    be opened) is a set-up fault, reported at once. Once it has served, it is started again after
+    `first_delay_s`, the pause doubling (up to `max_delay_s`) while it keeps stopping within
+    `stable_after_s` of its start; after `max_failed_starts` starts in a row that never served,
+    it is given up."""
+
+    first_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+    stable_after_s: float = 30.0
+    max_failed_starts: int = 4
+    served: bool = False
+    failed_starts: int = 0
+    delay_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.delay_s = self.first_delay_s
+
+    def ready(self) -> None:
+        """The process serves."""
+        self.served = True
+        self.failed_starts = 0
+
+    def stopped(self, started: float, served: bool, now: float) -> float | None:
+        """The process stopped (`served`: after it had reported ready); when to start it
+        again, or None to give up."""
+        if not self.served:
+            return None
+        if not served:
+            self.failed_starts += 1
+            if self.failed_starts >= self.max_failed_starts:
+                return None
+        if now - started >= self.stable_after_s:
+            self.delay_s = self.first_delay_s
+        delay = self.delay_s
+        self.delay_s = min(self.delay_s * 2, self.max_delay_s)
+        return now + delay
+
+
+def describe_returncode(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class FrontDoor:
+    """The front-door process of `serve`, supervised: started by `start`, watched by `check`
+    (which the pool's loop calls twice a second), started again as `RestartPolicy` says, and
+    stopped by `stop`. `on_failure` is called once if it is given up; `failure` then says why.
+    `announce` is printed on standard output the first time it serves."""
+
+    def __init__(self, config: FrontConfig, sock: socket.socket | None, on_failure: Callable[[], None] = lambda: None,
+                 policy: RestartPolicy | None = None) -> None:
+        self.config = config
+        self.sock = sock
+        self.on_failure = on_failure
+        self.policy = policy or RestartPolicy()
+        self.failure: Error | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._status = -1  # the read end of the running process's status pipe
+        self._said = b""
+        self._started = 0.0
+        self._served = False
+        self._restart_at: float | None = None
+
+    def begin(self, endpoint: str, now: float) -> None:
+        """Start the process for the worker whose endpoint is now bound at `endpoint`."""
+        self.config = replace(self.config, endpoint=connectable(endpoint))
+        self.start(now)
+
+    def start(self, now: float) -> None:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(read_end, False)
+        fds = [write_end] + ([self.sock.fileno()] if self.sock is not None else [])
+        arguments = [*self.config.arguments(), "--status-fd", str(write_end)]
+        if self.sock is not None:
+            arguments += ["--listen-fd", str(self.sock.fileno())]
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "avalon_worker.http_front", *arguments], stdin=subprocess.DEVNULL,
+                env={**os.environ, STORE_ENV: self.config.store}, pass_fds=fds,
+            )
+        finally:
+            os.close(write_end)
+        self._status, self._said, self._started, self._served = read_end, b"", now, False
+
+    def pids(self) -> list[int]:
+        """The front door's process, for the supervisor to leave alone when it kills orphans."""
+        return [self.process.pid] if self.process is not None and self.process.returncode is None else []
+
+    def close_inherited(self) -> None:
+        """In a process forked from `serve` (a worker process): let go of the port and the pipe."""
+        if self.sock is not None:
+            self.sock.close()
+        if self._status >= 0:
+            os.close(self._status)
+
+    def check(self, now: float) -> None:
+        """Read what the process said, notice if it stopped, start it again when due."""
+        if self.failure is not None:
+            return
+        if self.process is None:
+            if self._restart_at is not None and now >= self._restart_at:
+                self._restart_at = None
+                self.start(now)
+            return
+        self._read_status()
+        code = self.process.poll()
+        if code is None:
+            return
+        self._read_status()
+        os.close(self._status)
+        self._status = -1
+        self.process = None
+        reason = self._reason() or f"it {describe_returncode(code)}"
+        again = self.policy.stopped(self._started, self._served, now)
+        if again is None:
+            self._give_up(reason)
+            return
+        logger.warning("the HTTP front door stopped (%s); starting it again in %.1f s", reason, again - now)
+        self._restart_at = again
+
+    def _read_status(self) -> None:
+        while True:
+            try:
+                data = os.read(self._status, 4096)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self._said += data
+            if not self._served and b"ready\t" in self._said:
+                self._served = True
+                first = not self.policy.served
+                self.policy.ready()
+                announcement = self._said.split(b"ready\t", 1)[1].split(b"\n", 1)[0].decode()
+                if first:
+                    print(announcement, flush=True)
+                else:
+                    logger.warning("the HTTP front door serves again")
+
+    def _reason(self) -> str:
+        for line in self._said.decode(errors="replace").splitlines():
+            if line.startswith("failed\t"):
+                return line[len("failed\t"):]
+        return ""
+
+    def _give_up(self, reason: str) -> None:
+        if self.policy.served:
+            self.failure = FrontDoorError(
+                f"the HTTP front door stopped and could not be started again "
+                f"({self.policy.failed_starts} attempts): {reason}")
+        else:
+            self.failure = FrontDoorSetupError(f"the HTTP front door cannot serve: {reason}")
+        self.on_failure()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the process to stop (it gives back the orders it could not finish) and wait; let
+        go of the port."""
+        process, self.process = self.process, None
+        if process is not None:
+            stop(process, timeout_s)
+        if self._status >= 0:
+            os.close(self._status)
+            self._status = -1
+        if self.sock is not None:
+            self.sock.close()
+
+
+def front_door_for(args: argparse.Namespace, sock: socket.socket | None) -> FrontDoor | None:
+    """The front door of `avalon-worker serve`'s options (`sock`: the bound `--listen-http`
+    port), not started yet; None without `--listen-http` or `--store`."""
     if not args.listen_http and not args.store:
         return None
     if args.listen_http and not args.insecure_reuse_session_iv:
         logger.warning("--listen-http without --insecure-reuse-session-iv: Avalon's SDK decrypts results with "
                        "sessionKeyIv and cannot read them; clients that read each item's iv can")
     processes = max(args.workers, 1)
-    return start(FrontConfig(
-        endpoint=connectable(endpoint),
+    return FrontDoor(FrontConfig(
+        endpoint="",  # known once the endpoint is bound: `begin`
         listen=args.listen_http or "",
         store=args.store or args.state_dir,
         max_request_bytes=args.max_request_bytes,
@@ -100,7 +302,7 @@ def start_for(args: argparse.Namespace, endpoint: str) -> subprocess.Popen[bytes
         log_level=args.log_level,
         heartbeat_s=args.heartbeat_s,
         stale_after_s=args.stale_after_s,
-    ))
+    ), sock)
 
 
 def connectable(endpoint: str) -> str:
@@ -138,9 +340,17 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
             process.wait()
 
 
-async def serve(config: FrontConfig, parent_pid: int | None = None) -> None:
-    """Run the pump (and the HTTP listener, if `config.listen`) until a signal, or until
-    `parent_pid` is no longer our parent."""
+# the front-door process ----------------------------------------------------------------------------
+
+
+def print_ready(line: str) -> None:
+    print(line, flush=True)
+
+
+async def serve(config: FrontConfig, parent_pid: int | None = None, sock: socket.socket | None = None,
+                ready: Callable[[str], None] = print_ready) -> None:
+    """Run the pump (and the HTTP listener on `sock`, if `config.listen`) until a signal, or
+    until `parent_pid` is no longer our parent. `ready` is told the line that says it serves."""
     # Imported here, in the front-door process only: `avalon-worker` itself starts without them.
     from aiohttp import web
 
@@ -168,17 +378,18 @@ async def serve(config: FrontConfig, parent_pid: int | None = None) -> None:
         worker_id = await pump.register()
         unfollow = follow_store(store, loop, pump=pump, listener=listener if runner else None)
         if runner is not None:
-            host, port = split_listen(config.listen)
             await runner.setup()
-            site = web.TCPSite(runner, host, port, reuse_address=True)
+            if sock is None:
+                sock = bind_listen(config.listen)
+            site = web.SockSite(runner, sock)
             await site.start()
-            bound = runner.addresses[0]
+            bound = sock.getsockname()
             logger.info("listener for worker %s on http://%s:%d, store %s", worker_id[:16], bound[0], bound[1],
                         describe_store(config.store))
-            print(f"{READY_PREFIX}http://{bound[0]}:{bound[1]}", flush=True)
+            ready(f"{READY_PREFIX}http://{bound[0]}:{bound[1]}")
         else:
             logger.info("worker %s pulls its orders from the store %s", worker_id[:16], describe_store(config.store))
-            print(f"{PUMP_READY_PREFIX}{worker_id}", flush=True)
+            ready(f"{PUMP_READY_PREFIX}{worker_id}")
         watcher = asyncio.create_task(_watch_parent(parent_pid, stop_event))
         await pump.run(stop_event)
         watcher.cancel()
@@ -199,10 +410,28 @@ async def _watch_parent(parent_pid: int | None, stop_event: asyncio.Event) -> No
         await asyncio.sleep(PARENT_CHECK_S)
 
 
+def _status_writer(fd: int) -> Callable[[str, str], None]:
+    """Tell `serve` (over the pipe `fd`) "ready" or "failed", with one line of text."""
+
+    def say(kind: str, text: str) -> None:
+        if fd < 0:
+            if kind == "ready":
+                print_ready(text)
+            return
+        try:
+            os.write(fd, f"{kind}\t{' '.join(text.split())}\n".encode())
+        except OSError:  # `serve` has gone; we stop with it
+            pass
+
+    return say
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m avalon_worker.http_front", description=__doc__)
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--listen-http", default="")
+    parser.add_argument("--listen-fd", type=int, default=-1, help="the bound HTTP port, inherited from `serve`")
+    parser.add_argument("--status-fd", type=int, default=-1, help="where to say ready or failed (a pipe to `serve`)")
     parser.add_argument("--store", default=os.environ.get(STORE_ENV), required=not os.environ.get(STORE_ENV))
     parser.add_argument("--max-request-bytes", type=int, required=True)
     parser.add_argument("--result-ttl", type=float, default=DEFAULT_RESULT_TTL_S)
@@ -218,13 +447,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = FrontConfig(args.endpoint, args.listen_http, args.store, args.max_request_bytes, args.result_ttl,
                          args.lease_s, args.max_in_flight, args.max_pending, args.log_level, args.heartbeat_s,
                          args.stale_after_s)
-    parent = os.getppid()
+    say = _status_writer(args.status_fd)
+    sock = socket.socket(fileno=args.listen_fd) if args.listen_fd >= 0 else None
     try:
-        asyncio.run(serve(config, parent))
-    except (StoreError, OSError, TimeoutError, ValueError) as exc:
-        print(f"avalon-worker: the HTTP listener cannot serve: {exc}", file=sys.stderr)
-        if os.getppid() == parent:
-            os.kill(parent, signal.SIGTERM)  # `serve` stops and reports it rather than run half-deployed
+        asyncio.run(serve(config, os.getppid(), sock, lambda line: say("ready", line)))
+    except (StoreError, SetupError, OSError, TimeoutError, ValueError) as exc:
+        if args.status_fd < 0:
+            print(f"avalon-worker: the HTTP front door cannot serve: {exc}", file=sys.stderr)
+        say("failed", str(exc))
         return 2
     return 0
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._internal.loop import Loop, StopFlag
+from ._internal.loop import Helper, Loop, StopFlag
 from ._internal.scheduler import Metrics as PoolMetrics
 from ._internal.scheduler import PoolConfig
 from .processor import Processor
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "Pool", "PoolConfig", "PoolMetrics", "StopFlag"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "Helper", "Pool", "PoolConfig", "PoolMetrics", "StopFlag"]
 
 # 16 MiB of input is ~22 MiB once base64-encoded inside a JSON string inside a JSON string.
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -31,6 +31,8 @@ class Pool:
         order_log = processor.order_log
         self.loop = Loop(processor.process, config, metrics, order_log.flush if order_log is not None else lambda: None)
 
-    def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
-        """Serve until `stop` is set, then answer everything in flight and stop the processes."""
-        self.loop.serve(bind, stop=stop, on_ready=on_ready)
+    def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
+              helper: Helper | None = None) -> None:
+        """Serve until `stop` is set, then answer everything in flight and stop the processes.
+        `helper` (the HTTP front door) is looked after from the pool's loop meanwhile."""
+        self.loop.serve(bind, stop=stop, on_ready=on_ready, helper=helper)

@@ -19,8 +19,8 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
 
 from . import child, framing, reaper
 from .router import FD_HEADROOM, Outbox, Router, send_queued
@@ -34,6 +34,21 @@ HARD_LIMIT_FACTOR = 4
 MAX_POLL_S = 0.2  # the stop flag is seen within this long
 READS_PER_TURN = 64  # reads of one process's socket per turn of the loop, while a message is unfinished
 PAIR_BUFFER_BYTES = 4 * 1024 * 1024  # asked for each end of a process's socket pair (the kernel may give less)
+HELPER_CHECK_S = 0.5  # how often a helper process is looked after
+
+
+class Helper(Protocol):
+    """A process the supervisor keeps beside its worker processes (the HTTP front door), looked
+    after from the loop: no thread, since the supervisor forks."""
+
+    def check(self, now: float) -> None:
+        """Look after the process (the time from `time.monotonic`)."""
+
+    def pids(self) -> Collection[int]:
+        """The helper's processes, which are not orphans to kill."""
+
+    def close_inherited(self) -> None:
+        """In a worker process just forked: close what the helper holds."""
 
 
 class StopFlag:
@@ -136,9 +151,13 @@ class Loop:
         self._stop = StopFlag()
         self._outbox: Outbox[_Child] = Outbox(self._flush)  # orders and revocations, written at the end of each turn
         self._helpers: set[int] = set()  # children of this process that are not worker processes (the HTTP front door)
+        self.helper: Helper | None = None
 
-    def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> None:
-        """Serve until `stop` is set, then answer everything in flight and stop the processes."""
+    def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
+              helper: Helper | None = None) -> None:
+        """Serve until `stop` is set, then answer everything in flight and stop the processes;
+        `helper.check` is called every HELPER_CHECK_S meanwhile."""
+        self.helper = helper
         scheduler = self.scheduler
         # every worker process (and a replacement being forked) holds two descriptors here
         processes = scheduler.workers + scheduler.spares + 1
@@ -167,6 +186,7 @@ class Loop:
         scheduler, router, poller, by_fd = self.scheduler, self.router, self.poller, self.by_fd
         assert router is not None
         reporting = scheduler._reporting
+        helper, helper_due = self.helper, 0.0
         while True:
             if stop.is_set and not scheduler.stopping:
                 self._do(scheduler.stop(time.monotonic()))
@@ -211,6 +231,9 @@ class Loop:
                 now = time.monotonic()
                 self._do(scheduler.time_passed(now))
                 router.tick(now)
+            if helper is not None and now >= helper_due:
+                helper.check(now)
+                helper_due = now + HELPER_CHECK_S
             if reporting:
                 scheduler.report()
 
@@ -293,6 +316,8 @@ class Loop:
                     other.sock.close()
                 if self.router is not None:
                     self.router.close_inherited()
+                if self.helper is not None:
+                    self.helper.close_inherited()
                 self.poller.close()
                 child.run(child_end, self.process, self.config.memory_limit_bytes, self.max_payload, self.idle)
             except BaseException:  # noqa: BLE001 - the supervisor sees the exit and answers for us
@@ -405,7 +430,10 @@ class Loop:
     def _kill_orphans(self) -> None:
         """Kill the descendants of dead worker processes that left their process group: once
         their process has been reaped, they are this process's children."""
-        reaper.kill_children(self._helpers.union(target.pid for target in self.children.values()))
+        keep = self._helpers.union(target.pid for target in self.children.values())
+        if self.helper is not None:
+            keep.update(self.helper.pids())
+        reaper.kill_children(keep)
 
     def _forget(self, target: _Child) -> None:
         target.due = False

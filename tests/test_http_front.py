@@ -1,0 +1,75 @@
+"""The front door's supervision decisions (`RestartPolicy`), with the time passed in, and the bound
+HTTP port (`bind_listen`). The processes themselves are driven in `test_listener_end_to_end.py`."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from avalon_worker.errors import SetupError
+from avalon_worker.http_front import RestartPolicy, bind_listen
+
+
+class TestRestartPolicy:
+    def test_a_front_door_that_never_served_is_not_started_again(self) -> None:
+        assert RestartPolicy().stopped(started=0.0, served=False, now=1.0) is None
+
+    def test_a_front_door_that_served_is_started_again_with_a_growing_pause(self) -> None:
+        policy = RestartPolicy(first_delay_s=0.5, max_delay_s=2.0, stable_after_s=30.0)
+        policy.ready()
+        pauses = []
+        now = 100.0
+        for _ in range(4):
+            again = policy.stopped(started=now - 1, served=True, now=now)
+            assert again is not None
+            pauses.append(again - now)
+            now = again + 1
+            policy.ready()
+        assert pauses == [0.5, 1.0, 2.0, 2.0]
+
+    def test_the_pause_is_short_again_after_a_long_stable_run(self) -> None:
+        policy = RestartPolicy(first_delay_s=0.5, stable_after_s=30.0)
+        policy.ready()
+        assert policy.stopped(started=0.0, served=True, now=1.0) == 1.5
+        assert policy.stopped(started=1.5, served=True, now=2.0) == 3.0
+        assert policy.stopped(started=3.0, served=True, now=100.0) == 100.5
+
+    def test_starts_that_never_serve_are_given_up_after_the_limit(self) -> None:
+        policy = RestartPolicy(max_failed_starts=3)
+        policy.ready()
+        now = 10.0
+        assert policy.stopped(started=0.0, served=True, now=now) is not None  # killed while serving
+        for attempt in range(1, 4):
+            again = policy.stopped(started=now, served=False, now=now + 0.5)
+            if attempt < 3:
+                assert again is not None
+                now = again
+            else:
+                assert again is None
+        assert policy.failed_starts == 3
+
+    def test_a_start_that_serves_again_clears_the_failed_starts(self) -> None:
+        policy = RestartPolicy(max_failed_starts=2)
+        policy.ready()
+        assert policy.stopped(started=0.0, served=False, now=1.0) is not None
+        policy.ready()
+        assert policy.stopped(started=2.0, served=False, now=3.0) is not None
+        assert policy.stopped(started=4.0, served=False, now=5.0) is None
+
+
+def test_bind_listen_holds_the_port_and_refuses_a_taken_one() -> None:
+    held = bind_listen("127.0.0.1:0")
+    try:
+        port = held.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # queued in the backlog: nobody needs to accept for a connection to be made
+        with pytest.raises(SetupError, match=f"cannot serve HTTP on 127.0.0.1:{port}: Address already in use"):
+            bind_listen(f"127.0.0.1:{port}")
+    finally:
+        held.close()
+
+
+def test_bind_listen_refuses_an_address_without_a_port() -> None:
+    with pytest.raises(SetupError, match="--listen-http needs HOST:PORT"):
+        bind_listen("127.0.0.1")
