@@ -19,6 +19,7 @@ import pytest
 import sdk_requester as sdk
 from aiohttp import web
 
+from avalon_worker._internal.scheduler import scan_timeout_ms
 from avalon_worker.identity import Identity
 from avalon_worker.listener import Listener, ListenerConfig
 from avalon_worker.signup import signup_document
@@ -198,6 +199,36 @@ class TestSubmit:
         status = running.store.status(order.work_order_id)
         assert status is not None and status.state is OrderState.PENDING
         assert running.submitted.is_set()  # the pump was woken
+
+    @pytest.mark.parametrize("timeout_ms", [200, 6000, 60_000])
+    def test_the_requesters_wait_is_not_kept_as_the_orders_time_limit(
+            self, running: RunningListener, identity: Identity, timeout_ms: int) -> None:
+        """responseTimeoutMSecs bounds how long the submit call waits; the order is kept without
+        it, so that the worker runs it under the operator's limit and the requester polls."""
+        order = order_for(identity, responseTimeoutMSecs=timeout_ms)
+        order.params["padding"] = "Ω and \\ kept exactly"
+        answers: list[dict[str, Any]] = []
+        thread = threading.Thread(target=lambda: answers.append(sdk.submit(running.url, order)))
+        thread.start()
+        while running.store.status(order.work_order_id) is None:
+            time.sleep(0.01)
+        [leased] = running.store.lease(identity.worker_id, "test", 1, 60, time.time())
+        running.done(Completion(leased.work_order_id, b'{"outData":[]}', False))
+        thread.join(30)
+        assert answers and answers[0]["result"] == {"outData": []}
+        assert scan_timeout_ms(leased.request) is None
+        kept = json.loads(leased.request)
+        assert kept["params"].pop("responseTimeoutMSecs") == 0
+        assert kept == {"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": order.reply_id,
+                        "params": {k: v for k, v in order.params.items() if k != "responseTimeoutMSecs"}}
+
+    def test_an_order_without_a_timeout_is_kept_as_it_came(self, running: RunningListener, identity: Identity) -> None:
+        order = order_for(identity)
+        del order.params["responseTimeoutMSecs"]
+        body = json.dumps({"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": 5, "params": order.params}, indent=1)
+        assert sdk.post(running.url, body.encode())["error"]["code"] == 5
+        [leased] = running.store.lease(identity.worker_id, "test", 1, 60, time.time())
+        assert leased.request == body.encode()
 
     def test_an_order_without_a_timeout_is_answered_pending_at_once(self, running: RunningListener, identity: Identity) -> None:
         order = order_for(identity)

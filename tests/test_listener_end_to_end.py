@@ -284,3 +284,19 @@ def test_a_front_door_that_cannot_come_back_stops_serve_with_one_line(tmp_path: 
     said = [line for line in log.read_text().splitlines() if line.startswith("avalon-worker:")]
     assert len(said) == 1 and "could not be started again" in said[0] and "work-order store" in said[0], said
     assert "Traceback" not in log.read_text()
+
+
+def test_an_order_longer_than_the_wait_in_one_call_completes_through_run_orders(tmp_path: Path) -> None:
+    """A requester's wait in one HTTP call (responseTimeoutMSecs, at most 5 s in the listener)
+    is not the order's time limit: a 7 s order completes, and the client polls for it."""
+    running = start(tmp_path / "state", ["--workers", "1", "--workloads", str(TESTS / "workloads" / "workloads.json")])
+    try:
+        orders = tmp_path / "orders.json"
+        orders.write_text(json.dumps({"workOrders": [{"workloadId": "sleep", "params": "7"}]}))
+        done = subprocess.run([sys.executable, "-m", "avalon_worker", "run-orders", "--listener", running.url,
+                               "--timeout-s", "60", "--json", str(orders)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        [record] = [json.loads(line) for line in done.stdout.splitlines()]
+        assert (record["status"], record["result"]) == ("verified", "slept 7")
+    finally:
+        assert running.stop() == 0

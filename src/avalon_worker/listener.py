@@ -8,7 +8,8 @@ anything is read, and while reading a chunked body) and must arrive within `body
 Submits are committed in batches: while one commit runs on the store's thread, the next calls
 gather, so one fsync covers many orders. A submit whose order finishes within the call (its
 `responseTimeoutMSecs`, at most `max_wait_s`) is answered with the result; otherwise with
-"pending" (5), once the order is committed.
+"pending" (5), once the order is committed. That wait is the call's, not the order's: the order
+is kept without it and runs under the worker operator's time limit (`listener_api.submission`).
 """
 
 from __future__ import annotations

@@ -61,12 +61,14 @@ class CallError(WorkOrderError):
 
 @dataclass(frozen=True)
 class Call:
-    """A decoded JSON-RPC request: method, id (echoed as sent), params object."""
+    """A decoded JSON-RPC request: method, id (echoed as sent), params object; the whole
+    decoded object and the body as received."""
 
     method: str
     reply_id: Any
     params: dict[str, Any]
     body: bytes
+    message: dict[str, Any]
 
 
 def parse_call(body: bytes) -> Call:
@@ -89,7 +91,7 @@ def parse_call(body: bytes) -> Call:
         params = {}
     if not isinstance(params, dict):
         raise CallError(ErrorCode.INVALID_PARAMETER, f"{method} params must be a JSON object", reply_id)
-    return Call(method, reply_id, params, body)
+    return Call(method, reply_id, params, body, message)
 
 
 def _id_param(call: Call, name: str, work_order_id: str | None = None) -> str:
@@ -237,10 +239,21 @@ def submission(call: Call, known_workers: Container[str], max_request_bytes: int
         raise CallError(ErrorCode.INVALID_PARAMETER, f"the work order is larger than this worker accepts "
                         f"({max_request_bytes} bytes); send less input", call.reply_id, shown_id)
     timeout_ms = call.params.get("responseTimeoutMSecs")
-    wait_s = 0.0
     if isinstance(timeout_ms, int) and not isinstance(timeout_ms, bool) and timeout_ms > 0:
-        wait_s = min(timeout_ms / 1000, max_wait_s)
-    return Submission(call, NewOrder(work_order_id, worker_id, call.body), shown_id, wait_s)
+        return Submission(call, NewOrder(work_order_id, worker_id, _without_time_limit(call)), shown_id,
+                          min(timeout_ms / 1000, max_wait_s))
+    return Submission(call, NewOrder(work_order_id, worker_id, call.body), shown_id, 0.0)
+
+
+def _without_time_limit(call: Call) -> bytes:
+    """The request to keep for an order whose requester set a responseTimeoutMSecs: the same
+    request with it set to 0. Through the listener, that number bounds how long the submit call
+    waits (EEA TC v1.1 §6.1.1: its synchronous mode); the requester then polls, and the order
+    runs under the operator's limit (`serve --timeout-s`). Kept as sent, it would become the
+    order's own limit in the worker, which stops orders at it (Avalon's SDK always sends 6000).
+    The hashed fields are strings and the index integers, which a new encoding leaves exactly as
+    they were."""
+    return jsonio.dumps({**call.message, "params": {**call.params, "responseTimeoutMSecs": 0}})
 
 
 def submit_refusal(item: Submission, outcome: SubmitOutcome) -> bytes | None:
