@@ -302,6 +302,37 @@ class TestSubmit:
         assert all(running.store.status(o.work_order_id) is not None for o in orders)
 
 
+class TestStoreFailures:
+    def test_an_order_the_store_refuses_fails_alone_and_its_batch_is_kept(self, running: RunningListener, identity: Identity) -> None:
+        """The store's one writer is held while five submits arrive, so that they are committed
+        as one batch; SQLite then refuses the one order larger than its length limit (here
+        lowered, as a stand-in for any data a store cannot keep): that order alone is refused,
+        the other four are kept."""
+        running.store._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
+        held = threading.Event()
+        running.executor.submit(held.wait, 30)
+        orders = [order_for(identity, responseTimeoutMSecs=0) for _ in range(5)]
+        orders[2].params["padding"] = "x" * 30_000
+        with ThreadPoolExecutor(5) as pool:
+            answers = [pool.submit(sdk.submit, running.url, o) for o in orders]
+            time.sleep(0.5)  # all five wait for the one commit behind the held writer
+            held.set()
+            codes = [answer.result()["error"]["code"] for answer in answers]
+        assert codes == [5, 5, 2, 5, 5]
+        message = answers[2].result()["error"]["message"]
+        assert "store refused" in message and "sqlite" not in message.lower()
+        assert [running.store.status(canonical_id(o.work_order_id)) is None for o in orders] == [False, False, True, False, False]
+        assert_still_serving(running)
+
+    def test_a_full_store_is_busy_8_and_serves_again_when_there_is_room(self, running: RunningListener, identity: Identity) -> None:
+        db = running.store._db
+        db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+        answer = sdk.submit(running.url, order_for(identity, responseTimeoutMSecs=0, padding="x" * 20_000))
+        assert answer["error"]["code"] == 8 and "not available" in answer["error"]["message"]
+        db.execute("PRAGMA max_page_count = 1000000")
+        assert sdk.submit(running.url, order_for(identity, responseTimeoutMSecs=0))["error"]["code"] == 5
+
+
 class TestGetResult:
     def test_an_unknown_order_is_error_2_never_5(self, running: RunningListener) -> None:
         answer = sdk.call(running.url, "WorkOrderGetResult", {"workOrderId": "EF" * 32}, 9)

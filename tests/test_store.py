@@ -20,6 +20,7 @@ from avalon_worker.store import (
     OrderState,
     Store,
     StoreError,
+    StoreRefused,
     SubmitOutcome,
     canonical_id,
     open_store,
@@ -220,6 +221,19 @@ class TestComplete:
         assert pending is not None and pending.state is OrderState.PENDING
 
 
+class TestErrors:
+    """A store tells what it refuses (the data of this call: retrying cannot help) from what
+    failed (the store: retrying later may), and goes on serving after either."""
+
+    def test_data_the_store_refuses_is_refused_at_once_and_the_store_serves_on(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        with pytest.raises(StoreRefused, match="refused"):
+            store.submit([NewOrder("ab" * 32, None, b"x")], T0)  # type: ignore[arg-type]  # NOT NULL
+        assert store.status("ab" * 32) is None
+        assert store.submit([order(1)], T0) == [SubmitOutcome.ACCEPTED]
+        assert store.complete([Completion(order(1).work_order_id, b"{}", False)], T0) == [True]
+
+
 class TestRetention:
     def test_purge_deletes_only_outcomes_older_than_the_ttl(self, make_store: StoreFactory) -> None:
         store = make_store()
@@ -282,6 +296,24 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     (tmp_path / "work-orders.sqlite3").write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="cannot open the work-order store"):
         SQLiteStore(tmp_path)
+
+
+def test_a_full_database_is_a_store_error_and_the_store_serves_on_once_there_is_room(tmp_path: Path) -> None:
+    """SQLite reports a full disk and a database at its size limit alike (SQLITE_FULL): the
+    store says so as a `StoreError` that is not a refusal of the data, and works again once
+    there is room."""
+    store = SQLiteStore(tmp_path, max_pending=10**6)
+    try:
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(StoreError, match="full") as raised:
+            for number in range(100):
+                store.submit([order(number, size=4000)], T0)
+        assert not isinstance(raised.value, StoreRefused)
+        store._db.execute("PRAGMA max_page_count = 1000000")
+        assert store.submit([order(1000)], T0) == [SubmitOutcome.ACCEPTED]
+    finally:
+        store.close()
 
 
 def test_every_accepted_order_survives_kill_9(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ that goes away and comes back."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -12,15 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from avalon_worker.store import Completion, Handoff, NewOrder, OrderState, StoreError, SubmitOutcome, open_store
-from avalon_worker.store.postgres import (
-    NOTIFY_PAYLOAD_BYTES,
-    PENDING,
-    SCHEMA_VERSION,
-    PostgresStore,
-    _chunks,
-    describe,
+from avalon_worker.store import (
+    Completion,
+    Handoff,
+    NewOrder,
+    OrderState,
+    StoreError,
+    StoreRefused,
+    SubmitOutcome,
+    open_store,
 )
+from avalon_worker.store.postgres import PENDING, SCHEMA_VERSION, PostgresStore, describe
 
 from conftest import start_postgres
 from postgres_server import PostgresServer, free_port
@@ -212,9 +215,9 @@ class TestNotifications:
             woken.append(worker_id)
             got_orders.set()
 
-        def on_results(ids: list[str] | None) -> None:
-            if ids is not None:
-                results.extend(ids)
+        def on_results(worker_id: str | None) -> None:
+            if worker_id is not None:
+                results.append(worker_id)
                 got_results.set()
 
         unsubscribe = pump.subscribe(on_orders=on_orders, on_results=on_results)
@@ -226,18 +229,50 @@ class TestNotifications:
             pump.complete([Completion(item.work_order_id, b"{}", False) for item in leased], T0)
             assert got_results.wait(WAIT_S)
             assert sorted(set(woken)) == [WORKER, OTHER_WORKER]
-            assert sorted(results) == sorted(item.work_order_id for item in leased)
+            assert results == [WORKER]  # outcomes are announced per worker: one notice for the batch
         finally:
             unsubscribe()
             listener.close()
             pump.close()
 
-    def test_long_id_lists_are_split_under_the_payload_limit(self) -> None:
-        ids = [f"{n:064x}" for n in range(1000)]
-        payloads = _chunks(ids)
-        assert len(payloads) > 1
-        assert all(len(payload) <= NOTIFY_PAYLOAD_BYTES for payload in payloads)
-        assert [item for payload in payloads for item in payload.split(",")] == ids
+    def test_an_outcome_for_an_id_longer_than_a_notice_is_stored_with_its_batch_and_announced(
+            self, postgres_url: str) -> None:
+        """A notice carries at most 8,000 bytes; an outcome is announced by its worker id, so no
+        id, however long, can make a batch of outcomes fail."""
+        store = PostgresStore(postgres_url)
+        heard: list[str] = []
+        got, connected = threading.Event(), threading.Event()
+
+        def on_results(worker_id: str | None) -> None:
+            (got if worker_id is not None else connected).set()
+            if worker_id is not None:
+                heard.append(worker_id)
+
+        unsubscribe = store.subscribe(on_results=on_results)
+        try:
+            assert connected.wait(WAIT_S), "the subscription never connected"
+            poison = "ab" * 4050  # repetitive: short enough for the index once compressed
+            assert store.submit([NewOrder(poison, WORKER, b"x"), order(1)], T0) == [SubmitOutcome.ACCEPTED] * 2
+            assert len(store.lease(WORKER, "pump", 10, 30, T0)) == 2
+            completions = [Completion(poison, b'{"a":1}', False), Completion(order(1).work_order_id, b'{"b":2}', False)]
+            assert store.complete(completions, T0 + 1) == [True, True]
+            assert got.wait(WAIT_S) and heard == [WORKER]
+            assert [item.outcome for item in store.finished([poison, order(1).work_order_id])] == [b'{"a":1}', b'{"b":2}']
+        finally:
+            unsubscribe()
+            store.close()
+
+
+class TestRefusals:
+    def test_an_id_too_long_for_the_index_is_refused_at_once_not_retried_as_a_lost_connection(
+            self, postgres_url: str) -> None:
+        store = PostgresStore(postgres_url, reconnect_s=5)
+        try:
+            with pytest.raises(StoreRefused, match="index row size"):
+                store.submit([NewOrder(secrets.token_hex(1500), WORKER, b"x")], T0)  # does not compress
+            assert store.submit([order(1)], T0) == [SubmitOutcome.ACCEPTED]
+        finally:
+            store.close()
 
 
 class TestServerAway:

@@ -27,7 +27,17 @@ from aiohttp import web
 
 from . import listener_api as api
 from .errors import ErrorCode
-from .store import Completion, Handoff, LeasedOrder, OrderState, OrderStatus, Store, SubmitOutcome
+from .store import (
+    Completion,
+    Handoff,
+    LeasedOrder,
+    OrderState,
+    OrderStatus,
+    Store,
+    StoreError,
+    StoreRefused,
+    SubmitOutcome,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +88,7 @@ class Listener:
         self._batch: list[tuple[api.Submission, asyncio.Future[SubmitOutcome]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Future[Completion | None]] = {}
+        self._waiting_on: dict[str, str] = {}  # the worker id of each waiting submit's order
         self._recent: OrderedDict[str, tuple[Completion, float]] = OrderedDict()
 
     def app(self) -> web.Application:
@@ -94,6 +105,7 @@ class Listener:
         now = self.clock()
         for item in completions:
             waiter = self._waiters.pop(item.work_order_id, None)
+            self._waiting_on.pop(item.work_order_id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(item)
             self._recent[item.work_order_id] = (item, now)
@@ -106,10 +118,11 @@ class Listener:
             return OrderStatus(OrderState.DONE, remembered[0].outcome, remembered[0].is_error)
         return await self._store(self.store.status, work_order_id)
 
-    async def outcomes_stored(self, ids: Sequence[str] | None) -> None:
-        """Outcomes stored by a pump in another process (None: any may have been, as after the
-        store's notifications reconnect): answer the submits waiting for them."""
-        keys = list(self._waiters) if ids is None else [key for key in ids if key in self._waiters]
+    async def outcomes_stored(self, worker_id: str | None) -> None:
+        """Outcomes of `worker_id`'s orders stored by a pump in another process (None: of any
+        worker, as after the store's notifications reconnect): answer the submits waiting for
+        them."""
+        keys = [key for key, worker in self._waiting_on.items() if worker_id in (None, worker)]
         if keys:
             self.order_done(await self._store(self.store.finished, keys))
 
@@ -124,6 +137,14 @@ class Listener:
             return _reply(await self._dispatch(api.parse_call(body)))
         except api.CallError as exc:
             return _reply(exc.reply(), close=request.method != "POST")
+        except StoreRefused as exc:
+            logger.warning("%s", exc)  # the store's words, which may name it: for the operator only
+            return _reply(api.CallError(ErrorCode.INVALID_PARAMETER, "the work-order store refused this request "
+                          "(the operator's log says why); change it before sending it again").reply())
+        except StoreError as exc:
+            logger.error("%s", exc)
+            return _reply(api.CallError(ErrorCode.BUSY, "the work-order store is not available right now; "
+                          "try again later").reply())
         except asyncio.TimeoutError:
             message = f"the request body did not arrive within {self.config.body_timeout_s:g} s"
             return _reply(api.CallError(ErrorCode.INVALID_PARAMETER, message).reply(), close=True)
@@ -179,15 +200,19 @@ class Listener:
         waiter: asyncio.Future[Completion | None] | None = None
         if item.wait_s > 0 and key not in self._waiters:
             waiter = self._waiters[key] = loop.create_future()  # before the commit: the pump may be quick
+            self._waiting_on[key] = item.order.worker_id
         accepted: asyncio.Future[SubmitOutcome] = loop.create_future()
         self._batch.append((item, accepted))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
-        outcome = await accepted
+        try:
+            outcome = await accepted
+        except BaseException:
+            self._forget(key, waiter)
+            raise
         refusal = api.submit_refusal(item, outcome)
         if refusal is not None:
-            if waiter is not None and self._waiters.get(key) is waiter:
-                del self._waiters[key]
+            self._forget(key, waiter)
             return refusal
         if waiter is None:
             return api.pending_reply(call.reply_id, item.work_order_id)
@@ -198,10 +223,14 @@ class Listener:
             return api.pending_reply(call.reply_id, item.work_order_id)
         return api.outcome_reply(call.reply_id, item.work_order_id, OrderStatus(OrderState.DONE, done.outcome, done.is_error))
 
+    def _forget(self, key: str, waiter: asyncio.Future[Completion | None] | None) -> None:
+        if waiter is not None and self._waiters.get(key) is waiter:
+            del self._waiters[key]
+            self._waiting_on.pop(key, None)
+
     def _give_up(self, key: str, waiter: asyncio.Future[Completion | None]) -> None:
         """A submit's wait is over: it answers "pending"."""
-        if self._waiters.get(key) is waiter:
-            del self._waiters[key]
+        self._forget(key, waiter)
         if not waiter.done():
             waiter.set_result(None)
 
@@ -215,6 +244,12 @@ class Listener:
                 now = self.clock()
                 try:
                     outcomes = await self._store(self.store.submit, orders, now, handoff)
+                except StoreRefused as exc:
+                    if len(batch) > 1:
+                        await self._submit_one_by_one(batch)
+                    else:
+                        batch[0][1].set_exception(exc)
+                    continue
                 except Exception as exc:
                     for _, future in batch:
                         future.set_exception(exc)
@@ -229,3 +264,16 @@ class Listener:
                         self.pump.wake()  # the rest wait in the store, or are another worker's
         finally:
             self._flusher = None
+
+    async def _submit_one_by_one(self, batch: list[tuple[api.Submission, asyncio.Future[SubmitOutcome]]]) -> None:
+        """A batch the store refused: each order in a commit of its own, so that only the orders
+        it refuses fail (as rare as a store that refuses what the listener has checked)."""
+        for item, future in batch:
+            try:
+                [outcome] = await self._store(self.store.submit, [item.order], self.clock(), None)
+            except Exception as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(outcome)
+        if self.pump is not None:
+            self.pump.wake()

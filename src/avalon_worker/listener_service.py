@@ -61,10 +61,10 @@ def follow_store(
         if pump is not None and worker_id in (None, pump.worker_id):
             on_loop(pump.wake)
 
-    def on_results(ids: list[str] | None) -> None:
+    def on_results(worker_id: str | None) -> None:
         def answer() -> None:
             if listener is not None:
-                task = loop.create_task(listener.outcomes_stored(ids))
+                task = loop.create_task(listener.outcomes_stored(worker_id))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 

@@ -12,6 +12,11 @@ One DEALER connection (`_internal.dealer`) carries every order in flight: each r
 out behind a routing frame of its own (`[tag, "", frame]`), which the worker's ROUTER (or REP)
 envelope hands back with the reply, so replies are matched to orders whatever order they arrive
 in. If the connection drops, the orders it carried go back to the queue at once.
+
+Outcomes the store cannot take while it is away are kept and stored first when it is back, so a
+store restart makes no order run twice. An outcome the store refuses (`StoreRefused`) is found by
+splitting its batch, and replaced by an error saying it could not be stored: that order ends
+once, and the rest of its batch is stored.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any, TypeVar
 from . import jsonio
 from ._internal.dealer import DealerConnection
 from .errors import ErrorCode
-from .store import Completion, Handoff, LeasedOrder, Store, StoreError, canonical_id
+from .store import Completion, Handoff, LeasedOrder, Store, StoreError, StoreRefused, canonical_id
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +84,13 @@ def interpret_reply(work_order_id: str, frame: bytes) -> Completion | None:
     return Completion(work_order_id, jsonio.dumps(unreadable), True)
 
 
+def unstorable(work_order_id: str) -> Completion:
+    """The outcome stored in place of one the store refused."""
+    error = {"code": int(ErrorCode.UNKNOWN_ERROR), "message": "the worker's answer to this work order could not be "
+             "stored (the operator's log says why); submit it again", "data": {"workOrderId": work_order_id}}
+    return Completion(work_order_id, jsonio.dumps(error), True)
+
+
 def worker_id_of(signup: dict[str, Any]) -> str:
     """The worker id a signup document stands for: hex SHA-256 of its verifying key PEM."""
     if isinstance(signup.get("worker_id"), str):
@@ -118,6 +130,7 @@ class Pump:
         self._in_flight: dict[bytes, _InFlight] = {}
         self._ready: deque[LeasedOrder] = deque()  # handed over by the listener beside us, not sent yet
         self._answered: list[tuple[bytes, bytes]] = []
+        self._unsaved: list[Completion] = []  # outcomes the store could not take yet (it was away)
         self._wake = asyncio.Event()  # orders were submitted: lease now
         self._work = asyncio.Event()  # answers arrived, or orders were submitted
         self._next_tag = 0
@@ -212,7 +225,7 @@ class Pump:
         backoff_until = 0.0
         while not stop.is_set():
             now = self.clock()
-            if self._answered:
+            if self._answered or self._unsaved:
                 backoff_until = max(backoff_until, await self._settle())
             if self._lost:
                 lost, self._lost = self._lost, []
@@ -267,9 +280,10 @@ class Pump:
             self._give_back_in_flight()  # the connection dropped just now
 
     async def _settle(self) -> float:
-        """Store the outcomes that arrived; give busy orders back. Return when to lease again."""
+        """Store the outcomes that arrived (and those the store could not take before); give
+        busy orders back. Return when to lease again. A `StoreError` leaves the outcomes kept
+        for the next try."""
         answered, self._answered = self._answered, []
-        completions: list[Completion] = []
         busy: list[str] = []
         for tag, frame in answered:
             flight = self._in_flight.pop(tag, None)
@@ -279,14 +293,34 @@ class Pump:
             if outcome is None:
                 busy.append(flight.order.work_order_id)
             else:
-                completions.append(outcome)
-        if completions:
-            stored = await self._store(self.store.complete, completions, self.clock())
-            self.on_done([item for item, ok in zip(completions, stored, strict=True) if ok])
+                self._unsaved.append(outcome)
+        if self._unsaved:
+            stored = await self._complete(self._unsaved)
+            self._unsaved = []
+            self.on_done(stored)
         if busy:
             await self._store(self.store.release, self.owner, busy)
             return self.clock() + self.config.busy_backoff_s
         return 0.0
+
+    async def _complete(self, completions: list[Completion]) -> list[Completion]:
+        """Store `completions`; return those stored as their order's first outcome. A batch
+        the store refuses is split until the outcome it refuses is found, which is replaced by
+        `unstorable` (if even that is refused, the order is left to its lease)."""
+        try:
+            stored = await self._store(self.store.complete, completions, self.clock())
+        except StoreRefused as exc:
+            if len(completions) > 1:
+                half = len(completions) // 2
+                return await self._complete(completions[:half]) + await self._complete(completions[half:])
+            [item] = completions
+            if item == unstorable(item.work_order_id):
+                logger.error("work order %s: the store refuses even an error as its outcome (%s)", item.work_order_id, exc)
+                return []
+            logger.error("work order %s: the store refused its outcome (%s); it is answered with an error instead",
+                         item.work_order_id, exc)
+            return await self._complete([unstorable(item.work_order_id)])
+        return [item for item, ok in zip(completions, stored, strict=True) if ok]
 
     async def _renew(self, now: float) -> None:
         stuck = [tag for tag, flight in self._in_flight.items() if now - flight.sent > self.config.stuck_after_s]
@@ -296,6 +330,7 @@ class Pump:
             await self._store(self.store.release, self.owner, ids)
         ids = [flight.order.work_order_id for flight in self._in_flight.values()]
         ids += [order.work_order_id for order in self._ready]
+        ids += [item.work_order_id for item in self._unsaved]
         if ids:
             await self._store(self.store.renew, self.owner, ids, self.config.lease_s, now)
 
@@ -307,7 +342,7 @@ class Pump:
                 await self._settle()
             else:
                 await asyncio.sleep(0.02)
-        if self._answered:
+        if self._answered or self._unsaved:
             await self._settle()
         ids = [flight.order.work_order_id for flight in self._in_flight.values()]
         ids += [order.work_order_id for order in self._ready]

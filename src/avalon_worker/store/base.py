@@ -42,6 +42,12 @@ class StoreError(Error):
     """The store cannot be opened or used (a message a person can act on)."""
 
 
+class StoreRefused(StoreError):
+    """The store refused the data of this call (too large, against a constraint, not storable):
+    trying again cannot help. Anything else a store raises as a `StoreError` may pass (a lost
+    connection, a full disk) and is worth trying again later."""
+
+
 def canonical_id(value: str) -> str:
     """The form an id is stored and compared in: lower case, without `0x`."""
     text = value.strip().lower()

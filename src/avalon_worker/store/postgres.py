@@ -2,14 +2,19 @@
 
 Listeners write orders and read outcomes; each worker host's pump leases the orders addressed to
 its worker id with `SELECT … FOR UPDATE SKIP LOCKED` (so pumps never wait on each other's rows)
-and writes outcomes back. `submit` and `complete` send a notification in the same transaction
-(`NOTIFY avalon_work_orders, '<worker id>'`, `NOTIFY avalon_results, '<ids>'`), delivered at
-commit: `subscribe` turns them into callbacks, so pumps and waiting submits wake without polling.
+and writes outcomes back. Each notification names a worker id, never an order: `submit` sends
+`NOTIFY avalon_work_orders, '<worker id>'` in its transaction (delivered at commit), and
+`complete`, once its transaction has committed, `NOTIFY avalon_results, '<worker id>'` for the
+workers whose outcomes it stored; a notification that cannot be sent never undoes an outcome.
+`subscribe` turns them into callbacks, so pumps and waiting submits wake without polling.
 Notifications sent while a subscriber was disconnected are lost; it is told everything may have
 changed when it reconnects, and callers keep a slow poll as well.
 
 Connections come from a pool (psycopg 3). When the server goes away (a restart, a fail-over),
-every call retries on a new connection for up to `reconnect_s` and then raises `StoreError`. A
+every call retries on a new connection for up to `reconnect_s` and then raises `StoreError`;
+so do serialization failures, deadlocks and a server short of resources. What the server
+refuses for the data itself (a constraint, a value too large for an index, bad data) is raised
+at once as `StoreRefused`: trying again cannot help. A
 commit whose acknowledgement was lost is recognised on the retry by what it wrote (the exact
 submit time, lease expiry or completion time it stored), so an accepted order is never reported
 as a duplicate of itself and a lease is never taken twice by the same call.
@@ -43,6 +48,7 @@ from .base import (
     OrderState,
     OrderStatus,
     StoreError,
+    StoreRefused,
     SubmitOutcome,
     WorkerRecord,
 )
@@ -63,7 +69,11 @@ T = TypeVar("T")
 PENDING, LEASED, DONE = 0, 1, 2
 ORDERS_CHANNEL = "avalon_work_orders"
 RESULTS_CHANNEL = "avalon_results"
-NOTIFY_PAYLOAD_BYTES = 7900  # PostgreSQL's limit is 8000 bytes per notification
+# SQLSTATE classes and codes worth another try: connection exceptions, insufficient resources,
+# operator intervention (a shutdown), system errors; serialization failures and deadlocks; a lock
+# not available. Everything else the server answers is about the call itself.
+_TRANSIENT_CLASSES = ("08", "53", "57", "58")
+_TRANSIENT_STATES = frozenset({"40001", "40P01", "55P03"})
 # Advisory locks are keyed (class, key); these classes are ours ("AVW0", "AVW1").
 _MIGRATION_LOCK_CLASS = 0x41565730
 _QUEUE_LOCK_CLASS = 0x41565731
@@ -109,24 +119,26 @@ def describe(url: str) -> str:
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
-def _chunks(ids: Sequence[str], limit: int = NOTIFY_PAYLOAD_BYTES) -> list[str]:
-    """Comma-joined ids, as few payloads as fit under PostgreSQL's notification size limit."""
-    payloads: list[str] = []
-    current: list[str] = []
-    size = 0
-    for item in ids:
-        if current and size + len(item) + 1 > limit:
-            payloads.append(",".join(current))
-            current, size = [], 0
-        current.append(item)
-        size += len(item) + 1
-    if current:
-        payloads.append(",".join(current))
-    return payloads
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error from psycopg may pass if the call is made again: a lost connection (no
+    SQLSTATE), or one of the SQLSTATEs above. The rest (`DataError`, `IntegrityError`, a program
+    limit such as an index entry too large, which psycopg files under `OperationalError` too)
+    is the server refusing this call."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 class _Subscriber:
-    def __init__(self, on_orders: Callable[[str | None], None] | None, on_results: Callable[[list[str] | None], None] | None) -> None:
+    def __init__(self, on_orders: Callable[[str | None], None] | None, on_results: Callable[[str | None], None] | None) -> None:
         self.on_orders = on_orders
         self.on_results = on_results
 
@@ -198,7 +210,7 @@ class _Notifications:
             if channel == ORDERS_CHANNEL and subscriber.on_orders is not None:
                 subscriber.on_orders(payload)
             elif channel == RESULTS_CHANNEL and subscriber.on_results is not None:
-                subscriber.on_results(payload.split(","))
+                subscriber.on_results(payload)
 
     def close(self) -> None:
         with self._lock:
@@ -297,7 +309,9 @@ class PostgresStore:
                         if not durable:
                             connection.execute("SET LOCAL synchronous_commit TO off")
                         return work(connection, retrying)
-            except (psycopg.OperationalError, PoolTimeout) as exc:
+            except (psycopg.Error, PoolTimeout) as exc:
+                if not is_transient(exc):
+                    raise StoreRefused(f"the PostgreSQL store {self.where} refused an operation: {_first_line(exc)}") from None
                 if time.monotonic() + delay >= deadline:
                     raise StoreError(
                         f"the PostgreSQL store {self.where} did not answer for {self.reconnect_s:g} s: "
@@ -308,8 +322,6 @@ class PostgresStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 retrying = True
-            except psycopg.Error as exc:
-                raise StoreError(f"the PostgreSQL store {self.where} refused an operation: {exc}") from None
 
     def migrate(self) -> int:
         """Create or upgrade the schema to `SCHEMA_VERSION`; return the version found before."""
@@ -511,36 +523,49 @@ class PostgresStore:
         for item in completions:
             first.setdefault(item.work_order_id, item)
 
-        def work(connection: psycopg.Connection[Any], retrying: bool) -> set[str]:
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> dict[str, str]:
             items = list(first.values())
             stored = {
-                row[0]
+                row[0]: row[1]
                 for row in connection.execute(
                     "UPDATE work_orders o SET state = %s, outcome = v.outcome, is_error = v.is_error, completed = %s, "
                     "request = '', lease_owner = NULL, lease_expires = NULL "
                     "FROM unnest(%s::text[], %s::bytea[], %s::boolean[]) AS v(id, outcome, is_error) "
-                    "WHERE o.work_order_id = v.id AND o.state < %s RETURNING o.work_order_id",
+                    "WHERE o.work_order_id = v.id AND o.state < %s RETURNING o.work_order_id, o.worker_id",
                     (DONE, now, [i.work_order_id for i in items], [i.outcome for i in items],
                      [i.is_error for i in items], DONE),
                 )
             }
             if retrying:  # an earlier attempt of this call stored them
                 stored |= {
-                    row[0]
+                    row[0]: row[1]
                     for row in connection.execute(
-                        "SELECT work_order_id FROM work_orders WHERE work_order_id = ANY(%s) AND state = %s AND completed = %s",
+                        "SELECT work_order_id, worker_id FROM work_orders WHERE work_order_id = ANY(%s) AND state = %s "
+                        "AND completed = %s",
                         ([i.work_order_id for i in items if i.work_order_id not in stored], DONE, now),
                     )
                 }
-            for payload in _chunks(sorted(stored)):
-                connection.execute("SELECT pg_notify(%s, %s)", (RESULTS_CHANNEL, payload))
             return stored
 
-        stored: set[str] = self._run(work)
+        stored: dict[str, str] = self._run(work)
+        if stored:
+            self._announce(RESULTS_CHANNEL, set(stored.values()))
         answered: list[bool] = []
         for item in completions:
             answered.append(first.get(item.work_order_id) is item and item.work_order_id in stored)
         return answered
+
+    def _announce(self, channel: str, worker_ids: set[str]) -> None:
+        """Notify `channel` once per worker id, after the commit that it announces, in a
+        statement of its own: once, without the retries of `_run`. A notice that cannot be sent
+        costs a waiting submit its early answer ("pending"; the requester polls), never an
+        outcome."""
+        try:
+            with self._pool.connection(timeout=1.0) as connection:
+                connection.execute("SELECT pg_notify(%s, w) FROM unnest(%s::text[]) AS t(w)", (channel, sorted(worker_ids)))
+        except (psycopg.Error, PoolTimeout) as exc:
+            logger.warning("outcomes were stored but not announced on the PostgreSQL store %s (%s); waiting "
+                           "submits answer pending and their requesters poll", self.where, _first_line(exc))
 
     def status(self, work_order_id: str) -> OrderStatus | None:
         row = self._run(
@@ -619,11 +644,12 @@ class PostgresStore:
     def subscribe(
         self,
         on_orders: Callable[[str | None], None] | None = None,
-        on_results: Callable[[list[str] | None], None] | None = None,
+        on_results: Callable[[str | None], None] | None = None,
     ) -> Callable[[], None]:
         """Call `on_orders(worker_id)` when orders for a worker become runnable and
-        `on_results(ids)` when outcomes are stored, from a thread of the store's; both get None
-        when notifications may have been missed. Returns the function that unsubscribes."""
+        `on_results(worker_id)` when outcomes of a worker's orders are stored, from a thread of
+        the store's; both get None when notifications may have been missed. Returns the function
+        that unsubscribes."""
         subscriber = _Subscriber(on_orders, on_results)
         with self._notifications_lock:
             if self._notifications is None:

@@ -7,6 +7,10 @@ power cut, not only a crash of the process. Leases, heartbeats and purges skip t
 `_write`): losing one to a power cut only means a lease is taken again. The pending-queue limits are counted in memory, which is exact because this
 connection is the only writer of the file (a second process opening the same file would still be
 safe for leases and outcomes, but could let the queue run past its limit).
+
+What SQLite refuses for the data itself (a constraint, a value too big) is raised as
+`StoreRefused`; any other failure (a full disk, an I/O error, a busy file) as `StoreError`, after
+which the store serves again once the cause has passed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ from .base import (
     OrderState,
     OrderStatus,
     StoreError,
+    StoreRefused,
     SubmitOutcome,
     WorkerRecord,
 )
@@ -121,6 +127,17 @@ class SQLiteStore:
             self._db.execute("ROLLBACK")
             raise
 
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as the store's: what it refuses for the data (IntegrityError,
+        DataError) as `StoreRefused`, the rest (a full disk, an I/O error) as `StoreError`."""
+        try:
+            yield
+        except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+            raise StoreRefused(f"the work-order store {self.path} refused an operation: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"the work-order store {self.path} failed: {exc}") from None
+
     def _write(self, sql_work: Any, *, durable: bool = True) -> Any:
         """Run `sql_work(db)` in one IMMEDIATE transaction, under the lock.
 
@@ -129,17 +146,18 @@ class SQLiteStore:
         lost with the machine's power, which costs nothing worse than a lease taken again: they
         skip the fsync, and the next durable commit, which fsyncs the WAL, persists them too.
         """
-        with self._lock:
+        with self._lock, self._errors():
             if not durable:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     value = sql_work(self._db)
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite rolls back by itself after some errors (a full disk)
+                        self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
             finally:
                 if not durable:
                     self._db.execute("PRAGMA synchronous=FULL")
@@ -160,9 +178,11 @@ class SQLiteStore:
                     outcomes.append(SubmitOutcome.QUEUE_FULL)
                     continue
                 handed = to_hand > 0 and handoff is not None and order.worker_id == handoff.worker_id
+                # Only a second order with this id is ignored (OR IGNORE would hide a broken constraint too).
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO orders (work_order_id, worker_id, state, request, request_bytes, submitted, "
-                    "lease_owner, lease_expires, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO orders (work_order_id, worker_id, state, request, request_bytes, submitted, "
+                    "lease_owner, lease_expires, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (work_order_id) DO NOTHING",
                     (order.work_order_id, order.worker_id, LEASED if handed else PENDING, order.request,
                      len(order.request), now, handoff.owner if handed and handoff else None,
                      now + handoff.lease_s if handed and handoff else None, int(handed)),
@@ -251,7 +271,7 @@ class SQLiteStore:
         return stored
 
     def status(self, work_order_id: str) -> OrderStatus | None:
-        with self._lock:
+        with self._lock, self._errors():
             row = self._db.execute(
                 "SELECT state, outcome, is_error FROM orders WHERE work_order_id = ?", (work_order_id,)
             ).fetchone()
@@ -264,7 +284,7 @@ class SQLiteStore:
     def finished(self, work_order_ids: Sequence[str]) -> list[Completion]:
         ids = list(dict.fromkeys(work_order_ids))
         found: list[Completion] = []
-        with self._lock:
+        with self._lock, self._errors():
             for first in range(0, len(ids), _MAX_PARAMETERS):
                 chunk = ids[first : first + _MAX_PARAMETERS]
                 found += [
@@ -301,14 +321,14 @@ class SQLiteStore:
         self._write(lambda db: db.execute("UPDATE workers SET heartbeat = ? WHERE worker_id = ?", (now, worker_id)), durable=False)
 
     def worker(self, worker_id: str) -> WorkerRecord | None:
-        with self._lock:
+        with self._lock, self._errors():
             row = self._db.execute(
                 "SELECT worker_id, signup, registered, heartbeat FROM workers WHERE worker_id = ?", (worker_id,)
             ).fetchone()
         return None if row is None else WorkerRecord(row[0], json.loads(row[1]), row[2], row[3])
 
     def workers(self) -> list[WorkerRecord]:
-        with self._lock:
+        with self._lock, self._errors():
             rows = self._db.execute(
                 "SELECT worker_id, signup, registered, heartbeat FROM workers ORDER BY registered, worker_id"
             ).fetchall()
