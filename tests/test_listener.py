@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import sdk_requester as sdk
-from aiohttp import web
 
 from avalon_worker._internal.scheduler import scan_timeout_ms
+from avalon_worker.http_front import bind_listen
+from avalon_worker.http_guard import HttpLimits
 from avalon_worker.identity import Identity
 from avalon_worker.listener import Listener, ListenerConfig
 from avalon_worker.signup import signup_document
@@ -48,30 +49,28 @@ class _TestPump:
 
 
 class RunningListener:
-    """A `Listener` served by aiohttp on 127.0.0.1 from a thread of its own."""
+    """A `Listener` served on 127.0.0.1 from a thread of its own, as the front door serves it."""
 
-    def __init__(self, store: SQLiteStore, config: ListenerConfig) -> None:
+    def __init__(self, store: SQLiteStore, config: ListenerConfig, limits: HttpLimits | None = None) -> None:
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1)
         self.submitted = threading.Event()
         self.listener = Listener(store, self.executor, config, pump=_TestPump(self.submitted))
         self.loop = asyncio.new_event_loop()
+        sock = bind_listen("127.0.0.1:0")
+        self.port = sock.getsockname()[1]
         started = threading.Event()
-        self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self.thread = threading.Thread(target=self._serve, args=(sock, limits or HttpLimits(), started), daemon=True)
         self.thread.start()
         assert started.wait(30)
         self.url = f"http://127.0.0.1:{self.port}/"
 
-    def _serve(self, started: threading.Event) -> None:
+    def _serve(self, sock: socket.socket, limits: HttpLimits, started: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(self.listener.app(), access_log=None, handle_signals=False)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = runner.addresses[0][1]
+        close = self.loop.run_until_complete(self.listener.serve_on(sock, limits))
         started.set()
         self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
+        self.loop.run_until_complete(close())
 
     def done(self, completion: Completion) -> None:
         """What the pump does when it has stored an outcome."""
@@ -453,3 +452,99 @@ class TestBadHttp:
         response = raw_http(running.port, b"\x16\x03\x01\x02\x00hello\r\n\r\n")
         assert b"Traceback" not in response
         assert_still_serving(running)
+
+
+class TestConnectionLimits:
+    """The guard around aiohttp's server: a time limit for headers and for idleness, a cap on
+    connections, and one budget for the bodies held at once (module `http_guard`)."""
+
+    LIMITS = HttpLimits(max_connections=4, header_timeout_s=0.5, idle_timeout_s=1.0)
+    BUDGET = 100_000
+
+    @pytest.fixture()
+    def guarded(self, tmp_path: Path, identity: Identity, registered: dict[str, Any]) -> Iterator[RunningListener]:
+        store = SQLiteStore(tmp_path)
+        store.register_worker(identity.worker_id, registered, time.time())
+        config = ListenerConfig(max_body_bytes=MAX_BODY, body_timeout_s=5.0, body_budget_bytes=self.BUDGET)
+        server = RunningListener(store, config, self.LIMITS)
+        yield server
+        server.stop()
+        store.close()
+
+    @staticmethod
+    def closed_within(sock: socket.socket, seconds: float) -> bool:
+        """Whether the server closes `sock` within `seconds` (whatever it sends first is read)."""
+        sock.settimeout(seconds)
+        try:
+            while sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+        return True
+
+    def test_headers_that_trickle_in_are_cut_off_at_the_header_timeout(self, guarded: RunningListener) -> None:
+        with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            try:
+                while time.monotonic() - started < 5:  # a header line every 0.1 s: never complete
+                    sock.sendall(b"X-Slow: yes\r\n")
+                    time.sleep(0.1)
+            except OSError:
+                pass  # closed by the server
+            assert time.monotonic() - started < 5, "the trickling headers were never cut off"
+            assert self.closed_within(sock, 5)
+        assert_still_serving(guarded)
+
+    def test_a_connection_that_says_nothing_is_closed_after_the_idle_timeout(self, guarded: RunningListener) -> None:
+        with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as sock:
+            assert self.closed_within(sock, 5)
+        assert_still_serving(guarded)
+
+    def test_a_kept_alive_connection_is_closed_once_idle_after_its_answer(self, guarded: RunningListener) -> None:
+        body = b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":{}}'
+        with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            assert self.closed_within(sock, 5)
+
+    def test_at_the_cap_the_longest_idle_connection_makes_room(self, guarded: RunningListener) -> None:
+        idle = [socket.create_connection(("127.0.0.1", guarded.port), timeout=5) for _ in range(4)]
+        try:
+            time.sleep(0.2)  # all four accepted
+            assert_still_serving(guarded)  # a fifth connection, served
+            assert self.closed_within(idle[0], 0.5)
+            assert not self.closed_within(idle[3], 0.1)
+        finally:
+            for sock in idle:
+                sock.close()
+
+    def test_at_the_cap_with_every_connection_busy_a_new_one_is_answered_503(self, guarded: RunningListener) -> None:
+        busy = [socket.create_connection(("127.0.0.1", guarded.port), timeout=5) for _ in range(4)]
+        try:
+            for sock in busy:  # a request whose body is on its way
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            time.sleep(0.3)
+            response = raw_http(guarded.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            head, _, body = response.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 ")
+            assert json.loads(body)["error"]["code"] == 8
+        finally:
+            for sock in busy:
+                sock.close()
+        assert_still_serving(guarded)
+
+    def test_a_body_still_arriving_beyond_the_budget_is_refused_at_once(self, guarded: RunningListener) -> None:
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as first:
+            first.sendall(head + b"{" + b" " * 1000)  # holds 60,000 of the 100,000 bytes
+            time.sleep(0.3)
+            second = json_body(raw_http(guarded.port, head + b"{", read_timeout_s=3))  # would not fit: refused unread
+            assert second["error"]["code"] == 8 and "try again" in second["error"]["message"]
+            assert_still_serving(guarded)  # a body that came whole is never refused
+            first.sendall(b" " * 58_999)
+            assert json_body(first.recv(65536))["error"]["code"] == 2  # served, as not JSON
+        third = json_body(raw_http(guarded.port, head + b"{" + b" " * 59_999))  # room again
+        assert third["error"]["code"] == 2 and "not valid JSON" in third["error"]["message"]

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import __version__, http_front, orderlog
+from . import __version__, http_front, http_guard, orderlog
 from ._internal.router import EndpointError, listen
 from .attestation import measure
 from .attestation.cli import (
@@ -159,6 +159,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: off)")
     parser.add_argument("--result-ttl", type=SECONDS, default=24 * 3600.0, metavar="S",
                         help="with --listen-http: keep work-order results this many seconds (default: a day)")
+    http_guard.add_arguments(parser)
     parser.add_argument("--lease-s", type=SECONDS, default=10.0, help=argparse.SUPPRESS)
     # A worker host sharing a PostgreSQL store with others (listeners run apart: `listener`).
     add_store_argument(parser, required=False)

@@ -34,7 +34,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from . import http_guard
 from .errors import Error, SetupError
+from .http_guard import HttpLimits
 from .store import DEFAULT_MAX_PENDING, DEFAULT_RESULT_TTL_S, StoreError, describe_store, open_store
 from .store.cli import STORE_ENV
 
@@ -60,16 +62,20 @@ class FrontConfig:
     log_level: str = "INFO"
     heartbeat_s: float = 5.0
     stale_after_s: float = 30.0
+    limits: HttpLimits = HttpLimits()
 
     def arguments(self) -> list[str]:
         """The command line of the front-door process; the store travels in its environment
         (`STORE_ENV`), as a database URL may hold a password."""
+        limits = self.limits
         return [
             "--endpoint", self.endpoint, "--listen-http", self.listen,
             "--max-request-bytes", str(self.max_request_bytes), "--result-ttl", repr(self.result_ttl_s),
             "--lease-s", repr(self.lease_s), "--max-in-flight", str(self.max_in_flight),
             "--max-pending", str(self.max_pending), "--log-level", self.log_level,
             "--heartbeat-s", repr(self.heartbeat_s), "--stale-after-s", repr(self.stale_after_s),
+            "--http-max-connections", str(limits.max_connections), "--http-header-timeout-s", repr(limits.header_timeout_s),
+            "--http-idle-timeout-s", repr(limits.idle_timeout_s), "--http-body-budget-bytes", str(limits.body_budget_bytes),
         ]
 
 
@@ -302,6 +308,7 @@ def front_door_for(args: argparse.Namespace, sock: socket.socket | None) -> Fron
         log_level=args.log_level,
         heartbeat_s=args.heartbeat_s,
         stale_after_s=args.stale_after_s,
+        limits=http_guard.limits_from(args),
     ), sock)
 
 
@@ -352,8 +359,6 @@ async def serve(config: FrontConfig, parent_pid: int | None = None, sock: socket
     """Run the pump (and the HTTP listener on `sock`, if `config.listen`) until a signal, or
     until `parent_pid` is no longer our parent. `ready` is told the line that says it serves."""
     # Imported here, in the front-door process only: `avalon-worker` itself starts without them.
-    from aiohttp import web
-
     from .listener import Listener, ListenerConfig
     from .listener_service import follow_store
     from .pump import Pump, PumpConfig
@@ -369,20 +374,17 @@ async def serve(config: FrontConfig, parent_pid: int | None = None, sock: socket
         heartbeat_s=config.heartbeat_s,
     ))
     listener_config = ListenerConfig(max_body_bytes=config.max_request_bytes, result_ttl_s=config.result_ttl_s,
-                                     stale_after_s=config.stale_after_s)
+                                     stale_after_s=config.stale_after_s, body_budget_bytes=config.limits.body_budget_bytes)
     listener = Listener(store, executor, listener_config, pump=pump)
     pump.on_done = listener.order_done
-    runner = web.AppRunner(listener.app(), access_log=None, handle_signals=False) if config.listen else None
-    unfollow = None
+    unfollow = close = None
     try:
         worker_id = await pump.register()
-        unfollow = follow_store(store, loop, pump=pump, listener=listener if runner else None)
-        if runner is not None:
-            await runner.setup()
+        unfollow = follow_store(store, loop, pump=pump, listener=listener if config.listen else None)
+        if config.listen:
             if sock is None:
                 sock = bind_listen(config.listen)
-            site = web.SockSite(runner, sock)
-            await site.start()
+            close = await listener.serve_on(sock, config.limits)
             bound = sock.getsockname()
             logger.info("listener for worker %s on http://%s:%d, store %s", worker_id[:16], bound[0], bound[1],
                         describe_store(config.store))
@@ -396,8 +398,8 @@ async def serve(config: FrontConfig, parent_pid: int | None = None, sock: socket
     finally:
         if unfollow is not None:
             unfollow()
-        if runner is not None:
-            await runner.cleanup()
+        if close is not None:
+            await close()
         executor.submit(store.close).result()
         executor.shutdown()
 
@@ -441,12 +443,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--heartbeat-s", type=float, default=5.0)
     parser.add_argument("--stale-after-s", type=float, default=30.0)
+    http_guard.add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     config = FrontConfig(args.endpoint, args.listen_http, args.store, args.max_request_bytes, args.result_ttl,
                          args.lease_s, args.max_in_flight, args.max_pending, args.log_level, args.heartbeat_s,
-                         args.stale_after_s)
+                         args.stale_after_s, http_guard.limits_from(args))
     say = _status_writer(args.status_fd)
     sock = socket.socket(fileno=args.listen_fd) if args.listen_fd >= 0 else None
     try:

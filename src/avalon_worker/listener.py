@@ -3,7 +3,10 @@
 Every answer is HTTP 200 with `Content-Type: application/json` and a JSON-RPC body, whatever
 went wrong; a request that breaks HTTP itself is answered by aiohttp's parser (400) or its
 connection is closed. Bodies are bounded (`max_body_bytes`, checked from Content-Length before
-anything is read, and while reading a chunked body) and must arrive within `body_timeout_s`.
+anything is read, and while reading a chunked body), must arrive within `body_timeout_s`, and
+together within one budget (`http_guard.BodyBudget`): a body still arriving that does not fit is
+answered BUSY (8) at once. `serve_on` serves it behind `http_guard.ConnectionGuard` (header and
+idle timeouts, a connection cap).
 
 Submits are committed in batches: while one commit runs on the store's thread, the next calls
 gather, so one fsync covers many orders. A submit whose order finishes within the call (its
@@ -16,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -27,6 +31,7 @@ from aiohttp import web
 
 from . import listener_api as api
 from .errors import ErrorCode
+from .http_guard import BodyBudget, ConnectionGuard, HttpLimits
 from .store import (
     Completion,
     Handoff,
@@ -45,10 +50,18 @@ T = TypeVar("T")
 JSON = "application/json"
 
 
+BACKLOG = 1024
+
+
+class _OverBudget(Exception):
+    """A body still arriving does not fit in the budget of bodies held at once."""
+
+
 @dataclass(frozen=True)
 class ListenerConfig:
     max_body_bytes: int = 32 * 1024 * 1024
     body_timeout_s: float = 10.0  # the whole body must arrive within this
+    body_budget_bytes: int = 0  # bodies held at once, all connections together (0: `HttpLimits.budget_for`)
     max_wait_s: float = 5.0  # a submit waits at most this for its result (Avalon's SDK gives up on HTTP after 10 s)
     stale_after_s: float = 30.0  # a worker without a heartbeat for this long is shown as off-line
     result_ttl_s: float = 24 * 3600.0  # what the store keeps; outcomes remembered here expire with it
@@ -90,11 +103,29 @@ class Listener:
         self._waiters: dict[str, asyncio.Future[Completion | None]] = {}
         self._waiting_on: dict[str, str] = {}  # the worker id of each waiting submit's order
         self._recent: OrderedDict[str, tuple[Completion, float]] = OrderedDict()
+        budget = self.config.body_budget_bytes or HttpLimits().budget_for(self.config.max_body_bytes)
+        self.budget = BodyBudget(budget)
+        self.guard: ConnectionGuard | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
+
+    async def serve_on(self, sock: socket.socket, limits: HttpLimits) -> Callable[[], Awaitable[None]]:
+        """Serve HTTP on the bound, listening `sock` within `limits`; return what stops it."""
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, keepalive_timeout=limits.idle_timeout_s)
+        await runner.setup()
+        assert runner.server is not None
+        busy = api.CallError(ErrorCode.BUSY, "the listener has as many connections as it serves; try again later")
+        self.guard = ConnectionGuard(limits, busy.reply())
+        server = await asyncio.get_running_loop().create_server(self.guard.wrap(runner.server), sock=sock, backlog=BACKLOG)
+
+        async def close() -> None:
+            server.close()
+            await runner.cleanup()
+
+        return close
 
     async def _store(self, method: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, method, *args)
@@ -127,14 +158,29 @@ class Listener:
             self.order_done(await self._store(self.store.finished, keys))
 
     async def handle(self, request: web.Request) -> web.Response:
+        guard = self.guard
+        if guard is not None:
+            guard.request_started(request.transport)
+        held = [0]  # bytes of this request's body in the budget
+        try:
+            return await self._answer(request, held)
+        finally:
+            self.budget.give_back(held[0])
+            if guard is not None:
+                guard.request_finished(request.transport)
+
+    async def _answer(self, request: web.Request, held: list[int]) -> web.Response:
         try:
             if request.method != "POST":
                 raise api.CallError(ErrorCode.INVALID_PARAMETER, "send JSON-RPC requests with HTTP POST")
-            body = await self._read_body(request)
+            body = await self._read_body(request, held)
             if body is None:
                 return _reply(api.CallError(ErrorCode.INVALID_PARAMETER, f"the request body is larger than "
                               f"{self.config.max_body_bytes} bytes").reply(), close=True)
             return _reply(await self._dispatch(api.parse_call(body)))
+        except _OverBudget:
+            return _reply(api.CallError(ErrorCode.BUSY, "the listener is receiving as many large requests as it "
+                          "holds at once; try again later").reply(), close=True)
         except api.CallError as exc:
             return _reply(exc.reply(), close=request.method != "POST")
         except StoreRefused as exc:
@@ -153,15 +199,24 @@ class Listener:
             return _reply(api.CallError(ErrorCode.UNKNOWN_ERROR, "the listener failed on this request; "
                           "try again, and tell the operator if it persists").reply(), close=True)
 
-    async def _read_body(self, request: web.Request) -> bytes | None:
-        """The whole body, or None if it is over the limit; TimeoutError if it is too slow."""
+    async def _read_body(self, request: web.Request, held: list[int]) -> bytes | None:
+        """The whole body, or None if it is over the limit; TimeoutError if it is too slow,
+        `_OverBudget` if it is still arriving and does not fit in the budget. What it holds of
+        the budget is added to `held[0]`."""
         limit = self.config.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
+        declared = request.content_length
+        if declared is not None and declared > limit:
             return None
         content = request.content
         if content.is_eof():  # the usual case: the whole body came with the headers; no timer needed
             body = content.read_nowait()
+            self.budget.take(len(body), received=True)
+            held[0] += len(body)
             return body if len(body) <= limit else None
+        if declared is not None:  # the whole body's room, before any of it is read
+            if not self.budget.take(declared):
+                raise _OverBudget
+            held[0] += declared
 
         async def read() -> bytes | None:
             chunks: list[bytes] = []
@@ -173,6 +228,10 @@ class Listener:
                 size += len(chunk)
                 if size > limit:
                     return None
+                if declared is None:  # chunked: room as it comes
+                    if not self.budget.take(len(chunk)):
+                        raise _OverBudget
+                    held[0] += len(chunk)
                 chunks.append(chunk)
 
         return await asyncio.wait_for(read(), self.config.body_timeout_s)

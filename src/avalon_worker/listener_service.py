@@ -20,12 +20,16 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from . import http_guard
 from .cli_options import POSITIVE_COUNT, SECONDS, add_log_level_argument
+from .errors import SetupError
+from .http_guard import HttpLimits
 from .pool import DEFAULT_MAX_REQUEST_BYTES
 from .store import DEFAULT_MAX_PENDING, POSTGRES_SCHEMES, Store, StoreError, describe_store, open_store
 from .store.cli import add_store_argument
@@ -76,15 +80,11 @@ def follow_store(
     return unsubscribe
 
 
-async def serve_listener(store: Store, listen: str, config: ListenerConfig) -> None:
-    """Serve the listener API on `listen` (HOST:PORT) for every worker in `store` until SIGTERM
+async def serve_listener(store: Store, sock: socket.socket, config: ListenerConfig, limits: HttpLimits) -> None:
+    """Serve the listener API on the bound `sock` for every worker in `store` until SIGTERM
     or SIGINT."""
-    from aiohttp import web
-
-    from .http_front import split_listen
     from .listener import Listener
 
-    host, port = split_listen(listen)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -92,18 +92,18 @@ async def serve_listener(store: Store, listen: str, config: ListenerConfig) -> N
     executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="store")
     listener = Listener(store, executor, config)
     unfollow = follow_store(store, loop, listener=listener)
-    runner = web.AppRunner(listener.app(), access_log=None, handle_signals=False)
+    close = None
     try:
-        await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-        bound = runner.addresses[0]
+        close = await listener.serve_on(sock, limits)
+        bound = sock.getsockname()
         logger.info("listener on http://%s:%d for every worker in the store", bound[0], bound[1])
         print(f"{READY_PREFIX}http://{bound[0]}:{bound[1]}", flush=True)
         await stop.wait()
     finally:
         if unfollow is not None:
             unfollow()
-        await runner.cleanup()
+        if close is not None:
+            await close()
         executor.shutdown()
 
 
@@ -121,12 +121,14 @@ def add_listener_command(commands: Any) -> None:
     parser.add_argument("--stale-after-s", type=SECONDS, default=30.0,
                         help="a worker without a heartbeat for this long is shown as off-line and left out of "
                         "WorkerLookUp (default %(default)s)")
+    http_guard.add_arguments(parser)
     add_log_level_argument(parser)
     parser.set_defaults(func=run_listener)
 
 
 def run_listener(args: argparse.Namespace) -> int:
     from .cli import _configure_logging
+    from .http_front import bind_listen
     from .listener import ListenerConfig
 
     _configure_logging(args.log_level)
@@ -134,19 +136,28 @@ def run_listener(args: argparse.Namespace) -> int:
         print("avalon-worker: a listener of its own needs a store that worker hosts share: --store postgresql://…; "
               "on one host, use `avalon-worker serve --listen-http` instead", file=sys.stderr)
         return 2
+    limits = http_guard.limits_from(args)
+    try:
+        sock = bind_listen(args.listen_http)  # before the store: a port in use is said at once
+    except SetupError as exc:
+        print(f"avalon-worker: {exc}", file=sys.stderr)
+        return 2
     try:
         store = open_store(args.store, max_pending=args.max_pending, max_pending_bytes=64 * args.max_request_bytes)
     except StoreError as exc:
+        sock.close()
         print(f"avalon-worker: {exc}", file=sys.stderr)
         return 2
     logger.info("store %s", describe_store(args.store))
-    config = ListenerConfig(max_body_bytes=args.max_request_bytes, stale_after_s=args.stale_after_s)
+    config = ListenerConfig(max_body_bytes=args.max_request_bytes, stale_after_s=args.stale_after_s,
+                            body_budget_bytes=limits.body_budget_bytes)
     try:
-        asyncio.run(serve_listener(store, args.listen_http, config))
+        asyncio.run(serve_listener(store, sock, config, limits))
     except (OSError, ValueError) as exc:
         print(f"avalon-worker: the listener cannot serve: {exc}", file=sys.stderr)
         return 2
     finally:
+        sock.close()
         store.close()
     return 0
 
