@@ -64,10 +64,10 @@ def start_worker_host(state_dir: Path, store_url: str, extra: Sequence[str] = ()
     return Service(process, "", "", worker_id=_read_ready(process, PUMP_READY_PREFIX, "the worker host"))
 
 
-def start_listener(store_url: str) -> Service:
+def start_listener(store_url: str, extra: Sequence[str] = ()) -> Service:
     command = [
         sys.executable, "-m", "avalon_worker", "listener", "--store", store_url, "--listen-http", "127.0.0.1:0",
-        "--stale-after-s", str(STALE_AFTER_S), "--log-level", "WARNING",
+        "--stale-after-s", str(STALE_AFTER_S), "--log-level", "WARNING", *extra,
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     return Service(process, "", _read_ready(process, LISTENER_READY_PREFIX, "the listener") + "/")
@@ -86,8 +86,8 @@ class Deployment:
         self.services.append(service)
         return service
 
-    def listener(self) -> Service:
-        service = start_listener(self.store_url)
+    def listener(self, extra: Sequence[str] = ()) -> Service:
+        service = start_listener(self.store_url, extra)
         self.services.append(service)
         return service
 
@@ -205,6 +205,21 @@ def test_a_listener_killed_with_orders_pending_loses_none_of_them(deployment: De
     second = deployment.listener()
     for order, expected in orders:
         assert sdk.open_result(worker, order, sdk.get_result(second.url, order.work_order_id, poll_s=POLL_S)) == [expected]
+
+
+def test_orders_for_a_worker_that_never_comes_back_end_with_an_error_after_the_pending_ttl(deployment: Deployment) -> None:
+    """No worker host runs to expire them: the listener does, once the worker has been silent,
+    and the order has waited, for --pending-ttl."""
+    alpha = deployment.worker_host("alpha")
+    listener = deployment.listener(["--pending-ttl", "2"])
+    worker = sdk.retrieve(listener.url, alpha.worker_id)
+    alpha.kill_all()
+    order = submit_pending(listener.url, worker, "python-hello", "never")
+    answer = sdk.get_result(listener.url, order.work_order_id, poll_s=0.5, max_polls=60)
+    error = answer["error"]
+    assert error["code"] == 1 and "within 2 s" in error["message"] and "submit it again" in error["message"]
+    assert error["data"] == {"workOrderId": order.work_order_id.lower()}
+    assert order_rows(deployment.store_url)[order.work_order_id][1] == 2
 
 
 def test_a_listener_started_after_results_were_stored_returns_them(deployment: Deployment) -> None:

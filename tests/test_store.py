@@ -3,6 +3,7 @@ the SQLite file has to show (durability across kill -9, schema versions)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -244,6 +245,48 @@ class TestRetention:
         assert store.status(order(1).work_order_id) is None
         assert store.status(order(2).work_order_id) is not None
         assert store.status(order(3).work_order_id) is not None  # pending orders are never purged
+
+
+class TestExpiry:
+    """An order whose worker has said nothing for the pending time limit, and that waited that
+    long, ends with an error its requester can read: no requester polls for ever."""
+
+    TTL = 3600.0
+
+    def test_orders_of_a_worker_gone_for_the_limit_end_with_an_error(self, make_store: StoreFactory) -> None:
+        store = make_store(max_pending=2)
+        store.register_worker(WORKER, {}, T0)
+        store.submit([order(1), order(2)], T0)
+        assert store.expire(self.TTL, T0 + self.TTL - 1) == 0  # not that old yet
+        assert store.expire(self.TTL, T0 + self.TTL + 1) == 2
+        status = store.status(order(1).work_order_id)
+        assert status is not None and status.state is OrderState.DONE and status.is_error
+        error = json.loads(status.outcome)
+        assert error["code"] == 1 and "3600 s" in error["message"] and "submit it again" in error["message"]
+        assert error["data"] == {"workOrderId": order(1).work_order_id}
+        assert store.submit([order(3)], T0 + self.TTL + 2) == [SubmitOutcome.ACCEPTED]  # the queue has room again
+        assert store.lease(WORKER, "pump", 10, 30, T0 + self.TTL + 3)[0].work_order_id == order(3).work_order_id
+
+    def test_orders_of_an_unknown_worker_expire_too(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1, OTHER_WORKER)], T0)
+        assert store.expire(self.TTL, T0 + self.TTL + 1) == 1
+
+    def test_orders_of_a_worker_that_is_alive_wait_however_long(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.register_worker(WORKER, {}, T0)
+        store.submit([order(1)], T0)
+        store.heartbeat(WORKER, T0 + self.TTL)
+        assert store.expire(self.TTL, T0 + self.TTL + 1) == 0
+        status = store.status(order(1).work_order_id)
+        assert status is not None and status.state is OrderState.PENDING
+
+    def test_an_order_under_a_live_lease_is_left_to_its_pump(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(1)], T0)
+        store.lease(WORKER, "pump", 1, 2 * self.TTL, T0 + 1)
+        assert store.expire(self.TTL, T0 + self.TTL + 1) == 0
+        assert store.expire(self.TTL, T0 + 2 * self.TTL + 2) == 1  # its lease lapsed: its pump is gone too
 
 
 class TestWorkers:

@@ -53,7 +53,7 @@ from .crypto import SigningKey
 from .errors import Error, SetupError
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, load_or_create
 from .listener_client import ListenerClient
-from .listener_service import add_listener_command, add_pump_command
+from .listener_service import add_listener_command, add_pending_ttl_argument, add_pump_command
 from .order_table import JsonLines, Outcome, Table, terminal_width
 from .pool import DEFAULT_MAX_REQUEST_BYTES, PoolConfig, StopFlag
 from .requester import VerificationError, WorkOrderFailed
@@ -160,6 +160,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--result-ttl", type=SECONDS, default=24 * 3600.0, metavar="S",
                         help="with --listen-http: keep work-order results this many seconds (default: a day)")
     http_guard.add_arguments(parser)
+    add_pending_ttl_argument(parser)
     parser.add_argument("--lease-s", type=SECONDS, default=10.0, help=argparse.SUPPRESS)
     # A worker host sharing a PostgreSQL store with others (listeners run apart: `listener`).
     add_store_argument(parser, required=False)

@@ -37,7 +37,14 @@ from dataclasses import dataclass, field, replace
 from . import http_guard
 from .errors import Error, SetupError
 from .http_guard import HttpLimits
-from .store import DEFAULT_MAX_PENDING, DEFAULT_RESULT_TTL_S, StoreError, describe_store, open_store
+from .store import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_PENDING_TTL_S,
+    DEFAULT_RESULT_TTL_S,
+    StoreError,
+    describe_store,
+    open_store,
+)
 from .store.cli import STORE_ENV
 
 logger = logging.getLogger("avalon_worker.http_front")  # also when run as __main__
@@ -63,6 +70,7 @@ class FrontConfig:
     heartbeat_s: float = 5.0
     stale_after_s: float = 30.0
     limits: HttpLimits = HttpLimits()
+    pending_ttl_s: float = DEFAULT_PENDING_TTL_S
 
     def arguments(self) -> list[str]:
         """The command line of the front-door process; the store travels in its environment
@@ -76,6 +84,7 @@ class FrontConfig:
             "--heartbeat-s", repr(self.heartbeat_s), "--stale-after-s", repr(self.stale_after_s),
             "--http-max-connections", str(limits.max_connections), "--http-header-timeout-s", repr(limits.header_timeout_s),
             "--http-idle-timeout-s", repr(limits.idle_timeout_s), "--http-body-budget-bytes", str(limits.body_budget_bytes),
+            "--pending-ttl", repr(self.pending_ttl_s),
         ]
 
 
@@ -309,6 +318,7 @@ def front_door_for(args: argparse.Namespace, sock: socket.socket | None) -> Fron
         heartbeat_s=args.heartbeat_s,
         stale_after_s=args.stale_after_s,
         limits=http_guard.limits_from(args),
+        pending_ttl_s=args.pending_ttl,
     ), sock)
 
 
@@ -371,7 +381,7 @@ async def serve(config: FrontConfig, parent_pid: int | None = None, sock: socket
         loop.add_signal_handler(signum, stop_event.set)
     pump = Pump(store, config.endpoint, executor, PumpConfig(
         lease_s=config.lease_s, max_in_flight=config.max_in_flight, result_ttl_s=config.result_ttl_s,
-        heartbeat_s=config.heartbeat_s,
+        heartbeat_s=config.heartbeat_s, pending_ttl_s=config.pending_ttl_s,
     ))
     listener_config = ListenerConfig(max_body_bytes=config.max_request_bytes, result_ttl_s=config.result_ttl_s,
                                      stale_after_s=config.stale_after_s, body_budget_bytes=config.limits.body_budget_bytes)
@@ -444,12 +454,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heartbeat-s", type=float, default=5.0)
     parser.add_argument("--stale-after-s", type=float, default=30.0)
     http_guard.add_arguments(parser)
+    parser.add_argument("--pending-ttl", type=float, default=DEFAULT_PENDING_TTL_S)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     config = FrontConfig(args.endpoint, args.listen_http, args.store, args.max_request_bytes, args.result_ttl,
                          args.lease_s, args.max_in_flight, args.max_pending, args.log_level, args.heartbeat_s,
-                         args.stale_after_s, http_guard.limits_from(args))
+                         args.stale_after_s, http_guard.limits_from(args), args.pending_ttl)
     say = _status_writer(args.status_fd)
     sock = socket.socket(fileno=args.listen_fd) if args.listen_fd >= 0 else None
     try:

@@ -22,8 +22,9 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import http_guard
@@ -31,7 +32,16 @@ from .cli_options import POSITIVE_COUNT, SECONDS, add_log_level_argument
 from .errors import SetupError
 from .http_guard import HttpLimits
 from .pool import DEFAULT_MAX_REQUEST_BYTES
-from .store import DEFAULT_MAX_PENDING, POSTGRES_SCHEMES, Store, StoreError, describe_store, open_store
+from .store import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_PENDING_TTL_S,
+    DEFAULT_RESULT_TTL_S,
+    POSTGRES_SCHEMES,
+    Store,
+    StoreError,
+    describe_store,
+    open_store,
+)
 from .store.cli import add_store_argument
 
 if TYPE_CHECKING:
@@ -42,6 +52,14 @@ logger = logging.getLogger(__name__)
 
 READY_PREFIX = "listener on "
 STORE_THREADS = 4  # store calls at once: GetResult reads run beside the batched submits
+PURGE_EVERY_S = 60.0
+
+
+def add_pending_ttl_argument(parser: argparse.ArgumentParser) -> None:
+    """`--pending-ttl`, for every command that keeps orders in a store."""
+    parser.add_argument("--pending-ttl", type=SECONDS, default=DEFAULT_PENDING_TTL_S, metavar="S",
+                        help="an order that waited this many seconds for a worker that has been off-line as long ends "
+                        "with an error its requester reads (default %(default)g: an hour)")
 
 
 def follow_store(
@@ -80,9 +98,23 @@ def follow_store(
     return unsubscribe
 
 
-async def serve_listener(store: Store, sock: socket.socket, config: ListenerConfig, limits: HttpLimits) -> None:
+async def expire_every(store: Store, executor: Executor, pending_ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+    """Expire the orders of workers gone silent for `pending_ttl_s`, now and then, for ever (a
+    task to cancel): with no worker host left to do it, the listeners do."""
+    from .pump import expire_pending, expiry_interval
+
+    while True:
+        try:
+            await expire_pending(store, executor, pending_ttl_s, clock())
+        except StoreError as exc:
+            logger.error("could not expire old pending orders: %s", exc)
+        await asyncio.sleep(expiry_interval(PURGE_EVERY_S, pending_ttl_s))
+
+
+async def serve_listener(store: Store, sock: socket.socket, config: ListenerConfig, limits: HttpLimits,
+                         pending_ttl_s: float = DEFAULT_PENDING_TTL_S) -> None:
     """Serve the listener API on the bound `sock` for every worker in `store` until SIGTERM
-    or SIGINT."""
+    or SIGINT; expire the orders of workers gone silent for `pending_ttl_s`."""
     from .listener import Listener
 
     loop = asyncio.get_running_loop()
@@ -93,6 +125,7 @@ async def serve_listener(store: Store, sock: socket.socket, config: ListenerConf
     listener = Listener(store, executor, config)
     unfollow = follow_store(store, loop, listener=listener)
     close = None
+    expiring = asyncio.create_task(expire_every(store, executor, pending_ttl_s))
     try:
         close = await listener.serve_on(sock, limits)
         bound = sock.getsockname()
@@ -100,6 +133,7 @@ async def serve_listener(store: Store, sock: socket.socket, config: ListenerConf
         print(f"{READY_PREFIX}http://{bound[0]}:{bound[1]}", flush=True)
         await stop.wait()
     finally:
+        expiring.cancel()
         if unfollow is not None:
             unfollow()
         if close is not None:
@@ -122,6 +156,7 @@ def add_listener_command(commands: Any) -> None:
                         help="a worker without a heartbeat for this long is shown as off-line and left out of "
                         "WorkerLookUp (default %(default)s)")
     http_guard.add_arguments(parser)
+    add_pending_ttl_argument(parser)
     add_log_level_argument(parser)
     parser.set_defaults(func=run_listener)
 
@@ -152,7 +187,7 @@ def run_listener(args: argparse.Namespace) -> int:
     config = ListenerConfig(max_body_bytes=args.max_request_bytes, stale_after_s=args.stale_after_s,
                             body_budget_bytes=limits.body_budget_bytes)
     try:
-        asyncio.run(serve_listener(store, sock, config, limits))
+        asyncio.run(serve_listener(store, sock, config, limits, args.pending_ttl))
     except (OSError, ValueError) as exc:
         print(f"avalon-worker: the listener cannot serve: {exc}", file=sys.stderr)
         return 2
@@ -175,8 +210,9 @@ def add_pump_command(commands: Any) -> None:
     parser.add_argument("--max-in-flight", type=POSITIVE_COUNT, default=8,
                         help="orders sent to the worker and not yet answered (default %(default)s; about "
                         "twice its worker processes)")
-    parser.add_argument("--result-ttl", type=SECONDS, default=24 * 3600.0, metavar="S",
+    parser.add_argument("--result-ttl", type=SECONDS, default=DEFAULT_RESULT_TTL_S, metavar="S",
                         help="keep work-order results this many seconds (default: a day)")
+    add_pending_ttl_argument(parser)
     parser.add_argument("--lease-s", type=SECONDS, default=10.0, help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat-s", type=SECONDS, default=5.0, help=argparse.SUPPRESS)
     add_log_level_argument(parser)
@@ -191,7 +227,7 @@ def run_pump(args: argparse.Namespace) -> int:
     config = FrontConfig(
         endpoint=args.endpoint, listen="", store=args.store, max_request_bytes=args.max_request_bytes,
         result_ttl_s=args.result_ttl, lease_s=args.lease_s, max_in_flight=args.max_in_flight,
-        log_level=args.log_level, heartbeat_s=args.heartbeat_s,
+        log_level=args.log_level, heartbeat_s=args.heartbeat_s, pending_ttl_s=args.pending_ttl,
     )
     try:
         asyncio.run(serve(config))

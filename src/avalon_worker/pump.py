@@ -36,7 +36,17 @@ from typing import Any, TypeVar
 from . import jsonio
 from ._internal.dealer import DealerConnection
 from .errors import ErrorCode
-from .store import Completion, Handoff, LeasedOrder, Store, StoreError, StoreRefused, canonical_id
+from .store import (
+    DEFAULT_PENDING_TTL_S,
+    DEFAULT_RESULT_TTL_S,
+    Completion,
+    Handoff,
+    LeasedOrder,
+    Store,
+    StoreError,
+    StoreRefused,
+    canonical_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +62,9 @@ class PumpConfig:
     max_in_flight: int = 16  # orders sent to the worker and not yet answered
     poll_s: float = 0.5  # how often to look for orders when nothing wakes the pump
     heartbeat_s: float = 5.0
-    purge_every_s: float = 60.0
-    result_ttl_s: float = 24 * 3600.0
+    purge_every_s: float = 60.0  # also how often orders of workers gone silent are expired (at most)
+    result_ttl_s: float = DEFAULT_RESULT_TTL_S
+    pending_ttl_s: float = DEFAULT_PENDING_TTL_S
     stuck_after_s: float = 300.0  # an order unanswered this long is given back (the pool answers long before)
     busy_backoff_s: float = 0.05
     signup_timeout_s: float = 30.0
@@ -82,6 +93,21 @@ def interpret_reply(work_order_id: str, frame: bytes) -> Completion | None:
     logger.error("work order %s: the worker's reply is not a JSON-RPC result or error", work_order_id)
     unreadable = {"code": int(ErrorCode.UNKNOWN_ERROR), "message": "the worker's reply could not be read"}
     return Completion(work_order_id, jsonio.dumps(unreadable), True)
+
+
+def expiry_interval(purge_every_s: float, pending_ttl_s: float) -> float:
+    """How often to look for orders to expire: every `purge_every_s`, or a quarter of a shorter
+    pending time limit, so that an order ends at most that much past its limit."""
+    return max(min(purge_every_s, pending_ttl_s / 4), 0.25)
+
+
+async def expire_pending(store: Store, executor: Executor, pending_ttl_s: float, now: float) -> int:
+    """`store.expire` on `executor`, said in the log."""
+    expired = await asyncio.get_running_loop().run_in_executor(executor, store.expire, pending_ttl_s, now)
+    if expired:
+        logger.warning("%d work orders waited %.0f s for a worker that has been off-line as long: they end with an error",
+                       expired, pending_ttl_s)
+    return expired
 
 
 def unstorable(work_order_id: str) -> Completion:
@@ -247,10 +273,8 @@ class Pump:
                 await self._store(self.store.heartbeat, self.worker_id, now)
                 next_heartbeat = now + self.config.heartbeat_s
             if now >= next_purge:
-                purged = await self._store(self.store.purge, self.config.result_ttl_s, now)
-                if purged:
-                    logger.info("deleted %d work-order results older than %.0f s", purged, self.config.result_ttl_s)
-                next_purge = now + self.config.purge_every_s
+                await self._purge(now)
+                next_purge = now + expiry_interval(self.config.purge_every_s, self.config.pending_ttl_s)
             self._work.clear()
             if self._answered or (room > 0 and (self._wake.is_set() or self._ready) and now >= backoff_until):
                 continue
@@ -258,6 +282,14 @@ class Pump:
             if backoff_until > now:
                 until = max(min(until, backoff_until), now)
             await self._sleep(stop, until - self.clock())
+
+    async def _purge(self, now: float) -> None:
+        """Delete the results past their retention time; expire the orders of workers gone silent
+        (any worker's: the store is shared)."""
+        purged = await self._store(self.store.purge, self.config.result_ttl_s, now)
+        if purged:
+            logger.info("deleted %d work-order results older than %.0f s", purged, self.config.result_ttl_s)
+        await expire_pending(self.store, self.executor, self.config.pending_ttl_s, now)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         if seconds <= 0:

@@ -7,6 +7,7 @@ from pathlib import Path
 from .base import (
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PENDING_BYTES,
+    DEFAULT_PENDING_TTL_S,
     DEFAULT_RESULT_TTL_S,
     Completion,
     Handoff,
@@ -20,11 +21,13 @@ from .base import (
     SubmitOutcome,
     WorkerRecord,
     canonical_id,
+    expired_outcome,
 )
 
 __all__ = [
     "DEFAULT_MAX_PENDING",
     "DEFAULT_MAX_PENDING_BYTES",
+    "DEFAULT_PENDING_TTL_S",
     "DEFAULT_RESULT_TTL_S",
     "Completion",
     "Handoff",
@@ -39,6 +42,7 @@ __all__ = [
     "WorkerRecord",
     "canonical_id",
     "describe_store",
+    "expired_outcome",
     "open_store",
 ]
 

@@ -19,6 +19,9 @@ Rules every backend keeps:
   clock; a backend with a shared clock of its own may use that instead.
 - Ids are compared in canonical form (`canonical_id`): the SDK sends upper-case hex, others
   lower-case, some with `0x`.
+- An order does not wait for ever for a worker that has gone: `expire` ends the orders that
+  waited `pending_ttl_s` for a worker that has not sent a heartbeat for as long (or was never
+  registered), and are under no live lease, with an error outcome (`expired_outcome`).
 
 Methods are synchronous and may block on I/O; callers on an event loop run them in a thread.
 """
@@ -34,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..errors import Error
 
 DEFAULT_RESULT_TTL_S = 24 * 3600.0
+DEFAULT_PENDING_TTL_S = 3600.0  # how long an order waits for a worker that has gone silent
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_MAX_PENDING_BYTES = 1 << 30
 
@@ -52,6 +56,16 @@ def canonical_id(value: str) -> str:
     """The form an id is stored and compared in: lower case, without `0x`."""
     text = value.strip().lower()
     return text[2:] if text.startswith("0x") else text
+
+
+def expired_outcome(pending_ttl_s: float) -> tuple[str, str]:
+    """The error object stored for an expired order, as the text before and after its id
+    (stores build it in SQL, for many orders in one statement)."""
+    message = (f"no worker took this work order within {pending_ttl_s:g} s: the worker it is addressed to has been "
+               "off-line as long; submit it again, to a worker that WorkerLookUp lists")
+    before = json.dumps({"code": 1, "message": message, "data": {"workOrderId": ""}}, separators=(",", ":"))
+    cut = before.rindex('""') + 1
+    return before[:cut], before[cut:]
 
 
 class SubmitOutcome(Enum):
@@ -188,6 +202,12 @@ class Store(Protocol):
 
     def purge(self, result_ttl_s: float, now: float) -> int:
         """Delete outcomes completed more than `result_ttl_s` ago; return how many."""
+        ...
+
+    def expire(self, pending_ttl_s: float, now: float) -> int:
+        """End, with the error `expired_outcome` says, the orders submitted more than
+        `pending_ttl_s` ago whose worker has sent no heartbeat for as long (or is not
+        registered) and that no live lease holds; return how many."""
         ...
 
     def close(self) -> None:

@@ -51,6 +51,7 @@ from .base import (
     StoreRefused,
     SubmitOutcome,
     WorkerRecord,
+    expired_outcome,
 )
 
 try:
@@ -599,6 +600,22 @@ class PostgresStore:
                 "DELETE FROM work_orders WHERE state = %s AND completed < %s", (DONE, now - result_ttl_s)
             ).rowcount,
             durable=False,
+        )
+        return count
+
+    def expire(self, pending_ttl_s: float, now: float) -> int:
+        before, after = expired_outcome(pending_ttl_s)
+        cutoff = now - pending_ttl_s
+        count: int = self._run(
+            lambda c, _: c.execute(
+                "WITH picked AS (SELECT work_order_id FROM work_orders o WHERE state < %(done)s AND submitted < %(cutoff)s "
+                "AND (state = %(pending)s OR lease_expires <= %(now)s) AND NOT EXISTS (SELECT 1 FROM workers w "
+                "WHERE w.worker_id = o.worker_id AND w.heartbeat >= %(cutoff)s) FOR UPDATE SKIP LOCKED) "
+                "UPDATE work_orders o SET state = %(done)s, outcome = convert_to(%(before)s || o.work_order_id || %(after)s, "
+                "'UTF8'), is_error = true, completed = %(now)s, request = '', lease_owner = NULL, lease_expires = NULL "
+                "FROM picked WHERE o.work_order_id = picked.work_order_id",
+                {"done": DONE, "cutoff": cutoff, "pending": PENDING, "now": now, "before": before, "after": after},
+            ).rowcount,
         )
         return count
 

@@ -36,6 +36,7 @@ from .base import (
     StoreRefused,
     SubmitOutcome,
     WorkerRecord,
+    expired_outcome,
 )
 
 SCHEMA_VERSION = 1
@@ -305,6 +306,26 @@ class SQLiteStore:
             durable=False,
         )
         return count
+
+    def expire(self, pending_ttl_s: float, now: float) -> int:
+        before, after = expired_outcome(pending_ttl_s)
+        cutoff = now - pending_ttl_s
+        rows: list[tuple[str, int]] = self._write(
+            lambda db: db.execute(
+                "UPDATE orders SET state = ?, outcome = CAST(? || work_order_id || ? AS BLOB), is_error = 1, "
+                "completed = ?, request = x'', lease_owner = NULL, lease_expires = NULL "
+                "WHERE state < ? AND submitted < ? AND (state = ? OR lease_expires <= ?) AND NOT EXISTS "
+                "(SELECT 1 FROM workers w WHERE w.worker_id = orders.worker_id AND w.heartbeat >= ?) "
+                "RETURNING worker_id, request_bytes",
+                (DONE, before, after, now, DONE, cutoff, PENDING, now, cutoff),
+            ).fetchall()
+        )
+        for worker_id, size in rows:
+            totals = self._pending.get(worker_id)
+            if totals is not None:
+                totals[0] -= 1
+                totals[1] -= size
+        return len(rows)
 
     # workers -------------------------------------------------------------------------------------
 
