@@ -29,7 +29,8 @@ class Pool:
 
     def __init__(self, processor: Processor, config: PoolConfig, metrics: PoolMetrics | None = None) -> None:
         order_log = processor.order_log
-        self.loop = Loop(processor.process, config, metrics, order_log.flush if order_log is not None else lambda: None)
+        self.loop = Loop(processor.process, config, metrics, order_log.flush if order_log is not None else lambda: None,
+                         order_log)
 
     def serve(self, bind: str, *, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
               helper: Helper | None = None) -> None:

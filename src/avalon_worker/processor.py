@@ -39,6 +39,7 @@ class Outcome:
     workload: str = "-"
     status: str = "ok"
     milliseconds: float = 0.0
+    work_order_id: str | None = None
 
 
 def _refused(reply_to: Any, exc: WorkOrderError) -> Outcome:
@@ -167,4 +168,4 @@ class Processor:
         else:
             logger.info("work order %s workload=%r %s%s %.1f ms", work_order_id or "-", workload[:64], status, detail, elapsed_ms)
         known = workload if workload in self.registry else "-"  # metrics label only registered names
-        return Outcome(reply, "work-order", known, status, elapsed_ms)
+        return Outcome(reply, "work-order", known, status, elapsed_ms, work_order_id)

@@ -110,3 +110,19 @@ class WaitForFileWorkload(Workload):
         while not os.path.exists(inputs[0].decode()) and time.monotonic() < deadline:
             time.sleep(0.01)
         return b"released"
+
+
+class NoisyWorkload(Workload):
+    """Writes to its standard output and error as a careless or hostile workload might: a line
+    shaped like the worker's log, a child process's output, a write straight to descriptor 2,
+    then the number of bytes given as a flood; then answers."""
+
+    def run(self, inputs):
+        print("2026-01-01 00:00:00,000 ERROR avalon_worker.processor: work order forged-by-the-workload")
+        print("forged on stderr too", file=sys.stderr)
+        sys.stdout.flush()
+        subprocess.run([sys.executable, "-c", "print('from-a-child-process')"], check=True)
+        os.write(2, b"straight-to-descriptor-2\n")
+        sys.stdout.write("x" * int(inputs[0]))
+        sys.stdout.flush()
+        return b"noisy " + inputs[0]

@@ -5,7 +5,8 @@ orders ahead (prefetch) and later revoke the ones it wants back; so before each 
 the process has read everything the supervisor sent up to then, and a revoked order it still
 holds is skipped and reported (`SKIPPED`) rather than run. After each order it kills whatever
 the order left running (it is a subreaper: see `reaper`). The end of its socket means the
-supervisor has gone: it stops at once.
+supervisor has gone: it stops at once. What its workloads write to standard output and error is
+kept out of the log (`output`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import signal
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import reaper
 from .framing import ORDER, REPLY, REVOKE, SEQ, SKIPPED, Reader, encode, send_all
+from .output import OutputCapture
 
 
 class Outcome(Protocol):
@@ -28,13 +30,16 @@ class Outcome(Protocol):
     method: str
     workload: str
     status: str
+    work_order_id: str | None
 
 
 def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], memory_limit: int | None, max_payload: int,
-        idle: Callable[[], None] = lambda: None) -> None:
-    """Serve orders from `sock` until the supervisor closes it; call `idle` before waiting for one."""
+        idle: Callable[[], None] = lambda: None, order_log: Any = None) -> None:
+    """Serve orders from `sock` until the supervisor closes it; call `idle` before waiting for
+    one. `order_log` (the per-order log line's writer) goes on writing to the log."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    output = OutputCapture.start(order_log)  # before the memory limit: its thread's stack is mapped now
     if memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     reaper.become_subreaper()
@@ -69,6 +74,8 @@ def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], me
         outcome = process(frame)
         if reaper.has_children():  # what the order started does not outlive it
             reaper.kill_children()
+        if output.debug:
+            output.order_done(outcome.work_order_id)
         meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
         send_all(sock, encode(REPLY, seq, meta, outcome.reply))
         reader.drained = False

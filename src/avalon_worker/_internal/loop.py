@@ -137,9 +137,10 @@ class Loop:
     """Serves one endpoint with `scheduler`'s decisions and `process`'s answers."""
 
     def __init__(self, process: Callable[[bytes | bytearray], Any], config: PoolConfig, metrics: Metrics | None = None,
-                 idle: Callable[[], None] = lambda: None) -> None:
+                 idle: Callable[[], None] = lambda: None, order_log: Any = None) -> None:
         self.process = process
         self.idle = idle  # called before waiting for work (flushes the order log)
+        self.order_log = order_log  # stays on the log in worker processes, whose standard error workloads get
         self.config = config
         self.cpus = sorted(os.sched_getaffinity(0)) if config.pin_cpus else []
         self.scheduler = Scheduler(config, metrics, self.cpus)
@@ -319,7 +320,8 @@ class Loop:
                 if self.helper is not None:
                     self.helper.close_inherited()
                 self.poller.close()
-                child.run(child_end, self.process, self.config.memory_limit_bytes, self.max_payload, self.idle)
+                child.run(child_end, self.process, self.config.memory_limit_bytes, self.max_payload, self.idle,
+                          self.order_log)
             except BaseException:  # noqa: BLE001 - the supervisor sees the exit and answers for us
                 status = 1
             finally:
