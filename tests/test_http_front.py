@@ -9,6 +9,7 @@ import pytest
 
 from avalon_worker.errors import SetupError
 from avalon_worker.http_front import RestartPolicy, bind_listen
+from avalon_worker.http_guard import BodyBudget
 
 
 class TestRestartPolicy:
@@ -73,3 +74,28 @@ def test_bind_listen_holds_the_port_and_refuses_a_taken_one() -> None:
 def test_bind_listen_refuses_an_address_without_a_port() -> None:
     with pytest.raises(SetupError, match="--listen-http needs HOST:PORT"):
         bind_listen("127.0.0.1")
+
+
+class TestBodyBudget:
+    def test_a_body_still_arriving_fits_or_is_refused_and_a_received_one_always_fits(self) -> None:
+        trims: list[int] = []
+        budget = BodyBudget(100, trim=lambda: trims.append(1))
+        assert budget.take(60)
+        assert not budget.take(50)  # refused, and nothing held for it
+        assert budget.held == 60
+        assert budget.take(50, received=True)  # already in memory: refusing it would free nothing
+        assert budget.held == 110
+        budget.give_back(110)
+        assert budget.held == 0 and trims == []  # small bodies: no trim
+
+    def test_the_heap_is_handed_back_once_the_budget_empties_after_a_megabyte(self) -> None:
+        trims: list[int] = []
+        budget = BodyBudget(4 << 20, trim=lambda: trims.append(1))
+        assert budget.take(3 << 20) and budget.take(1 << 20)
+        budget.give_back(3 << 20)
+        assert trims == []  # still holding a body
+        budget.give_back(1 << 20)
+        assert trims == [1]
+        assert budget.take(10)
+        budget.give_back(10)
+        assert trims == [1]  # the peak since the last trim was small

@@ -463,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          args.stale_after_s, http_guard.limits_from(args), args.pending_ttl)
     say = _status_writer(args.status_fd)
     sock = socket.socket(fileno=args.listen_fd) if args.listen_fd >= 0 else None
+    if config.listen:
+        http_guard.map_large_buffers()
     try:
         asyncio.run(serve(config, os.getppid(), sock, lambda line: say("ready", line)))
     except (StoreError, SetupError, OSError, TimeoutError, ValueError) as exc:

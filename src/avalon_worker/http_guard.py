@@ -18,8 +18,10 @@ three are here:
   still arriving that does not fit is refused at once (the listener answers BUSY and closes the
   connection) rather than buffered; a body already received whole always fits. When the bodies
   held since the budget was last empty reached `TRIM_AFTER_BYTES`, the heap's free memory is
-  handed back to the system once it is empty again (glibc's `malloc_trim`, as the ZMQ endpoint
-  does): a burst of large uploads leaves the process near the size it had before.
+  handed back to the system shortly after it is empty again (a garbage collection, then glibc's
+  `malloc_trim`, as the ZMQ endpoint does), and `map_large_buffers` (called once in a process that serves HTTP) has glibc
+  give every buffer of 1 MiB or more its own mapping, returned to the system when it is freed:
+  a burst of large uploads leaves the process near the size it had before.
 
 The listener tells the guard where each request starts and ends (`request_started`,
 `request_finished`); the rest of the HTTP handling stays aiohttp's.
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import gc
 import logging
 import resource
 from collections import OrderedDict
@@ -47,6 +51,9 @@ DEFAULT_IDLE_TIMEOUT_S = 30.0
 BODY_BUDGET_REQUESTS = 2  # the default budget for bodies in flight: this many maximal requests
 FD_RESERVE = 64  # descriptors kept for the store, the worker connection, logs
 TRIM_AFTER_BYTES = 1 << 20
+TRIM_DELAY_S = 1.0  # after the budget empties: the connections that held the bodies close meanwhile
+MMAP_THRESHOLD_BYTES = 1 << 20
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
               b"Content-Length: %d\r\n\r\n%s")
 
@@ -71,6 +78,15 @@ class HttpLimits:
         return max(1, min(self.max_connections, soft - FD_RESERVE))
 
 
+def map_large_buffers() -> bool:
+    """Have glibc put each allocation of MMAP_THRESHOLD_BYTES or more in a mapping of its own,
+    which it returns to the system when freed. By default glibc raises that threshold to the
+    size of the largest mapped buffer freed (up to 32 MiB), after which a burst of 31 MiB bodies
+    lands on the heap, where freed pages stay with the process. False where there is no glibc."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    return bool(mallopt is not None and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `HttpLimits`, for `serve` and `listener`: their defaults are defined here only."""
     parser.add_argument("--http-max-connections", type=POSITIVE_COUNT, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
@@ -92,10 +108,30 @@ def limits_from(args: argparse.Namespace) -> HttpLimits:
                       args.http_body_budget_bytes)
 
 
+def give_back_memory_soon() -> None:
+    """`give_back_memory` TRIM_DELAY_S from now, once however often it is asked for meanwhile
+    (on the running event loop)."""
+    global _trim_due
+    if _trim_due is None or _trim_due.cancelled():
+        _trim_due = asyncio.get_running_loop().call_later(TRIM_DELAY_S, _trim_now)
+
+
+_trim_due: asyncio.TimerHandle | None = None
+
+
+def _trim_now() -> None:
+    global _trim_due
+    _trim_due = None
+    # Bodies can outlive their request in reference cycles (an exception's traceback holds the
+    # frames that read them, and asyncio keeps exceptions on futures): collect those first.
+    gc.collect()
+    give_back_memory()
+
+
 class BodyBudget:
     """Bytes of request bodies held at once, across all connections, within `limit`."""
 
-    def __init__(self, limit: int, trim: Callable[[], None] = give_back_memory) -> None:
+    def __init__(self, limit: int, trim: Callable[[], None] = give_back_memory_soon) -> None:
         self.limit = limit
         self.held = 0
         self._trim = trim

@@ -181,6 +181,9 @@ class Listener:
         except _OverBudget:
             return _reply(api.CallError(ErrorCode.BUSY, "the listener is receiving as many large requests as it "
                           "holds at once; try again later").reply(), close=True)
+        except ConnectionError:  # the requester left before its body arrived: nobody to answer
+            logger.debug("a requester closed its connection while sending its request")
+            return _reply(b"", close=True)
         except api.CallError as exc:
             return _reply(exc.reply(), close=request.method != "POST")
         except StoreRefused as exc:
@@ -221,18 +224,21 @@ class Listener:
         async def read() -> bytes | None:
             chunks: list[bytes] = []
             size = 0
-            while True:
-                chunk = await request.content.readany()
-                if not chunk:
-                    return b"".join(chunks)
-                size += len(chunk)
-                if size > limit:
-                    return None
-                if declared is None:  # chunked: room as it comes
-                    if not self.budget.take(len(chunk)):
-                        raise _OverBudget
-                    held[0] += len(chunk)
-                chunks.append(chunk)
+            try:
+                while True:
+                    chunk = await request.content.readany()
+                    if not chunk:
+                        return b"".join(chunks)
+                    size += len(chunk)
+                    if size > limit:
+                        return None
+                    if declared is None:  # chunked: room as it comes
+                        if not self.budget.take(len(chunk)):
+                            raise _OverBudget
+                        held[0] += len(chunk)
+                    chunks.append(chunk)
+            finally:
+                chunks.clear()  # at once, even if an exception's traceback keeps this frame
 
         return await asyncio.wait_for(read(), self.config.body_timeout_s)
 

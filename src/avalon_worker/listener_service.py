@@ -172,6 +172,7 @@ def run_listener(args: argparse.Namespace) -> int:
               "on one host, use `avalon-worker serve --listen-http` instead", file=sys.stderr)
         return 2
     limits = http_guard.limits_from(args)
+    http_guard.map_large_buffers()
     try:
         sock = bind_listen(args.listen_http)  # before the store: a port in use is said at once
     except SetupError as exc:
