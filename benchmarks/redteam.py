@@ -187,6 +187,21 @@ def settle(load: Load, listener_of: Callable[[str], str], tally: Path) -> str:
             f"refused at submit {sum(load.refused.values())} {dict(load.refused)}; ran though not accepted {unaccepted_ran}")
 
 
+def under_load(load: Load, pause_s: float, name: str, faults: list[tuple[str, Callable[[], Any]]]) -> None:
+    """Run `load` with each fault `pause_s` after the one before, and `pause_s` more at the end."""
+    threads = load.run()
+    try:
+        for what, fault in faults:
+            time.sleep(pause_s)
+            fault()
+            print(f"{name}: {what}; {len(load.accepted)} accepted so far", flush=True)
+        time.sleep(pause_s)
+    finally:
+        load.stop.set()
+        for thread in threads:
+            thread.join(60)
+
+
 def worker_info(url: str, worker_id: str) -> WorkerInfo:
     return ListenerClient(url, worker_id, 30).worker()
 
@@ -199,25 +214,11 @@ def sqlite_run(root: Path, pause_s: float) -> None:
     url = f"http://127.0.0.1:{port}/"
     [worker_id] = ListenerClient(url, "", 30).lookup()
     load = Load([url], [worker_info(url, worker_id)])
-    threads = load.run()
-    try:
-        time.sleep(pause_s)
-        os.kill(host.child(front_door=False), signal.SIGKILL)
-        print(f"sqlite: killed a worker process; {len(load.accepted)} accepted so far", flush=True)
-        time.sleep(pause_s)
-        os.kill(host.child(front_door=True), signal.SIGKILL)
-        print(f"sqlite: killed the front door; {len(load.accepted)} accepted so far", flush=True)
-        time.sleep(pause_s)
-        host.kill_all()
-        print(f"sqlite: killed the whole host; {len(load.accepted)} accepted so far", flush=True)
-        time.sleep(1.0)
-        host.start()
-        print("sqlite: the host started again", flush=True)
-        time.sleep(pause_s)
-    finally:
-        load.stop.set()
-        for thread in threads:
-            thread.join(60)
+    under_load(load, pause_s, "sqlite", [
+        ("killed a worker process", lambda: os.kill(host.child(front_door=False), signal.SIGKILL)),
+        ("killed the front door", lambda: os.kill(host.child(front_door=True), signal.SIGKILL)),
+        ("killed the whole host, started it again", lambda: (host.kill_all(), time.sleep(1), host.start())),
+    ])
     try:
         print(f"sqlite: {settle(load, lambda u: u, tally)}", flush=True)
     finally:
@@ -243,24 +244,13 @@ def postgres_run(root: Path, pause_s: float) -> None:
                                 "--stale-after-s", "10"), LISTENER_READY_PREFIX, env).start() for port in ports]
     urls = [f"http://127.0.0.1:{port}/" for port in ports]
     load = Load(urls, [worker_info(urls[0], host.said) for host in hosts])
-    threads = load.run()
-    try:
-        steps: list[tuple[str, Callable[[], None]]] = [
-            ("killed a worker process of alpha", lambda: os.kill(hosts[0].child(front_door=False), signal.SIGKILL)),
-            ("killed alpha's pump (its front door)", lambda: os.kill(hosts[0].child(front_door=True), signal.SIGKILL)),
-            ("killed the whole host beta, started it again", lambda: (hosts[1].kill_all(), hosts[1].start())),
-            ("killed listener 1, started it again", lambda: (listeners[0].kill_all(), time.sleep(1), listeners[0].start())),
-            ("crashed PostgreSQL, started it again", lambda: (server.stop("immediate"), time.sleep(1), server.start())),
-        ]
-        for what, fault in steps:
-            time.sleep(pause_s)
-            fault()
-            print(f"postgres: {what}; {len(load.accepted)} accepted so far", flush=True)
-        time.sleep(pause_s)
-    finally:
-        load.stop.set()
-        for thread in threads:
-            thread.join(60)
+    under_load(load, pause_s, "postgres", [
+        ("killed a worker process of alpha", lambda: os.kill(hosts[0].child(front_door=False), signal.SIGKILL)),
+        ("killed alpha's pump (its front door)", lambda: os.kill(hosts[0].child(front_door=True), signal.SIGKILL)),
+        ("killed the whole host beta, started it again", lambda: (hosts[1].kill_all(), hosts[1].start())),
+        ("killed listener 1, started it again", lambda: (listeners[0].kill_all(), time.sleep(1), listeners[0].start())),
+        ("crashed PostgreSQL, started it again", lambda: (server.stop("immediate"), time.sleep(1), server.start())),
+    ])
     try:
         print(f"postgres: {settle(load, lambda u: urls[1], tally)}", flush=True)
     finally:
