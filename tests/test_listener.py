@@ -536,6 +536,7 @@ class TestConnectionLimits:
                 sock.close()
         assert_still_serving(guarded)
 
+    @pytest.mark.slow
     def test_a_body_still_arriving_beyond_the_budget_is_refused_at_once(self, guarded: RunningListener) -> None:
         head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n"
         with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as first:

@@ -26,6 +26,8 @@ from postgres_server import PostgresServer
 
 WAIT_S = 60  # the longest a test waits for something that should happen
 
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class RunningPump:

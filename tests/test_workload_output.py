@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from avalon_worker.cli import start_worker_process
 from avalon_worker.client import WorkerClient
 from avalon_worker.requester import build_work_order, open_result
@@ -13,6 +15,8 @@ from avalon_worker.requester import build_work_order, open_result
 from conftest import MISBEHAVING_REGISTRY
 
 FLOOD = 300_000  # more than a pipe holds: a workload writing it must not block
+
+pytestmark = pytest.mark.slow
 
 
 def serve_and_run(tmp_path: Path, level: str, orders: int = 2) -> tuple[list[str], str, str]:
