@@ -53,7 +53,6 @@ READY_PREFIX = "listener on "
 PUMP_READY_PREFIX = "pulling orders for worker "
 STORE_FILE = "work-orders.sqlite3"
 PARENT_CHECK_S = 0.5
-BACKLOG = 1024  # connections the kernel holds for the front door, also while it is started again
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ def bind_listen(text: str) -> socket.socket:
         raise SetupError(str(exc)) from None
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return socket.create_server((host, port), family=family, backlog=BACKLOG)
+        return socket.create_server((host, port), family=family, backlog=http_guard.BACKLOG)
     except OSError as exc:
         raise SetupError(f"cannot serve HTTP on {text}: {exc.strerror or exc}") from None
 
@@ -194,11 +193,16 @@ class FrontDoor:
         self._restart_at: float | None = None
 
     def begin(self, endpoint: str, now: float) -> None:
-        """Start the process for the worker whose endpoint is now bound at `endpoint`."""
+        """Start the process for the worker whose endpoint is now bound at `endpoint`;
+        `FrontDoorSetupError` if no process can be made."""
         self.config = replace(self.config, endpoint=connectable(endpoint))
-        self.start(now)
+        try:
+            self.start(now)
+        except OSError as exc:
+            raise FrontDoorSetupError(f"the HTTP front door cannot be started: {exc.strerror or exc}") from None
 
     def start(self, now: float) -> None:
+        """Start the process (OSError if none can be made)."""
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(read_end, False)
         fds = [write_end] + ([self.sock.fileno()] if self.sock is not None else [])
@@ -210,6 +214,9 @@ class FrontDoor:
                 [sys.executable, "-m", "avalon_worker.http_front", *arguments], stdin=subprocess.DEVNULL,
                 env={**os.environ, STORE_ENV: self.config.store}, pass_fds=fds,
             )
+        except OSError:
+            os.close(read_end)
+            raise
         finally:
             os.close(write_end)
         self._status, self._said, self._started, self._served = read_end, b"", now, False
@@ -232,7 +239,11 @@ class FrontDoor:
         if self.process is None:
             if self._restart_at is not None and now >= self._restart_at:
                 self._restart_at = None
-                self.start(now)
+                try:
+                    self.start(now)
+                except OSError as exc:  # no process could be made (out of memory, of processes)
+                    self._started, self._served = now, False
+                    self._stopped(f"it could not be started ({exc.strerror or exc})", now)
             return
         self._read_status()
         code = self.process.poll()
@@ -242,7 +253,9 @@ class FrontDoor:
         os.close(self._status)
         self._status = -1
         self.process = None
-        reason = self._reason() or f"it {describe_returncode(code)}"
+        self._stopped(self._reason() or f"it {describe_returncode(code)}", now)
+
+    def _stopped(self, reason: str, now: float) -> None:
         again = self.policy.stopped(self._started, self._served, now)
         if again is None:
             self._give_up(reason)

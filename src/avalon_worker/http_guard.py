@@ -45,6 +45,7 @@ from .cli_options import COUNT, POSITIVE_COUNT, SECONDS
 
 logger = logging.getLogger(__name__)
 
+BACKLOG = 1024  # connections the kernel holds before they are served, also while a front door starts again
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_IDLE_TIMEOUT_S = 30.0

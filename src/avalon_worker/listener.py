@@ -30,8 +30,8 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from . import listener_api as api
-from .errors import ErrorCode
-from .http_guard import BodyBudget, ConnectionGuard, HttpLimits
+from .errors import Error, ErrorCode
+from .http_guard import BACKLOG, BodyBudget, ConnectionGuard, HttpLimits
 from .store import (
     Completion,
     Handoff,
@@ -50,10 +50,8 @@ T = TypeVar("T")
 JSON = "application/json"
 
 
-BACKLOG = 1024
 
-
-class _OverBudget(Exception):
+class _OverBudget(Error):
     """A body still arriving does not fit in the budget of bodies held at once."""
 
 
