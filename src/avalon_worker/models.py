@@ -105,7 +105,8 @@ def is_id(value: Any) -> bool:
     """True for an id as Avalon's schema allows it: one or more hex digits after an optional
     `0x`, nothing else (no spaces, no line breaks: ids are echoed into logs and replies), and
     at most `MAX_ID_DIGITS` digits."""
-    return isinstance(value, str) and len(strip_0x(value)) <= MAX_ID_DIGITS and _HEX_ID(value) is not None
+    return (isinstance(value, str) and (len(value) <= MAX_ID_DIGITS or len(strip_0x(value)) <= MAX_ID_DIGITS)
+            and _HEX_ID(value) is not None)
 
 
 def check_id(value: Any, field: str, *, work_order_id: str | None = None) -> str:
