@@ -121,7 +121,10 @@ class OutputCapture:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        pending = struct.unpack("i", fcntl.ioctl(self._read_end, termios.FIONREAD, b"\0\0\0\0"))[0]
+        try:
+            pending = struct.unpack("i", fcntl.ioctl(self._read_end, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:  # a library OS without FIONREAD on pipes: look with a marker every time
+            pending = 1
         with self._lock:
             if not pending and not self._total and not self._tail:
                 return
