@@ -234,11 +234,3 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a new, empty schema on the shared server, for this test alone."""
     return postgres_server.create_schema(f"test_{next(_schema_numbers)}")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs the PostgreSQL server is slow wherever it is (the store contract runs
-    on SQLite and PostgreSQL alike): `make check` runs the SQLite half."""
-    for item in items:
-        if "postgres_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.slow)

@@ -35,7 +35,7 @@ T0 = 1_000_000.0
 StoreFactory = Callable[..., Store]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Opens a store of the backend under test; the same arguments reopen the same data."""
     opened: list[Store] = []
