@@ -48,8 +48,8 @@ from typing import Any
 from avalon_worker._internal import zmtp
 from avalon_worker.cli import READY_PREFIX, start_worker_process
 from avalon_worker.client import WorkerClient
-from avalon_worker.http_front import read_ready
-from avalon_worker.listener_client import ListenerClient
+from avalon_worker.front.door import read_ready
+from avalon_worker.front.listener_client import ListenerClient
 
 HELLO_READY = zmtp.greeting() + zmtp.ready(b"DEALER")
 
@@ -353,8 +353,8 @@ def kill_run(process: subprocess.Popen[str], url: str, pid: int, rounds: int = 3
 
 def postgres_long_id() -> list[str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from avalon_worker.http_front import PUMP_READY_PREFIX
-    from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
+    from avalon_worker.front.door import PUMP_READY_PREFIX
+    from avalon_worker.front.door import READY_PREFIX as LISTENER_READY_PREFIX
 
     from postgres_server import PostgresServer, PostgresUnavailable
 

@@ -44,7 +44,7 @@ import throughput
 from avalon_worker import jsonio
 from avalon_worker.cli import READY_PREFIX
 from avalon_worker.client import WorkerClient
-from avalon_worker.http_front import read_ready
+from avalon_worker.front.door import read_ready
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 from avalon_worker.store import Completion, NewOrder
 from avalon_worker.store.sqlite import SQLiteStore
@@ -65,8 +65,8 @@ def start_worker(state_dir: str, workers: int, bits: int = 2048) -> tuple[subpro
 def start_postgres_path(state_dir: str, workers: int, store_url: str, bits: int = 2048) -> tuple[list[subprocess.Popen[str]], str, dict[str, list[int]]]:
     """A worker host pulling from `store_url` and a stateless listener: the processes, the
     listener's URL and the processes by role."""
-    from avalon_worker.http_front import PUMP_READY_PREFIX
-    from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
+    from avalon_worker.front.door import PUMP_READY_PREFIX
+    from avalon_worker.front.door import READY_PREFIX as LISTENER_READY_PREFIX
 
     def start(command: list[str], prefix: str) -> tuple[subprocess.Popen[str], str]:
         process = subprocess.Popen([sys.executable, "-m", "avalon_worker", *command], stdout=subprocess.PIPE, text=True,

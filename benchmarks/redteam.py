@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from avalon_worker import jsonio
-from avalon_worker.http_front import PUMP_READY_PREFIX
-from avalon_worker.http_front import READY_PREFIX as FRONT_READY_PREFIX
-from avalon_worker.listener_client import ListenerClient
-from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
+from avalon_worker.front.door import PUMP_READY_PREFIX
+from avalon_worker.front.door import READY_PREFIX as FRONT_READY_PREFIX
+from avalon_worker.front.door import READY_PREFIX as LISTENER_READY_PREFIX
+from avalon_worker.front.listener_client import ListenerClient
 from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_order, open_result
 
 HERE = Path(__file__).resolve().parent

@@ -25,7 +25,7 @@ import pytest
 from test_pool import Order
 
 from avalon_worker import jsonio
-from avalon_worker.listener_client import ListenerClient
+from avalon_worker.front.listener_client import ListenerClient
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 
 from conftest import RunningWorker

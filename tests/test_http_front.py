@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from avalon_worker.errors import SetupError
-from avalon_worker.http_front import RestartPolicy, bind_listen
-from avalon_worker.http_guard import BodyBudget
+from avalon_worker.front.door import RestartPolicy, bind_listen
+from avalon_worker.front.http_guard import BodyBudget
 
 
 class TestRestartPolicy:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from test_known_answer import REQUEST_HASH, RESPONSE_HASH, vector_params, vector_result
 
-from avalon_worker import listener_api
 from avalon_worker.errors import InvalidParameterError
+from avalon_worker.front import api as listener_api
 from avalon_worker.models import WorkOrderRequest, check_id, check_nonce, is_id
 
 import independent_requester as ir

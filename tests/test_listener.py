@@ -19,10 +19,10 @@ import pytest
 import sdk_requester as sdk
 
 from avalon_worker._internal.scheduler import scan_timeout_ms
-from avalon_worker.http_front import bind_listen
-from avalon_worker.http_guard import HttpLimits
+from avalon_worker.front.door import bind_listen
+from avalon_worker.front.http_guard import HttpLimits
+from avalon_worker.front.listener import Listener, ListenerConfig
 from avalon_worker.identity import Identity
-from avalon_worker.listener import Listener, ListenerConfig
 from avalon_worker.signup import signup_document
 from avalon_worker.store import Completion, Handoff, LeasedOrder, OrderState, canonical_id
 from avalon_worker.store.sqlite import SQLiteStore

@@ -18,8 +18,8 @@ import pytest
 import sdk_requester as sdk
 from test_listener_end_to_end import HttpWorker, expected_output, sample_orders
 
-from avalon_worker.http_front import PUMP_READY_PREFIX
-from avalon_worker.listener_service import READY_PREFIX as LISTENER_READY_PREFIX
+from avalon_worker.front.door import PUMP_READY_PREFIX
+from avalon_worker.front.door import READY_PREFIX as LISTENER_READY_PREFIX
 
 from conftest import MISBEHAVING_REGISTRY, launch_worker, run_cli, start_postgres
 from postgres_server import PostgresServer

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from avalon_worker.cli import READY_PREFIX
-from avalon_worker.http_front import read_ready
+from avalon_worker.front.door import read_ready
 
 HERE = Path(__file__).resolve().parent
 # The newest Avalon commit whose SDK direct-model unit tests import: the next one on the main

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import __version__, http_front, http_guard, orderlog
+from . import __version__, orderlog
 from ._internal.router import EndpointError, listen
 from .attestation import measure
 from .attestation.cli import (
@@ -51,9 +51,11 @@ from .cli_options import (
 from .client import DEFAULT_TIMEOUT_S, WorkerClient
 from .crypto import SigningKey
 from .errors import Error, SetupError
+from .front import door as front_door
+from .front import http_guard
+from .front.listener_client import ListenerClient
+from .front.service import add_listener_command, add_pending_ttl_argument, add_pump_command
 from .identity import ALLOWED_RSA_BITS, DEFAULT_RSA_BITS, disable_core_dumps, load_or_create
-from .listener_client import ListenerClient
-from .listener_service import add_listener_command, add_pending_ttl_argument, add_pump_command
 from .order_table import JsonLines, Outcome, Table, terminal_width
 from .pool import DEFAULT_MAX_REQUEST_BYTES, PoolConfig, StopFlag
 from .requester import VerificationError, WorkOrderFailed
@@ -180,7 +182,7 @@ def _check_order_rules(args: argparse.Namespace) -> None:
                          "memory, so each process would remember only its own orders")
     if args.listen_http:
         try:
-            http_front.split_listen(args.listen_http)
+            front_door.split_listen(args.listen_http)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
@@ -215,7 +217,7 @@ def run_server(args: argparse.Namespace) -> int:
     _check_bind(args.bind)
     # Bound now and kept: a port in use is reported before an identity is made, and requests
     # wait in its backlog while the front door is started (again).
-    http_socket = http_front.bind_listen(args.listen_http) if args.listen_http else None
+    http_socket = front_door.bind_listen(args.listen_http) if args.listen_http else None
     try:
         return _serve(args, config, registry, attestation, http_socket)
     finally:
@@ -259,7 +261,7 @@ def _serve(args: argparse.Namespace, config: PoolConfig, registry: WorkloadRegis
     )
     stop = StopFlag()
     stop.install()
-    door = http_front.front_door_for(args, http_socket)  # the HTTP front door, started once the endpoint is up
+    door = front_door.front_door_for(args, http_socket)  # the HTTP front door, started once the endpoint is up
     if door is not None:
         door.on_failure = stop.set
 

@@ -15,10 +15,10 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from . import jsonio
-from .client import DEFAULT_TIMEOUT_S, WorkerUnavailable
-from .crypto import SigningKey
-from .requester import InputSpec, ItemModeName, WorkerInfo, WorkOrderFailed, build_work_order, open_result
+from .. import jsonio
+from ..client import DEFAULT_TIMEOUT_S, WorkerUnavailable
+from ..crypto import SigningKey
+from ..requester import InputSpec, ItemModeName, WorkerInfo, WorkOrderFailed, build_work_order, open_result
 
 PENDING = 5
 DEFAULT_POLL_S = 0.2

@@ -1,4 +1,5 @@
-"""The front door of one worker host: pump + store (+ HTTP listener), in a process of their own.
+"""The front door of one worker host, as `serve` starts and supervises it: pump + store (+ HTTP
+listener), in a process of their own (its body: `service.serve_front_door`).
 
 `avalon-worker serve --listen-http HOST:PORT` starts this process once its ZMQ endpoint is up,
 and so does `serve --store URL` on a host that only pulls its orders from a shared store (no
@@ -23,31 +24,26 @@ leases expire, by the next pump for that worker.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from . import http_guard
-from .errors import Error, SetupError
-from .http_guard import HttpLimits
-from .store import (
+from ..errors import Error, SetupError
+from ..store import (
     DEFAULT_MAX_PENDING,
     DEFAULT_PENDING_TTL_S,
     DEFAULT_RESULT_TTL_S,
-    StoreError,
-    describe_store,
-    open_store,
 )
-from .store.cli import STORE_ENV
+from ..store.cli import STORE_ENV
+from . import http_guard
+from .http_guard import HttpLimits
 
-logger = logging.getLogger("avalon_worker.http_front")  # also when run as __main__
+logger = logging.getLogger(__name__)
 
 READY_PREFIX = "listener on "
 PUMP_READY_PREFIX = "pulling orders for worker "
@@ -211,7 +207,7 @@ class FrontDoor:
             arguments += ["--listen-fd", str(self.sock.fileno())]
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "avalon_worker.http_front", *arguments], stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "avalon_worker.front.service", *arguments], stdin=subprocess.DEVNULL,
                 env={**os.environ, STORE_ENV: self.config.store}, pass_fds=fds,
             )
         except OSError:
@@ -368,125 +364,3 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-# the front-door process ----------------------------------------------------------------------------
-
-
-def print_ready(line: str) -> None:
-    print(line, flush=True)
-
-
-async def serve(config: FrontConfig, parent_pid: int | None = None, sock: socket.socket | None = None,
-                ready: Callable[[str], None] = print_ready) -> None:
-    """Run the pump (and the HTTP listener on `sock`, if `config.listen`) until a signal, or
-    until `parent_pid` is no longer our parent. `ready` is told the line that says it serves."""
-    # Imported here, in the front-door process only: `avalon-worker` itself starts without them.
-    from .listener import Listener, ListenerConfig
-    from .listener_service import follow_store
-    from .pump import Pump, PumpConfig
-
-    store = open_store(config.store, max_pending=config.max_pending, max_pending_bytes=64 * config.max_request_bytes)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")  # the store's one writer
-    stop_event = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_event.set)
-    pump = Pump(store, config.endpoint, executor, PumpConfig(
-        lease_s=config.lease_s, max_in_flight=config.max_in_flight, result_ttl_s=config.result_ttl_s,
-        heartbeat_s=config.heartbeat_s, pending_ttl_s=config.pending_ttl_s,
-    ))
-    listener_config = ListenerConfig(max_body_bytes=config.max_request_bytes, result_ttl_s=config.result_ttl_s,
-                                     stale_after_s=config.stale_after_s, body_budget_bytes=config.limits.body_budget_bytes)
-    listener = Listener(store, executor, listener_config, pump=pump)
-    pump.on_done = listener.order_done
-    unfollow = close = None
-    try:
-        worker_id = await pump.register()
-        unfollow = follow_store(store, loop, pump=pump, listener=listener if config.listen else None)
-        if config.listen:
-            if sock is None:
-                sock = bind_listen(config.listen)
-            close = await listener.serve_on(sock, config.limits)
-            bound = sock.getsockname()
-            logger.info("listener for worker %s on http://%s:%d, store %s", worker_id[:16], bound[0], bound[1],
-                        describe_store(config.store))
-            ready(f"{READY_PREFIX}http://{bound[0]}:{bound[1]}")
-        else:
-            logger.info("worker %s pulls its orders from the store %s", worker_id[:16], describe_store(config.store))
-            ready(f"{PUMP_READY_PREFIX}{worker_id}")
-        watcher = asyncio.create_task(_watch_parent(parent_pid, stop_event))
-        await pump.run(stop_event)
-        watcher.cancel()
-    finally:
-        if unfollow is not None:
-            unfollow()
-        if close is not None:
-            await close()
-        executor.submit(store.close).result()
-        executor.shutdown()
-
-
-async def _watch_parent(parent_pid: int | None, stop_event: asyncio.Event) -> None:
-    while parent_pid is not None and not stop_event.is_set():
-        if os.getppid() != parent_pid:
-            logger.warning("the worker process is gone; the listener stops")
-            stop_event.set()
-        await asyncio.sleep(PARENT_CHECK_S)
-
-
-def _status_writer(fd: int) -> Callable[[str, str], None]:
-    """Tell `serve` (over the pipe `fd`) "ready" or "failed", with one line of text."""
-
-    def say(kind: str, text: str) -> None:
-        if fd < 0:
-            if kind == "ready":
-                print_ready(text)
-            return
-        try:
-            os.write(fd, f"{kind}\t{' '.join(text.split())}\n".encode())
-        except OSError:  # `serve` has gone; we stop with it
-            pass
-
-    return say
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avalon_worker.http_front", description=__doc__)
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--listen-http", default="")
-    parser.add_argument("--listen-fd", type=int, default=-1, help="the bound HTTP port, inherited from `serve`")
-    parser.add_argument("--status-fd", type=int, default=-1, help="where to say ready or failed (a pipe to `serve`)")
-    parser.add_argument("--store", default=os.environ.get(STORE_ENV), required=not os.environ.get(STORE_ENV))
-    parser.add_argument("--max-request-bytes", type=int, required=True)
-    parser.add_argument("--result-ttl", type=float, default=DEFAULT_RESULT_TTL_S)
-    parser.add_argument("--lease-s", type=float, default=10.0)
-    parser.add_argument("--max-in-flight", type=int, default=16)
-    parser.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING)
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--heartbeat-s", type=float, default=5.0)
-    parser.add_argument("--stale-after-s", type=float, default=30.0)
-    http_guard.add_arguments(parser)
-    parser.add_argument("--pending-ttl", type=float, default=DEFAULT_PENDING_TTL_S)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    config = FrontConfig(args.endpoint, args.listen_http, args.store, args.max_request_bytes, args.result_ttl,
-                         args.lease_s, args.max_in_flight, args.max_pending, args.log_level, args.heartbeat_s,
-                         args.stale_after_s, http_guard.limits_from(args), args.pending_ttl)
-    say = _status_writer(args.status_fd)
-    sock = socket.socket(fileno=args.listen_fd) if args.listen_fd >= 0 else None
-    if config.listen:
-        http_guard.map_large_buffers()
-    try:
-        asyncio.run(serve(config, os.getppid(), sock, lambda line: say("ready", line)))
-    except (StoreError, SetupError, OSError, TimeoutError, ValueError) as exc:
-        if args.status_fd < 0:
-            print(f"avalon-worker: the HTTP front door cannot serve: {exc}", file=sys.stderr)
-        say("failed", str(exc))
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

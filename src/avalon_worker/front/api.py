@@ -20,10 +20,10 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import jsonio, jsonrpc
-from .errors import ErrorCode, InvalidParameterError, WorkOrderError
-from .models import check_id, check_nonce
-from .store import NewOrder, OrderState, OrderStatus, SubmitOutcome, WorkerRecord, canonical_id
+from .. import jsonio, jsonrpc
+from ..errors import ErrorCode, InvalidParameterError, WorkOrderError
+from ..models import check_id, check_nonce
+from ..store import NewOrder, OrderState, OrderStatus, SubmitOutcome, WorkerRecord, canonical_id
 
 METHODS = ("WorkerLookUp", "WorkerRetrieve", "WorkOrderSubmit", "WorkOrderGetResult")
 # Methods of the spec that change a worker's registration or keys. The API has no

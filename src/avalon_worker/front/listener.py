@@ -29,10 +29,8 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from . import listener_api as api
-from .errors import Error, ErrorCode
-from .http_guard import BACKLOG, BodyBudget, ConnectionGuard, HttpLimits
-from .store import (
+from ..errors import Error, ErrorCode
+from ..store import (
     Completion,
     Handoff,
     LeasedOrder,
@@ -43,6 +41,8 @@ from .store import (
     StoreRefused,
     SubmitOutcome,
 )
+from . import api
+from .http_guard import BACKLOG, BodyBudget, ConnectionGuard, HttpLimits
 
 logger = logging.getLogger(__name__)
 

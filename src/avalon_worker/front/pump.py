@@ -33,10 +33,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import jsonio
-from ._internal.dealer import DealerConnection
-from .errors import ErrorCode
-from .store import (
+from .. import jsonio
+from .._internal.dealer import DealerConnection
+from ..errors import ErrorCode
+from ..store import (
     DEFAULT_PENDING_TTL_S,
     DEFAULT_RESULT_TTL_S,
     Completion,

@@ -40,8 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._internal.router import give_back_memory
-from .cli_options import COUNT, POSITIVE_COUNT, SECONDS
+from .._internal.router import give_back_memory
+from ..cli_options import COUNT, POSITIVE_COUNT, SECONDS
 
 logger = logging.getLogger(__name__)
 
