@@ -59,7 +59,7 @@ RUN . /tmp/avalon-worker/pip-env.sh \
  && python3 -m pip install --require-hashes --no-deps -r /tmp/avalon-worker/requirements.txt \
  && python3 -m pip install --no-deps --no-index /tmp/avalon-worker/dist/*.whl \
  && rm -rf /tmp/avalon-worker \
- && python3 -c "import avalon_worker.cli, coincurve, cryptography, zmq, psycopg, psycopg_pool"
+ && python3 -c "import avalon_worker._cli.main, coincurve, cryptography, zmq, psycopg, psycopg_pool"
 
 # The app directory holds the workload registry (and any workload modules an operator adds
 # next to it); under Gramine it is a trusted, measured directory. The state directory holds

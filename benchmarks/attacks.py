@@ -45,10 +45,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from avalon_worker._cli.console import READY_PREFIX
+from avalon_worker._cli.demo import read_ready, start_worker_process
 from avalon_worker._internal import zmtp
-from avalon_worker.cli import READY_PREFIX, start_worker_process
 from avalon_worker.client import WorkerClient
-from avalon_worker.front.door import read_ready
 from avalon_worker.front.listener_client import ListenerClient
 
 HELLO_READY = zmtp.greeting() + zmtp.ready(b"DEALER")

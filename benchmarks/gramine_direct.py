@@ -23,7 +23,7 @@ from pathlib import Path
 
 from throughput import Load, Scenario, _children, drive, median_runs
 
-from avalon_worker.cli import start_worker_process
+from avalon_worker._cli.demo import start_worker_process
 
 SCENARIOS = [
     Scenario("hello 5 B, fresh keys", "python-hello", b"World", True),

@@ -42,9 +42,9 @@ from pathlib import Path
 import throughput
 
 from avalon_worker import jsonio
-from avalon_worker.cli import READY_PREFIX
+from avalon_worker._cli.console import READY_PREFIX
+from avalon_worker._cli.demo import read_ready
 from avalon_worker.client import WorkerClient
-from avalon_worker.front.door import read_ready
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 from avalon_worker.store import Completion, NewOrder
 from avalon_worker.store.sqlite import SQLiteStore

@@ -40,7 +40,7 @@ import zmq
 import zmtp
 
 from avalon_worker import crypto
-from avalon_worker.cli import start_worker_process
+from avalon_worker._cli.demo import start_worker_process
 from avalon_worker.requester import PendingWorkOrder, Session, WorkerInfo, build_work_order, open_result
 
 SIGNUP = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup","params":null}'

@@ -34,7 +34,7 @@ from typing import Any
 
 import zmq
 
-from avalon_worker.cli import start_worker_process
+from avalon_worker._cli.demo import start_worker_process
 from avalon_worker.crypto import SigningKey
 from avalon_worker.requester import InputSpec, ItemModeName, WorkerInfo, build_work_order, open_result
 

@@ -17,7 +17,7 @@ import zmq
 from hypothesis import settings
 
 from avalon_worker import crypto, hashing
-from avalon_worker.cli import start_worker_process
+from avalon_worker._cli.demo import start_worker_process
 from avalon_worker.hashing import ItemText
 from avalon_worker.identity import Identity
 from avalon_worker.processor import Processor

@@ -13,17 +13,10 @@ import pytest
 import zmq
 
 from avalon_worker import crypto
+from avalon_worker._cli.parser import add_policy_arguments, add_verify_arguments
+from avalon_worker._cli.verify import EXIT_ERROR, EXIT_FAILED, EXIT_VERIFIED, fetch_signup, require_attested_worker
+from avalon_worker._cli.verify import run as run_verify
 from avalon_worker.attestation import AttestationFailed, GramineAttestation
-from avalon_worker.attestation.cli import (
-    EXIT_ERROR,
-    EXIT_FAILED,
-    EXIT_VERIFIED,
-    add_policy_arguments,
-    add_verify_arguments,
-    fetch_signup,
-    require_attested_worker,
-    run_verify,
-)
 from avalon_worker.attestation.errors import SignupFetchError
 
 from attestation_fixtures import MRENCLAVE, QuoteFactory, TestPki, make_collateral, make_signup, pem

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from avalon_worker._cli.parser import add_verify_arguments
+from avalon_worker._cli.verify import EXIT_ERROR, EXIT_FAILED, EXIT_VERIFIED
+from avalon_worker._cli.verify import run as run_verify
 from avalon_worker.attestation import StepStatus, detect_tee, verify_evidence
 from avalon_worker.attestation import report as R
-from avalon_worker.attestation.cli import EXIT_ERROR, EXIT_FAILED, EXIT_VERIFIED, add_verify_arguments, run_verify
 from avalon_worker.attestation.policy import Policy
 
 import snp_fixtures as fixtures

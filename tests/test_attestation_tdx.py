@@ -429,7 +429,7 @@ class TestRealQuotes:
 
     @pytest.mark.parametrize("name", ["dcap_qvl_tdx_quote.hex", "dcap_qvl_quote_from_tappd.hex"])
     def test_hex_quotes_without_collateral(self, name: str) -> None:
-        from avalon_worker.attestation.cli import read_evidence
+        from avalon_worker._cli.verify import read_evidence
 
         raw = read_evidence(str(DATA / name))
         report = verify_evidence(raw, None, now=datetime(2025, 1, 1, tzinfo=timezone.utc))

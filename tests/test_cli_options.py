@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from avalon_worker.cli import add_server_arguments
-from avalon_worker.cli_options import ConfigError, configurable, load_config
+from avalon_worker._cli.options import ConfigError, configurable, load_config
+from avalon_worker._cli.parser import add_server_arguments
 
 from conftest import MISBEHAVING_REGISTRY, run_cli
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "worker.toml"
-WO_PROCESSOR = "import sys; from avalon_worker.cli import wo_processor_main; sys.exit(wo_processor_main())"
+WO_PROCESSOR = "import sys; from avalon_worker._cli.main import wo_processor_main; sys.exit(wo_processor_main())"
 
 
 def serve_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from avalon_worker.order_table import Outcome, Table, fit, printable
+from avalon_worker._cli.order_table import Outcome, Table, fit, printable
 
 from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, run_cli
 

@@ -20,8 +20,8 @@ from typing import IO
 import pytest
 import sdk_requester as sdk
 
-from avalon_worker.cli import READY_PREFIX
-from avalon_worker.front.door import read_ready
+from avalon_worker._cli.console import READY_PREFIX
+from avalon_worker._cli.demo import read_ready
 from avalon_worker.store.sqlite import SQLiteStore
 
 from independent_requester import ItemSpec, VerificationError, build_work_order, open_response
@@ -240,7 +240,7 @@ def front_door_pid(serve: subprocess.Popen[str], other_than: int = 0, wait_s: fl
                     command = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if b"avalon_worker.front.service" in command and pid != other_than:
+                if b"avalon_worker._cli.front_door" in command and pid != other_than:
                     return pid
         time.sleep(0.05)
     raise AssertionError(f"no front-door process (other than {other_than}) within {wait_s} s")

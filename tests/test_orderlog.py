@@ -53,7 +53,7 @@ def test_a_served_order_is_logged_once_by_its_worker_process(tmp_path) -> None:
     import subprocess
     import sys
 
-    from avalon_worker.cli import READY_PREFIX
+    from avalon_worker._cli.console import READY_PREFIX
     from avalon_worker.client import WorkerClient
 
     log_path = tmp_path / "worker.log"

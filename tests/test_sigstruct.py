@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from avalon_worker import crypto
+from avalon_worker._cli.parser import add_verify_arguments
+from avalon_worker._cli.verify import run as run_verify
 from avalon_worker.attestation import GramineAttestation
-from avalon_worker.attestation.cli import add_verify_arguments, run_verify
 from avalon_worker.attestation.policy import load_policy
 from avalon_worker.attestation.sigstruct import Sigstruct, SigstructError, parse_sigstruct, policy_for
 

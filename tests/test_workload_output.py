@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from avalon_worker.cli import start_worker_process
+from avalon_worker._cli.demo import start_worker_process
 from avalon_worker.client import WorkerClient
 from avalon_worker.requester import build_work_order, open_result
 

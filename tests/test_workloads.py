@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from avalon_worker.cli import READY_PREFIX
+from avalon_worker._cli.console import READY_PREFIX
 from avalon_worker.client import WorkerClient
 from avalon_worker.errors import WorkloadError
 from avalon_worker.requester import WorkOrderFailed

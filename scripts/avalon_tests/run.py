@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avalon_worker.cli import READY_PREFIX
-from avalon_worker.front.door import read_ready
+from avalon_worker._cli.console import READY_PREFIX
+from avalon_worker._cli.demo import read_ready
 
 HERE = Path(__file__).resolve().parent
 # The newest Avalon commit whose SDK direct-model unit tests import: the next one on the main

@@ -15,14 +15,14 @@ from typing import Any, NoReturn
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import jsonio
+from . import defaults, jsonio
 from .crypto import SigningKey
 from .errors import Error, SetupError
 from .requester import InputSpec, ItemModeName, WorkerInfo, WorkOrderFailed, build_work_order, open_result
 
 __all__ = ["DEFAULT_TIMEOUT_S", "BadEndpoint", "WorkerClient", "WorkerUnavailable", "check_endpoint"]
 
-DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_TIMEOUT_S = defaults.CLIENT_TIMEOUT_S  # how long each call waits for its reply
 ENDPOINT_FORMS = "tcp://HOST:PORT or ipc://PATH"
 _MONITORED = (
     zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED

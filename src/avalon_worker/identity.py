@@ -21,14 +21,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import crypto
+from . import crypto, defaults
 from .crypto import SigningKey
 from .errors import SetupError
 
 STATE_FILE = "identity.json"
 STATE_VERSION = 1
-DEFAULT_RSA_BITS = 3072
-ALLOWED_RSA_BITS = (2048, 3072, 4096)
 
 
 class IdentityError(SetupError):
@@ -52,9 +50,9 @@ class Identity:
         return cls(signing_key, encryption_key, pem, signature)
 
     @classmethod
-    def generate(cls, rsa_bits: int = DEFAULT_RSA_BITS) -> Identity:
-        if rsa_bits not in ALLOWED_RSA_BITS:
-            raise ValueError(f"RSA key size must be one of {ALLOWED_RSA_BITS}")
+    def generate(cls, rsa_bits: int = defaults.RSA_BITS) -> Identity:
+        if rsa_bits not in defaults.RSA_BITS_ALLOWED:
+            raise ValueError(f"RSA key size must be one of {defaults.RSA_BITS_ALLOWED}")
         return cls.from_keys(SigningKey.generate(), crypto.generate_rsa_key(rsa_bits))
 
     @property
@@ -180,7 +178,7 @@ def _private_directory(folder: Path) -> None:
         ) from None
 
 
-def load_or_create(state_dir: str | Path, rsa_bits: int = DEFAULT_RSA_BITS) -> tuple[Identity, bool]:
+def load_or_create(state_dir: str | Path, rsa_bits: int = defaults.RSA_BITS) -> tuple[Identity, bool]:
     """The identity kept in `state_dir`, created there if the directory holds none.
 
     The directory (and any parent it creates) is made mode 0700; an existing one that others

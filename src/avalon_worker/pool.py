@@ -18,11 +18,7 @@ from ._internal.scheduler import Metrics as PoolMetrics
 from ._internal.scheduler import PoolConfig
 from .processor import Processor
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "Helper", "Pool", "PoolConfig", "PoolMetrics", "StopFlag"]
-
-# 16 MiB of input is ~22 MiB once base64-encoded inside a JSON string inside a JSON string.
-DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
-
+__all__ = ["Helper", "Pool", "PoolConfig", "PoolMetrics", "StopFlag"]
 
 class Pool:
     """Serves `processor` on one endpoint as `config` says."""

@@ -42,6 +42,7 @@ from enum import Enum
 from itertools import count, islice
 from typing import Any, Protocol, TypeVar
 
+from .. import defaults
 from ..errors import Error, ErrorCode
 from ..jsonrpc import error_reply, inspect_request, invalid
 
@@ -66,11 +67,11 @@ class PoolConfig:
     supervisor's own process, one at a time, with no time limits."""
 
     workers: int
-    timeout_s: float | None = None  # None: DEFAULT_TIMEOUT_S with worker processes, none in-process
+    timeout_s: float | None = None  # None: defaults.TIMEOUT_S with worker processes, none in-process
     memory_limit_bytes: int | None = None
-    queue_limit: int = 256
+    queue_limit: int = defaults.QUEUE_LIMIT
     queue_bytes_limit: int = 128 * 1024 * 1024  # the queue's frames together: BUSY beyond either limit
-    max_request_bytes: int = 32 * 1024 * 1024
+    max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     prefetch: bool = True
     pin_cpus: bool = False
     spares: int | None = None  # warm processes kept ready to replace a lost one; None: 1 (0 in-process)
@@ -87,8 +88,6 @@ class PoolConfig:
                 raise ValueError(f"{', '.join(given)} need worker processes: with --workers 0 orders run in the "
                                  "supervisor itself, which cannot be stopped, limited or pinned per order")
 
-
-DEFAULT_TIMEOUT_S = 60.0
 
 
 # actions ---------------------------------------------------------------------------------------
@@ -323,7 +322,7 @@ class Scheduler:
         self.config = config
         self.inline = config.workers == 0
         self.workers = config.workers or 1
-        self.timeout_s = math.inf if self.inline else (config.timeout_s or DEFAULT_TIMEOUT_S)
+        self.timeout_s = math.inf if self.inline else (config.timeout_s or defaults.TIMEOUT_S)
         self.spares = 0 if self.inline else (1 if config.spares is None else config.spares)
         self.prefetch = config.prefetch and not self.inline
         self.metrics = metrics or Metrics()

@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, defaults
 from ..workload.registry import WorkloadRegistry
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MEASUREMENTS_DIR = "/sys/devices/virtual/misc/tdx_guest/measurements"
 RTMR_INDEX = 3
 RTMR_SIZE = 48
 EVENT_NAME = "avalon-worker code"
@@ -245,7 +244,7 @@ def _not_extended(note: str) -> RtmrRecord:
 
 def extend_rtmr3(
     event: CodeEvent,
-    measurements_dir: str | os.PathLike[str] = DEFAULT_MEASUREMENTS_DIR,
+    measurements_dir: str | os.PathLike[str] = defaults.TDX_MEASUREMENTS_DIR,
     *,
     log_dir: str | os.PathLike[str] | None = None,
     boot_id: str = "",

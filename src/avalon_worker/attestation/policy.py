@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ..defaults import TEES
 from .dcap import TCB_STATUSES, TD_RELAUNCH_STATUSES
 from .errors import AttestationError, InsecurePolicyWarning, PolicyError
 from .quote import ReportBody
@@ -72,8 +73,6 @@ _SECURE_TCB_STATUSES = frozenset(
 # A TD relaunch is advised when it launched on a TDX module that lacked fixes: out of date too.
 _OUT_OF_DATE = frozenset({"OutOfDate", "OutOfDateConfigurationNeeded"}) | TD_RELAUNCH_STATUSES
 _TCB_FLAGS = ("insecure_allow_debug", "insecure_accept_out_of_date_tcb", "insecure_accept_unchecked_tcb")
-TEES = ("sgx", "tdx", "snp")
-
 
 MRENCLAVE_PLACEHOLDER = "REPLACE-with-the-64-hex-digit-MRENCLAVE-your-enclave-build-printed"
 MRTD_PLACEHOLDER = "REPLACE-with-the-96-hex-digit-MRTD-of-your-TD-firmware"

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .. import defaults
 from .binding import REPORT_DATA_SIZE
 from .errors import AttestationError, AttestationUnavailable, QuoteGenerationError
 from .tsm import (
-    DEFAULT_REPORT_DIR,
     DRIVERS,
     KINDS,
     TEE_NAMES,
@@ -36,10 +36,8 @@ from .tsm import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ROOT = "/dev/attestation"
 TARGET_INFO_SIZE = 512
 QUOTE_MAX_SIZE = 8192  # Gramine's QUOTE_MAX_SIZE
-MODES = ("auto", "none", "gramine", "tdx", "snp")
 # What makes the report, for when the kernel says only that it failed.
 REPORT_FAILURE_HINTS = {
     "tdx": "a TD's quote comes from the host's quote generation service (QGS, through the GetQuote "
@@ -94,7 +92,7 @@ class GramineAttestation:
 
     def __init__(
         self,
-        root: str | os.PathLike[str] = DEFAULT_ROOT,
+        root: str | os.PathLike[str] = defaults.ATTESTATION_ROOT,
         *,
         retries: int = 3,
         retry_delay: float = 0.2,
@@ -183,7 +181,7 @@ class TsmAttestation:
     """
 
     def __init__(
-        self, kind: str, report_dir: str | os.PathLike[str] = DEFAULT_REPORT_DIR, *, attempts: int = 3
+        self, kind: str, report_dir: str | os.PathLike[str] = defaults.TSM_REPORT_DIR, *, attempts: int = 3
     ) -> None:
         if kind not in DRIVERS:
             raise ValueError(f"unknown configfs-tsm kind {kind!r}; choose tdx or snp")
@@ -324,7 +322,7 @@ def _detect_tsm(report_dir: str) -> str | None:
 
 
 def select_provider(
-    mode: str, root: str = DEFAULT_ROOT, *, tsm_report_dir: str = DEFAULT_REPORT_DIR
+    mode: str, root: str = defaults.ATTESTATION_ROOT, *, tsm_report_dir: str = defaults.TSM_REPORT_DIR
 ) -> AttestationProvider:
     """The provider for ``--attestation auto|none|gramine|tdx|snp``.
 
@@ -332,8 +330,8 @@ def select_provider(
     attestation is not there; `auto` picks gramine when `root/attestation_type` says dcap or
     epid, else tdx or snp when configfs-tsm at `tsm_report_dir` has that provider, else none.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown attestation mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in defaults.ATTESTATION_MODES:
+        raise ValueError(f"unknown attestation mode {mode!r}; choose one of {', '.join(defaults.ATTESTATION_MODES)}")
     provider: AttestationProvider
     if mode == "gramine" or (mode == "auto" and _read_attestation_type(Path(root)) in ("dcap", "epid")):
         provider = GramineAttestation(root)

@@ -25,12 +25,12 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import defaults
 from .binding import REPORT_DATA_SIZE
 from .errors import AttestationUnavailable, QuoteGenerationError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REPORT_DIR = "/sys/kernel/config/tsm/report"
 OUTBLOB_MAX = 32 * 1024  # TSM_OUTBLOB_MAX: the kernel never returns more
 DRIVERS = {"tdx": "tdx_guest", "snp": "sev_guest"}
 KINDS = {driver: kind for kind, driver in DRIVERS.items()}
@@ -121,7 +121,7 @@ def _strerror(exc: OSError) -> str:
 class ConfigfsTsm:
     """The configfs-tsm report interface at `report_dir` (a stand-in's path in tests)."""
 
-    def __init__(self, report_dir: str | os.PathLike[str] = DEFAULT_REPORT_DIR) -> None:
+    def __init__(self, report_dir: str | os.PathLike[str] = defaults.TSM_REPORT_DIR) -> None:
         self.report_dir = Path(report_dir)
 
     def missing(self) -> AttestationUnavailable | None:

@@ -23,7 +23,6 @@ leases expire, by the next pump for that worker.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -33,13 +32,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from ..defaults import STORE_ENV
 from ..errors import Error, SetupError
 from ..store import (
     DEFAULT_MAX_PENDING,
     DEFAULT_PENDING_TTL_S,
     DEFAULT_RESULT_TTL_S,
 )
-from ..store.cli import STORE_ENV
 from . import http_guard
 from .http_guard import HttpLimits
 
@@ -207,7 +206,7 @@ class FrontDoor:
             arguments += ["--listen-fd", str(self.sock.fileno())]
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "avalon_worker.front.service", *arguments], stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "avalon_worker._cli.front_door", *arguments], stdin=subprocess.DEVNULL,
                 env={**os.environ, STORE_ENV: self.config.store}, pass_fds=fds,
             )
         except OSError:
@@ -306,53 +305,12 @@ class FrontDoor:
             self.sock.close()
 
 
-def front_door_for(args: argparse.Namespace, sock: socket.socket | None) -> FrontDoor | None:
-    """The front door of `avalon-worker serve`'s options (`sock`: the bound `--listen-http`
-    port), not started yet; None without `--listen-http` or `--store`."""
-    if not args.listen_http and not args.store:
-        return None
-    if args.listen_http and not args.insecure_reuse_session_iv:
-        logger.warning("--listen-http without --insecure-reuse-session-iv: Avalon's SDK decrypts results with "
-                       "sessionKeyIv and cannot read them; clients that read each item's iv can")
-    processes = max(args.workers, 1)
-    return FrontDoor(FrontConfig(
-        endpoint="",  # known once the endpoint is bound: `begin`
-        listen=args.listen_http or "",
-        store=args.store or args.state_dir,
-        max_request_bytes=args.max_request_bytes,
-        result_ttl_s=args.result_ttl,
-        lease_s=args.lease_s,
-        max_in_flight=max(1, min(64, args.queue_limit + processes)),
-        log_level=args.log_level,
-        heartbeat_s=args.heartbeat_s,
-        stale_after_s=args.stale_after_s,
-        limits=http_guard.limits_from(args),
-        pending_ttl_s=args.pending_ttl,
-    ), sock)
-
-
 def connectable(endpoint: str) -> str:
     """A bound endpoint as a client reaches it from this host (`*` and 0.0.0.0 → loopback)."""
     for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
         if endpoint.startswith(wildcard):
             return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
     return endpoint
-
-
-def read_ready(process: subprocess.Popen[str], endpoint_prefix: str = "listening on ") -> tuple[str, str]:
-    """(ZMQ endpoint, HTTP URL) from the standard output of a `serve --listen-http` process
-    started with `stdout=PIPE, text=True`; RuntimeError if it stops first."""
-    assert process.stdout is not None
-    endpoint = url = ""
-    while not url:
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the worker stopped before serving HTTP (exit status {process.wait()})")
-        if line.startswith(endpoint_prefix):
-            endpoint = line[len(endpoint_prefix):].strip()
-        elif line.startswith(READY_PREFIX):
-            url = line[len(READY_PREFIX):].strip() + "/"
-    return endpoint, url
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
@@ -364,3 +322,19 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def status_writer(fd: int) -> Callable[[str, str], None]:
+    """Tell `serve` (over the pipe `fd`) "ready" or "failed", with one line of text."""
+
+    def say(kind: str, text: str) -> None:
+        if fd < 0:
+            if kind == "ready":
+                print(text, flush=True)
+            return
+        try:
+            os.write(fd, f"{kind}\t{' '.join(text.split())}\n".encode())
+        except OSError:  # `serve` has gone; we stop with it
+            pass
+
+    return say

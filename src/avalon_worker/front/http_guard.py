@@ -40,16 +40,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import defaults
 from .._internal.router import give_back_memory
-from ..cli_options import COUNT, POSITIVE_COUNT, SECONDS
 
 logger = logging.getLogger(__name__)
 
 BACKLOG = 1024  # connections the kernel holds before they are served, also while a front door starts again
-DEFAULT_MAX_CONNECTIONS = 1000
-DEFAULT_HEADER_TIMEOUT_S = 10.0
-DEFAULT_IDLE_TIMEOUT_S = 30.0
-BODY_BUDGET_REQUESTS = 2  # the default budget for bodies in flight: this many maximal requests
 FD_RESERVE = 64  # descriptors kept for the store, the worker connection, logs
 TRIM_AFTER_BYTES = 1 << 20
 TRIM_DELAY_S = 1.0  # after the budget empties: the connections that held the bodies close meanwhile
@@ -61,15 +57,15 @@ OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/js
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """The front door's bounds; `body_budget_bytes` 0 means BODY_BUDGET_REQUESTS maximal requests."""
+    """The front door's bounds; `body_budget_bytes` 0 means defaults.HTTP_BODY_BUDGET_REQUESTS maximal requests."""
 
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
-    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    max_connections: int = defaults.HTTP_MAX_CONNECTIONS
+    header_timeout_s: float = defaults.HTTP_HEADER_TIMEOUT_S
+    idle_timeout_s: float = defaults.HTTP_IDLE_TIMEOUT_S
     body_budget_bytes: int = 0
 
     def budget_for(self, max_request_bytes: int) -> int:
-        return self.body_budget_bytes or BODY_BUDGET_REQUESTS * max_request_bytes
+        return self.body_budget_bytes or defaults.HTTP_BODY_BUDGET_REQUESTS * max_request_bytes
 
     def connection_cap(self) -> int:
         """`max_connections`, within what the descriptor limit leaves."""
@@ -88,23 +84,8 @@ def map_large_buffers() -> bool:
     return bool(mallopt is not None and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `HttpLimits`, for `serve` and `listener`: their defaults are defined here only."""
-    parser.add_argument("--http-max-connections", type=POSITIVE_COUNT, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                        help="HTTP connections served at once; at the cap a new one closes the longest-idle one, or is "
-                        "answered 503 (default %(default)s, and at most the descriptor limit less 64)")
-    parser.add_argument("--http-header-timeout-s", type=SECONDS, default=DEFAULT_HEADER_TIMEOUT_S, metavar="S",
-                        help="a request's headers must be complete this many seconds after its first byte, or its "
-                        "connection is closed (default %(default)s)")
-    parser.add_argument("--http-idle-timeout-s", type=SECONDS, default=DEFAULT_IDLE_TIMEOUT_S, metavar="S",
-                        help="an HTTP connection without a request is closed after this many seconds (default %(default)s)")
-    parser.add_argument("--http-body-budget-bytes", type=COUNT, default=0, metavar="N",
-                        help="request bodies held at once, all HTTP connections together; a body still arriving beyond "
-                        f"it is answered BUSY (default 0: {BODY_BUDGET_REQUESTS} x --max-request-bytes)")
-
-
 def limits_from(args: argparse.Namespace) -> HttpLimits:
-    """The `HttpLimits` of options added by `add_arguments`."""
+    """The `HttpLimits` of the `--http-*` options."""
     return HttpLimits(args.http_max_connections, args.http_header_timeout_s, args.http_idle_timeout_s,
                       args.http_body_budget_bytes)
 

@@ -1,48 +1,28 @@
-"""`avalon-worker listener`: a stateless HTTP listener for every worker in a shared store, and
-`avalon-worker pump`: a worker's orders pulled from that store by a process of their own.
+"""What runs in the front door's processes: the front door of one worker host (pump + store +
+HTTP listener, `serve_front_door`) and a stateless listener for every worker in a shared store
+(`serve_listener`), each woken by the store's notifications (`follow_store`).
 
-Any number of these run side by side in front of one PostgreSQL database; worker hosts
+Any number of stateless listeners run side by side in front of one PostgreSQL database; worker hosts
 (`avalon-worker serve --store postgresql://…`) register there and pull their orders from it, so
 a listener needs no connection to any worker. It holds no secret and no state of its own: what
 it accepts is committed before it answers, and a listener started later returns every stored
 result. A submit that may wait for its result (`responseTimeoutMSecs`) is woken by the store's
 notification that the outcome was stored, wherever the worker runs.
-
-`serve --store` starts its pump itself. `pump` is for a worker whose command line is fixed, as
-under Gramine-SGX, where it is measured into the enclave: the pump runs beside it (a sidecar
-container), reaches its ZMQ endpoint as any client does, and keeps the database credentials out
-of the enclave.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
 import signal
 import socket
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
 
-from ..cli_options import POSITIVE_COUNT, SECONDS, add_log_level_argument
-from ..errors import SetupError
-from ..pool import DEFAULT_MAX_REQUEST_BYTES
-from ..store import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_PENDING_TTL_S,
-    DEFAULT_RESULT_TTL_S,
-    POSTGRES_SCHEMES,
-    Store,
-    StoreError,
-    describe_store,
-    open_store,
-)
-from ..store.cli import STORE_ENV, add_store_argument
-from . import http_guard
+from .. import defaults
+from ..store import Store, StoreError, describe_store, open_store
 from .door import PARENT_CHECK_S, PUMP_READY_PREFIX, READY_PREFIX, FrontConfig, bind_listen
 from .http_guard import HttpLimits
 from .listener import Listener, ListenerConfig
@@ -52,13 +32,6 @@ logger = logging.getLogger(__name__)
 
 STORE_THREADS = 4  # store calls at once: GetResult reads run beside the batched submits
 PURGE_EVERY_S = 60.0
-
-
-def add_pending_ttl_argument(parser: argparse.ArgumentParser) -> None:
-    """`--pending-ttl`, for every command that keeps orders in a store."""
-    parser.add_argument("--pending-ttl", type=SECONDS, default=DEFAULT_PENDING_TTL_S, metavar="S",
-                        help="an order that waited this many seconds for a worker that has been off-line as long ends "
-                        "with an error its requester reads (default %(default)g: an hour)")
 
 
 def follow_store(
@@ -109,7 +82,7 @@ async def expire_every(store: Store, executor: Executor, pending_ttl_s: float, c
 
 
 async def serve_listener(store: Store, sock: socket.socket, config: ListenerConfig, limits: HttpLimits,
-                         pending_ttl_s: float = DEFAULT_PENDING_TTL_S) -> None:
+                         pending_ttl_s: float = defaults.PENDING_TTL_S) -> None:
     """Serve the listener API on the bound `sock` for every worker in `store` until SIGTERM
     or SIGINT; expire the orders of workers gone silent for `pending_ttl_s`."""
     loop = asyncio.get_running_loop()
@@ -194,158 +167,3 @@ async def _watch_parent(parent_pid: int | None, stop_event: asyncio.Event) -> No
             logger.warning("the worker process is gone; the listener stops")
             stop_event.set()
         await asyncio.sleep(PARENT_CHECK_S)
-
-
-def _status_writer(fd: int) -> Callable[[str, str], None]:
-    """Tell `serve` (over the pipe `fd`) "ready" or "failed", with one line of text."""
-
-    def say(kind: str, text: str) -> None:
-        if fd < 0:
-            if kind == "ready":
-                print_ready(text)
-            return
-        try:
-            os.write(fd, f"{kind}\t{' '.join(text.split())}\n".encode())
-        except OSError:  # `serve` has gone; we stop with it
-            pass
-
-    return say
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avalon_worker.front.service", description=__doc__)
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--listen-http", default="")
-    parser.add_argument("--listen-fd", type=int, default=-1, help="the bound HTTP port, inherited from `serve`")
-    parser.add_argument("--status-fd", type=int, default=-1, help="where to say ready or failed (a pipe to `serve`)")
-    parser.add_argument("--store", default=os.environ.get(STORE_ENV), required=not os.environ.get(STORE_ENV))
-    parser.add_argument("--max-request-bytes", type=int, required=True)
-    parser.add_argument("--result-ttl", type=float, default=DEFAULT_RESULT_TTL_S)
-    parser.add_argument("--lease-s", type=float, default=10.0)
-    parser.add_argument("--max-in-flight", type=int, default=16)
-    parser.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING)
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--heartbeat-s", type=float, default=5.0)
-    parser.add_argument("--stale-after-s", type=float, default=30.0)
-    http_guard.add_arguments(parser)
-    parser.add_argument("--pending-ttl", type=float, default=DEFAULT_PENDING_TTL_S)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    config = FrontConfig(args.endpoint, args.listen_http, args.store, args.max_request_bytes, args.result_ttl,
-                         args.lease_s, args.max_in_flight, args.max_pending, args.log_level, args.heartbeat_s,
-                         args.stale_after_s, http_guard.limits_from(args), args.pending_ttl)
-    say = _status_writer(args.status_fd)
-    sock = socket.socket(fileno=args.listen_fd) if args.listen_fd >= 0 else None
-    if config.listen:
-        http_guard.map_large_buffers()
-    try:
-        asyncio.run(serve_front_door(config, os.getppid(), sock, lambda line: say("ready", line)))
-    except (StoreError, SetupError, OSError, TimeoutError, ValueError) as exc:
-        if args.status_fd < 0:
-            print(f"avalon-worker: the HTTP front door cannot serve: {exc}", file=sys.stderr)
-        say("failed", str(exc))
-        return 2
-    return 0
-
-
-
-# the commands ---------------------------------------------------------------------------------------
-
-
-def add_listener_command(commands: Any) -> None:
-    """Add `listener` to the `avalon-worker` subcommands."""
-    parser = commands.add_parser(
-        "listener", help="serve Avalon's listener API (JSON-RPC over HTTP) for every worker in a shared PostgreSQL store"
-    )
-    add_store_argument(parser, required=True)
-    parser.add_argument("--listen-http", required=True, metavar="HOST:PORT", help="where to serve HTTP (port 0: any free port)")
-    parser.add_argument("--max-request-bytes", type=POSITIVE_COUNT, default=DEFAULT_MAX_REQUEST_BYTES,
-                        help="larger work orders are refused (default %(default)s); as the workers' own limit")
-    parser.add_argument("--max-pending", type=POSITIVE_COUNT, default=DEFAULT_MAX_PENDING,
-                        help="pending work orders per worker; more are answered BUSY (default %(default)s)")
-    parser.add_argument("--stale-after-s", type=SECONDS, default=30.0,
-                        help="a worker without a heartbeat for this long is shown as off-line and left out of "
-                        "WorkerLookUp (default %(default)s)")
-    http_guard.add_arguments(parser)
-    add_pending_ttl_argument(parser)
-    add_log_level_argument(parser)
-    parser.set_defaults(func=run_listener)
-
-
-def run_listener(args: argparse.Namespace) -> int:
-    from ..cli import _configure_logging
-
-    _configure_logging(args.log_level)
-    if not str(args.store).startswith(POSTGRES_SCHEMES):
-        print("avalon-worker: a listener of its own needs a store that worker hosts share: --store postgresql://…; "
-              "on one host, use `avalon-worker serve --listen-http` instead", file=sys.stderr)
-        return 2
-    limits = http_guard.limits_from(args)
-    http_guard.map_large_buffers()
-    try:
-        sock = bind_listen(args.listen_http)  # before the store: a port in use is said at once
-    except SetupError as exc:
-        print(f"avalon-worker: {exc}", file=sys.stderr)
-        return 2
-    try:
-        store = open_store(args.store, max_pending=args.max_pending, max_pending_bytes=64 * args.max_request_bytes)
-    except StoreError as exc:
-        sock.close()
-        print(f"avalon-worker: {exc}", file=sys.stderr)
-        return 2
-    logger.info("store %s", describe_store(args.store))
-    config = ListenerConfig(max_body_bytes=args.max_request_bytes, stale_after_s=args.stale_after_s,
-                            body_budget_bytes=limits.body_budget_bytes)
-    try:
-        asyncio.run(serve_listener(store, sock, config, limits, args.pending_ttl))
-    except (OSError, ValueError) as exc:
-        print(f"avalon-worker: the listener cannot serve: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        sock.close()
-        store.close()
-    return 0
-
-
-
-def add_pump_command(commands: Any) -> None:
-    """Add `pump` to the `avalon-worker` subcommands."""
-    parser = commands.add_parser(
-        "pump", help="pull one worker's orders from a shared store and run them through its ZMQ endpoint"
-    )
-    add_store_argument(parser, required=True)
-    parser.add_argument("--endpoint", required=True, help="the worker's ZMQ endpoint, e.g. tcp://127.0.0.1:7777")
-    parser.add_argument("--max-request-bytes", type=POSITIVE_COUNT, default=DEFAULT_MAX_REQUEST_BYTES,
-                        help="as the worker's own limit (default %(default)s)")
-    parser.add_argument("--max-in-flight", type=POSITIVE_COUNT, default=8,
-                        help="orders sent to the worker and not yet answered (default %(default)s; about "
-                        "twice its worker processes)")
-    parser.add_argument("--result-ttl", type=SECONDS, default=DEFAULT_RESULT_TTL_S, metavar="S",
-                        help="keep work-order results this many seconds (default: a day)")
-    add_pending_ttl_argument(parser)
-    parser.add_argument("--lease-s", type=SECONDS, default=10.0, help=argparse.SUPPRESS)
-    parser.add_argument("--heartbeat-s", type=SECONDS, default=5.0, help=argparse.SUPPRESS)
-    add_log_level_argument(parser)
-    parser.set_defaults(func=run_pump)
-
-
-def run_pump(args: argparse.Namespace) -> int:
-    from ..cli import _configure_logging
-
-    _configure_logging(args.log_level)
-    config = FrontConfig(
-        endpoint=args.endpoint, listen="", store=args.store, max_request_bytes=args.max_request_bytes,
-        result_ttl_s=args.result_ttl, lease_s=args.lease_s, max_in_flight=args.max_in_flight,
-        log_level=args.log_level, heartbeat_s=args.heartbeat_s, pending_ttl_s=args.pending_ttl,
-    )
-    try:
-        asyncio.run(serve_front_door(config))
-    except (StoreError, OSError, TimeoutError, ValueError) as exc:
-        print(f"avalon-worker: the pump cannot run: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""The commands' options: checked number types, the shared `--log-level`, and configuration files.
+"""The commands' option types (checked numbers, endpoints, times), the shared `--log-level`, and
+configuration files.
 
 A number that an option cannot take is refused by argparse itself, naming the option
 (`argument --workers: must be >= 0, not -1`). A configuration file (TOML) gives a command's
@@ -14,10 +15,11 @@ import json
 import math
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import SetupError
+from ..errors import SetupError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONFIG_OPTION = "--config"
@@ -59,6 +61,28 @@ POSITIVE_COUNT = Number(int, 1)
 SECONDS = Number(float, 0, above=True)
 SECONDS_OR_OFF = Number(float, 0)  # 0: off
 PORT_OR_OFF = Number(int, 0, maximum=65535)
+
+
+def endpoint_argument(text: str) -> str:
+    """argparse type of --endpoint: a malformed endpoint is a usage error naming the option."""
+    # Called only for the commands that take --endpoint, which load the client anyway.
+    from ..client import BadEndpoint, check_endpoint
+
+    try:
+        return check_endpoint(text)
+    except BadEndpoint as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_time(text: str) -> datetime:
+    """argparse type of ``--at``: an ISO 8601 date or time; without a zone, UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time, e.g. 2025-06-20 or 2025-06-20T12:00:00Z"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def add_log_level_argument(parser: argparse.ArgumentParser) -> None:

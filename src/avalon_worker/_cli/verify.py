@@ -1,4 +1,4 @@
-"""Requester command line: ``avalon-worker verify`` and the ``--policy`` gate for submitting.
+"""``avalon-worker verify``, and the ``--policy`` gate of ``submit`` and ``run-orders``.
 
 ``verify`` fetches a fresh signup (with a random nonce) over ZMQ, reads a saved one, or reads
 evidence on its own (``--evidence``: an SGX or TDX quote or an SNP report, raw or hex), checks
@@ -16,22 +16,22 @@ import json
 import os
 import re
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 from cryptography import x509
 
-from ..cli_options import SECONDS
-from ..client import DEFAULT_TIMEOUT_S, BadEndpoint, WorkerClient, WorkerUnavailable, check_endpoint
+from .. import defaults
+from ..attestation.collateral import MAX_COLLATERAL_SIZE, Collateral
+from ..attestation.errors import AttestationError, AttestationFailed, QuoteParseError, SignupFetchError
+from ..attestation.policy import Policy, load_policy
+from ..attestation.policy_template import template_for
+from ..attestation.report import VerificationReport
+from ..attestation.snp import load_snp_collateral
+from ..attestation.verify import SnpCollateral, decode_quote_field, detect_tee, verify_evidence, verify_signup
+from ..client import BadEndpoint, WorkerClient, WorkerUnavailable
 from ..errors import Error, SetupError
-from .collateral import MAX_COLLATERAL_SIZE, Collateral
-from .errors import AttestationError, AttestationFailed, QuoteParseError, SignupFetchError
-from .policy import TEES, Policy, load_policy
-from .policy_template import template_for
-from .report import VerificationReport
-from .snp import load_snp_collateral
-from .verify import SnpCollateral, decode_quote_field, detect_tee, verify_evidence, verify_signup
+from .console import say
 
 EXIT_VERIFIED = 0
 EXIT_FAILED = 1
@@ -44,20 +44,7 @@ MAX_EVENT_LOG_FILE = 16 * 1024 * 1024
 _HEX_TEXT = re.compile(rb"\s*(0x)?([0-9a-fA-F\s]+)\s*")
 
 
-def say(message: str) -> None:
-    """A one-line notice for the person at the command line (stderr)."""
-    print(f"avalon-worker: {message}", file=sys.stderr, flush=True)
-
-
-def endpoint_argument(text: str) -> str:
-    """argparse type of --endpoint: a malformed endpoint is a usage error naming the option."""
-    try:
-        return check_endpoint(text)
-    except BadEndpoint as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def fetch_signup(endpoint: str, *, nonce: bytes | None, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+def fetch_signup(endpoint: str, *, nonce: bytes | None, timeout: float = defaults.CLIENT_TIMEOUT_S) -> dict[str, Any]:
     """Ask a worker for its signup (`ProcessWorkerSignup`, with `{"nonce": hex}` if given)."""
     request: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "ProcessWorkerSignup"}
     if nonce is not None:
@@ -141,17 +128,6 @@ def read_evidence(path: str) -> bytes:
     return bytes.fromhex(digits.decode("ascii"))
 
 
-def parse_time(text: str) -> datetime:
-    """argparse type of ``--at``: an ISO 8601 date or time; without a zone, UTC."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 time, e.g. 2025-06-20 or 2025-06-20T12:00:00Z"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
-
-
 def load_collateral_for(path: str | None, tee: str) -> Collateral | SnpCollateral | None:
     """``--collateral FILE`` as the evidence's kind needs it: Intel's JSON, or an SNP PEM bundle."""
     if not path:
@@ -175,70 +151,6 @@ def _evidence_kind(signup: dict[str, Any]) -> str:
         return detect_tee(decode_quote_field(signup.get("quote")))
     except QuoteParseError:
         return "sgx"
-
-
-def add_policy_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """Add ``--policy``, ``--collateral`` and the insecure test roots (for submit/run-orders too)."""
-    parser.add_argument("--policy", metavar="FILE", required=required,
-                        help="JSON attestation policy, a section per TEE the worker may run on "
-                        "(`avalon-worker verify --print-policy-template --tee sgx|tdx|snp` prints one to start from)")
-    parser.add_argument(
-        "--collateral",
-        metavar="FILE",
-        help="SGX and TDX: Intel's JSON collateral (TCB info, QE identity, CRLs), to check revocation and TCB "
-        "status offline; SNP: a PEM bundle with the VCEK or VLEK, ASK or ASVK, ARK and any CRLs",
-    )
-    parser.add_argument(
-        "--insecure-root-ca",
-        metavar="FILE",
-        help="trust this root CA instead of Intel's pinned SGX Root CA (testing only: INSECURE)",
-    )
-    parser.add_argument(
-        "--insecure-amd-root",
-        metavar="FILE",
-        help="trust this ARK instead of AMD's pinned roots for SNP (testing only: INSECURE)",
-    )
-
-
-def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
-    """Configure the ``verify`` subcommand's parser."""
-    parser.add_argument("--print-policy-template", action="store_true",
-                        help="print a minimal policy to edit for --tee (default sgx) and exit")
-    parser.add_argument("--tee", choices=TEES,
-                        help="with --print-policy-template: the TEE whose section to print (default sgx)")
-    parser.add_argument("--sigstruct", metavar="FILE",
-                        help="with --print-policy-template: the policy for the SGX enclave signed in this .sig "
-                        "file (its MRENCLAVE, MRSIGNER, ISVPRODID and ISVSVN filled in)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--endpoint", metavar="URL", type=endpoint_argument,
-                        help="worker ZMQ endpoint, e.g. tcp://host:7777")
-    source.add_argument("--signup", metavar="FILE", help="a saved signup JSON document")
-    source.add_argument("--evidence", metavar="FILE",
-                        help="evidence on its own: an SGX or TDX quote or an SNP report (raw binary or hex)")
-    add_policy_arguments(parser)
-    parser.add_argument(
-        "--nonce",
-        metavar="HEX",
-        help="with --signup: the nonce the signup was requested with "
-        "(default: none, so REPORT_DATA must end in zeros)",
-    )
-    parser.add_argument("--report-data", metavar="HEX",
-                        help="with --evidence: the 64 bytes REPORT_DATA must be (default: not checked)")
-    parser.add_argument("--event-log", metavar="FILE",
-                        help="TDX: the TD's CCEL event log (/sys/firmware/acpi/tables/data/CCEL), replayed "
-                        "against the quote's RTMRs")
-    parser.add_argument("--at", metavar="TIME", type=parse_time,
-                        help="verify as of this time (ISO 8601, UTC unless a zone is given), e.g. to audit old "
-                        "evidence with the collateral of its day (default: now)")
-    parser.add_argument(
-        "--timeout-s", type=SECONDS, default=DEFAULT_TIMEOUT_S,
-        help="seconds to wait for the signup (default %(default)g)",
-    )
-    parser.add_argument(
-        "--save-signup", metavar="FILE", help="with --endpoint: write the fetched signup here"
-    )
-    parser.add_argument("--json", action="store_true",
-                        help="print the report as JSON (with tee, measurements and report_data)")
 
 
 def _policy(args: argparse.Namespace) -> Policy | None:
@@ -342,7 +254,7 @@ def _print_text(policy: Policy | None, report: VerificationReport, out: TextIO) 
     print(report.render(), file=out)
 
 
-def run_verify(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run ``verify``; print the steps to `out` (or why it could not run to `err`); return the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -366,7 +278,7 @@ def run_verify(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
 
 
 def require_attested_worker(
-    args: argparse.Namespace, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT_S
+    args: argparse.Namespace, endpoint: str, *, timeout: float = defaults.CLIENT_TIMEOUT_S
 ) -> dict[str, Any] | None:
     """For submit/run-orders: if ``--policy`` was given, attest the worker first.
 
@@ -390,3 +302,11 @@ def require_attested_worker(
             report, f"refusing to send inputs: the worker at {endpoint} failed attestation"
         )
     return signup
+
+
+def attested_client(args: argparse.Namespace) -> WorkerClient:
+    """A client for --endpoint; with --policy, only once the worker has passed attestation."""
+    signup = require_attested_worker(args, args.endpoint, timeout=args.timeout_s)
+    if signup is not None:
+        print(f"worker at {args.endpoint} passed attestation policy {args.policy}", file=sys.stderr)
+    return WorkerClient(args.endpoint, args.timeout_s, signup=signup, on_wait=say)
