@@ -32,7 +32,7 @@ from avalon_worker.attestation import (
     load_snp_collateral,
     verify_evidence,
 )
-from avalon_worker.attestation import report as R
+from avalon_worker.attestation.verifier import report as R
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "attestation"
 SGX = (DATA / "dcap_qvl_sgx_quote.bin", DATA / "dcap_qvl_sgx_quote_collateral.json", datetime(2025, 6, 20, tzinfo=timezone.utc))

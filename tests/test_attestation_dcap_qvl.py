@@ -31,11 +31,11 @@ from avalon_worker.attestation import (
     parse_quote,
     verify_evidence,
 )
-from avalon_worker.attestation import report as R
-from avalon_worker.attestation.dcap import verify_dcap_quote
-from avalon_worker.attestation.pck import parse_pck_extension
-from avalon_worker.attestation.roots import intel_sgx_root_ca
-from avalon_worker.attestation.verify import verify_quote_bytes
+from avalon_worker.attestation.verifier import report as R
+from avalon_worker.attestation.verifier._dcap import verify_dcap_quote
+from avalon_worker.attestation.verifier._pck import parse_pck_extension
+from avalon_worker.attestation.verifier._roots import intel_sgx_root_ca
+from avalon_worker.attestation.verifier.verify import verify_quote_bytes
 
 from attestation_fixtures import (
     FLAGS_DEBUG,

@@ -28,9 +28,9 @@ from avalon_worker.attestation import (
     verify_evidence,
     verify_signup,
 )
-from avalon_worker.attestation import report as R
-from avalon_worker.attestation.eventlog import event_digest, parse_worker_events, replay
-from avalon_worker.attestation.policy import Policy
+from avalon_worker.attestation.verifier import report as R
+from avalon_worker.attestation.verifier._eventlog import event_digest, parse_worker_events, replay
+from avalon_worker.attestation.verifier.policy import Policy
 
 from attestation_fixtures import MRTD, RTMRS, QuoteFactory, TestPki, make_tdx_collateral
 

@@ -25,7 +25,7 @@ from avalon_worker.attestation import (
     TdxPolicy,
     load_policy,
 )
-from avalon_worker.attestation.policy import policy_template
+from avalon_worker.attestation.verifier.policy import policy_template
 
 from attestation_fixtures import ISV_PROD_ID, ISV_SVN, MRENCLAVE, MRSIGNER, report_body
 

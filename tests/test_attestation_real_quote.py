@@ -21,7 +21,7 @@ from avalon_worker.attestation import (
     load_collateral,
     verify_quote_bytes,
 )
-from avalon_worker.attestation import report as R
+from avalon_worker.attestation.verifier import report as R
 
 from attestation_fixtures import OFF_QE_REPORT_DATA, OFF_REPORT_DATA, flip
 
@@ -150,7 +150,7 @@ def test_every_bit_of_the_certificate_region_flipped_gives_a_failed_report_never
 def _signed_parts(raw: bytes) -> list[tuple[bytes, bytes]]:
     from cryptography import x509
 
-    from avalon_worker.attestation.quote import DcapQuote, parse_quote
+    from avalon_worker.attestation.verifier._quote import DcapQuote, parse_quote
 
     quote = parse_quote(raw)
     assert isinstance(quote, DcapQuote)

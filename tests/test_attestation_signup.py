@@ -19,7 +19,7 @@ from avalon_worker.attestation import (
     VerificationReport,
     verify_signup,
 )
-from avalon_worker.attestation import report as R
+from avalon_worker.attestation.verifier import report as R
 
 from attestation_fixtures import MRENCLAVE, QuoteFactory, TestPki, make_collateral, make_signup
 from sim_gramine import SimulatedGramine

@@ -24,9 +24,9 @@ from avalon_worker.attestation import (
     split_snp_evidence,
     verify_snp_evidence,
 )
-from avalon_worker.attestation import snp as S
-from avalon_worker.attestation.report import STEP_REPORT_DATA
-from avalon_worker.attestation.snp_certs import parse_cert_table
+from avalon_worker.attestation.verifier import snp as S
+from avalon_worker.attestation.verifier._snp_certs import parse_cert_table
+from avalon_worker.attestation.verifier.report import STEP_REPORT_DATA
 
 import independent_snp
 import snp_fixtures as F

@@ -20,8 +20,8 @@ from avalon_worker._cli.parser import add_verify_arguments
 from avalon_worker._cli.verify import EXIT_ERROR, EXIT_FAILED, EXIT_VERIFIED
 from avalon_worker._cli.verify import run as run_verify
 from avalon_worker.attestation import StepStatus, detect_tee, verify_evidence
-from avalon_worker.attestation import report as R
-from avalon_worker.attestation.policy import Policy
+from avalon_worker.attestation.verifier import report as R
+from avalon_worker.attestation.verifier.policy import Policy
 
 import snp_fixtures as fixtures
 

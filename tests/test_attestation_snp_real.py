@@ -22,9 +22,9 @@ from avalon_worker.attestation import (
     parse_snp_report,
     verify_snp_evidence,
 )
-from avalon_worker.attestation import snp as S
-from avalon_worker.attestation.amd_roots import AMD_CERT_SHA256, AMD_CERTIFICATES, spki_sha256
-from avalon_worker.attestation.snp_certs import load_amd_certificate, read_endorsement, serial_number
+from avalon_worker.attestation.verifier import snp as S
+from avalon_worker.attestation.verifier._amd_roots import AMD_CERT_SHA256, AMD_CERTIFICATES, spki_sha256
+from avalon_worker.attestation.verifier._snp_certs import load_amd_certificate, read_endorsement, serial_number
 
 import independent_snp
 import snp_fixtures as F

@@ -20,8 +20,8 @@ from avalon_worker.attestation import (
     parse_quote,
     verify_evidence,
 )
-from avalon_worker.attestation import report as R
-from avalon_worker.attestation.policy import Policy, TdxPolicy
+from avalon_worker.attestation.verifier import report as R
+from avalon_worker.attestation.verifier.policy import Policy, TdxPolicy
 
 from attestation_fixtures import (
     MRTD,

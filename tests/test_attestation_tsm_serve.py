@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from avalon_worker.attestation import report_data
-from avalon_worker.attestation.report import StepStatus
-from avalon_worker.attestation.snp import SnpPolicy, split_snp_evidence, verify_snp_evidence
+from avalon_worker.attestation.verifier.report import StepStatus
+from avalon_worker.attestation.verifier.snp import SnpPolicy, split_snp_evidence, verify_snp_evidence
 
 import snp_fixtures
 from conftest import RunningWorker, launch_worker, run_cli

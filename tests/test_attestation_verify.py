@@ -25,7 +25,7 @@ from avalon_worker.attestation import (
     report_data,
     verify_quote_bytes,
 )
-from avalon_worker.attestation import report as R
+from avalon_worker.attestation.verifier import report as R
 
 from attestation_fixtures import (
     FLAGS_DEBUG,

@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from avalon_worker.attestation import load_policy
-from avalon_worker.attestation.policy import MRENCLAVE_PLACEHOLDER
+from avalon_worker.attestation.verifier.policy import MRENCLAVE_PLACEHOLDER
 from avalon_worker.requester import WorkerInfo, build_work_order
 
 from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, run_cli

@@ -19,15 +19,14 @@ from avalon_worker.errors import Error
 
 from conftest import launch_worker
 
-REQUESTER_SIDE = ("quote", "dcap", "pck", "collateral", "roots", "policy", "verify", "report", "tdx", "eventlog",
-                  "snp", "snp_report", "snp_certs", "amd_roots", "sigstruct", "policy_template")
+VERIFIER = "avalon_worker.attestation.verifier"
+WORKER_SIDE = {f"avalon_worker.attestation.{name}" for name in ("providers", "tsm", "measure")}
 PACKAGE = Path(avalon_worker.__file__).parent
 INTROSPECT_REGISTRY = str(Path(__file__).with_name("workloads") / "introspect.json")
 # What a worker never needs: the requester's side, the verifier, the command line's other commands.
 NOT_FOR_SERVING = (
     "avalon_worker.requester", "avalon_worker.client", "avalon_worker.front.listener_client",
-    "avalon_worker._cli.order_table", "avalon_worker._cli.verify", "avalon_worker._cli.run_orders",
-    *(f"avalon_worker.attestation.{name}" for name in REQUESTER_SIDE),
+    "avalon_worker._cli.order_table", "avalon_worker._cli.verify", "avalon_worker._cli.run_orders", VERIFIER,
 )
 
 
@@ -45,21 +44,23 @@ def test_the_processor_loads_no_attestation_code() -> None:
 def test_the_worker_side_of_attestation_loads_nothing_of_the_requester_side() -> None:
     loaded = _loaded_after("import avalon_worker.signup, avalon_worker.attestation.providers")
     assert {"avalon_worker.attestation.providers", "avalon_worker.attestation.measure"} <= loaded
-    assert not {f"avalon_worker.attestation.{name}" for name in REQUESTER_SIDE} & loaded
+    assert not {name for name in loaded if name.startswith(VERIFIER)}
     assert "avalon_worker.requester" not in loaded
 
 
 def test_the_requester_side_of_attestation_loads_nothing_of_the_worker_side() -> None:
-    loaded = _loaded_after("import avalon_worker.attestation.verify, avalon_worker.attestation.policy")
-    assert "avalon_worker.attestation.verify" in loaded
-    assert not {f"avalon_worker.attestation.{name}" for name in ("providers", "tsm", "measure")} & loaded
+    loaded = _loaded_after(f"import {VERIFIER}.verify, {VERIFIER}.policy, {VERIFIER}.policy_template")
+    assert {f"{VERIFIER}.verify", f"{VERIFIER}._dcap", f"{VERIFIER}._sigstruct"} <= loaded
+    assert not WORKER_SIDE & loaded
     assert not {"avalon_worker.processor", "avalon_worker.core", "avalon_worker.identity"} & loaded
 
 
 def test_attestation_names_load_on_first_use() -> None:
     from avalon_worker import attestation
 
-    assert attestation.verify_signup.__module__ == "avalon_worker.attestation.verify"
+    assert attestation.verify_signup.__module__ == f"{VERIFIER}.verify"
+    assert attestation.parse_quote.__module__ == f"{VERIFIER}._quote"
+    assert attestation.select_provider.__module__ == "avalon_worker.attestation.providers"
     with pytest.raises(AttributeError):
         attestation.no_such_name  # noqa: B018
 
@@ -193,6 +194,21 @@ def test_only_the_entry_point_imports_the_command_line() -> None:
     assert importers == {"avalon_worker.__main__"}
 
 
+def test_the_verifier_and_the_worker_side_never_import_each_other() -> None:
+    graph = _graph()
+    verifier = {name for name in graph if name.startswith(VERIFIER)}
+    assert f"{VERIFIER}._dcap" in graph[f"{VERIFIER}.verify"]  # read at all
+    assert {name for name in verifier if graph[name] & WORKER_SIDE} == set()
+    assert {name for name in WORKER_SIDE if graph[name] & verifier} == set()
+
+
+def test_the_verifiers_internals_are_imported_only_inside_it() -> None:
+    internals = {name for name in _graph() if name.startswith(f"{VERIFIER}._")}
+    importers = {name for name, imported in _graph().items() if imported & internals}
+    assert len(internals) >= 10
+    assert {name for name in importers if not name.startswith(VERIFIER)} == set()
+
+
 def test_the_parser_loads_no_command() -> None:
     loaded = {name for name in _loaded_after("import avalon_worker._cli.parser") if name.startswith("avalon_worker")}
     assert "avalon_worker._cli.parser" in loaded
@@ -220,7 +236,7 @@ def test_a_forked_worker_process_carries_no_requester_verifier_or_http_code(tmp_
     loaded = set(report["modules"])
     assert report["pid"] != supervisor
     assert {"avalon_worker.processor", "avalon_worker._cli.serve", "avalon_worker.front.door"} <= loaded
-    assert set(NOT_FOR_SERVING) & loaded == set()
+    assert {name for name in loaded if name.startswith(NOT_FOR_SERVING)} == set()
     # The front door's own process has the listener; the processes it fronts do not.
     assert {"avalon_worker.front.service", "avalon_worker.front.listener", "aiohttp", "zmq"} & loaded == set()
 
@@ -231,4 +247,4 @@ def test_serving_in_the_supervisor_loads_no_requester_or_verifier_code(tmp_path:
     loaded = set(report["modules"])
     assert report["pid"] == supervisor
     assert "avalon_worker.pool" in loaded
-    assert set(NOT_FOR_SERVING) & loaded == set()
+    assert {name for name in loaded if name.startswith(NOT_FOR_SERVING)} == set()

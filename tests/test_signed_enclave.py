@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from avalon_worker.attestation.policy import load_policy
-from avalon_worker.attestation.sigstruct import parse_sigstruct
+from avalon_worker.attestation.verifier._sigstruct import parse_sigstruct
+from avalon_worker.attestation.verifier.policy import load_policy
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,4 +1,4 @@
-"""SIGSTRUCT (`attestation.sigstruct`) and `verify --print-policy-template --sigstruct`.
+"""SIGSTRUCT (`attestation.verifier._sigstruct`) and `verify --print-policy-template --sigstruct`.
 
 The cross-check is Gramine's own: `gramine-sgx-sign` signs small manifests with keys made here and
 `gramine-sgx-sigstruct-view` reads its result back; our parser must agree on every field (those
@@ -31,8 +31,8 @@ from avalon_worker import crypto
 from avalon_worker._cli.parser import add_verify_arguments
 from avalon_worker._cli.verify import run as run_verify
 from avalon_worker.attestation import GramineAttestation
-from avalon_worker.attestation.policy import load_policy
-from avalon_worker.attestation.sigstruct import Sigstruct, SigstructError, parse_sigstruct, policy_for
+from avalon_worker.attestation.verifier._sigstruct import Sigstruct, SigstructError, parse_sigstruct, policy_for
+from avalon_worker.attestation.verifier.policy import load_policy
 
 from attestation_fixtures import QuoteFactory, TestPki, make_collateral, make_signup, pem
 from sim_gramine import SimulatedGramine

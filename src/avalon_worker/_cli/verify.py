@@ -22,13 +22,13 @@ from typing import Any, TextIO
 from cryptography import x509
 
 from .. import defaults
-from ..attestation.collateral import MAX_COLLATERAL_SIZE, Collateral
 from ..attestation.errors import AttestationError, AttestationFailed, QuoteParseError, SignupFetchError
-from ..attestation.policy import Policy, load_policy
-from ..attestation.policy_template import template_for
-from ..attestation.report import VerificationReport
-from ..attestation.snp import load_snp_collateral
-from ..attestation.verify import SnpCollateral, decode_quote_field, detect_tee, verify_evidence, verify_signup
+from ..attestation.verifier.collateral import MAX_COLLATERAL_SIZE, Collateral
+from ..attestation.verifier.policy import Policy, load_policy
+from ..attestation.verifier.policy_template import template_for
+from ..attestation.verifier.report import VerificationReport
+from ..attestation.verifier.snp import load_snp_collateral
+from ..attestation.verifier.verify import SnpCollateral, decode_quote_field, detect_tee, verify_evidence, verify_signup
 from ..client import BadEndpoint, WorkerClient, WorkerUnavailable
 from ..errors import Error, SetupError
 from .console import say

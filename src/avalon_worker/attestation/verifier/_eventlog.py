@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EventLogError
+from ..errors import EventLogError
 
 RTMR_SIZE = 48
 RTMR_COUNT = 4

@@ -59,10 +59,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..defaults import TEES
-from .dcap import TCB_STATUSES, TD_RELAUNCH_STATUSES
-from .errors import AttestationError, InsecurePolicyWarning, PolicyError
-from .quote import ReportBody
+from ...defaults import TEES
+from ..errors import AttestationError, InsecurePolicyWarning, PolicyError
+from ._dcap import TCB_STATUSES, TD_RELAUNCH_STATUSES
+from ._quote import ReportBody
 from .snp import SnpPolicy
 
 logger = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
-from .errors import CollateralError
-from .snp_report import REPORT_SIZE, SnpParseError
+from ..errors import CollateralError
+from ._snp_report import REPORT_SIZE, SnpParseError
 
 # GHCB specification 56421 ("SNP Extended Guest Request"), the certificate table's GUIDs.
 GUID_VCEK = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")

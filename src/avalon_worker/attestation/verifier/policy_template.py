@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import SetupError
+from ...errors import SetupError
+from ._sigstruct import Sigstruct, SigstructError, parse_sigstruct, policy_for
 from .policy import policy_template
-from .sigstruct import Sigstruct, SigstructError, parse_sigstruct, policy_for
 
 
 def read_sigstruct(path: str) -> Sigstruct:

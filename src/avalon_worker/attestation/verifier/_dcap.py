@@ -33,10 +33,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
+from ..errors import AttestationError, CollateralError
+from ._pck import PckExtension, parse_pck_extension
+from ._quote import BODY_TYPE_TD10, CERT_TYPE_PCK_CHAIN, DcapQuote, EcdsaSignatureData, TdReport, TdxQuote
 from .collateral import Collateral
-from .errors import AttestationError, CollateralError
-from .pck import PckExtension, parse_pck_extension
-from .quote import BODY_TYPE_TD10, CERT_TYPE_PCK_CHAIN, DcapQuote, EcdsaSignatureData, TdReport, TdxQuote
 from .report import (
     STEP_CHAIN,
     STEP_QE_BINDING,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
-from .quote import Quote
+from ._quote import Quote
 
 Tee = Literal["sgx", "tdx", "snp"]
 

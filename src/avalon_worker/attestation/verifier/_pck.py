@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from .errors import CollateralError
+from ..errors import CollateralError
 
 SGX_EXTENSION_OID = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 _PREFIX = "1.2.840.113741.1.13.1"

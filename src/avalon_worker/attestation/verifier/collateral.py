@@ -28,7 +28,7 @@ from typing import Any
 
 from cryptography import x509
 
-from .errors import CollateralError
+from ..errors import CollateralError
 
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 _REQUIRED = (

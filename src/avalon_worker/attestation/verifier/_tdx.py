@@ -1,6 +1,6 @@
 """TDX: what a TD report measures and whether a `TdxPolicy` accepts it. Pure functions, no I/O.
 
-The DCAP core (`dcap`) proves that Intel's TD quoting enclave signed the TD report on a
+The DCAP core (`_dcap`) proves that Intel's TD quoting enclave signed the TD report on a
 platform with a known TCB. This module judges the report itself:
 
 - **TD attributes** (Intel TDX module ABI, TDATTRIBUTES): DEBUG and the other "TD under debug"
@@ -19,9 +19,9 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 
-from .eventlog import EventLog, WorkerEvent, replay
+from ._eventlog import EventLog, WorkerEvent, replay
+from ._quote import TdReport
 from .policy import RtmrRule, TdxPolicy, warn_insecure
-from .quote import TdReport
 from .report import (
     STEP_EVENT_LOG,
     STEP_TD_ATTRIBUTES,

@@ -6,7 +6,7 @@ table (configfs-tsm ``auxblob``); further certificates and CRLs come as collater
 
 1. the report parses (size, version 2/3/5, ECDSA P-384 signature algorithm);
 2. the chain ARK → ASK → VCEK or ARK → ASVK → VLEK, every link RSASSA-PSS SHA-384 salt 48,
-   each certificate valid at `now`, the ARK one of AMD's pinned roots (`amd_roots`);
+   each certificate valid at `now`, the ARK one of AMD's pinned roots (`_amd_roots`);
 3. the ASK/ASVK is not on the ARK-signed CRL, when one is given;
 4. the signing key the report's FLAGS name (VCEK or VLEK) is the one the chain ends in;
 5. the report's ECDSA P-384 signature (r, s little-endian) over bytes 0x000–0x29F;
@@ -34,10 +34,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from .amd_roots import AMD_CERTIFICATES, pinned_ark_product
-from .errors import AttestationError, InsecurePolicyWarning, PolicyError
-from .report import STEP_REPORT_DATA, Step, StepStatus, failed, not_checked, passed
-from .snp_certs import (
+from ..errors import AttestationError, InsecurePolicyWarning, PolicyError
+from ._amd_roots import AMD_CERTIFICATES, pinned_ark_product
+from ._snp_certs import (
     Endorsement,
     load_snp_collateral,
     read_endorsement,
@@ -45,7 +44,7 @@ from .snp_certs import (
     signed_tbs_candidates,
     split_snp_evidence,
 )
-from .snp_report import (
+from ._snp_report import (
     POLICY_DEBUG,
     POLICY_MIGRATE_MA,
     POLICY_SINGLE_SOCKET,
@@ -57,6 +56,7 @@ from .snp_report import (
     SnpReport,
     parse_snp_report,
 )
+from .report import STEP_REPORT_DATA, Step, StepStatus, failed, not_checked, passed
 
 __all__ = [
     "SnpPolicy",

@@ -15,7 +15,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from .errors import QuoteParseError, UnsupportedQuoteError
+from ..errors import QuoteParseError, UnsupportedQuoteError
 
 HEADER_SIZE = 48
 REPORT_BODY_SIZE = 384

@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .errors import AttestationError
+from ..errors import AttestationError
 
 SIGSTRUCT_SIZE = 1808
 _HEADER = bytes.fromhex("06000000e10000000000010000000000")

@@ -25,12 +25,15 @@ from typing import Any, Literal
 
 from cryptography import x509
 
-from .. import crypto
-from .binding import report_data
+from ... import crypto
+from ..binding import report_data
+from ..errors import AttestationError, EventLogError, QuoteParseError
+from ._dcap import TcbEvaluation, verify_dcap_quote
+from ._eventlog import parse_ccel, parse_worker_events
+from ._quote import INTEL_QE_VENDOR_ID, TEE_TYPE_SGX, TEE_TYPE_TDX, DcapQuote, EpidQuote, Quote, TdxQuote, parse_quote
+from ._roots import intel_sgx_root_ca
+from ._tdx import RtmrLogs, event_log_step, td_attributes_step, td_measurements, td_measurements_step
 from .collateral import Collateral
-from .dcap import TcbEvaluation, verify_dcap_quote
-from .errors import AttestationError, EventLogError, QuoteParseError
-from .eventlog import parse_ccel, parse_worker_events
 from .policy import (
     AttestationPolicy,
     DefaultTcbRules,
@@ -42,7 +45,6 @@ from .policy import (
     tcb_status_accepted,
     warn_insecure,
 )
-from .quote import INTEL_QE_VENDOR_ID, TEE_TYPE_SGX, TEE_TYPE_TDX, DcapQuote, EpidQuote, Quote, TdxQuote, parse_quote
 from .report import (
     SIGNATURE_CHAIN_STEPS,
     STEP_DEBUG,
@@ -66,9 +68,7 @@ from .report import (
     not_checked,
     passed,
 )
-from .roots import intel_sgx_root_ca
 from .snp import split_snp_evidence, verify_snp_evidence
-from .tdx import RtmrLogs, event_log_step, td_attributes_step, td_measurements, td_measurements_step
 
 _WAIVABLE_WITHOUT_COLLATERAL = (STEP_REVOCATION, STEP_QE_IDENTITY, STEP_TCB)
 _DEFAULT_RULES = DefaultTcbRules()

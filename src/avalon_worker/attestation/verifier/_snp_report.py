@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import QuoteParseError
+from ..errors import QuoteParseError
 
 REPORT_SIZE = 0x4A0
 SIGNED_SIZE = 0x2A0
