@@ -81,9 +81,9 @@ class TestMeasurement:
     def test_builtin_workloads(self, builtin: WorkloadRegistry) -> None:
         workloads = measure_code(builtin, CONFIG).data["workloads"]
         assert workloads["registry"] == "built-in"
-        assert workloads["entries"]["echo-result"] == {"module": "avalon_worker.workloads.echo", "class": "EchoWorkload"}
-        expected = hashlib.sha256((PACKAGE / "workloads" / "echo.py").read_bytes()).hexdigest()
-        assert workloads["files"]["avalon_worker/workloads/echo.py"] == expected
+        assert workloads["entries"]["echo-result"] == {"module": "avalon_worker.workload.builtin.echo", "class": "EchoWorkload"}
+        expected = hashlib.sha256((PACKAGE / "workload" / "builtin" / "echo.py").read_bytes()).hexdigest()
+        assert workloads["files"]["avalon_worker/workload/builtin/echo.py"] == expected
 
     def test_a_registry_file_and_the_modules_it_names(self) -> None:
         registry = WorkloadRegistry.from_file(MISBEHAVING_REGISTRY)

@@ -20,11 +20,11 @@ import pytest
 
 from avalon_worker.errors import WorkloadError
 from avalon_worker.workload import WorkloadFailure
+from avalon_worker.workload.builtin import _cpp_text as cpp
+from avalon_worker.workload.builtin.heart_disease import HeartDiseaseWorkload
+from avalon_worker.workload.builtin.inside_out import MAX_FILE_BYTES, MAX_FILES, InsideOutWorkload
+from avalon_worker.workload.builtin.simple_wallet import MAX_ACCOUNT_BYTES, SimpleWalletWorkload
 from avalon_worker.workload.registry import RegistryError, WorkloadRegistry
-from avalon_worker.workloads import _cpp_text as cpp
-from avalon_worker.workloads.heart_disease import HeartDiseaseWorkload
-from avalon_worker.workloads.inside_out import MAX_FILE_BYTES, MAX_FILES, InsideOutWorkload
-from avalon_worker.workloads.simple_wallet import MAX_ACCOUNT_BYTES, SimpleWalletWorkload
 
 import independent_requester as ir
 from conftest import RunningWorker, launch_worker
@@ -304,7 +304,7 @@ def test_without_a_state_directory_a_file_keeping_workload_says_so() -> None:
 
 
 def test_a_file_keeping_workload_needs_an_id_usable_as_a_folder(tmp_path: Path) -> None:
-    entry = {"module": "avalon_worker.workloads.simple_wallet", "class": "SimpleWalletWorkload"}
+    entry = {"module": "avalon_worker.workload.builtin.simple_wallet", "class": "SimpleWalletWorkload"}
     with pytest.raises(RegistryError, match="usable as a folder name"):
         WorkloadRegistry.from_mapping({"../wallet": entry}, "workloads.json", tmp_path)
 

@@ -87,7 +87,7 @@ def test_a_missing_orders_file_is_a_clear_error() -> None:
 
 def test_a_bad_registry_names_the_bad_entry(tmp_path: Path) -> None:
     registry = tmp_path / "workloads.json"
-    registry.write_text(json.dumps({"good": {"module": "avalon_worker.workloads.echo", "class": "EchoWorkload"},
+    registry.write_text(json.dumps({"good": {"module": "avalon_worker.workload.builtin.echo", "class": "EchoWorkload"},
                                     "broken": {"module": "no_such_module_here", "class": "X"}}))
     done = run_cli("serve", "--workloads", str(registry), "--state-dir", str(tmp_path / "s"), "--rsa-bits", "2048")
     assert done.returncode == 2

@@ -14,8 +14,8 @@ from avalon_worker._cli.console import READY_PREFIX
 from avalon_worker.client import WorkerClient
 from avalon_worker.errors import WorkloadError
 from avalon_worker.requester import WorkOrderFailed
+from avalon_worker.workload.builtin.fibonacci import MAX_POSITION, fibonacci
 from avalon_worker.workload.registry import RegistryError, WorkloadRegistry
-from avalon_worker.workloads.fibonacci import MAX_POSITION, fibonacci
 
 
 class Item:
@@ -83,6 +83,18 @@ def test_registry_file_that_is_not_json_is_named(tmp_path: Path) -> None:
     path.write_text("{nope")
     with pytest.raises(RegistryError, match="not valid JSON"):
         WorkloadRegistry.from_file(path)
+
+
+def test_the_original_spelling_is_the_legacy_api_and_runs_in_the_registry() -> None:
+    from avalon_worker.workload import LegacyWorkload
+    from avalon_worker.workload.workload import WorkLoad
+
+    class Upper(WorkLoad):
+        def execute(self, in_data_array):  # type: ignore[no-untyped-def]
+            return True, in_data_array[0]["data"].upper()
+
+    assert WorkLoad is LegacyWorkload
+    assert WorkloadRegistry({"upper": Upper()}).run("upper", [Item(0, b"om")]) == [b"OM"]
 
 
 SEED_HELLO = '''

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import SetupError, WorkloadError
-from .workload import WorkLoad, Workload, WorkloadFailure
+from .base import LegacyWorkload, Workload, WorkloadFailure
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
@@ -44,7 +44,7 @@ def _data_dir(workload_id: str, where: str, data_root: Path | None) -> Path | No
     return data_root / workload_id
 
 
-def _load_entry(workload_id: str, entry: Any, source: str, data_root: Path | None) -> Workload | WorkLoad:
+def _load_entry(workload_id: str, entry: Any, source: str, data_root: Path | None) -> Workload | LegacyWorkload:
     where = f"{source}: entry {workload_id!r}"
     if not isinstance(entry, Mapping) or not isinstance(entry.get("module"), str) or not isinstance(
         entry.get("class"), str
@@ -69,7 +69,7 @@ def _load_entry(workload_id: str, entry: Any, source: str, data_root: Path | Non
     keeps_files = getattr(cls, "uses_data_dir", False) is True
     data_dir = _data_dir(workload_id, where, data_root) if keeps_files else None
     try:
-        instance: Workload | WorkLoad = cls(data_dir=data_dir) if keeps_files else cls()
+        instance: Workload | LegacyWorkload = cls(data_dir=data_dir) if keeps_files else cls()
         return instance
     except Exception as exc:
         raise RegistryError(f"{where}: class {class_name!r} could not be created ({type(exc).__name__}: {exc})") from exc
@@ -97,7 +97,7 @@ def _refused_source(module_name: str) -> str | None:
 class WorkloadRegistry:
     """Workload instances by id, created once."""
 
-    def __init__(self, workloads: Mapping[str, Workload | WorkLoad]) -> None:
+    def __init__(self, workloads: Mapping[str, Workload | LegacyWorkload]) -> None:
         self._workloads = dict(workloads)
 
     @classmethod
@@ -147,7 +147,7 @@ class WorkloadRegistry:
         workload = self._workloads[workload_id]
         result: bytes | Sequence[bytes]
         try:
-            if isinstance(workload, WorkLoad) or not callable(getattr(workload, "run", None)):
+            if isinstance(workload, LegacyWorkload) or not callable(getattr(workload, "run", None)):
                 result = _run_legacy(workload_id, workload, inputs)
             else:
                 result = workload.run([item.data for item in inputs])

@@ -8,7 +8,7 @@ loop the wallet and file workloads split their input with; `int32` is the wrap-a
 
 from __future__ import annotations
 
-from ..errors import Error
+from ...errors import Error
 
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..workload import Workload, WorkloadFailure
+from ..base import Workload, WorkloadFailure
 
 # F(10000) has 2,090 digits; far beyond this a request is a way to burn the worker's time.
 MAX_POSITION = 10_000

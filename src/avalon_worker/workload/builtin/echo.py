@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..workload import Workload
+from ..base import Workload
 
 
 class EchoWorkload(Workload):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..workload import Workload
+from ..base import Workload
 from ._cpp_text import InvalidArgument, StoiError, c_divide, int32, stoi, to_string
 
 NO_HISTORY = b"No accumulated heart disease history"

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..workload import Workload
+from ..base import Workload
 from ._cpp_text import c_string, tokens
 from ._folder import WorkloadFolder, read_file, replace_file
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..workload import Workload, WorkloadFailure
+from ..base import Workload, WorkloadFailure
 from ._cpp_text import StoiError, int32, stoi, to_string, tokens
 from ._folder import WorkloadFolder, read_file, replace_file
 

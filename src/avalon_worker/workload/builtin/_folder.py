@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..workload import WorkloadFailure
+from ..base import WorkloadFailure
 
 LOCK_NAME = ".lock"
 
