@@ -147,7 +147,7 @@ def front_door(serve_pid: int, other_than: int = 0, wait_s: float = 60.0) -> int
     while time.monotonic() < deadline:
         for pid in _children(serve_pid):
             try:
-                if b"http_front" in Path(f"/proc/{pid}/cmdline").read_bytes() and pid != other_than:
+                if b"avalon_worker._cli.front_door" in Path(f"/proc/{pid}/cmdline").read_bytes() and pid != other_than:
                     return pid
             except OSError:
                 pass

@@ -83,7 +83,7 @@ def start_postgres_path(state_dir: str, workers: int, store_url: str, bits: int 
     listener, url = start(["listener", "--store", store_url, "--listen-http", "127.0.0.1:0", "--log-level", "ERROR"],
                           LISTENER_READY_PREFIX)
     children = throughput._children(host.pid)
-    pump = [pid for pid in children if b"http_front" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    pump = [pid for pid in children if b"avalon_worker._cli.front_door" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     roles = {"supervisor": [host.pid], "workers": [pid for pid in children if pid not in pump], "pump": pump,
              "listener": [listener.pid]}
     return [host, listener], url + "/", roles
@@ -319,7 +319,7 @@ def main() -> int:
                     [pg_worker] = json.loads(answer.read())["result"]["ids"]
                 pg_signup = pg_signup_of(pg_url, pg_worker)
             children = throughput._children(process.pid)
-            front = [pid for pid in children if b"http_front" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            front = [pid for pid in children if b"avalon_worker._cli.front_door" in Path(f"/proc/{pid}/cmdline").read_bytes()]
             workers = [pid for pid in children if pid not in front]
             pids = [process.pid, *workers]  # what throughput.drive accounts: supervisor, then workers
             roles = {"supervisor": [process.pid], "workers": workers, "front": front}

@@ -99,7 +99,7 @@ class Service:
     def child(self, front_door: bool) -> int:
         for pid in self.children():
             try:
-                if (b"http_front" in Path(f"/proc/{pid}/cmdline").read_bytes()) == front_door:
+                if (b"avalon_worker._cli.front_door" in Path(f"/proc/{pid}/cmdline").read_bytes()) == front_door:
                     return pid
             except OSError:
                 pass

@@ -1,5 +1,6 @@
-"""The front door's supervision decisions (`RestartPolicy`), with the time passed in, and the bound
-HTTP port (`bind_listen`). The processes themselves are driven in `test_listener_end_to_end.py`."""
+"""The front door's supervision decisions (`RestartPolicy`), with the time passed in, the bound
+HTTP port (`bind_listen`) and the settings `serve` hands its process (`FrontConfig`). The processes
+themselves are driven in `test_listener_end_to_end.py`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,23 @@ import socket
 import pytest
 
 from avalon_worker.errors import SetupError
-from avalon_worker.front.door import RestartPolicy, bind_listen
-from avalon_worker.front.http_guard import BodyBudget
+from avalon_worker.front.door import FrontConfig, RestartPolicy, bind_listen
+from avalon_worker.front.http_guard import BodyBudget, HttpLimits
+
+
+class TestFrontConfig:
+    def test_the_settings_cross_to_the_process_whole_and_the_store_stays_out_of_them(self) -> None:
+        config = FrontConfig(endpoint="tcp://127.0.0.1:7777", listen="127.0.0.1:0", store="postgresql://u:secret@h/db",
+                             max_request_bytes=1 << 20, result_ttl_s=7.5, lease_s=2.0, max_in_flight=3, max_pending=9,
+                             log_level="DEBUG", heartbeat_s=0.5, stale_after_s=4.0,
+                             limits=HttpLimits(5, 1.5, 2.5, 4096), pending_ttl_s=60.0)
+        text = config.to_json()
+        assert "secret" not in text and "postgresql" not in text
+        assert FrontConfig.from_json(text, config.store) == config
+
+    def test_settings_that_are_not_a_front_doors_are_refused(self) -> None:
+        with pytest.raises((ValueError, TypeError)):
+            FrontConfig.from_json('{"endpoint": "tcp://127.0.0.1:1", "surprise": 1, "limits": {}}', "store")
 
 
 class TestRestartPolicy:

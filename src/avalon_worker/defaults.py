@@ -1,8 +1,9 @@
-"""Every setting's default, defined once: the command line, configuration files, the stores, the
-pump, the front door and the docs' tables all read them here.
+"""Every setting's default (and the choices of those that have a fixed few), defined once: the
+command line, configuration files, the stores, the pump, the front door and the docs' tables all
+read them here.
 
 Plain values and no imports, so that the command line's parser (which shows them in `--help`)
-loads nothing else.
+loads nothing else. `tests/test_defaults.py` holds the README to these values.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ MAX_PENDING_BYTES = 1 << 30  # their bytes, per worker
 LEASE_S = 10.0  # a lease outlives its pump by at most this; renewed every third of it
 HEARTBEAT_S = 5.0  # how often a pump says its worker is alive
 STALE_AFTER_S = 30.0  # a worker without a heartbeat this long is off-line
-PUMP_MAX_IN_FLIGHT = 8  # `avalon-worker pump`: orders sent to the worker and not yet answered
+FRONT_MAX_IN_FLIGHT = 16  # orders a pump has sent to its worker and not yet had answered ...
+PUMP_MAX_IN_FLIGHT = 8  # ... and `avalon-worker pump`'s (serve sizes its own front door's to its pool)
+SUBMIT_WAIT_S = 5.0  # a submit through the listener waits at most this for its result (Avalon's SDK gives up after 10 s)
 HTTP_MAX_CONNECTIONS = 1000
 HTTP_HEADER_TIMEOUT_S = 10.0
 HTTP_IDLE_TIMEOUT_S = 30.0

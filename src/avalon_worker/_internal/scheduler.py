@@ -74,7 +74,7 @@ class PoolConfig:
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     prefetch: bool = True
     pin_cpus: bool = False
-    spares: int | None = None  # warm processes kept ready to replace a lost one; None: 1 (0 in-process)
+    spares: int | None = None  # warm processes kept ready to replace a lost one; None: defaults.SPARE_WORKERS (0 in-process)
 
     def __post_init__(self) -> None:
         if self.workers < 0 or self.queue_limit < 0 or (self.spares or 0) < 0:
@@ -323,7 +323,7 @@ class Scheduler:
         self.inline = config.workers == 0
         self.workers = config.workers or 1
         self.timeout_s = math.inf if self.inline else (config.timeout_s or defaults.TIMEOUT_S)
-        self.spares = 0 if self.inline else (1 if config.spares is None else config.spares)
+        self.spares = 0 if self.inline else (defaults.SPARE_WORKERS if config.spares is None else config.spares)
         self.prefetch = config.prefetch and not self.inline
         self.metrics = metrics or Metrics()
         self._reporting = type(self.metrics) is not Metrics  # skip bookkeeping nobody reads

@@ -23,6 +23,7 @@ leases expire, by the next pump for that worker.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -30,15 +31,10 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
-from ..defaults import STORE_ENV
+from .. import defaults
 from ..errors import Error, SetupError
-from ..store import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_PENDING_TTL_S,
-    DEFAULT_RESULT_TTL_S,
-)
 from . import http_guard
 from .http_guard import HttpLimits
 
@@ -56,30 +52,26 @@ class FrontConfig:
     listen: str  # HOST:PORT for HTTP (port 0: any free port), or "" for none
     store: str  # where the store is: a SQLite file or directory, or a postgresql:// URL
     max_request_bytes: int
-    result_ttl_s: float = DEFAULT_RESULT_TTL_S
-    lease_s: float = 10.0
-    max_in_flight: int = 16
-    max_pending: int = DEFAULT_MAX_PENDING
+    result_ttl_s: float = defaults.RESULT_TTL_S
+    lease_s: float = defaults.LEASE_S
+    max_in_flight: int = defaults.FRONT_MAX_IN_FLIGHT
+    max_pending: int = defaults.MAX_PENDING
     log_level: str = "INFO"
-    heartbeat_s: float = 5.0
-    stale_after_s: float = 30.0
+    heartbeat_s: float = defaults.HEARTBEAT_S
+    stale_after_s: float = defaults.STALE_AFTER_S
     limits: HttpLimits = HttpLimits()
-    pending_ttl_s: float = DEFAULT_PENDING_TTL_S
+    pending_ttl_s: float = defaults.PENDING_TTL_S
 
-    def arguments(self) -> list[str]:
-        """The command line of the front-door process; the store travels in its environment
-        (`STORE_ENV`), as a database URL may hold a password."""
-        limits = self.limits
-        return [
-            "--endpoint", self.endpoint, "--listen-http", self.listen,
-            "--max-request-bytes", str(self.max_request_bytes), "--result-ttl", repr(self.result_ttl_s),
-            "--lease-s", repr(self.lease_s), "--max-in-flight", str(self.max_in_flight),
-            "--max-pending", str(self.max_pending), "--log-level", self.log_level,
-            "--heartbeat-s", repr(self.heartbeat_s), "--stale-after-s", repr(self.stale_after_s),
-            "--http-max-connections", str(limits.max_connections), "--http-header-timeout-s", repr(limits.header_timeout_s),
-            "--http-idle-timeout-s", repr(limits.idle_timeout_s), "--http-body-budget-bytes", str(limits.body_budget_bytes),
-            "--pending-ttl", repr(self.pending_ttl_s),
-        ]
+    def to_json(self) -> str:
+        """The settings for the front-door process, but the store: it travels in the process's
+        environment (`defaults.STORE_ENV`), as a database URL may hold a password."""
+        return json.dumps({**asdict(self), "store": None})
+
+    @classmethod
+    def from_json(cls, text: str, store: str) -> FrontConfig:
+        """The settings `to_json` wrote, with the store; `ValueError` (or `TypeError`) if they are not."""
+        values = json.loads(text)
+        return cls(**{**values, "store": store, "limits": HttpLimits(**values["limits"])})
 
 
 class FrontDoorError(Error):
@@ -201,13 +193,13 @@ class FrontDoor:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(read_end, False)
         fds = [write_end] + ([self.sock.fileno()] if self.sock is not None else [])
-        arguments = [*self.config.arguments(), "--status-fd", str(write_end)]
+        arguments = ["--settings", self.config.to_json(), "--status-fd", str(write_end)]
         if self.sock is not None:
             arguments += ["--listen-fd", str(self.sock.fileno())]
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "avalon_worker._cli.front_door", *arguments], stdin=subprocess.DEVNULL,
-                env={**os.environ, STORE_ENV: self.config.store}, pass_fds=fds,
+                env={**os.environ, defaults.STORE_ENV: self.config.store}, pass_fds=fds,
             )
         except OSError:
             os.close(read_end)

@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from .. import defaults
 from ..errors import Error, ErrorCode
 from ..store import (
     Completion,
@@ -57,12 +58,12 @@ class _OverBudget(Error):
 
 @dataclass(frozen=True)
 class ListenerConfig:
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = defaults.MAX_REQUEST_BYTES
     body_timeout_s: float = 10.0  # the whole body must arrive within this
     body_budget_bytes: int = 0  # bodies held at once, all connections together (0: `HttpLimits.budget_for`)
-    max_wait_s: float = 5.0  # a submit waits at most this for its result (Avalon's SDK gives up on HTTP after 10 s)
-    stale_after_s: float = 30.0  # a worker without a heartbeat for this long is shown as off-line
-    result_ttl_s: float = 24 * 3600.0  # what the store keeps; outcomes remembered here expire with it
+    max_wait_s: float = defaults.SUBMIT_WAIT_S  # a submit waits at most this for its result
+    stale_after_s: float = defaults.STALE_AFTER_S  # a worker without a heartbeat for this long is shown as off-line
+    result_ttl_s: float = defaults.RESULT_TTL_S  # what the store keeps; outcomes remembered here expire with it
     recent_outcomes: int = 4096  # outcomes stored by the pump beside us, kept to answer GetResult without a read
 
 

@@ -15,14 +15,13 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from .. import jsonio
+from .. import defaults, jsonio
 from ..client import DEFAULT_TIMEOUT_S, WorkerUnavailable
 from ..crypto import SigningKey
 from ..requester import InputSpec, ItemModeName, WorkerInfo, WorkOrderFailed, build_work_order, open_result
 
 PENDING = 5
 DEFAULT_POLL_S = 0.2
-WAIT_IN_SUBMIT_S = 5.0
 
 
 class ListenerClient:
@@ -107,7 +106,7 @@ class ListenerClient:
         pending = build_work_order(
             worker, workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
             include_data_hash=include_data_hash, request_id=self._next_id,
-            response_timeout_ms=int(min(self.timeout_s, WAIT_IN_SUBMIT_S) * 1000),
+            response_timeout_ms=int(min(self.timeout_s, defaults.SUBMIT_WAIT_S) * 1000),
         )
         reply = self.post(jsonio.dumps(pending.request))
         deadline = time.monotonic() + self.timeout_s

@@ -33,12 +33,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .. import jsonio
+from .. import defaults, jsonio
 from .._internal.dealer import DealerConnection
 from ..errors import ErrorCode
 from ..store import (
-    DEFAULT_PENDING_TTL_S,
-    DEFAULT_RESULT_TTL_S,
     Completion,
     Handoff,
     LeasedOrder,
@@ -58,13 +56,13 @@ STORE_RETRY_S = 1.0
 
 @dataclass(frozen=True)
 class PumpConfig:
-    lease_s: float = 10.0  # a lease outlives the pump by at most this; renewed every third of it
-    max_in_flight: int = 16  # orders sent to the worker and not yet answered
+    lease_s: float = defaults.LEASE_S  # a lease outlives the pump by at most this; renewed every third of it
+    max_in_flight: int = defaults.FRONT_MAX_IN_FLIGHT  # orders sent to the worker and not yet answered
     poll_s: float = 0.5  # how often to look for orders when nothing wakes the pump
-    heartbeat_s: float = 5.0
+    heartbeat_s: float = defaults.HEARTBEAT_S
     purge_every_s: float = 60.0  # also how often orders of workers gone silent are expired (at most)
-    result_ttl_s: float = DEFAULT_RESULT_TTL_S
-    pending_ttl_s: float = DEFAULT_PENDING_TTL_S
+    result_ttl_s: float = defaults.RESULT_TTL_S
+    pending_ttl_s: float = defaults.PENDING_TTL_S
     stuck_after_s: float = 300.0  # an order unanswered this long is given back (the pool answers long before)
     busy_backoff_s: float = 0.05
     signup_timeout_s: float = 30.0

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import defaults
 from .base import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_PENDING_BYTES,
-    DEFAULT_PENDING_TTL_S,
-    DEFAULT_RESULT_TTL_S,
     Completion,
     Handoff,
     LeasedOrder,
@@ -25,10 +22,6 @@ from .base import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_PENDING",
-    "DEFAULT_MAX_PENDING_BYTES",
-    "DEFAULT_PENDING_TTL_S",
-    "DEFAULT_RESULT_TTL_S",
     "Completion",
     "Handoff",
     "LeasedOrder",
@@ -62,8 +55,8 @@ def describe_store(location: str | Path) -> str:
 def open_store(
     location: str | Path,
     *,
-    max_pending: int = DEFAULT_MAX_PENDING,
-    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+    max_pending: int = defaults.MAX_PENDING,
+    max_pending_bytes: int = defaults.MAX_PENDING_BYTES,
 ) -> Store:
     """The store at `location`: a SQLite file (or a directory to keep one in), `sqlite:///path`,
     or a PostgreSQL database, `postgresql://user@host:port/database` (libpq's URL; the password

@@ -36,11 +36,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import Error
 
-DEFAULT_RESULT_TTL_S = 24 * 3600.0
-DEFAULT_PENDING_TTL_S = 3600.0  # how long an order waits for a worker that has gone silent
-DEFAULT_MAX_PENDING = 10_000
-DEFAULT_MAX_PENDING_BYTES = 1 << 30
-
 
 class StoreError(Error):
     """The store cannot be opened or used (a message a person can act on)."""

@@ -38,9 +38,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from .. import defaults
 from .base import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_PENDING_BYTES,
     Completion,
     Handoff,
     LeasedOrder,
@@ -227,8 +226,8 @@ class PostgresStore:
         self,
         url: str,
         *,
-        max_pending: int = DEFAULT_MAX_PENDING,
-        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        max_pending: int = defaults.MAX_PENDING,
+        max_pending_bytes: int = defaults.MAX_PENDING_BYTES,
         pool_size: int = 4,
         reconnect_s: float = 30.0,
         migrate: bool = True,

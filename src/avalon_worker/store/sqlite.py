@@ -23,9 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .. import defaults
 from .base import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_PENDING_BYTES,
     Completion,
     Handoff,
     LeasedOrder,
@@ -85,8 +84,8 @@ class SQLiteStore:
         self,
         path: str | Path,
         *,
-        max_pending: int = DEFAULT_MAX_PENDING,
-        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        max_pending: int = defaults.MAX_PENDING,
+        max_pending_bytes: int = defaults.MAX_PENDING_BYTES,
     ) -> None:
         target = Path(path)
         if target.is_dir():
