@@ -190,12 +190,8 @@ def _rtmr_problem(index: int, rule: RtmrRule, report: TdReport, replayed: _Repla
     return None
 
 
-def td_measurements_step(report: TdReport, policy: TdxPolicy | None, replayed: _Replay, logs: RtmrLogs) -> Step:
-    """MRTD, RTMRs, MRCONFIGID, MROWNER, MROWNERCONFIG, XFAM and TEE_TCB_SVN against the policy."""
-    if policy is None:
-        return not_checked(STEP_TD_MEASUREMENTS, "no policy: MRTD and the RTMRs were not compared with anything")
-    if policy.insecure_any_td:
-        warn_insecure("tdx.insecure_any_td accepts any MRTD and any code")
+def _register_problems(report: TdReport, policy: TdxPolicy, checked: list[str]) -> list[str]:
+    """The fixed registers, XFAM and TEE_TCB_SVN against the policy; appends what it compared to `checked`."""
     problems = []
     fields = {
         "MRTD": (report.mr_td, policy.mrtd),
@@ -204,7 +200,6 @@ def td_measurements_step(report: TdReport, policy: TdxPolicy | None, replayed: _
         "MROWNERCONFIG": (report.mr_owner_config, policy.mrownerconfig),
         "XFAM": (report.xfam, policy.xfam),
     }
-    checked = []
     for name, (value, allowed) in fields.items():
         if allowed is None:
             continue
@@ -215,6 +210,17 @@ def td_measurements_step(report: TdReport, policy: TdxPolicy | None, replayed: _
         checked.append("TEE_TCB_SVN")
         if any(a < b for a, b in zip(report.tee_tcb_svn, policy.min_tee_tcb_svn, strict=True)):
             problems.append(f"TEE_TCB_SVN {report.tee_tcb_svn.hex()} is below {policy.min_tee_tcb_svn.hex()}")
+    return problems
+
+
+def td_measurements_step(report: TdReport, policy: TdxPolicy | None, replayed: _Replay, logs: RtmrLogs) -> Step:
+    """MRTD, RTMRs, MRCONFIGID, MROWNER, MROWNERCONFIG, XFAM and TEE_TCB_SVN against the policy."""
+    if policy is None:
+        return not_checked(STEP_TD_MEASUREMENTS, "no policy: MRTD and the RTMRs were not compared with anything")
+    if policy.insecure_any_td:
+        warn_insecure("tdx.insecure_any_td accepts any MRTD and any code")
+    checked: list[str] = []
+    problems = _register_problems(report, policy, checked)
     for index, rule in enumerate(policy.rtmrs):
         if rule is not None:
             checked.append(f"RTMR{index}")
