@@ -97,7 +97,7 @@ def _load_root(path: str | None) -> x509.Certificate | None:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise SetupError(f"cannot load root CA {path}: {exc}") from None
 
 
@@ -110,7 +110,7 @@ def _load_amd_roots(path: str | None) -> list[x509.Certificate] | None:
         if b"-----BEGIN" in data:
             return list(x509.load_pem_x509_certificates(data))
         return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise SetupError(f"cannot load AMD root {path}: {exc}") from None
 
 

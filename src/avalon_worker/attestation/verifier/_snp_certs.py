@@ -214,12 +214,12 @@ def load_snp_collateral(
                     continue
                 certs.append(load_amd_certificate(der))
                 continue
-            except ValueError:
+            except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
                 if label == "":
                     try:
                         crls.append(x509.load_der_x509_crl(der))
                         continue
-                    except ValueError:
+                    except (ValueError, x509.InvalidVersion):
                         pass
                 raise CollateralError(f"SNP collateral {where} is not a readable certificate or CRL") from None
         raise CollateralError(f"SNP collateral {where} is a {label}, not a CERTIFICATE or X509 CRL")

@@ -130,7 +130,7 @@ def _chain(data: dict[str, Any], key: str) -> tuple[x509.Certificate, ...]:
         raise CollateralError(f"collateral {key} holds no PEM certificate")
     try:
         return tuple(x509.load_pem_x509_certificate(b.encode("ascii")) for b in blocks)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise CollateralError(f"collateral {key} has a malformed certificate") from exc
 
 
@@ -140,5 +140,5 @@ def _crl(data: dict[str, Any], key: str) -> x509.CertificateRevocationList:
         if value.startswith("-----BEGIN"):
             return x509.load_pem_x509_crl(value.encode("ascii"))
         return x509.load_der_x509_crl(bytes.fromhex(value))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise CollateralError(f"collateral {key} is not a DER (hex) or PEM CRL") from exc
