@@ -32,9 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 import zmq
 import zmtp
@@ -142,6 +143,20 @@ class _ZmtpDealer:
 CLIENTS = {"zmtp": _ZmtpDealer, "libzmq": _LibzmqDealer}
 
 
+def _poller(kind: str, pollables: Iterable[Any]) -> Callable[[], list[tuple[Any, int]]]:
+    """A wait for replies on `pollables`: epoll for plain sockets (cheaper per wake-up than
+    zmq_poll), zmq's poller for libzmq sockets; both wait at most two minutes."""
+    if kind == "zmtp":
+        epoll = select.epoll()
+        for fd in pollables:
+            epoll.register(fd, select.EPOLLIN)
+        return lambda: epoll.poll(120)
+    poller = zmq.Poller()
+    for pollable in pollables:
+        poller.register(pollable, zmq.POLLIN)
+    return lambda: poller.poll(120_000)
+
+
 def _client(endpoint: str, load: Load, scenario: Scenario, max_orders: int,
             ready: multiprocessing.Queue, start: multiprocessing.Event, results: multiprocessing.Queue) -> None:
     """Keep `load.depth` work orders in flight on each of `load.connections` DEALER connections
@@ -157,16 +172,7 @@ def _client(endpoint: str, load: Load, scenario: Scenario, max_orders: int,
     else:
         wrappings = [session.encrypted_key.hex().encode()]
     by_pollable = {dealer.pollable: dealer for dealer in dealers}
-    if load.kind == "zmtp":  # plain sockets: epoll, cheaper per wake-up than zmq_poll
-        epoll = select.epoll()
-        for fd in by_pollable:
-            epoll.register(fd, select.EPOLLIN)
-        poll = lambda: epoll.poll(120)  # noqa: E731
-    else:
-        poller = zmq.Poller()
-        for pollable in by_pollable:
-            poller.register(pollable, zmq.POLLIN)
-        poll = lambda: poller.poll(120_000)  # noqa: E731
+    poll = _poller(load.kind, by_pollable)
     latencies: list[float] = []
     sent_at: dict[bytes, float] = {}
     last = b""

@@ -46,28 +46,9 @@ def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], me
     reader = Reader(max_payload)
     pending: deque[tuple[int, bytes | bytearray]] = deque()
     while True:
-        # Everything sent so far must be read before an order starts (a REVOKE may be there);
-        # a read that returned less than it asked for has seen it all.
-        while not (pending and reader.drained):
-            if pending:  # with orders in hand, only look: one system call, whether or not anything came
-                try:
-                    messages = reader.read(sock, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    break
-            else:
-                idle()
-                messages = reader.read(sock)
-            if messages is None:
-                reaper.kill_children()
-                return
-            for kind, seq, payload in messages:
-                if kind == ORDER:
-                    pending.append((seq, payload))
-                elif kind == REVOKE:
-                    (last,) = SEQ.unpack(payload)
-                    for order in [order for order in pending if seq <= order[0] <= last]:
-                        pending.remove(order)
-                        send_all(sock, encode(SKIPPED, order[0]))
+        if not _read_ahead(sock, reader, pending, idle):
+            reaper.kill_children()
+            return
         if not pending:
             continue
         seq, frame = pending.popleft()
@@ -79,3 +60,37 @@ def run(sock: socket.socket, process: Callable[[bytes | bytearray], Outcome], me
         meta = f"{outcome.method}\t{outcome.workload}\t{outcome.status}\n".encode()
         send_all(sock, encode(REPLY, seq, meta, outcome.reply))
         reader.drained = False
+
+
+def _read_ahead(sock: socket.socket, reader: Reader, pending: deque[tuple[int, bytes | bytearray]],
+                idle: Callable[[], None]) -> bool:
+    """Read what the supervisor has sent, orders into `pending`, revokes applied; False when the
+    supervisor has gone.
+
+    Everything sent so far must be read before an order starts (a REVOKE may be there); a read
+    that returned less than it asked for has seen it all.
+    """
+    while not (pending and reader.drained):
+        if pending:  # with orders in hand, only look: one system call, whether or not anything came
+            try:
+                messages = reader.read(sock, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return True
+        else:
+            idle()
+            messages = reader.read(sock)
+        if messages is None:
+            return False
+        for kind, seq, payload in messages:
+            if kind == ORDER:
+                pending.append((seq, payload))
+            elif kind == REVOKE:
+                _revoke(sock, pending, seq, SEQ.unpack(payload)[0])
+    return True
+
+
+def _revoke(sock: socket.socket, pending: deque[tuple[int, bytes | bytearray]], first: int, last: int) -> None:
+    """Drop the orders `first`..`last` still held, and tell the supervisor each was skipped."""
+    for order in [order for order in pending if first <= order[0] <= last]:
+        pending.remove(order)
+        send_all(sock, encode(SKIPPED, order[0]))

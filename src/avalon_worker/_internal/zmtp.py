@@ -150,51 +150,60 @@ class PeerStream:
             while complete is not None or offset + 2 <= end:
                 if complete is not None:
                     flags, body, complete = self._large_flags, complete, None
-                    size = len(body)
                 else:
                     if max_frames == 0:
                         self.backlog = True
                         break
                     max_frames -= 1
-                    flags = buffer[offset]
-                    if flags & ~(MORE | LONG | COMMAND):
-                        raise ProtocolError("reserved frame flags are set")
-                    if flags & LONG:
-                        if offset + 9 > end:
-                            break
-                        (size,) = _U64.unpack_from(buffer, offset + 1)
-                        head = 9
-                    else:
-                        size, head = buffer[offset + 1], 2
-                    if size > self.max_message_bytes - self._message_bytes:
-                        raise ProtocolError(f"a message is larger than {self.max_message_bytes} bytes")
-                    stop = offset + head + size
-                    if stop > end:
-                        if size > LARGE_FRAME_BYTES:  # the rest arrives in pieces of its own
-                            self._large = [bytes(buffer[offset + head : end])]
-                            self._large_flags, self._large_size, self._large_have = flags, size, end - offset - head
-                            offset = end
+                    flags, frame, offset = self._frame(buffer, offset, end)
+                    if frame is None:
                         break
-                    body = bytes(buffer[offset + head : stop])
-                    offset = stop
-                if flags & COMMAND:
-                    if flags & MORE:
-                        raise ProtocolError("a command frame has the MORE flag")
-                    self._on_command(body)
-                    continue
-                if self.peer_type is None:
-                    raise ProtocolError("a message arrived before the READY handshake")
-                if len(self._parts) == MAX_FRAMES:
-                    raise ProtocolError(f"a message has more than {MAX_FRAMES} frames")
-                self._parts.append(body)
-                self._message_bytes += size
-                if not flags & MORE:
-                    messages.append(self._parts)
-                    self._parts, self._message_bytes = [], 0
+                    body = frame
+                self._take(flags, body, messages)
         finally:
             del buffer[:offset]
         return messages
 
+    def _frame(self, buffer: bytearray, offset: int, end: int) -> tuple[int, bytes | None, int]:
+        """The frame at `offset`: its flags, its body (None while it is incomplete) and where the
+        next one starts. A large incomplete frame is taken into `_large`, to be continued."""
+        flags = buffer[offset]
+        if flags & ~(MORE | LONG | COMMAND):
+            raise ProtocolError("reserved frame flags are set")
+        if flags & LONG:
+            if offset + 9 > end:
+                return flags, None, offset
+            (size,) = _U64.unpack_from(buffer, offset + 1)
+            head = 9
+        else:
+            size, head = buffer[offset + 1], 2
+        if size > self.max_message_bytes - self._message_bytes:
+            raise ProtocolError(f"a message is larger than {self.max_message_bytes} bytes")
+        stop = offset + head + size
+        if stop <= end:
+            return flags, bytes(buffer[offset + head : stop]), stop
+        if size > LARGE_FRAME_BYTES:  # the rest arrives in pieces of its own
+            self._large = [bytes(buffer[offset + head : end])]
+            self._large_flags, self._large_size, self._large_have = flags, size, end - offset - head
+            return flags, None, end
+        return flags, None, offset
+
+    def _take(self, flags: int, body: bytes, messages: list[list[bytes]]) -> None:
+        """One whole frame: a command is handled, a message part kept; a last part ends a message."""
+        if flags & COMMAND:
+            if flags & MORE:
+                raise ProtocolError("a command frame has the MORE flag")
+            self._on_command(body)
+            return
+        if self.peer_type is None:
+            raise ProtocolError("a message arrived before the READY handshake")
+        if len(self._parts) == MAX_FRAMES:
+            raise ProtocolError(f"a message has more than {MAX_FRAMES} frames")
+        self._parts.append(body)
+        self._message_bytes += len(body)
+        if not flags & MORE:
+            messages.append(self._parts)
+            self._parts, self._message_bytes = [], 0
 
     def _continue_large(self, data: bytes | bytearray | memoryview) -> tuple[bytes | None, bytes | bytearray | memoryview]:
         """Take the next piece of the large frame in progress from `data`: the frame, if this
