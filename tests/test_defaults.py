@@ -14,7 +14,7 @@ from avalon_worker._cli import parser as command_line
 from avalon_worker.front.door import FrontConfig
 from avalon_worker.front.http_guard import HttpLimits
 from avalon_worker.front.listener import ListenerConfig
-from avalon_worker.front.pump import PumpConfig
+from avalon_worker.front.pump_core import PumpConfig
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 HOURS = {24 * 3600.0: "a day", 3600.0: "an hour"}

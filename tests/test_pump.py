@@ -16,7 +16,8 @@ import psycopg
 import pytest
 
 from avalon_worker import jsonio
-from avalon_worker.front.pump import Pump, PumpConfig
+from avalon_worker.front.pump import Pump
+from avalon_worker.front.pump_core import PumpConfig
 from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_order, open_result
 from avalon_worker.store import NewOrder, OrderState, canonical_id
 from avalon_worker.store.postgres import PostgresStore

@@ -26,7 +26,8 @@ from ..store import Store, StoreError, describe_store, open_store
 from .door import PARENT_CHECK_S, PUMP_READY_PREFIX, READY_PREFIX, FrontConfig, bind_listen
 from .http_guard import HttpLimits
 from .listener import Listener, ListenerConfig
-from .pump import Pump, PumpConfig, expire_pending, expiry_interval
+from .pump import Pump, expire_pending
+from .pump_core import PumpConfig, expiry_interval
 
 logger = logging.getLogger(__name__)
 
