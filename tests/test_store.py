@@ -120,6 +120,13 @@ class TestSubmit:
         outcomes = store.submit([order(1), order(2), order(3), order(4, OTHER_WORKER)], T0)
         assert outcomes == [SubmitOutcome.ACCEPTED, SubmitOutcome.ACCEPTED, SubmitOutcome.QUEUE_FULL, SubmitOutcome.ACCEPTED]
 
+    def test_a_duplicate_is_a_duplicate_even_when_the_queue_is_full(self, make_store: StoreFactory) -> None:
+        """One rule for both backends (`admit`): the requester learns its order is there, not
+        that the queue is full."""
+        store = make_store(max_pending=1)
+        assert store.submit([order(1)], T0) == [SubmitOutcome.ACCEPTED]
+        assert store.submit([order(1), order(2)], T0) == [SubmitOutcome.DUPLICATE, SubmitOutcome.QUEUE_FULL]
+
     def test_queue_limit_in_bytes(self, make_store: StoreFactory) -> None:
         store = make_store(max_pending_bytes=100)
         assert store.submit([order(1, size=60), order(2, size=60), order(3, size=40)], T0) == [

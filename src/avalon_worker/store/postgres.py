@@ -36,9 +36,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 from .. import defaults
+from .admission import Admission, admit
 from .base import (
     Completion,
     Handoff,
@@ -364,87 +366,78 @@ class PostgresStore:
                 (_QUEUE_LOCK_CLASS, workers),
             )
             queued = {
-                row[0]: [row[1], row[2]]
+                row[0]: (row[1], row[2])
                 for row in connection.execute(
                     "SELECT worker_id, count(*), coalesce(sum(request_bytes), 0) FROM work_orders "
                     "WHERE worker_id = ANY(%s) AND state < 2 GROUP BY worker_id",
                     (workers,),
                 )
             }
-            existing: dict[str, tuple[str, float, int]] = {
+            found: dict[str, tuple[str, float, int]] = {
                 row[0]: (row[1], row[2], row[3])
                 for row in connection.execute(
                     "SELECT work_order_id, worker_id, submitted, request_bytes FROM work_orders WHERE work_order_id = ANY(%s)",
                     (ids,),
                 )
             }
-            outcomes: list[SubmitOutcome] = []
-            chosen: list[NewOrder] = []
-            seen: set[str] = set()
-            for order in orders:
-                size = len(order.request)
-                if order.work_order_id in seen:
-                    outcomes.append(SubmitOutcome.DUPLICATE)
-                    continue
-                seen.add(order.work_order_id)
-                if order.work_order_id in existing:
-                    # An earlier attempt of this very call committed it (same worker, time, size).
-                    mine = retrying and existing[order.work_order_id] == (order.worker_id, now, size)
-                    outcomes.append(SubmitOutcome.ACCEPTED if mine else SubmitOutcome.DUPLICATE)
-                    continue
-                count, total = queued.setdefault(order.worker_id, [0, 0])
-                if count >= self.max_pending or total + size > self.max_pending_bytes:
-                    outcomes.append(SubmitOutcome.QUEUE_FULL)
-                    continue
-                queued[order.worker_id] = [count + 1, total + size]
-                chosen.append(order)
-                outcomes.append(SubmitOutcome.ACCEPTED)
-            if chosen:
-                # Handed off: the first orders for the hand-off's worker, leased to its pump here.
-                taken = handoff.taken(chosen, [SubmitOutcome.ACCEPTED] * len(chosen), now) if handoff else []
-                handed = {o.work_order_id for o in taken}
-                # The notification (one per worker id: PostgreSQL folds equal ones in a transaction)
-                # is delivered at commit, so no pump looks before the orders are there; orders
-                # handed off need none.
-                inserted = {
-                    row[0]
-                    for row in connection.execute(
-                        "WITH added AS (INSERT INTO work_orders "
-                        "(work_order_id, worker_id, state, request, request_bytes, submitted, lease_owner, "
-                        "lease_expires, attempts) "
-                        "SELECT id, worker, CASE WHEN handed THEN %(leased)s ELSE %(pending)s END, request, "
-                        "octet_length(request), %(now)s, CASE WHEN handed THEN %(owner)s END, "
-                        "CASE WHEN handed THEN %(expires)s::double precision END, CASE WHEN handed THEN 1 ELSE 0 END "
-                        "FROM unnest(%(ids)s::text[], %(workers)s::text[], %(requests)s::bytea[], %(handed)s::boolean[]) "
-                        "AS v(id, worker, request, handed) "
-                        "ON CONFLICT (work_order_id) DO NOTHING RETURNING work_order_id, worker_id, state) "
-                        "SELECT work_order_id, CASE WHEN state = %(pending)s THEN pg_notify(%(channel)s, worker_id) END "
-                        "FROM added",
-                        {
-                            "leased": LEASED, "pending": PENDING, "now": now,
-                            "owner": handoff.owner if handoff else None,
-                            "expires": now + handoff.lease_s if handoff else None,
-                            "ids": [o.work_order_id for o in chosen], "workers": [o.worker_id for o in chosen],
-                            "requests": [o.request for o in chosen],
-                            "handed": [o.work_order_id in handed for o in chosen], "channel": ORDERS_CHANNEL,
-                        },
-                    )
-                }
-                lost = {o.work_order_id for o in chosen} - inserted
-                if lost:  # another listener's submit of the same id, for another worker, committed first
-                    for index, order in enumerate(orders):
-                        if order.work_order_id in lost and outcomes[index] is SubmitOutcome.ACCEPTED:
-                            outcomes[index] = SubmitOutcome.DUPLICATE
-                    if handoff:  # the caller takes what `taken` says of these outcomes: lease exactly that
-                        self._lease_also(connection, handoff, orders, outcomes, handed & inserted, now)
+            # An order an earlier attempt of this very call committed has our worker, time and size.
+            existing = {
+                order.work_order_id: retrying and found[order.work_order_id] == (order.worker_id, now, len(order.request))
+                for order in reversed(orders) if order.work_order_id in found
+            }
+            admission = admit(orders, existing=existing, queued=queued, max_pending=self.max_pending,
+                              max_pending_bytes=self.max_pending_bytes, handoff=handoff, now=now)
+            outcomes = admission.outcomes
+            inserted = self._insert(connection, admission, handoff, now)
+            lost = {o.work_order_id for o in admission.chosen} - inserted
+            if lost:  # another listener's submit of the same id, for another worker, committed first
+                for index, order in enumerate(orders):
+                    if order.work_order_id in lost and outcomes[index] is SubmitOutcome.ACCEPTED:
+                        outcomes[index] = SubmitOutcome.DUPLICATE
+                if handoff:  # the caller takes what `taken` says of these outcomes: lease exactly that
+                    self._lease_also(connection, handoff, orders, outcomes, admission.handed & inserted, now)
             return outcomes
 
         outcomes: list[SubmitOutcome] = self._run(work)
         return outcomes
 
     @staticmethod
+    def _insert(connection: psycopg.Connection[Any], admission: Admission, handoff: Handoff | None, now: float) -> set[str]:
+        """Write the orders `admission` chose, those it hands off leased to the hand-off's owner;
+        return the ids written. The notification (one per worker id: PostgreSQL folds equal
+        ones in a transaction) is delivered at commit, so no pump looks before the orders are
+        there; orders handed off need none."""
+        chosen = admission.chosen
+        if not chosen:
+            return set()
+        return {
+            row[0]
+            for row in connection.execute(
+                "WITH added AS (INSERT INTO work_orders "
+                "(work_order_id, worker_id, state, request, request_bytes, submitted, lease_owner, "
+                "lease_expires, attempts) "
+                "SELECT id, worker, CASE WHEN handed THEN %(leased)s ELSE %(pending)s END, request, "
+                "octet_length(request), %(now)s, CASE WHEN handed THEN %(owner)s END, "
+                "CASE WHEN handed THEN %(expires)s::double precision END, CASE WHEN handed THEN 1 ELSE 0 END "
+                "FROM unnest(%(ids)s::text[], %(workers)s::text[], %(requests)s::bytea[], %(handed)s::boolean[]) "
+                "AS v(id, worker, request, handed) "
+                "ON CONFLICT (work_order_id) DO NOTHING RETURNING work_order_id, worker_id, state) "
+                "SELECT work_order_id, CASE WHEN state = %(pending)s THEN pg_notify(%(channel)s, worker_id) END "
+                "FROM added",
+                {
+                    "leased": LEASED, "pending": PENDING, "now": now,
+                    "owner": handoff.owner if handoff else None,
+                    "expires": now + handoff.lease_s if handoff else None,
+                    "ids": [o.work_order_id for o in chosen], "workers": [o.worker_id for o in chosen],
+                    "requests": [o.request for o in chosen],
+                    "handed": [o.work_order_id in admission.handed for o in chosen], "channel": ORDERS_CHANNEL,
+                },
+            )
+        }
+
+    @staticmethod
     def _lease_also(connection: psycopg.Connection[Any], handoff: Handoff, orders: Sequence[NewOrder],
-                    outcomes: Sequence[SubmitOutcome], leased: set[str], now: float) -> None:
+                    outcomes: Sequence[SubmitOutcome], leased: AbstractSet[str], now: float) -> None:
         """Lease to the hand-off's owner the orders `taken` now names that the insert left pending
         (orders of this transaction, not yet visible to any other pump)."""
         missing = [o.work_order_id for o in handoff.taken(orders, outcomes, now) if o.work_order_id not in leased]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import defaults
+from .admission import Admission, admit
 from .base import (
     Completion,
     Handoff,
@@ -166,42 +167,42 @@ class SQLiteStore:
     # orders --------------------------------------------------------------------------------------
 
     def submit(self, orders: Sequence[NewOrder], now: float, handoff: Handoff | None = None) -> list[SubmitOutcome]:
-        added: dict[str, list[int]] = {}
+        if not orders:
+            return []
+        ids = [order.work_order_id for order in orders]
 
-        def work(db: sqlite3.Connection) -> list[SubmitOutcome]:
-            outcomes = []
-            to_hand = handoff.limit if handoff is not None else 0
-            for order in orders:
-                count, size = self._pending.get(order.worker_id, (0, 0))
-                extra = added.setdefault(order.worker_id, [0, 0])
-                if count + extra[0] >= self.max_pending or size + extra[1] + len(order.request) > self.max_pending_bytes:
-                    outcomes.append(SubmitOutcome.QUEUE_FULL)
-                    continue
-                handed = to_hand > 0 and handoff is not None and order.worker_id == handoff.worker_id
-                # Only a second order with this id is ignored (OR IGNORE would hide a broken constraint too).
-                cursor = db.execute(
-                    "INSERT INTO orders (work_order_id, worker_id, state, request, request_bytes, submitted, "
-                    "lease_owner, lease_expires, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (work_order_id) DO NOTHING",
-                    (order.work_order_id, order.worker_id, LEASED if handed else PENDING, order.request,
-                     len(order.request), now, handoff.owner if handed and handoff else None,
-                     now + handoff.lease_s if handed and handoff else None, int(handed)),
-                )
-                if cursor.rowcount == 1:
-                    to_hand -= handed
-                    extra[0] += 1
-                    extra[1] += len(order.request)
-                    outcomes.append(SubmitOutcome.ACCEPTED)
-                else:
-                    outcomes.append(SubmitOutcome.DUPLICATE)
-            return outcomes
+        def work(db: sqlite3.Connection) -> Admission:
+            existing = dict.fromkeys(self._present(db, ids), False)
+            admission = admit(orders, existing=existing, queued=self._pending, max_pending=self.max_pending,
+                              max_pending_bytes=self.max_pending_bytes, handoff=handoff, now=now)
+            owner, expires = (handoff.owner, now + handoff.lease_s) if handoff else (None, None)
+            db.executemany(
+                "INSERT INTO orders (work_order_id, worker_id, state, request, request_bytes, submitted, "
+                "lease_owner, lease_expires, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(o.work_order_id, o.worker_id, PENDING, o.request, len(o.request), now, None, None, 0)
+                 if o.work_order_id not in admission.handed else
+                 (o.work_order_id, o.worker_id, LEASED, o.request, len(o.request), now, owner, expires, 1)
+                 for o in admission.chosen],
+            )
+            return admission
 
-        outcomes: list[SubmitOutcome] = self._write(work)
-        for worker_id, (count, size) in added.items():  # only once the commit succeeded
+        admission: Admission = self._write(work)
+        for worker_id, (count, size) in admission.added.items():  # only once the commit succeeded
             totals = self._pending.setdefault(worker_id, [0, 0])
             totals[0] += count
             totals[1] += size
-        return outcomes
+        return admission.outcomes
+
+    @staticmethod
+    def _present(db: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
+        """Which of `ids` the store holds (in any state)."""
+        found: list[str] = []
+        unique = list(dict.fromkeys(ids))
+        for first in range(0, len(unique), _MAX_PARAMETERS):
+            chunk = unique[first : first + _MAX_PARAMETERS]
+            found += [row[0] for row in db.execute(
+                f"SELECT work_order_id FROM orders WHERE work_order_id IN ({_placeholders(len(chunk))})", chunk)]
+        return found
 
     def lease(self, worker_id: str, owner: str, limit: int, lease_s: float, now: float) -> list[LeasedOrder]:
         if limit <= 0:
