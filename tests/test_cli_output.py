@@ -111,8 +111,9 @@ def test_piped_rows_are_plain_and_come_as_orders_complete(sleepy: RunningWorker,
     assert process.stdout is not None
     try:
         header, first = process.stdout.readline(), process.stdout.readline()
-        assert header.split() == ["workload", "input", "ms", "status", "result"]
-        assert first.split()[0::3] == ["python-hello", "verified"] and first.rstrip().endswith("Hello first")
+        assert header.split() == ["id", "workload", "input", "ms", "status", "result"]
+        assert first.split()[1::3] == ["python-hello", "verified"] and first.rstrip().endswith("Hello first")
+        assert len(first.split()[0]) == 64, "piped, the work-order id is whole"
         assert "\x1b" not in header + first, "no terminal control sequences in piped output"
         assert process.poll() is None
     finally:
@@ -127,14 +128,25 @@ def test_piped_rows_are_plain_and_come_as_orders_complete(sleepy: RunningWorker,
 def test_on_a_terminal_every_line_of_the_table_fits_its_width(worker: RunningWorker, orders: Path, columns: int) -> None:
     code, text = Terminal(columns, "run-orders", "--endpoint", worker.endpoint, str(orders)).finish()
     assert code == 1  # the unknown workload failed
-    table = text.splitlines()[:5]
-    assert table[0].split() == ["workload", "input", "ms", "status", "result"]
+    lines = text.splitlines()
+    table = lines[:5]
     assert all(len(line) < columns for line in table), table
-    fib = next(line for line in table if line.startswith("python-fib"))
+    # The id's first 8 digits (a prefix `result` takes), where the width leaves room for it.
+    with_ids = columns >= 80
+    assert table[0].split() == ["id"] * with_ids + ["workload", "input", "ms", "status", "result"]
+    ids = [line[:8] for line in table[1:]] if with_ids else []
+    assert all(int(i, 16) >= 0 for i in ids) and len(set(ids)) == 4 * with_ids
+    rows = [line[10:] if with_ids else line for line in table]
+    fib = next(row for row in rows if row.startswith("python-fib"))
     assert fib.split("  verified  ")[1].startswith("Fibonacci") and fib.endswith("…")
-    assert table[3].startswith("python-hello      a na"), "the newline in the input did not split its row"
-    assert table[4].startswith("no-such-workload") and " FAILED " in table[4]
-    assert text.splitlines()[5].startswith("3 of 4 work orders verified")
+    assert rows[3].startswith("python-hello      a na"), "the newline in the input did not split its row"
+    assert rows[4].startswith("no-such-workload") and " FAILED " in rows[4]
+    # A reason the row cut is printed whole under the table, then the summary.
+    reason = next(line for line in lines[5:] if line.startswith("FAILED "))
+    assert reason.endswith(" no-such-workload: error 2: workload 'no-such-workload' is not registered; this worker "
+                           "runs echo-result, heart-disease-eval, inside-out-eval, python-fib, python-hello, "
+                           "simple-wallet"), reason
+    assert lines[lines.index(reason) + 1].startswith("3 of 4 work orders verified")
 
 
 def test_columns_in_the_environment_sets_the_width_as_everywhere(worker: RunningWorker, orders: Path) -> None:
@@ -144,7 +156,7 @@ def test_columns_in_the_environment_sets_the_width_as_everywhere(worker: Running
 
 def test_piped_values_are_whole(worker: RunningWorker, orders: Path) -> None:
     done = run_cli("run-orders", "--endpoint", worker.endpoint, str(orders))
-    fib = next(line for line in done.stdout.splitlines() if line.startswith("python-fib"))
+    fib = next(line for line in done.stdout.splitlines() if line[66:].startswith("python-fib"))
     assert len(fib.rsplit(" = ", 1)[1]) == FIB_10000_DIGITS and "…" not in done.stdout
     assert "Hello a name\\nwith a newline in it and long enough to be cut on a narrow terminal" in done.stdout
 

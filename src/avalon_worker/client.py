@@ -18,7 +18,15 @@ from zmq.utils.monitor import recv_monitor_message
 from . import defaults, jsonio
 from .crypto import SigningKey
 from .errors import Error, SetupError
-from .requester import InputSpec, ItemModeName, WorkerInfo, WorkOrderFailed, build_work_order, open_result
+from .requester import (
+    InputSpec,
+    ItemModeName,
+    PendingWorkOrder,
+    WorkerInfo,
+    WorkOrderFailed,
+    build_work_order,
+    open_result,
+)
 
 __all__ = ["DEFAULT_TIMEOUT_S", "BadEndpoint", "WorkerClient", "WorkerUnavailable", "check_endpoint"]
 
@@ -216,7 +224,7 @@ class WorkerClient:
             self._worker = WorkerInfo.from_signup(self.signup())
         return self._worker
 
-    def submit(
+    def prepare(
         self,
         workload_id: str,
         inputs: Sequence[bytes | InputSpec],
@@ -224,23 +232,27 @@ class WorkerClient:
         requester_key: SigningKey | None = None,
         output_modes: Sequence[ItemModeName] | None = None,
         include_data_hash: bool = True,
-    ) -> list[bytes]:
-        """Run a work order and return its verified, decrypted outputs.
+    ) -> PendingWorkOrder:
+        """A work order for this worker, not sent yet (its id and the keys to open its result).
 
         `include_data_hash=False` sends no input `dataHash` (see `requester.build_work_order`).
         The request asks the worker to answer a little before this client's timeout (its
         `responseTimeoutMSecs`, see `order_time_limit_s`), so that the worker's own answer says
         that the limit was reached while the client still waits.
+        """
+        return build_work_order(
+            self.worker(), workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
+            include_data_hash=include_data_hash, request_id=self._request_id(),
+            response_timeout_ms=int(order_time_limit_s(self.timeout_s) * 1000),
+        )
+
+    def complete(self, pending: PendingWorkOrder) -> list[bytes]:
+        """Send `pending` and return its verified, decrypted outputs.
 
         Raises `requester.WorkOrderFailed` for an error reply and `requester.VerificationError`
         for a reply that fails verification.
         """
         worker = self.worker()
-        pending = build_work_order(
-            worker, workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
-            include_data_hash=include_data_hash, request_id=self._request_id(),
-            response_timeout_ms=int(order_time_limit_s(self.timeout_s) * 1000),
-        )
         sent = time.monotonic()
         reply = self.call(pending.frame(self._request_id()))
         try:
@@ -250,3 +262,16 @@ class WorkerClient:
                 exc.hint = (f"this client asked the worker to answer within {order_time_limit_s(self.timeout_s):g} s; "
                             "raise --timeout-s to give it longer")
             raise
+
+    def submit(
+        self,
+        workload_id: str,
+        inputs: Sequence[bytes | InputSpec],
+        *,
+        requester_key: SigningKey | None = None,
+        output_modes: Sequence[ItemModeName] | None = None,
+        include_data_hash: bool = True,
+    ) -> list[bytes]:
+        """Run a work order and return its verified, decrypted outputs (`prepare`, then `complete`)."""
+        return self.complete(self.prepare(workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
+                                          include_data_hash=include_data_hash))

@@ -126,3 +126,10 @@ class NoisyWorkload(Workload):
         sys.stdout.write("x" * int(inputs[0]))
         sys.stdout.flush()
         return b"noisy " + inputs[0]
+
+
+class BoomWorkload(Workload):
+    """Raises, with its input in the message: what a workload author's bug looks like."""
+
+    def run(self, inputs):
+        raise ValueError(f"cannot parse {inputs[0].decode()!r}")

@@ -74,6 +74,21 @@ def endpoint_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def listener_argument(text: str) -> str:
+    """argparse type of --listener: an http:// or https:// URL; a ZMQ endpoint or any other scheme
+    is a usage error that says what to write."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        guess = f" (did you mean http://{text}/?)" if ":" in text else ""
+        raise argparse.ArgumentTypeError(f"{text!r} has no scheme: write http://HOST:PORT/{guess}")
+    if scheme in ("tcp", "ipc"):
+        raise argparse.ArgumentTypeError(f"{text!r} is a ZMQ endpoint (give it to --endpoint); --listener takes the "
+                                         "HTTP listener, http://HOST:PORT/ (the address of `serve --listen-http`)")
+    if scheme not in ("http", "https") or not rest.strip("/"):
+        raise argparse.ArgumentTypeError(f"{text!r}: write http://HOST:PORT/ (or https://)")
+    return text
+
+
 def parse_time(text: str) -> datetime:
     """argparse type of ``--at``: an ISO 8601 date or time; without a zone, UTC."""
     try:

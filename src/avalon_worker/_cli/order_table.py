@@ -1,8 +1,11 @@
 """How `run-orders` and `demo` show their results: a row per work order as it completes.
 
-On a terminal the table fits its width (long inputs and results end in an ellipsis); piped,
-every value is printed whole; `--json` prints one JSON object per order. Control characters
-in inputs and results are shown escaped, so that one value cannot break the table.
+On a terminal the table fits its width (long inputs and results end in an ellipsis, the
+work-order id shows its first 8 digits, which `avalon-worker result` takes as well, if the
+terminal is wide enough for it) and the
+reasons of failed orders that were cut are printed whole under it; piped, every value is
+printed whole; `--json` prints one JSON object per order. Control characters in inputs and
+results are shown escaped, so that one value cannot break the table.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-HEADER = ("workload", "input", "ms", "status", "result")
+HEADER = ("id", "workload", "input", "ms", "status", "result")
+ID_WIDTH = 8  # on a terminal: the id's first digits, a prefix `result` takes
 MS_WIDTH = 8
 STATUS_WIDTH = len("verified")
 MIN_RESULT_WIDTH = 12  # inputs get at most a third of a terminal line, results never less than this
@@ -29,10 +33,12 @@ class Outcome:
     ok: bool
     result: str
     ms: float
+    work_order_id: str = ""
+    pending: bool = False  # not failed: not done within the client's time limit (`result` fetches it)
 
     @property
     def status(self) -> str:
-        return "verified" if self.ok else "FAILED"
+        return "verified" if self.ok else "pending" if self.pending else "FAILED"
 
 
 def printable(text: str) -> str:
@@ -55,31 +61,45 @@ class Table:
         self.out = out
         self.width = width
         self.ellipsis = "…" if _can_encode(out, "…") else "..."
-        self.workload_width = max([len(HEADER[0]), *(len(printable(w)) for w, _ in orders)])
-        self.input_width = max([len(HEADER[1]), *(len(printable(i)) for _, i in orders)])
+        self.id_width = 64  # whole, when piped
+        self.workload_width = max([len(HEADER[1]), *(len(printable(w)) for w, _ in orders)])
+        self.input_width = max([len(HEADER[2]), *(len(printable(i)) for _, i in orders)])
         self.result_width: int | None = None
+        self.cut: list[Outcome] = []  # failed orders whose reason did not fit: printed whole at the end
         if width is not None:  # one column spare: a line as wide as the terminal wraps on some
             room = width - 1 - (self.workload_width + MS_WIDTH + STATUS_WIDTH + 4 * 2)
-            self.input_width = max(len(HEADER[1]), min(self.input_width, room // 3))
+            # The id only where it leaves the input and the result their least.
+            self.id_width = ID_WIDTH if room - ID_WIDTH - 2 >= len(HEADER[2]) + MIN_RESULT_WIDTH else 0
+            room -= self.id_width + 2 if self.id_width else 0
+            self.input_width = max(len(HEADER[2]), min(self.input_width, room // 3))
             self.result_width = max(MIN_RESULT_WIDTH, room - self.input_width)
 
-    def _line(self, workload: str, input: str, ms: str, status: str, result: str) -> str:
+    def _line(self, work_order: str, workload: str, input: str, ms: str, status: str, result: str) -> str:
         cut = self.ellipsis
         if self.width is not None:
             input = fit(input, self.input_width, cut)
             result = fit(result, self.result_width or 0, cut)
-        return "  ".join((workload.ljust(self.workload_width), input.ljust(self.input_width),
+        columns = (work_order[:self.id_width].ljust(self.id_width),) if self.id_width else ()
+        return "  ".join((*columns, workload.ljust(self.workload_width), input.ljust(self.input_width),
                           ms.rjust(MS_WIDTH), status.ljust(STATUS_WIDTH), result)).rstrip()
 
     def start(self) -> None:
         print(self._line(*HEADER), file=self.out, flush=True)
 
     def row(self, outcome: Outcome) -> None:
-        line = self._line(printable(outcome.workload), printable(outcome.input), f"{outcome.ms:.1f}",
-                          outcome.status, printable(outcome.result))
+        result = printable(outcome.result)
+        line = self._line(outcome.work_order_id or "-", printable(outcome.workload), printable(outcome.input),
+                          f"{outcome.ms:.1f}", outcome.status, result)
+        if not outcome.ok and self.result_width is not None and len(result) > self.result_width:
+            self.cut.append(outcome)
         print(line, file=self.out, flush=True)
 
     def summary(self, text: str) -> None:
+        """A line under the table; the first comes after the failures that were cut, printed whole."""
+        for outcome in self.cut:
+            print(f"{outcome.status} {outcome.work_order_id[:max(self.id_width, ID_WIDTH)]} {outcome.workload}: "
+                  f"{printable(outcome.result)}", file=self.out)
+        self.cut = []
         print(text, file=self.out, flush=True)
 
 
@@ -94,8 +114,8 @@ class JsonLines:
         pass
 
     def row(self, outcome: Outcome) -> None:
-        record = {"workload": outcome.workload, "input": outcome.input, "status": outcome.status.lower(),
-                  "result": outcome.result, "ms": round(outcome.ms, 3)}
+        record = {"workOrderId": outcome.work_order_id, "workload": outcome.workload, "input": outcome.input,
+                  "status": outcome.status.lower(), "result": outcome.result, "ms": round(outcome.ms, 3)}
         print(json.dumps(record, ensure_ascii=False), file=self.out, flush=True)
 
     def summary(self, text: str) -> None:

@@ -22,6 +22,7 @@ from .options import (
     add_config_argument,
     add_log_level_argument,
     endpoint_argument,
+    listener_argument,
     parse_time,
 )
 
@@ -168,13 +169,21 @@ def add_store_argument(parser: argparse.ArgumentParser, *, required: bool) -> No
 # requester commands ---------------------------------------------------------------------------
 
 
-def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--endpoint` and `--timeout-s`, for the commands that talk to a worker."""
-    parser.add_argument("--endpoint", type=endpoint_argument, default=defaults.ENDPOINT,
-                        help=f"the worker's ZMQ endpoint (default {defaults.ENDPOINT})")
+def add_client_arguments(parser: argparse.ArgumentParser, *, every_worker: bool = False) -> None:
+    """`--endpoint` or `--listener` (one transport or the other, the same rules for both),
+    `--worker-id` and `--timeout-s`: the commands that talk to a worker."""
+    transport = parser.add_mutually_exclusive_group()
+    transport.add_argument("--endpoint", type=endpoint_argument, metavar="URL",
+                           help=f"the worker's ZMQ endpoint (default {defaults.ENDPOINT})")
+    transport.add_argument("--listener", type=listener_argument, metavar="URL",
+                           help="go through this HTTP listener instead (Avalon's listener API, e.g. "
+                           "http://127.0.0.1:1947/: `serve --listen-http` or `avalon-worker listener`)")
+    parser.add_argument("--worker-id", metavar="HEX",
+                        help="with --listener: the worker to use (default: "
+                        f"{'every live worker it lists' if every_worker else 'the one live worker it lists'})")
     parser.add_argument("--timeout-s", type=SECONDS, default=defaults.CLIENT_TIMEOUT_S,
-                        help="seconds to wait for each reply; the worker is asked to stop an order "
-                        "after as long (default %(default)g)")
+                        help="seconds to wait for each reply, and to retry while nothing listens; the worker is "
+                        "asked to stop an order after as long (default %(default)g)")
 
 
 def add_policy_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -252,17 +261,26 @@ def _add_requester_commands(commands: Any) -> None:
     p.add_argument("--sign", action="store_true", help="sign the request with a fresh requester key")
     p.add_argument("--no-data-hash", action="store_true",
                    help="send no dataHash with the inputs (an unsalted SHA-256 of each, sent in clear: see SECURITY.md)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="the work order's input items (UTF-8 text), one per INPUT, all sent in index order; the "
                    "workload decides what it reads (python-hello greets the first: quote a name with spaces)")
+    p.add_argument("--input-file", action="append", metavar="FILE",
+                   help="one more input item: the bytes of FILE (- reads standard input); repeatable, each after "
+                   "the INPUTs, in order")
+    p.add_argument("--json", action="store_true",
+                   help='print {"workOrderId", "workerId", "outputs": [{"text"} or {"base64"}, ...]} as one JSON object')
     add_policy_arguments(p)
     p.set_defaults(**{RUNS: "submit"})
 
-    p = commands.add_parser("run-orders", help="run every work order in a test_work_orders.json file")
+    p = commands.add_parser("result", help="read, verify and decrypt the result of an order sent through a listener")
     add_client_arguments(p)
+    p.add_argument("work_order_id", metavar="ID",
+                   help="the work order's id (or its first digits), as submit --json and run-orders show it")
+    p.set_defaults(**{RUNS: "result"})
+
+    p = commands.add_parser("run-orders", help="run every work order in a test_work_orders.json file")
+    add_client_arguments(p, every_worker=True)
     p.add_argument("file", help='a file like tests/test_work_orders.json: {"workOrders": [...]}')
-    p.add_argument("--listener", metavar="URL", help="send the orders through this HTTP listener instead of --endpoint")
-    p.add_argument("--worker-id", help="with --listener: the worker to use (default: every live worker it lists)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per order, every value whole (the summary goes to stderr)")
     add_policy_arguments(p)
