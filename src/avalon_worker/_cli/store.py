@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..store import POSTGRES_SCHEMES, StoreError, open_store
+from ..store import POSTGRES_SCHEMES, StoreError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,10 +27,11 @@ def run(args: argparse.Namespace) -> int:
                 store.close()
             where = store.where
         else:
-            from ..store.sqlite import SCHEMA_VERSION
+            from ..store.sqlite import SCHEMA_VERSION, SQLiteStore
 
-            open_store(location).close()  # opening a SQLite store migrates it
-            before, where = SCHEMA_VERSION, location
+            opened = SQLiteStore(location.removeprefix("sqlite://"))  # opening a SQLite store migrates it
+            opened.close()
+            before, where = opened.found_version, location
     except StoreError as exc:
         print(f"avalon-worker: {exc}", file=sys.stderr)
         return 2

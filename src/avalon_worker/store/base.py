@@ -1,10 +1,12 @@
 """The durable work-order store: what the HTTP listener and the pump need, and nothing else.
 
-A store keeps four things: work orders (pending → leased → done), their outcomes (the worker's
+A store keeps five things: work orders (pending → leased → done), their outcomes (the worker's
 result or error object, until the retention time has passed), leases (who runs an order, until
-when) and worker registrations (the signup document and a heartbeat). The HTTP listener writes
-orders and reads outcomes and registrations; the pump on a worker host leases the orders addressed
-to its worker id, runs them, and writes outcomes back.
+when), worker registrations (the signup document and a heartbeat) and work-order receipts (EEA
+TC v1.1 §7: the requester's signed creation and the updates that follow it). The HTTP listener
+writes orders and receipts and reads outcomes, receipts and registrations; the pump on a worker
+host leases the orders addressed to its worker id, runs them, and writes outcomes back, with the
+worker's signed update to the order's receipt.
 
 Rules every backend keeps:
 - `submit` returns only after the orders it accepted are committed: an order answered "pending"
@@ -19,6 +21,13 @@ Rules every backend keeps:
   clock; a backend with a shared clock of its own may use that instead.
 - Ids are compared in canonical form (`canonical_id`): the SDK sends upper-case hex, others
   lower-case, some with `0x`.
+- Receipts: one per order, created only for an order the store keeps, and only with the order's
+  request hash (kept from the submit: the request itself is dropped once the order is done).
+  The worker's update (`Completion.receipt_update`) is kept with the outcome it came with and
+  becomes the receipt's next update whichever comes first, the receipt or the outcome. Updates
+  are numbered from 1 per receipt with no gap; `add_receipt_update` appends only if the receipt
+  has the number of updates the caller saw. A receipt goes with its order when the order's
+  outcome passes its retention time (`purge`).
 - An order does not wait for ever for a worker that has gone: `expire` ends the orders that
   waited `pending_ttl_s` for a worker that has not sent a heartbeat for as long (or was never
   registered), and are under no live lease, with an error outcome (`expired_outcome`).
@@ -78,6 +87,23 @@ class NewOrder:
     work_order_id: str  # canonical
     worker_id: str  # canonical
     request: bytes
+    requester_id: str = ""  # canonical
+    request_hash: bytes | None = None  # §6.6.1, for receipts (None: the request has no valid one)
+
+
+@dataclass(frozen=True)
+class ReceiptUpdate:
+    """One update to a receipt: `params` are the update's as JSON."""
+
+    updater_id: str  # canonical
+    update_type: int
+    params: bytes
+
+    @staticmethod
+    def from_params(params: bytes) -> ReceiptUpdate:
+        """The update whose params (as `params` keeps them) these are."""
+        fields = json.loads(params)
+        return ReceiptUpdate(canonical_id(fields["updaterId"]), int(fields["updateType"]), params)
 
 
 @dataclass(frozen=True)
@@ -117,6 +143,7 @@ class Completion:
     work_order_id: str
     outcome: bytes
     is_error: bool
+    receipt_update: ReceiptUpdate | None = None  # the worker's signed update to the order's receipt
 
 
 class OrderState(Enum):
@@ -146,6 +173,61 @@ class WorkerRecord:
     @staticmethod
     def signup_text(signup: dict[str, Any]) -> str:
         return json.dumps(signup, sort_keys=True, separators=(",", ":"))
+
+
+class ReceiptOutcome(Enum):
+    """What `Store.create_receipt` did."""
+
+    CREATED = "created"
+    UNKNOWN_ORDER = "unknown_order"  # no such order is kept
+    DUPLICATE = "duplicate"  # the order has a receipt already
+    NOT_THE_ORDER = "not_the_order"  # the request hash, workerId or requesterId is not the order's
+
+
+@dataclass(frozen=True)
+class NewReceipt:
+    """A WorkOrderReceiptCreate to keep: `params` are its params as JSON (ids as sent)."""
+
+    work_order_id: str  # canonical, and the three ids below too
+    worker_service_id: str
+    worker_id: str
+    requester_id: str
+    status: int  # receiptCreateStatus
+    request_hash: bytes
+    shown_id: str  # workOrderId as sent
+    params: bytes
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A receipt as kept: its create params, its current status (that of its last update that
+    is a status, 0-255, else its create status) and its updates, first first."""
+
+    work_order_id: str  # canonical
+    requester_id: str  # canonical
+    params: bytes
+    status: int
+    updates: tuple[ReceiptUpdate, ...]
+
+
+@dataclass(frozen=True)
+class ReceiptQuery:
+    """A receipt lookup: every filter given must match (ids canonical; `status` the current)."""
+
+    worker_service_id: str | None = None
+    worker_id: str | None = None
+    requester_id: str | None = None
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class ReceiptPage:
+    """One page of a lookup: `total` matches in all, the workOrderIds (as sent) of this page,
+    and `last`, the position to continue after (None when this page is the last)."""
+
+    total: int
+    ids: tuple[str, ...]
+    last: int | None
 
 
 @runtime_checkable
@@ -203,6 +285,24 @@ class Store(Protocol):
         """End, with the error `expired_outcome` says, the orders submitted more than
         `pending_ttl_s` ago whose worker has sent no heartbeat for as long (or is not
         registered) and that no live lease holds; return how many."""
+        ...
+
+    def create_receipt(self, receipt: NewReceipt, now: float) -> ReceiptOutcome:
+        """Keep a receipt for an order the store keeps, with the worker's update if the order is
+        done already."""
+        ...
+
+    def add_receipt_update(self, work_order_id: str, update: ReceiptUpdate, seen: int) -> bool:
+        """Append `update` to the receipt if it still has `seen` updates; False if not (or if
+        there is no such receipt)."""
+        ...
+
+    def receipt(self, work_order_id: str) -> Receipt | None:
+        ...
+
+    def lookup_receipts(self, query: ReceiptQuery, after: int, limit: int) -> ReceiptPage:
+        """The receipts that match `query`, in the order they were created, from the position
+        after `after` (0: from the first), at most `limit` of them."""
         ...
 
     def close(self) -> None:

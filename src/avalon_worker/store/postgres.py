@@ -40,14 +40,21 @@ from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 from .. import defaults
+from ..receipt import APPLICATION_TYPES
 from .admission import Admission, admit
 from .base import (
     Completion,
     Handoff,
     LeasedOrder,
     NewOrder,
+    NewReceipt,
     OrderState,
     OrderStatus,
+    Receipt,
+    ReceiptOutcome,
+    ReceiptPage,
+    ReceiptQuery,
+    ReceiptUpdate,
     StoreError,
     StoreRefused,
     SubmitOutcome,
@@ -106,6 +113,33 @@ MIGRATIONS: tuple[str, ...] = (
         signup text NOT NULL,
         registered double precision NOT NULL,
         heartbeat double precision NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE work_orders ADD COLUMN requester_id text NOT NULL DEFAULT '',
+        ADD COLUMN request_hash bytea,                 -- for receipts, kept when the request is emptied
+        ADD COLUMN receipt_update bytea;               -- the worker's signed update, with the outcome
+    CREATE TABLE receipts (
+        seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,  -- lookup order
+        work_order_id text PRIMARY KEY REFERENCES work_orders (work_order_id) ON DELETE CASCADE,
+        shown_id text NOT NULL,                        -- workOrderId as sent
+        worker_service_id text NOT NULL,
+        worker_id text NOT NULL,
+        requester_id text NOT NULL,
+        status integer NOT NULL,
+        update_count integer NOT NULL DEFAULT 0,
+        params bytea NOT NULL,
+        created double precision NOT NULL
+    );
+    CREATE INDEX receipts_requester ON receipts (requester_id, seq);
+    CREATE INDEX receipts_worker ON receipts (worker_id, seq);
+    CREATE TABLE receipt_updates (
+        work_order_id text NOT NULL REFERENCES receipts (work_order_id) ON DELETE CASCADE,
+        idx integer NOT NULL,
+        updater_id text NOT NULL,
+        update_type integer NOT NULL,
+        params bytea NOT NULL,
+        PRIMARY KEY (work_order_id, idx)
     );
     """,
 )
@@ -219,6 +253,30 @@ class _Notifications:
             self._stop.set()
         if self._thread.ident is not None:  # started
             self._thread.join(timeout=5)
+
+
+def _append_updates(connection: psycopg.Connection[Any], updates: dict[str, ReceiptUpdate], seen: int | None = None) -> bool:
+    """Append each update to its order's receipt, for the orders that have one (and, with
+    `seen`, only if it has that many updates); whether any was appended. The receipt's row lock
+    orders concurrent updates to one receipt."""
+    ids = list(updates)
+    rows = connection.execute(
+        "UPDATE receipts r SET update_count = r.update_count + 1, "
+        "status = CASE WHEN v.kind < %s THEN v.kind ELSE r.status END "
+        "FROM unnest(%s::text[], %s::integer[]) AS v(id, kind) "
+        "WHERE r.work_order_id = v.id AND (%s::integer IS NULL OR r.update_count = %s::integer) "
+        "RETURNING r.work_order_id, r.update_count",
+        (APPLICATION_TYPES, ids, [updates[key].update_type for key in ids], seen, seen),
+    ).fetchall()
+    if rows:
+        chosen = [updates[row[0]] for row in rows]
+        connection.execute(
+            "INSERT INTO receipt_updates (work_order_id, idx, updater_id, update_type, params) "
+            "SELECT * FROM unnest(%s::text[], %s::integer[], %s::text[], %s::integer[], %s::bytea[])",
+            ([row[0] for row in rows], [row[1] for row in rows], [u.updater_id for u in chosen],
+             [u.update_type for u in chosen], [u.params for u in chosen]),
+        )
+    return bool(rows)
 
 
 class PostgresStore:
@@ -415,12 +473,13 @@ class PostgresStore:
             for row in connection.execute(
                 "WITH added AS (INSERT INTO work_orders "
                 "(work_order_id, worker_id, state, request, request_bytes, submitted, lease_owner, "
-                "lease_expires, attempts) "
+                "lease_expires, attempts, requester_id, request_hash) "
                 "SELECT id, worker, CASE WHEN handed THEN %(leased)s ELSE %(pending)s END, request, "
                 "octet_length(request), %(now)s, CASE WHEN handed THEN %(owner)s END, "
-                "CASE WHEN handed THEN %(expires)s::double precision END, CASE WHEN handed THEN 1 ELSE 0 END "
-                "FROM unnest(%(ids)s::text[], %(workers)s::text[], %(requests)s::bytea[], %(handed)s::boolean[]) "
-                "AS v(id, worker, request, handed) "
+                "CASE WHEN handed THEN %(expires)s::double precision END, CASE WHEN handed THEN 1 ELSE 0 END, "
+                "requester, hash FROM unnest(%(ids)s::text[], %(workers)s::text[], %(requests)s::bytea[], "
+                "%(handed)s::boolean[], %(requesters)s::text[], %(hashes)s::bytea[]) "
+                "AS v(id, worker, request, handed, requester, hash) "
                 "ON CONFLICT (work_order_id) DO NOTHING RETURNING work_order_id, worker_id, state) "
                 "SELECT work_order_id, CASE WHEN state = %(pending)s THEN pg_notify(%(channel)s, worker_id) END "
                 "FROM added",
@@ -431,6 +490,7 @@ class PostgresStore:
                     "ids": [o.work_order_id for o in chosen], "workers": [o.worker_id for o in chosen],
                     "requests": [o.request for o in chosen],
                     "handed": [o.work_order_id in admission.handed for o in chosen], "channel": ORDERS_CHANNEL,
+                    "requesters": [o.requester_id for o in chosen], "hashes": [o.request_hash for o in chosen],
                 },
             )
         }
@@ -522,13 +582,17 @@ class PostgresStore:
                 row[0]: row[1]
                 for row in connection.execute(
                     "UPDATE work_orders o SET state = %s, outcome = v.outcome, is_error = v.is_error, completed = %s, "
-                    "request = '', lease_owner = NULL, lease_expires = NULL "
-                    "FROM unnest(%s::text[], %s::bytea[], %s::boolean[]) AS v(id, outcome, is_error) "
-                    "WHERE o.work_order_id = v.id AND o.state < %s RETURNING o.work_order_id, o.worker_id",
+                    "request = '', lease_owner = NULL, lease_expires = NULL, receipt_update = v.receipt_update "
+                    "FROM unnest(%s::text[], %s::bytea[], %s::boolean[], %s::bytea[]) AS v(id, outcome, is_error, "
+                    "receipt_update) WHERE o.work_order_id = v.id AND o.state < %s RETURNING o.work_order_id, o.worker_id",
                     (DONE, now, [i.work_order_id for i in items], [i.outcome for i in items],
-                     [i.is_error for i in items], DONE),
+                     [i.is_error for i in items], [i.receipt_update.params if i.receipt_update else None for i in items],
+                     DONE),
                 )
             }
+            updates = {key: update for key in stored if (update := first[key].receipt_update) is not None}
+            if updates:
+                _append_updates(connection, updates)
             if retrying:  # an earlier attempt of this call stored them
                 stored |= {
                     row[0]: row[1]
@@ -610,6 +674,95 @@ class PostgresStore:
             ).rowcount,
         )
         return count
+
+    # receipts ------------------------------------------------------------------------------------
+
+    def create_receipt(self, receipt: NewReceipt, now: float) -> ReceiptOutcome:
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> ReceiptOutcome:
+            # FOR SHARE: an outcome being stored for this order waits for this transaction, or
+            # this one for it; either way the worker's update reaches the receipt.
+            order = connection.execute(
+                "SELECT state, request_hash, worker_id, requester_id, receipt_update FROM work_orders "
+                "WHERE work_order_id = %s FOR SHARE",
+                (receipt.work_order_id,),
+            ).fetchone()
+            if order is None:
+                return ReceiptOutcome.UNKNOWN_ORDER
+            existing = connection.execute(
+                "SELECT params, created FROM receipts WHERE work_order_id = %s", (receipt.work_order_id,)
+            ).fetchone()
+            if existing is not None:  # an earlier attempt of this very call may have created it
+                mine = retrying and (bytes(existing[0]), existing[1]) == (receipt.params, now)
+                return ReceiptOutcome.CREATED if mine else ReceiptOutcome.DUPLICATE
+            if order[1] is None or bytes(order[1]) != receipt.request_hash or (order[2], order[3]) != (
+                receipt.worker_id, receipt.requester_id
+            ):
+                return ReceiptOutcome.NOT_THE_ORDER
+            added = connection.execute(
+                "INSERT INTO receipts (work_order_id, shown_id, worker_service_id, worker_id, requester_id, status, "
+                "params, created) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (work_order_id) DO NOTHING",
+                (receipt.work_order_id, receipt.shown_id, receipt.worker_service_id, receipt.worker_id,
+                 receipt.requester_id, receipt.status, receipt.params, now),
+            ).rowcount
+            if not added:  # another listener's create committed first
+                return ReceiptOutcome.DUPLICATE
+            if order[0] == DONE and order[4] is not None:
+                _append_updates(connection, {receipt.work_order_id: ReceiptUpdate.from_params(bytes(order[4]))})
+            return ReceiptOutcome.CREATED
+
+        outcome: ReceiptOutcome = self._run(work)
+        return outcome
+
+    def add_receipt_update(self, work_order_id: str, update: ReceiptUpdate, seen: int) -> bool:
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> bool:
+            if _append_updates(connection, {work_order_id: update}, seen):
+                return True
+            return bool(retrying and connection.execute(  # an earlier attempt of this call added it
+                "SELECT 1 FROM receipt_updates WHERE work_order_id = %s AND idx = %s AND params = %s",
+                (work_order_id, seen + 1, update.params),
+            ).fetchone())
+
+        added: bool = self._run(work)
+        return added
+
+    def receipt(self, work_order_id: str) -> Receipt | None:
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> Receipt | None:
+            row = connection.execute(
+                "SELECT requester_id, params, status FROM receipts WHERE work_order_id = %s", (work_order_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            updates = connection.execute(
+                "SELECT updater_id, update_type, params FROM receipt_updates WHERE work_order_id = %s ORDER BY idx",
+                (work_order_id,),
+            ).fetchall()
+            return Receipt(work_order_id, row[0], bytes(row[1]), row[2],
+                           tuple(ReceiptUpdate(u[0], u[1], bytes(u[2])) for u in updates))
+
+        found: Receipt | None = self._run(work)
+        return found
+
+    def lookup_receipts(self, query: ReceiptQuery, after: int, limit: int) -> ReceiptPage:
+        conditions: list[str] = []
+        values: list[Any] = []
+        for column, wanted in (("worker_service_id", query.worker_service_id), ("worker_id", query.worker_id),
+                               ("requester_id", query.requester_id), ("status", query.status)):
+            if wanted is not None:
+                conditions.append(f"{column} = %s")
+                values.append(wanted)
+        where = " AND ".join(conditions) or "true"
+
+        def work(connection: psycopg.Connection[Any], retrying: bool) -> ReceiptPage:
+            row = connection.execute(f"SELECT count(*) FROM receipts WHERE {where}", values).fetchone()
+            rows = connection.execute(
+                f"SELECT seq, shown_id FROM receipts WHERE {where} AND seq > %s ORDER BY seq LIMIT %s",
+                (*values, after, limit + 1),
+            ).fetchall()
+            last = rows[limit - 1][0] if len(rows) > limit else None
+            return ReceiptPage(int(row[0]) if row else 0, tuple(r[1] for r in rows[:limit]), last)
+
+        page: ReceiptPage = self._run(work)
+        return page
 
     # workers -------------------------------------------------------------------------------------
 

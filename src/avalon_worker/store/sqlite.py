@@ -24,14 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from .. import defaults
+from ..receipt import APPLICATION_TYPES
 from .admission import Admission, admit
 from .base import (
     Completion,
     Handoff,
     LeasedOrder,
     NewOrder,
+    NewReceipt,
     OrderState,
     OrderStatus,
+    Receipt,
+    ReceiptOutcome,
+    ReceiptPage,
+    ReceiptQuery,
+    ReceiptUpdate,
     StoreError,
     StoreRefused,
     SubmitOutcome,
@@ -39,36 +46,66 @@ from .base import (
     expired_outcome,
 )
 
-SCHEMA_VERSION = 1
 FILE_NAME = "work-orders.sqlite3"
 
 PENDING, LEASED, DONE = 0, 1, 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS orders (
-    work_order_id TEXT PRIMARY KEY,
-    worker_id TEXT NOT NULL,
-    state INTEGER NOT NULL,
-    request BLOB NOT NULL,          -- emptied once the order is done
-    request_bytes INTEGER NOT NULL,
-    submitted REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_expires REAL,
-    outcome BLOB,
-    is_error INTEGER,
-    completed REAL
-);
-CREATE INDEX IF NOT EXISTS orders_queue ON orders (worker_id, state, submitted) WHERE state < 2;
-CREATE INDEX IF NOT EXISTS orders_done ON orders (completed) WHERE state = 2;
-CREATE TABLE IF NOT EXISTS workers (
-    worker_id TEXT PRIMARY KEY,
-    signup TEXT NOT NULL,
-    registered REAL NOT NULL,
-    heartbeat REAL NOT NULL
-);
-"""
+# Each entry takes the schema from the version before it to its own number (its index + 1).
+# Never edit a released entry: add one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE orders (
+        work_order_id TEXT PRIMARY KEY,
+        worker_id TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        request BLOB NOT NULL,          -- emptied once the order is done
+        request_bytes INTEGER NOT NULL,
+        submitted REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires REAL,
+        outcome BLOB,
+        is_error INTEGER,
+        completed REAL
+    );
+    CREATE INDEX orders_queue ON orders (worker_id, state, submitted) WHERE state < 2;
+    CREATE INDEX orders_done ON orders (completed) WHERE state = 2;
+    CREATE TABLE workers (
+        worker_id TEXT PRIMARY KEY,
+        signup TEXT NOT NULL,
+        registered REAL NOT NULL,
+        heartbeat REAL NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE orders ADD COLUMN requester_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE orders ADD COLUMN request_hash BLOB;       -- for receipts, kept when the request is emptied
+    ALTER TABLE orders ADD COLUMN receipt_update BLOB;     -- the worker's signed update, with the outcome
+    CREATE TABLE receipts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,             -- lookup order, never reused
+        work_order_id TEXT NOT NULL UNIQUE REFERENCES orders (work_order_id) ON DELETE CASCADE,
+        shown_id TEXT NOT NULL,                            -- workOrderId as sent
+        worker_service_id TEXT NOT NULL,
+        worker_id TEXT NOT NULL,
+        requester_id TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        update_count INTEGER NOT NULL DEFAULT 0,
+        params BLOB NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX receipts_requester ON receipts (requester_id, seq);
+    CREATE INDEX receipts_worker ON receipts (worker_id, seq);
+    CREATE TABLE receipt_updates (
+        work_order_id TEXT NOT NULL REFERENCES receipts (work_order_id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        updater_id TEXT NOT NULL,
+        update_type INTEGER NOT NULL,
+        params BLOB NOT NULL,
+        PRIMARY KEY (work_order_id, idx)
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 _MAX_PARAMETERS = 500  # ids per statement in batched reads (SQLite allows 32,766 parameters)
@@ -76,6 +113,22 @@ _MAX_PARAMETERS = 500  # ids per statement in batched reads (SQLite allows 32,76
 
 def _placeholders(count: int) -> str:
     return ",".join("?" * count)
+
+
+def _append_update(db: sqlite3.Connection, work_order_id: str, update: ReceiptUpdate, seen: int | None) -> bool:
+    """Append `update` to the order's receipt, if it has one (and `seen` updates, unless None)."""
+    row = db.execute(
+        "UPDATE receipts SET update_count = update_count + 1, status = CASE WHEN ? < ? THEN ? ELSE status END "
+        "WHERE work_order_id = ? AND (? IS NULL OR update_count = ?) RETURNING update_count",
+        (update.update_type, APPLICATION_TYPES, update.update_type, work_order_id, seen, seen),
+    ).fetchone()
+    if row is None:
+        return False
+    db.execute(
+        "INSERT INTO receipt_updates (work_order_id, idx, updater_id, update_type, params) VALUES (?, ?, ?, ?, ?)",
+        (work_order_id, row[0], update.updater_id, update.update_type, update.params),
+    )
+    return True
 
 
 class SQLiteStore:
@@ -100,7 +153,8 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
-            self._migrate()
+            self._db.execute("PRAGMA foreign_keys=ON")  # a receipt goes with its order
+            self.found_version = self._migrate()
             self._pending: dict[str, list[int]] = {}  # worker id → [orders, bytes] not yet done
             for worker_id, count, size in self._db.execute(
                 "SELECT worker_id, count(*), coalesce(sum(request_bytes), 0) FROM orders WHERE state < 2 GROUP BY worker_id"
@@ -109,24 +163,31 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the work-order store {target}: {exc}") from None
 
-    def _migrate(self) -> None:
+    def _migrate(self) -> int:
+        """Bring the schema to `SCHEMA_VERSION`, in one transaction; return the version found."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            found = int(row[0]) if row is not None else 0
+            if found > SCHEMA_VERSION:
                 raise StoreError(
-                    f"the work-order store {self.path} has schema version {row[0]}, newer than this "
+                    f"the work-order store {self.path} has schema version {found}, newer than this "
                     f"avalon-worker understands ({SCHEMA_VERSION}); upgrade avalon-worker"
                 )
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._db.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        return found
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -178,10 +239,12 @@ class SQLiteStore:
             owner, expires = (handoff.owner, now + handoff.lease_s) if handoff else (None, None)
             db.executemany(
                 "INSERT INTO orders (work_order_id, worker_id, state, request, request_bytes, submitted, "
-                "lease_owner, lease_expires, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(o.work_order_id, o.worker_id, PENDING, o.request, len(o.request), now, None, None, 0)
+                "lease_owner, lease_expires, attempts, requester_id, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(o.work_order_id, o.worker_id, PENDING, o.request, len(o.request), now, None, None, 0, o.requester_id,
+                  o.request_hash)
                  if o.work_order_id not in admission.handed else
-                 (o.work_order_id, o.worker_id, LEASED, o.request, len(o.request), now, owner, expires, 1)
+                 (o.work_order_id, o.worker_id, LEASED, o.request, len(o.request), now, owner, expires, 1, o.requester_id,
+                  o.request_hash)
                  for o in admission.chosen],
             )
             return admission
@@ -252,15 +315,19 @@ class SQLiteStore:
         def work(db: sqlite3.Connection) -> list[bool]:
             stored = []
             for item in completions:
+                update = item.receipt_update
                 row = db.execute(
                     "UPDATE orders SET state = ?, outcome = ?, is_error = ?, completed = ?, request = x'', "
-                    "lease_owner = NULL, lease_expires = NULL WHERE work_order_id = ? AND state < ? "
+                    "lease_owner = NULL, lease_expires = NULL, receipt_update = ? WHERE work_order_id = ? AND state < ? "
                     "RETURNING worker_id, request_bytes",
-                    (DONE, item.outcome, int(item.is_error), now, item.work_order_id, DONE),
+                    (DONE, item.outcome, int(item.is_error), now, update.params if update else None,
+                     item.work_order_id, DONE),
                 ).fetchone()
                 stored.append(row is not None)
                 if row is not None:
                     finished.append((row[0], row[1]))
+                    if update is not None:
+                        _append_update(db, item.work_order_id, update, None)
             return stored
 
         stored: list[bool] = self._write(work)
@@ -354,6 +421,69 @@ class SQLiteStore:
                 "SELECT worker_id, signup, registered, heartbeat FROM workers ORDER BY registered, worker_id"
             ).fetchall()
         return [WorkerRecord(row[0], json.loads(row[1]), row[2], row[3]) for row in rows]
+
+    # receipts ------------------------------------------------------------------------------------
+
+    def create_receipt(self, receipt: NewReceipt, now: float) -> ReceiptOutcome:
+        def work(db: sqlite3.Connection) -> ReceiptOutcome:
+            order = db.execute(
+                "SELECT state, request_hash, worker_id, requester_id, receipt_update FROM orders WHERE work_order_id = ?",
+                (receipt.work_order_id,),
+            ).fetchone()
+            if order is None:
+                return ReceiptOutcome.UNKNOWN_ORDER
+            if db.execute("SELECT 1 FROM receipts WHERE work_order_id = ?", (receipt.work_order_id,)).fetchone():
+                return ReceiptOutcome.DUPLICATE
+            if order[1] is None or bytes(order[1]) != receipt.request_hash or (order[2], order[3]) != (
+                receipt.worker_id, receipt.requester_id
+            ):
+                return ReceiptOutcome.NOT_THE_ORDER
+            db.execute(
+                "INSERT INTO receipts (work_order_id, shown_id, worker_service_id, worker_id, requester_id, status, "
+                "params, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (receipt.work_order_id, receipt.shown_id, receipt.worker_service_id, receipt.worker_id,
+                 receipt.requester_id, receipt.status, receipt.params, now),
+            )
+            if order[0] == DONE and order[4] is not None:
+                _append_update(db, receipt.work_order_id, ReceiptUpdate.from_params(bytes(order[4])), None)
+            return ReceiptOutcome.CREATED
+
+        outcome: ReceiptOutcome = self._write(work)
+        return outcome
+
+    def add_receipt_update(self, work_order_id: str, update: ReceiptUpdate, seen: int) -> bool:
+        added: bool = self._write(lambda db: _append_update(db, work_order_id, update, seen))
+        return added
+
+    def receipt(self, work_order_id: str) -> Receipt | None:
+        with self._lock, self._errors():
+            row = self._db.execute(
+                "SELECT requester_id, params, status FROM receipts WHERE work_order_id = ?", (work_order_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            updates = self._db.execute(
+                "SELECT updater_id, update_type, params FROM receipt_updates WHERE work_order_id = ? ORDER BY idx",
+                (work_order_id,),
+            ).fetchall()
+        return Receipt(work_order_id, row[0], bytes(row[1]), row[2],
+                       tuple(ReceiptUpdate(u[0], u[1], bytes(u[2])) for u in updates))
+
+    def lookup_receipts(self, query: ReceiptQuery, after: int, limit: int) -> ReceiptPage:
+        conditions, values = [], []
+        for column, wanted in (("worker_service_id", query.worker_service_id), ("worker_id", query.worker_id),
+                               ("requester_id", query.requester_id), ("status", query.status)):
+            if wanted is not None:
+                conditions.append(f"{column} = ?")
+                values.append(wanted)
+        where = " AND ".join(conditions) or "1"
+        with self._lock, self._errors():
+            [total] = self._db.execute(f"SELECT count(*) FROM receipts WHERE {where}", values).fetchone()
+            rows = self._db.execute(
+                f"SELECT seq, shown_id FROM receipts WHERE {where} AND seq > ? ORDER BY seq LIMIT ?",
+                (*values, after, limit + 1),
+            ).fetchall()
+        return ReceiptPage(total, tuple(row[1] for row in rows[:limit]), rows[limit - 1][0] if len(rows) > limit else None)
 
     def close(self) -> None:
         with self._lock:
