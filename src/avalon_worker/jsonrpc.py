@@ -127,6 +127,11 @@ def result_reply(reply_to: Any, result: Mapping[str, Any]) -> bytes:
     return jsonio.dumps({"jsonrpc": "2.0", "id": reply_to, "result": result})
 
 
+def with_member(reply: bytes, name: str, value: Any) -> bytes:
+    """A reply object (as `result_reply` and `error_reply` make them) with one more member."""
+    return reply[:-1] + b"," + jsonio.dumps(name) + b":" + jsonio.dumps(value) + b"}"
+
+
 def inspect_request(frame: bytes | memoryview) -> tuple[Any, str | None, str, int | None]:
     """(reply id, workOrderId, workload, responseTimeoutMSecs) of a request frame, as far as they
     can be read: what the supervisor needs to answer for a request its worker did not answer."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import jsonio, jsonrpc
+from . import jsonio, jsonrpc, receipt
 from .core import OpenedWorkOrder, WorkerKeys, open_work_order, seal_result
 from .errors import BusyError, ErrorCode, IntegrityError, InvalidParameterError, WorkOrderError
 from .identity import Identity
@@ -78,6 +78,7 @@ class Processor:
         self._clock = clock
         self.order_log = order_log  # the per-order line's cheap writer; else it goes through logging
         self._signup = jsonio.dumps(signup(None))
+        self._updater_id = identity.worker_id  # the worker's id in its receipt updates
 
     def handle(self, frame: bytes | bytearray) -> bytes:
         """Answer one request frame."""
@@ -93,7 +94,7 @@ class Processor:
         if method == "ProcessWorkerSignup":
             return Outcome(self._signup_reply(message.get("params"), outer_id), "signup")
         if method == "ProcessWorkOrder":
-            return self._work_order(message.get("params"), outer_id)
+            return self._work_order(message.get("params"), outer_id, message.get("receiptUpdate") is True)
         return _refused(outer_id, InvalidParameterError("unknown method: use ProcessWorkerSignup or ProcessWorkOrder"))
 
     def _signup_reply(self, params: Any, outer_id: Any) -> bytes:
@@ -145,23 +146,35 @@ class Processor:
         outputs = self.registry.run(request.workload_id, opened.inputs)
         return self._seal(opened, outputs, self.keys)
 
-    def _work_order(self, params: Any, outer_id: Any) -> Outcome:
+    def _work_order(self, params: Any, outer_id: Any, with_receipt_update: bool = False) -> Outcome:
+        """Answer a ProcessWorkOrder; `with_receipt_update`: add the worker's signed update to the
+        order's receipt to the reply, as its `receiptUpdate` member (`receipt.worker_update`)."""
         started = self._clock()
         reply_to: Any = outer_id
         work_order_id: str | None = None
         workload = "-"
+        update: tuple[int, str] | None = None  # the receipt update's type and data
         try:
             inner, reply_to = jsonrpc.read_work_order(params, outer_id)
             request = WorkOrderRequest.parse(inner)
             work_order_id, workload = request.work_order_id, request.workload_id
-            reply = jsonrpc.result_reply(reply_to, self._run(request).to_json())
+            result = self._run(request)
+            reply = jsonrpc.result_reply(reply_to, result.to_json())
             status, detail = "ok", ""
+            if with_receipt_update:
+                update = receipt.COMPLETED, result.response_hash().hex()
         except WorkOrderError as exc:
-            reply = jsonrpc.error_reply(reply_to, exc.code, exc.message, exc.work_order_id or work_order_id)
+            work_order_id = exc.work_order_id or work_order_id
+            reply = jsonrpc.error_reply(reply_to, exc.code, exc.message, work_order_id)
             status, detail = f"error {int(exc.code)}", f" ({exc.step})" if isinstance(exc, IntegrityError) else ""
+            update = (receipt.FAILED, str(int(exc.code))) if with_receipt_update else None
         except Exception as exc:  # a bug of ours: answer, log the type only, keep serving
             reply = jsonrpc.error_reply(reply_to, ErrorCode.UNKNOWN_ERROR, "internal error in the worker", work_order_id)
             status, detail = "error 1", f" (internal {type(exc).__name__})"
+            update = (receipt.FAILED, str(int(ErrorCode.UNKNOWN_ERROR))) if with_receipt_update else None
+        if update is not None and work_order_id is not None:
+            signed = receipt.worker_update(self.identity, work_order_id, self._updater_id, *update)
+            reply = jsonrpc.with_member(reply, "receiptUpdate", signed)
         elapsed_ms = (self._clock() - started) * 1000
         if self.order_log is not None:
             self.order_log.line(work_order_id or "-", workload[:64], status + detail, elapsed_ms)

@@ -42,7 +42,7 @@ from typing import Any, Union
 
 from .. import defaults, jsonio
 from ..errors import ErrorCode
-from ..store import Completion, Handoff, LeasedOrder, Store, StoreRefused, canonical_id
+from ..store import Completion, Handoff, LeasedOrder, ReceiptUpdate, Store, StoreRefused, canonical_id
 
 logger = logging.getLogger(__name__)
 
@@ -67,27 +67,40 @@ class PumpConfig:
 
 
 def work_order_frame(request: bytes, outer_id: int) -> bytes:
-    """`ProcessWorkOrder` with the WorkOrderSubmit request as its params string (PROTOCOL §1)."""
-    return jsonio.dumps({"jsonrpc": "2.0", "id": outer_id, "method": "ProcessWorkOrder", "params": request.decode("utf-8")})
+    """`ProcessWorkOrder` with the WorkOrderSubmit request as its params string (PROTOCOL §1),
+    asking the worker for its signed update to the order's receipt too (`receiptUpdate`)."""
+    return jsonio.dumps({"jsonrpc": "2.0", "id": outer_id, "method": "ProcessWorkOrder",
+                         "params": request.decode("utf-8"), "receiptUpdate": True})
 
 
 def interpret_reply(work_order_id: str, frame: bytes) -> Completion | None:
-    """The outcome to store for the worker's reply, or None if the worker was busy (8) and the
-    order should go back to the queue."""
+    """The outcome to store for the worker's reply, with the worker's update to the order's
+    receipt; or None if the worker was busy (8) and the order should go back to the queue."""
     try:
         reply = jsonio.loads(frame)
     except (ValueError, RecursionError):
         reply = None
+    signed = _receipt_update(reply.get("receiptUpdate") if isinstance(reply, dict) else None)
     if isinstance(reply, dict) and isinstance(reply.get("result"), dict):
-        return Completion(work_order_id, jsonio.dumps(reply["result"]), False)
+        return Completion(work_order_id, jsonio.dumps(reply["result"]), False, signed)
     error = reply.get("error") if isinstance(reply, dict) else None
     if isinstance(error, dict) and isinstance(error.get("code"), int):
         if error["code"] == ErrorCode.BUSY:
             return None
-        return Completion(work_order_id, jsonio.dumps(error), True)
+        return Completion(work_order_id, jsonio.dumps(error), True, signed)
     logger.error("work order %s: the worker's reply is not a JSON-RPC result or error", work_order_id)
     unreadable = {"code": int(ErrorCode.UNKNOWN_ERROR), "message": "the worker's reply could not be read"}
     return Completion(work_order_id, jsonio.dumps(unreadable), True)
+
+
+def _receipt_update(update: Any) -> ReceiptUpdate | None:
+    """The worker's signed update to the order's receipt, from its reply (`processor`)."""
+    if not isinstance(update, dict):
+        return None
+    updater, kind = update.get("updaterId"), update.get("updateType")
+    if not isinstance(updater, str) or not isinstance(kind, int) or isinstance(kind, bool):
+        return None
+    return ReceiptUpdate(canonical_id(updater), kind, jsonio.dumps(update))
 
 
 def unstorable(work_order_id: str) -> Completion:
