@@ -413,7 +413,7 @@ class TestBadHttp:
         (b"\xff\xfe", "not UTF-8 text"),
         (b'{"jsonrpc":"2.0","id":[1],"method":"WorkerLookUp"}', "id must be a string, a number or null"),
         (b"[1, 2]", "JSON-RPC 2.0 object"),
-        (b'{"jsonrpc":"2.0","id":1,"method":"WorkOrderReceiptCreate","params":{}}', "unknown method"),
+        (b'{"jsonrpc":"2.0","id":1,"method":"WorkOrderCancel","params":{}}', "unknown method"),
         (b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":[1]}', "params must be a JSON object"),
         (b"", "not valid JSON"),
     ])

@@ -1,14 +1,15 @@
 """Work-order receipts (EEA TC v1.1 §7.2), checked by the spec-written client in
 `receipt_requester.py` (its docstring states the semantics and their sources).
 
-The client's own signatures are checked now against answers computed by Avalon's code. The
-lifecycle against a live worker is the acceptance test for the server side, which is not
-written yet: those tests are skipped until it is.
+The client's own signatures are checked against answers computed by Avalon's code; the
+lifecycle against a live worker (`serve --listen-http`) is the acceptance test for the server
+side.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,12 @@ import ecdsa
 import pytest
 import receipt_requester as receipts
 import sdk_requester as sdk
+import test_listener
+from test_listener import RunningListener, order_for
 from test_listener_end_to_end import HttpWorker, start
+
+from avalon_worker.identity import Identity
+from avalon_worker.store import Completion, ReceiptUpdate, canonical_id
 
 from independent_requester import VerificationError, request_hash, response_hash
 
@@ -26,6 +32,7 @@ from independent_requester import VerificationError, request_hash, response_hash
 # Computed by Avalon's avalon_crypto_utils (worker_hash.WorkerHash.compute_message_hash and
 # worker_signing.WorkerSign.sign_message with this key's PEM; hyperledger/avalon cf762fd), whose
 # verify_create_receipt_signature and verify_update_receipt_signature accepted both signatures.
+registered, running = test_listener.registered, test_listener.running  # fixtures: a listener and its store
 KEY = ecdsa.SigningKey.from_secret_exponent(0x1F2E3D4C5B6A79880123456789ABCDEF, curve=ecdsa.SECP256k1)
 CREATE = {
     "workOrderId": "0x1a2b3", "workerServiceId": "ab" * 32, "workerId": "ab" * 32, "requesterId": "cd" * 32,
@@ -74,8 +81,8 @@ def test_a_worker_update_is_checked_under_the_workers_published_key() -> None:
 # --- the lifecycle against a live worker (acceptance test for the server side) ---------------
 
 def served(test: Any) -> Any:
-    """A lifecycle test against a live worker: slow, and skipped until receipts are served."""
-    return pytest.mark.slow(pytest.mark.skip(reason="receipts are not served yet")(test))
+    """A lifecycle test against a live worker (slow)."""
+    return pytest.mark.slow(test)
 Live = tuple[HttpWorker, sdk.Worker]
 
 
@@ -201,3 +208,126 @@ def test_update_retrieve_beyond_the_updates_is_error_2(live: Live) -> None:
     assert receipts.update_retrieve(http_worker.url, order.work_order_id, 2)["error"]["code"] == 2
     assert receipts.update_retrieve(http_worker.url, order.work_order_id, 0)["error"]["code"] == 2
     assert receipts.update_retrieve(http_worker.url, order.work_order_id, updater_id="0C" * 32)["error"]["code"] == 2
+
+
+def worker_receipt_update(identity: Identity, work_order_id: str, update_type: int, data: str) -> ReceiptUpdate:
+    """The worker's update as the pump stores it, signed with the worker's key (by the client's
+    code: the lifecycle tests above check the worker's own)."""
+    key = ecdsa.SigningKey.from_pem(identity.signing_key.to_pem())
+    update = {"workOrderId": work_order_id, "updaterId": identity.worker_id, "updateType": update_type,
+              "updateData": data, "signatureRules": receipts.SIGNATURE_RULES}
+    update["updateSignature"] = receipts.sign(key, receipts.update_digest(update))
+    return ReceiptUpdate(identity.worker_id, update_type, json.dumps(update).encode())
+
+
+# --- the listener's checks, on a real socket with a SQLite store (the test stands in for the pump) ---
+
+
+def _requester_update(params: dict[str, Any], key: ecdsa.SigningKey, update_type: int, data: str = "",
+                      updater: str | None = None) -> dict[str, Any]:
+    update = {"workOrderId": params["workOrderId"], "updaterId": updater or params["requesterId"],
+              "updateType": update_type, "updateData": data, "signatureRules": receipts.SIGNATURE_RULES}
+    update["updateSignature"] = receipts.sign(key, receipts.update_digest(update))
+    return update
+
+
+def _pending_with_receipt(running: RunningListener, identity: Identity) -> tuple[sdk.SdkOrder, dict[str, Any], ecdsa.SigningKey]:
+    order = order_for(identity, responseTimeoutMSecs=0)  # answered "pending" at once
+    assert sdk.submit(running.url, order)["error"]["code"] == 5
+    key = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1)
+    params = receipts.create_params(order.params, request_hash(order.params), key)
+    assert receipts.create(running.url, params)["error"] == {"code": 0, "message": "Receipt created successfully"}
+    return order, params, key
+
+
+def test_the_requester_updates_until_the_worker_completes(running: RunningListener, identity: Identity) -> None:
+    order, params, key = _pending_with_receipt(running, identity)
+    url, wo_id = running.url, order.work_order_id
+    assert receipts.update_retrieve(url, wo_id)["error"]["code"] == 2  # no updates yet
+    assert receipts.update(url, _requester_update(params, key, receipts.REJECTED, "changed my mind"))["error"]["code"] == 0
+    assert receipts.update(url, _requester_update(params, key, 300, "an application's"))["error"]["code"] == 0
+    assert receipts.retrieve(url, wo_id)["result"]["receiptCurrentStatus"] == receipts.REJECTED
+    # the worker's update arrives with the outcome, whatever the requester said before
+    worker_update = worker_receipt_update(identity, wo_id, receipts.COMPLETED, "ab" * 32)
+    running.done(Completion(canonical_id(wo_id), b'{"outData":[]}', False, worker_update))
+    last = receipts.update_retrieve(url, wo_id)["result"]
+    assert last["updateCount"] == 3 and last["updateType"] == receipts.COMPLETED
+    receipts.verify_worker_update(last, identity.verifying_key_pem, work_order_id=wo_id, worker_id=identity.worker_id,
+                                  expected_type=receipts.COMPLETED, expected_data="ab" * 32)
+    mine = receipts.update_retrieve(url, wo_id, receipts.LAST_UPDATE, updater_id=params["requesterId"])["result"]
+    assert (mine["updateType"], mine["updateCount"]) == (300, 2)
+    assert receipts.update_retrieve(url, wo_id, 1, updater_id=identity.worker_id.upper())["result"]["updateCount"] == 1
+    assert receipts.retrieve(url, wo_id)["result"]["receiptCurrentStatus"] == receipts.COMPLETED
+    refused = receipts.update(url, _requester_update(params, key, receipts.FAILED))["error"]
+    assert refused["code"] == 2 and "completed" in refused["message"]
+
+
+@pytest.mark.parametrize(("fault", "code", "words"), [
+    ("another updater", 3, "only the receipt's requester"),
+    ("completed by the requester", 3, "the worker makes them itself"),
+    ("reserved type", 2, "reserved"),
+    ("another key", 4, "updateSignature does not verify"),
+    ("tampered data", 4, "updateSignature does not verify"),
+    ("unknown parameter", 2, "unknown parameter 'extra'"),
+    ("no receipt", 2, "no receipt for this workOrderId"),
+    ("data too long", 2, "updateData is required"),
+])
+def test_updates_the_listener_refuses(running: RunningListener, identity: Identity, fault: str, code: int, words: str) -> None:
+    _, params, key = _pending_with_receipt(running, identity)
+    update = _requester_update(params, key, receipts.FAILED, "x")
+    if fault == "another updater":
+        update = _requester_update(params, key, receipts.FAILED, "x", updater=identity.worker_id)
+    elif fault == "completed by the requester":
+        update = _requester_update(params, key, receipts.COMPLETED, "ab" * 32)
+    elif fault == "reserved type":
+        update = _requester_update(params, key, 7)
+    elif fault == "another key":
+        update = _requester_update(params, ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1), receipts.FAILED, "x")
+    elif fault == "tampered data":
+        update["updateData"] = "y"
+    elif fault == "unknown parameter":
+        update["extra"] = 1
+    elif fault == "no receipt":
+        update = _requester_update({**params, "workOrderId": "ab" * 32}, key, receipts.FAILED, "x")
+    elif fault == "data too long":
+        update = _requester_update(params, key, receipts.FAILED, "x" * 5000)
+    answer = receipts.update(running.url, update)["error"]
+    assert answer["code"] == code and words in answer["message"], answer
+    assert receipts.update_retrieve(running.url, params["workOrderId"])["error"]["code"] == 2  # nothing was kept
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"receiptVerificationKey": "not a key"}, "PEM secp256k1 public key"),
+    ({"receiptCreateStatus": 7}, "receiptCreateStatus must be"),
+    ({"workOrderRequestHash": "AAAA"}, "32 bytes"),
+    ({"workOrderRequestHash": "not base64!"}, "must be base64"),
+    ({"requesterGeneratedNonce": "zz"}, "requesterGeneratedNonce must be a hex string"),
+    ({"signatureRules": "SHA-512/ED25519"}, "signatureRules must be"),
+    ({"workerServiceId": 50}, "workerServiceId"),
+    ({"surprise": 1}, "unknown parameter 'surprise'"),
+])
+def test_creates_the_listener_refuses_for_their_shape(running: RunningListener, identity: Identity,
+                                                      change: dict[str, Any], words: str) -> None:
+    order = order_for(identity, responseTimeoutMSecs=0)  # answered "pending" at once
+    sdk.submit(running.url, order)
+    key = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1)
+    params = {**receipts.create_params(order.params, request_hash(order.params), key), **change}
+    answer = receipts.create(running.url, params)["error"]
+    assert answer["code"] == 2 and words in answer["message"], answer
+    assert receipts.retrieve(running.url, order.work_order_id)["error"]["code"] == 2
+
+
+def test_lookups_take_avalons_spellings_and_refuse_a_tag_they_did_not_give(running: RunningListener, identity: Identity) -> None:
+    order, params, _ = _pending_with_receipt(running, identity)
+    url = running.url
+    for filters in ({"receiptStatus": receipts.PENDING}, {"receiptStatus": "0"}, {"requestCreateStatus": 0},
+                    {"requesterId": params["requesterId"].upper()}, {"workerId": "0x" + params["workerId"]},
+                    {"receiptStatus": receipts.ANY_STATUS}, {}):
+        assert receipts.lookup_all(url, **filters) == ([order.work_order_id], 1), filters
+    assert receipts.lookup_all(url, receiptStatus="1") == ([], 1)
+    assert receipts.lookup_all(url, workerServiceId="50") == ([], 1)  # Avalon's workorderreceipt_04.json
+    for bad in ({"lastLookUpTag": "x1"}, {"lastLookUpTag": 5}, {}):
+        assert sdk.call(url, "WorkOrderReceiptLookUpNext", bad, 1)["error"]["code"] == 2
+    assert sdk.call(url, "WorkOrderReceiptLookUp", {"lastLookUpTag": "1"}, 1)["error"]["code"] == 2
+    assert sdk.call(url, "WorkOrderReceiptLookUp", {"receiptStatus": -1}, 1)["error"]["code"] == 2
+    assert sdk.call(url, "WorkOrderReceiptUpdateRetrieve", {"workOrderId": order.work_order_id}, 1)["error"]["code"] == 2

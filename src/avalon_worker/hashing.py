@@ -112,3 +112,20 @@ def response_hash(
 ) -> bytes:
     """The 32-byte response hash of a work-order result."""
     return sha256(_ids_digest(worker_nonce, work_order_id, worker_id, workload_id, requester_id) + items_digest(out_data))
+
+
+def submitted_request_hash(params: Mapping[str, Any]) -> bytes | None:
+    """The request hash of a WorkOrderSubmit's decoded params, as the worker computes it, or None
+    if a hashed field is not text (an order the worker refuses)."""
+    texts: list[Any] = [params.get(name) for name in ("requesterNonce", "workOrderId", "workerId", "workloadId", "requesterId")]
+    in_data, out_data = params.get("inData"), params.get("outData") or []
+    if not all(isinstance(text, str) for text in texts) or not isinstance(in_data, list) or not isinstance(out_data, list):
+        return None
+    try:
+        in_items = [ItemText.from_json(item) for item in in_data]
+        out_items = [ItemText.from_json(item) for item in out_data]
+    except (TypeError, AttributeError):  # an item that is not an object, or a field that is not text
+        return None
+    nonce, work_order_id, worker_id, workload_id, requester_id = texts
+    return request_hash(requester_nonce=nonce, work_order_id=work_order_id, worker_id=worker_id, workload_id=workload_id,
+                        requester_id=requester_id, in_data=in_items, out_data=out_items)

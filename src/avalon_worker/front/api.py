@@ -1,7 +1,8 @@
 """The listener API (EEA TC v1.1 §5 worker registry, §6 work orders) as Avalon's SDK uses it,
 without I/O: request bodies in, reply bytes and store operations out.
 
-Methods: `WorkerLookUp`, `WorkerRetrieve`, `WorkOrderSubmit`, `WorkOrderGetResult`. Facts the
+Methods: `WorkerLookUp`, `WorkerRetrieve`, `WorkOrderSubmit`, `WorkOrderGetResult`, and the
+receipt methods (`receipts.py`). Facts the
 SDK relies on (`sdk/avalon_sdk/connector/direct/jrpc/` in Avalon):
 - every answer is a JSON-RPC 2.0 object; the HTTP shell sends it with status 200 and
   `Content-Type: application/json` exactly (the SDK drops answers with a charset parameter);
@@ -22,10 +23,13 @@ from typing import Any
 
 from .. import jsonio, jsonrpc
 from ..errors import ErrorCode, InvalidParameterError, WorkOrderError
+from ..hashing import submitted_request_hash
 from ..models import check_id, check_nonce
 from ..store import NewOrder, OrderState, OrderStatus, SubmitOutcome, WorkerRecord, canonical_id
 
-METHODS = ("WorkerLookUp", "WorkerRetrieve", "WorkOrderSubmit", "WorkOrderGetResult")
+METHODS = ("WorkerLookUp", "WorkerRetrieve", "WorkOrderSubmit", "WorkOrderGetResult", "WorkOrderReceiptCreate",
+           "WorkOrderReceiptUpdate", "WorkOrderReceiptRetrieve", "WorkOrderReceiptUpdateRetrieve",
+           "WorkOrderReceiptLookUp", "WorkOrderReceiptLookUpNext")  # the receipts': `receipts.py`
 # Methods of the spec that change a worker's registration or keys. The API has no
 # authentication, so anyone could call them: they are refused with error 2, as Avalon's
 # listener refuses them (its tc_methods.json schema leaves them out; its EncryptionKeySet
@@ -94,7 +98,7 @@ def parse_call(body: bytes) -> Call:
     return Call(method, reply_id, params, body, message)
 
 
-def _id_param(call: Call, name: str, work_order_id: str | None = None) -> str:
+def id_param(call: Call, name: str, work_order_id: str | None = None) -> str:
     """A required hex id parameter (the worker's one id rule, `models.check_id`), in canonical form."""
     try:
         return canonical_id(check_id(call.params.get(name), name, work_order_id=work_order_id))
@@ -151,7 +155,7 @@ def _registry_fields(record: WorkerRecord) -> dict[str, Any]:
 
 def retrieve_id(call: Call) -> str:
     """The canonical workerId of a WorkerRetrieve call (code 2 if it breaks the id rule)."""
-    return _id_param(call, "workerId")
+    return id_param(call, "workerId")
 
 
 def worker_retrieve(call: Call, record: WorkerRecord | None, now: float, stale_after_s: float) -> bytes:
@@ -215,10 +219,10 @@ def submit_ids(call: Call) -> tuple[str, str]:
     """The canonical workOrderId and workerId of a WorkOrderSubmit call, once its four ids
     (those two, requesterId and requesterNonce) pass the worker's id rule: nothing with an id
     the worker would refuse is kept or looked up."""
-    work_order_id = _id_param(call, "workOrderId")
+    work_order_id = id_param(call, "workOrderId")
     shown_id = call.params["workOrderId"]
-    worker_id = _id_param(call, "workerId", shown_id)
-    _id_param(call, "requesterId", shown_id)
+    worker_id = id_param(call, "workerId", shown_id)
+    id_param(call, "requesterId", shown_id)
     try:
         check_nonce(call.params.get("requesterNonce"))
     except InvalidParameterError as exc:
@@ -232,6 +236,8 @@ def submission(call: Call, known_workers: Container[str], max_request_bytes: int
     becomes the order's result."""
     work_order_id, worker_id = submit_ids(call)
     shown_id: str = call.params["workOrderId"]
+    requester_id = canonical_id(call.params["requesterId"])
+    request_hash = submitted_request_hash(call.params)  # for the order's receipt, if one is made
     if worker_id not in known_workers:
         raise CallError(ErrorCode.INVALID_PARAMETER, "workerId names no worker registered here; "
                         "find the ids with WorkerLookUp", call.reply_id, shown_id)
@@ -240,9 +246,9 @@ def submission(call: Call, known_workers: Container[str], max_request_bytes: int
                         f"({max_request_bytes} bytes); send less input", call.reply_id, shown_id)
     timeout_ms = call.params.get("responseTimeoutMSecs")
     if isinstance(timeout_ms, int) and not isinstance(timeout_ms, bool) and timeout_ms > 0:
-        return Submission(call, NewOrder(work_order_id, worker_id, _without_time_limit(call)), shown_id,
-                          min(timeout_ms / 1000, max_wait_s))
-    return Submission(call, NewOrder(work_order_id, worker_id, call.body), shown_id, 0.0)
+        order = NewOrder(work_order_id, worker_id, _without_time_limit(call), requester_id, request_hash)
+        return Submission(call, order, shown_id, min(timeout_ms / 1000, max_wait_s))
+    return Submission(call, NewOrder(work_order_id, worker_id, call.body, requester_id, request_hash), shown_id, 0.0)
 
 
 def _without_time_limit(call: Call) -> bytes:
@@ -275,7 +281,7 @@ def pending_reply(reply_id: Any, work_order_id: str) -> bytes:
 def get_result_id(call: Call) -> tuple[str, str]:
     """The canonical and the as-sent workOrderId of a WorkOrderGetResult call."""
     raw = call.params.get("workOrderId")
-    return _id_param(call, "workOrderId"), raw if isinstance(raw, str) else ""
+    return id_param(call, "workOrderId"), raw if isinstance(raw, str) else ""
 
 
 def outcome_reply(reply_id: Any, work_order_id: str, status: OrderStatus | None) -> bytes:

@@ -42,7 +42,7 @@ from ..store import (
     StoreRefused,
     SubmitOutcome,
 )
-from . import api
+from . import api, receipts
 from .http_guard import BACKLOG, BodyBudget, ConnectionGuard, HttpLimits
 
 logger = logging.getLogger(__name__)
@@ -243,6 +243,8 @@ class Listener:
 
     async def _dispatch(self, call: api.Call) -> bytes:
         now = self.clock()
+        if call.method in receipts.METHODS:
+            return await self._receipt(call, now)
         if call.method == "WorkOrderGetResult":
             canonical, as_sent = api.get_result_id(call)
             return api.outcome_reply(call.reply_id, as_sent, await self._status(canonical))
@@ -253,6 +255,24 @@ class Listener:
             return api.worker_lookup(call, records, now, self.config.stale_after_s)
         record = await self._store(self.store.worker, api.retrieve_id(call))
         return api.worker_retrieve(call, record, now, self.config.stale_after_s)
+
+    async def _receipt(self, call: api.Call, now: float) -> bytes:
+        """The receipt methods: checked by `receipts`, kept in the store."""
+        if call.method == receipts.CREATE:
+            outcome = await self._store(self.store.create_receipt, receipts.new_receipt(call), now)
+            return receipts.created_reply(call, outcome)
+        if call.method in (receipts.LOOKUP, receipts.LOOKUP_NEXT):
+            query, after = receipts.lookup_query(call)
+            page = await self._store(self.store.lookup_receipts, query, after, receipts.PAGE_SIZE)
+            return receipts.lookup_reply(call, page)
+        key = receipts.receipt_id(call)
+        kept = await self._store(self.store.receipt, key)
+        if call.method == receipts.RETRIEVE:
+            return receipts.retrieve_reply(call, kept)
+        if call.method == receipts.UPDATE_RETRIEVE:
+            return receipts.update_retrieve_reply(call, kept)
+        update, seen = receipts.new_update(call, kept)
+        return receipts.updated_reply(call, await self._store(self.store.add_receipt_update, key, update, seen))
 
     async def _submit(self, call: api.Call) -> bytes:
         _, worker_id = api.submit_ids(call)
