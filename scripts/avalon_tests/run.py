@@ -11,8 +11,7 @@ environment first; see docs/avalon.md.
   plain text), and for inside-out-eval and simple-wallet as their READMEs do.
 
 Outcomes: PASS; AVALON FAILS TOO (Avalon's own listener or client fails the same case; the
-report says where in Avalon's code); NOT SERVED YET (work-order receipts); FAIL. The exit
-status is 1 if any case FAILs.
+report says where in Avalon's code); FAIL. The exit status is 1 if any case FAILs.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ UNIT_TESTS_COMMIT = "3cc57226ab7395454f48e8ecf05f5ecb07dd70cd"
 WORKER_NAME = "singleton-worker-1"  # tools/run_tests.sh addresses the worker by this name
 FOLDERS = ["json_requests", "worker", "work_orders", "signature", "workorder_receipt"]
 
-PASS, AVALON_TOO, NOT_YET, FAIL = "PASS", "AVALON FAILS TOO", "NOT SERVED YET", "FAIL"
+PASS, AVALON_TOO, FAIL = "PASS", "AVALON FAILS TOO", "FAIL"
 HEART_47 = "You have a 47% risk of heart disease"
 HEART_71 = "You have a 71% risk of heart disease"
 
@@ -50,7 +49,6 @@ class Expect:
     answer: str | int
     why: str = ""
     decrypted: tuple[str, ...] = ()
-    receipts: bool = False  # a receipt method: not served yet
 
 
 REFUSED_METHOD = ("Avalon's listener refuses it before dispatch: the method is not in the enum of "
@@ -93,8 +91,7 @@ DEMO: dict[str, dict[str, Expect]] = {
         "workorderreceipt_02b.json": Expect(2, RECEIPTS_2.format("updaterId 'u2' is not hex: WorkOrderReceiptUpdate.json:11-13")),
         "workorderreceipt_03.json": Expect(2, RECEIPTS_2.format(
             "Demo.py sets workOrderId to the last submitted id, None in this folder: WorkOrderReceiptRetrieve.json:6-8")),
-        "workorderreceipt_04.json": Expect("result", "Avalon answers an empty lookup (tcs_workorder_receipt_handler.py:305-345)",
-                                           receipts=True),
+        "workorderreceipt_04.json": Expect("result", "Avalon answers an empty lookup (tcs_workorder_receipt_handler.py:305-345)"),
         "workorderreceipt_05.json": Expect(2, RECEIPTS_2.format("requesterId 'r_id' is not hex: WorkOrderReceiptCreate.json:24-26")),
         "workorderreceipt_07.json": Expect(2, RECEIPTS_2.format(
             "workerServiceId and lastLookUpTag are numbers: WorkOrderReceiptLookUpNext.json:6-8, 16-18")),
@@ -156,8 +153,6 @@ def judge(expect: Expect, response: Any, decrypted: list[str] | None) -> tuple[s
         ok = code == expect.answer
     if ok:
         return PASS, expect.why
-    if expect.receipts:
-        return NOT_YET, f"receipts are not served yet; {expect.why}"
     return FAIL, f"expected {expect.answer}{' ' + repr(expect.decrypted) if expect.decrypted else ''}, got {decrypted!r}"
 
 
@@ -286,15 +281,16 @@ class Run:
         sent = [_method(entry) for entry in _record(record) if "request" in entry]
         crashed = "Traceback" in done.stderr and "WorkOrderReceiptCreate" not in sent
         last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or [""]
-        self.add("generic_client", "echo-result -r (receipt)", AVALON_TOO if crashed else NOT_YET,
+        ok = done.returncode == 0 and "WorkOrderReceiptCreate" in sent
+        self.add("generic_client", "echo-result -r (receipt)", AVALON_TOO if crashed else PASS if ok else FAIL,
                  f"exit {done.returncode}; {last[0][:150]}; Avalon's client crashes before sending WorkOrderReceiptCreate: "
                  "work_order_receipt.py:114-115 puts the bytes of sign_message into the request, which json.dumps "
-                 "cannot encode" if crashed else f"exit {done.returncode}; sent {sent}; receipts are not served yet")
+                 "cannot encode" if crashed else f"exit {done.returncode}; sent {sent}")
 
     def report(self) -> int:
         lines = ["| group | case | outcome | detail |", "|---|---|---|---|"]
         lines += [f"| {g} | {c} | {o} | {d.replace('|', '/')} |" for g, c, o, d in self.rows]
-        counts = {o: sum(1 for row in self.rows if row[2] == o) for o in (PASS, AVALON_TOO, NOT_YET, FAIL)}
+        counts = {o: sum(1 for row in self.rows if row[2] == o) for o in (PASS, AVALON_TOO, FAIL)}
         summary = ", ".join(f"{n} {o}" for o, n in counts.items())
         (self.out / "report.md").write_text("\n".join(lines) + f"\n\n{summary}\n")
         print(f"\navalon-tests: {len(self.rows)} cases: {summary} (report: {self.out / 'report.md'})")
