@@ -40,6 +40,7 @@ from avalon_worker.store import (
     LeasedOrder,
     NewOrder,
     OrderState,
+    ReceiptUpdate,
     StoreError,
     StoreRefused,
 )
@@ -428,9 +429,19 @@ def test_replies_are_read_as_the_worker_writes_them() -> None:
         assert outcome is not None and outcome.is_error and json.loads(outcome.outcome)["code"] == 1
 
 
+def test_the_workers_receipt_update_is_kept_with_the_outcome() -> None:
+    update = {"workOrderId": "0xAB", "updaterId": "0xCD", "updateType": 3, "updateData": "2", "updateSignature": "s"}
+    reply = json.dumps({"error": {"code": 2, "message": "m"}, "receiptUpdate": update}).encode()
+    outcome = interpret_reply("ab", reply)
+    assert outcome is not None and outcome.receipt_update == ReceiptUpdate("cd", 3, json.dumps(update, separators=(",", ":")).encode())
+    for malformed in ({**update, "updateType": "3"}, {**update, "updateType": True}, {**update, "updaterId": 5}, "x"):
+        outcome = interpret_reply("ab", json.dumps({"result": {}, "receiptUpdate": malformed}).encode())
+        assert outcome is not None and outcome.receipt_update is None and not outcome.is_error
+
+
 def test_frames_ids_and_intervals() -> None:
     frame = json.loads(work_order_frame(b'{"id":7}', 3))
-    assert frame == {"jsonrpc": "2.0", "id": 3, "method": "ProcessWorkOrder", "params": '{"id":7}'}
+    assert frame == {"jsonrpc": "2.0", "id": 3, "method": "ProcessWorkOrder", "params": '{"id":7}', "receiptUpdate": True}
     assert worker_id_of({"worker_id": "0xABC"}) == "abc"
     pem = "-----BEGIN PUBLIC KEY-----\n"
     assert worker_id_of({"verifying_key": pem}) == __import__("hashlib").sha256(pem.encode()).hexdigest()

@@ -23,6 +23,8 @@ from test_listener import RunningListener, order_for
 from test_listener_end_to_end import HttpWorker, start
 
 from avalon_worker.identity import Identity
+from avalon_worker.processor import Processor
+from avalon_worker.requester import WorkerInfo, build_work_order
 from avalon_worker.store import Completion, ReceiptUpdate, canonical_id
 
 from independent_requester import VerificationError, request_hash, response_hash
@@ -331,3 +333,27 @@ def test_lookups_take_avalons_spellings_and_refuse_a_tag_they_did_not_give(runni
     assert sdk.call(url, "WorkOrderReceiptLookUp", {"lastLookUpTag": "1"}, 1)["error"]["code"] == 2
     assert sdk.call(url, "WorkOrderReceiptLookUp", {"receiptStatus": -1}, 1)["error"]["code"] == 2
     assert sdk.call(url, "WorkOrderReceiptUpdateRetrieve", {"workOrderId": order.work_order_id}, 1)["error"]["code"] == 2
+
+
+# --- the worker's side: the update it signs when the pump asks -------------------------------------
+
+
+def test_the_processor_signs_its_update_only_when_asked(processor: Processor, worker_info: WorkerInfo,
+                                                        identity: Identity) -> None:
+    pending = build_work_order(worker_info, "python-hello", [b"World"])
+    plain = json.loads(processor.handle(pending.frame()))
+    assert "receiptUpdate" not in plain  # what a ZMQ requester or Avalon's enclave manager gets
+    asked = json.loads(processor.handle(pending.frame()[:-1] + b',"receiptUpdate":true}'))
+    update = asked.pop("receiptUpdate")
+    assert set(asked) == {"jsonrpc", "id", "result"}
+    receipts.verify_worker_update(update, identity.verifying_key_pem, work_order_id=pending.request["params"]["workOrderId"],
+                                  worker_id=identity.worker_id, expected_type=receipts.COMPLETED,
+                                  expected_data=response_hash(asked["result"]).hex())
+    refused = build_work_order(worker_info, "no-such-workload", [b"x"]).frame()[:-1] + b',"receiptUpdate":true}'
+    answer = json.loads(processor.handle(refused))
+    assert answer["error"]["code"] == 2
+    receipts.verify_worker_update(answer["receiptUpdate"], identity.verifying_key_pem,
+                                  work_order_id=answer["error"]["data"]["workOrderId"], worker_id=identity.worker_id,
+                                  expected_type=receipts.FAILED, expected_data="2")
+    unreadable = json.loads(processor.handle(b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkOrder","params":"{","receiptUpdate":true}'))
+    assert "receiptUpdate" not in unreadable  # no order id: nothing to sign
