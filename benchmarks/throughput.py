@@ -9,7 +9,10 @@ over ZMQ from a separate client process that sends pre-built requests in a close
 - the ratios: worker / floor (1 process), N processes / 1 process, and 1 MiB MB/s / raw MB/s.
 
 Run by hand: `python benchmarks/throughput.py` (`--write FILE` also saves the results as Markdown,
-as pasted into docs/performance.md).
+as pasted into docs/performance.md). `--baseline GITREF` also runs the code of GITREF (its `src/`
+exported from git into a temporary directory and put first on the worker's PYTHONPATH, in the same
+environment), the two codes' rounds alternating, and prints both and this code ÷ the baseline,
+scenario by scenario.
 Numbers are noisy on a shared machine: compare ratios measured in the same run. Each server
 figure is the median of `--repeat` rounds (1-process and N-process runs interleaved); each floor
 is the fastest of several timed loops, measured in every round right before the runs it is
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import io
 import json
 import multiprocessing
 import os
@@ -30,9 +35,10 @@ import select
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -334,23 +340,64 @@ class Progress:
 
 
 def run_worker(workers: int, chosen: list[Scenario], load: Load, progress: Progress, bits: int = 2048,
-               log_level: str = "ERROR") -> dict[str, dict[str, float]]:
+               log_level: str = "ERROR", code: Code | None = None) -> dict[str, dict[str, float]]:
     """One worker, each of `chosen` driven in turn. At a level that logs every order (INFO),
-    the log goes to /dev/null: a write per batch of lines, as to a pipe a collector reads."""
+    the log goes to /dev/null: a write per batch of lines, as to a pipe a collector reads.
+    `code` is the source the worker runs (this checkout's if None)."""
     options = ["--rsa-bits", str(bits), "--workers", str(workers), "--attestation", "none", "--log-level", log_level]
+    code = code or THIS_CODE
     with tempfile.TemporaryDirectory() as state:
-        process, endpoint = start_worker_process(state, options + (["--pin-cpus"] if load.pin_cpus else []),
-                                                 stderr=subprocess.DEVNULL if log_level != "ERROR" else None)
+        with code.active():
+            process, endpoint = start_worker_process(state, options + (["--pin-cpus"] if load.pin_cpus else []),
+                                                     stderr=subprocess.DEVNULL if log_level != "ERROR" else None)
         try:
             pids = [process.pid, *_children(process.pid)]
             results = {}
             for scenario in chosen:
                 results[scenario.name] = result = drive(endpoint, scenario, load, pids)
-                progress.step(f"{workers} process(es), RSA-{bits}, {scenario.name}: {result['rate']:.0f} orders/s")
+                progress.step(f"{code.name}: {workers} process(es), RSA-{bits}, {scenario.name}: {result['rate']:.0f} orders/s")
             return results
         finally:
             process.terminate()
             process.wait(timeout=60)
+
+
+@dataclass(frozen=True)
+class Code:
+    """The source a worker runs: this checkout's (`src` None), or a git ref's `src/` exported into a
+    temporary directory, put first on the worker's PYTHONPATH (the same virtual environment)."""
+
+    name: str
+    src: str | None = None
+
+    @classmethod
+    def export(cls, ref: str, into: str) -> Code:
+        root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", f"{ref}^{{commit}}"], capture_output=True, text=True,
+                                check=True, cwd=root).stdout.strip()
+        archive = subprocess.run(["git", "archive", "--format=tar", commit, "src"], capture_output=True, check=True, cwd=root)
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(into, filter="data")
+        return cls(f"{ref} ({commit})", os.path.join(into, "src"))
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Processes started inside run this code."""
+        saved = os.environ.get("PYTHONPATH")
+        if self.src is not None:
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (self.src, saved) if p)
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+
+
+THIS_CODE = Code("this code")
+Round = tuple[dict[str, dict[str, float]], ...]  # 1 process, N, RSA-3072 1 and N, 1 process at INFO
 
 
 def median_runs(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -358,55 +405,49 @@ def median_runs(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, 
     return {name: sorted((run[name] for run in runs), key=lambda r: r["rate"])[len(runs) // 2] for name in runs[0]}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per scenario")
-    parser.add_argument("--clients", type=int, default=1, help="client processes")
-    parser.add_argument("--connections", type=int, default=4, help="DEALER connections per client process")
-    parser.add_argument("--depth", type=int, default=4, help="work orders each connection keeps in flight")
-    parser.add_argument("--client", choices=sorted(CLIENTS), default="zmtp",
-                        help="load generator: a lean ZMTP 3.0 DEALER (default) or pyzmq's DEALER")
-    parser.add_argument("--no-pin", action="store_true", help="serve without --pin-cpus")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="N for the pool run")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of every run; each figure is the median round's")
-    parser.add_argument("--quick", action="store_true", help="only the two hello scenarios")
-    parser.add_argument("--write", metavar="FILE", help="also write the results as Markdown to FILE")
-    args = parser.parse_args()
+def one_round(args: argparse.Namespace, index: int, code: Code, timers: tuple[Callable[[], float], ...], load: Load,
+              progress: Progress) -> tuple[Round, tuple[float, ...]]:
+    """The floors, then every run of one round for `code`."""
+    chosen, hellos = scenarios(args.quick), scenarios(quick=True)
+    floors = tuple(timer() for timer in timers)
+    progress.step(f"cryptographic floor, small order, RSA-2048: {1 / floors[0]:.0f} orders/s")
+    progress.step(f"cryptographic floor, small order, RSA-3072: {1 / floors[1]:.0f} orders/s")
+    progress.step(f"raw byte work, 1 MiB: {1024 * 1024 / 1e6 / floors[2]:.0f} MB/s")
+    # the INFO run right next to the ERROR run it is compared with, before it and after it in turn
+    logged = run_worker(1, hellos, load, progress, log_level="INFO", code=code) if index % 2 == 0 else None
+    one = run_worker(1, chosen, load, progress, code=code)
+    if logged is None:
+        logged = run_worker(1, hellos, load, progress, log_level="INFO", code=code)
+    return (one, run_worker(args.workers, chosen, load, progress, code=code),
+            run_worker(1, hellos, load, progress, bits=3072, code=code),
+            run_worker(args.workers, hellos, load, progress, bits=3072, code=code), logged), floors
 
-    chosen = scenarios(args.quick)
-    hellos = scenarios(quick=True)
-    progress = Progress(args.repeat * (3 + 2 * (len(chosen) + len(hellos)) + len(hellos)))
-    timers = floor_small(2048), floor_small(3072, 200), floor_bytes()
-    load = Load(args.clients, args.connections, args.depth, args.seconds, args.client, not args.no_pin)
-    rounds, floors = [], []
-    for index in range(args.repeat):  # the 1-process and N-process runs interleaved, so drift hits both
-        floors.append(round_floors := tuple(timer() for timer in timers))
-        progress.step(f"cryptographic floor, small order, RSA-2048: {1 / round_floors[0]:.0f} orders/s")
-        progress.step(f"cryptographic floor, small order, RSA-3072: {1 / round_floors[1]:.0f} orders/s")
-        progress.step(f"raw byte work, 1 MiB: {1024 * 1024 / 1e6 / round_floors[2]:.0f} MB/s")
-        # the INFO run right next to the ERROR run it is compared with, before it and after it in turn
-        logged = run_worker(1, hellos, load, progress, log_level="INFO") if index % 2 == 0 else None
-        one_round = run_worker(1, chosen, load, progress)
-        if logged is None:
-            logged = run_worker(1, hellos, load, progress, log_level="INFO")
-        rounds.append((one_round, run_worker(args.workers, chosen, load, progress),
-                       run_worker(1, hellos, load, progress, bits=3072),
-                       run_worker(args.workers, hellos, load, progress, bits=3072), logged))
-    one, many, one_3072, many_3072, one_logged = (median_runs([r[i] for r in rounds]) for i in range(5))
-    floor, floor_3072, raw_1mib = (statistics.median(f[i] for f in floors) for i in range(3))
 
-    def to_floor(run: int, scenario: str, which: int) -> float:
+@dataclass
+class Summary:
+    """One code's rounds: the median runs and the ratios the goals use."""
+
+    rounds: list[Round]
+    floors: list[tuple[float, ...]]
+
+    def runs(self) -> tuple[dict[str, dict[str, float]], ...]:
+        return tuple(median_runs([r[i] for r in self.rounds]) for i in range(5))
+
+    def floor(self, which: int) -> float:
+        return statistics.median(f[which] for f in self.floors)
+
+    def to_floor(self, run: int, scenario: str, which: int) -> float:
         """Each round's orders/s × its own floor (seconds per order), the median of the rounds."""
-        return statistics.median(r[run][scenario]["rate"] * f[which] for r, f in zip(rounds, floors))
+        return statistics.median(r[run][scenario]["rate"] * f[which] for r, f in zip(self.rounds, self.floors))
 
+
+def report(args: argparse.Namespace, summary: Summary) -> list[str]:
+    """The table and the ratios of one code's rounds."""
+    chosen, hellos = scenarios(args.quick), scenarios(quick=True)
+    one, many, one_3072, many_3072, one_logged = summary.runs()
+    floor, floor_3072, raw_1mib = (summary.floor(i) for i in range(3))
+    to_floor = summary.to_floor
     lines = [
-        f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, {platform.python_implementation()} "
-        f"{platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
-        "versions: " + ", ".join(f"{p} {metadata.version(p)}" for p in ("cryptography", "coincurve", "pyzmq")),
-        f"load: {args.clients} client process(es) × {args.connections} {args.client} DEALER connections × {args.depth} "
-        f"work orders in flight, {args.seconds:g} s per scenario, median of {args.repeat} rounds",
-        f"worker: `serve --log-level ERROR --workers 1` and `--workers {args.workers}`{'' if args.no_pin else ', --pin-cpus'}",
-        "",
         f"| scenario | 1 process: orders/s | p50 ms | p99 ms | CPU µs/order (supervisor + worker + clients) "
         f"| {args.workers} processes: orders/s | p50 ms | p99 ms | CPU µs/order | N/1 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -430,6 +471,7 @@ def main() -> int:
         f"same with RSA-3072 (the worker's default key): {floor_3072 * 1e6:.0f} µs = {1 / floor_3072:.0f} orders/s",
         f"worker / floor (1 process, hello, fresh keys; each round against its own floor): "
         f"RSA-2048 {to_floor(0, 'hello 5 B, fresh keys', 0):.2f}, RSA-3072 {to_floor(2, 'hello 5 B, fresh keys', 1):.2f}",
+        f"default logging (INFO), 1 process, hello, fresh keys / floor: {to_floor(4, 'hello 5 B, fresh keys', 0):.2f}",
         f"reused key / fresh keys (1 process, hello): RSA-2048 {hello_reused / hello_fresh:.2f}, "
         f"RSA-3072 {reused_3072 / fresh_3072:.2f}",
         f"{args.workers} processes / 1 process (hello, fresh keys): "
@@ -451,6 +493,89 @@ def main() -> int:
             f"1 MiB echo: worker {worker_mbs:.0f} MB/s (1 process) vs raw AES-GCM + SHA-256 + base64 "
             f"{raw_mbs:.0f} MB/s: {to_floor(0, 'echo 1 MiB, fresh keys', 2):.2f} (each round against its own)",
         ]
+    return lines
+
+
+def compare(args: argparse.Namespace, this: Summary, base: Summary, base_name: str) -> list[str]:
+    """This code against the baseline, scenario by scenario: orders/s (median of the rounds'
+    own ratios, the two codes' runs of a round next to each other) and CPU per order."""
+    chosen, hellos = scenarios(args.quick), scenarios(quick=True)
+    lines = [
+        f"| scenario (this code ÷ {base_name}) | 1 process: orders/s | supervisor µs/order | worker µs/order "
+        f"| {args.workers} processes: orders/s | supervisor µs/order | worker µs/order |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    this_runs, base_runs = this.runs(), base.runs()
+    rows = [(s.name, 0, 1) for s in chosen] + [(f"{s.name}, RSA-3072", 2, 3) for s in hellos]
+    rows += [(f"{s.name}, --log-level INFO", 4, None) for s in hellos]
+    for label, single, multi in rows:
+        name = label.removesuffix(", RSA-3072").removesuffix(", --log-level INFO")
+        cells = []
+        for run in (single, multi):
+            if run is None:
+                cells.append("– | – | –")
+                continue
+            rate = statistics.median(t[run][name]["rate"] / b[run][name]["rate"] for t, b in zip(this.rounds, base.rounds))
+            now, before = this_runs[run][name], base_runs[run][name]
+            cells.append(f"{rate:.2f} | {now['supervisor_us']:.0f} ÷ {before['supervisor_us']:.0f} "
+                         f"| {now['workers_us']:.0f} ÷ {before['workers_us']:.0f}")
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    lines += [
+        "",
+        "worker / floor, 1 process, hello, fresh keys (this code, baseline): "
+        f"RSA-2048 {this.to_floor(0, 'hello 5 B, fresh keys', 0):.2f}, {base.to_floor(0, 'hello 5 B, fresh keys', 0):.2f}; "
+        f"RSA-3072 {this.to_floor(2, 'hello 5 B, fresh keys', 1):.2f}, {base.to_floor(2, 'hello 5 B, fresh keys', 1):.2f}; "
+        f"at INFO {this.to_floor(4, 'hello 5 B, fresh keys', 0):.2f}, {base.to_floor(4, 'hello 5 B, fresh keys', 0):.2f}",
+    ]
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per scenario")
+    parser.add_argument("--clients", type=int, default=1, help="client processes")
+    parser.add_argument("--connections", type=int, default=4, help="DEALER connections per client process")
+    parser.add_argument("--depth", type=int, default=4, help="work orders each connection keeps in flight")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="zmtp",
+                        help="load generator: a lean ZMTP 3.0 DEALER (default) or pyzmq's DEALER")
+    parser.add_argument("--no-pin", action="store_true", help="serve without --pin-cpus")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="N for the pool run")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every run; each figure is the median round's")
+    parser.add_argument("--quick", action="store_true", help="only the two hello scenarios")
+    parser.add_argument("--baseline", metavar="GITREF",
+                        help="also run the code of GITREF (its src/ exported from git into a temporary directory, "
+                             "the same environment), alternating with this code round by round, and compare")
+    parser.add_argument("--write", metavar="FILE", help="also write the results as Markdown to FILE")
+    args = parser.parse_args()
+
+    chosen, hellos = scenarios(args.quick), scenarios(quick=True)
+    with tempfile.TemporaryDirectory() as exported:
+        codes = [THIS_CODE] + ([Code.export(args.baseline, exported)] if args.baseline else [])
+        progress = Progress(len(codes) * args.repeat * (3 + 2 * (len(chosen) + len(hellos)) + len(hellos)))
+        timers = floor_small(2048), floor_small(3072, 200), floor_bytes()
+        load = Load(args.clients, args.connections, args.depth, args.seconds, args.client, not args.no_pin)
+        summaries = [Summary([], []) for _ in codes]
+        for index in range(args.repeat):  # the 1-process and N-process runs interleaved, so drift hits both
+            order = range(len(codes)) if index % 2 == 0 else reversed(range(len(codes)))  # the codes alternate too
+            for which in order:
+                runs, floors = one_round(args, index, codes[which], timers, load, progress)
+                summaries[which].rounds.append(runs)
+                summaries[which].floors.append(floors)
+
+    lines = [
+        f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, {platform.python_implementation()} "
+        f"{platform.python_version()}; date {time.strftime('%Y-%m-%d')}",
+        "versions: " + ", ".join(f"{p} {metadata.version(p)}" for p in ("cryptography", "coincurve", "pyzmq")),
+        f"load: {args.clients} client process(es) × {args.connections} {args.client} DEALER connections × {args.depth} "
+        f"work orders in flight, {args.seconds:g} s per scenario, median of {args.repeat} rounds",
+        f"worker: `serve --log-level ERROR --workers 1` and `--workers {args.workers}`{'' if args.no_pin else ', --pin-cpus'}",
+        "",
+    ]
+    lines += report(args, summaries[0])
+    if args.baseline:
+        lines += ["", f"baseline: {codes[1].name}, its rounds alternating with this code's", ""]
+        lines += report(args, summaries[1])
+        lines += [""] + compare(args, summaries[0], summaries[1], "baseline")
     text = "\n".join(lines)
     print(text)
     if args.write:
