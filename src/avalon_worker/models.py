@@ -40,6 +40,7 @@ def strip_0x(value: str) -> str:
     return value[2:] if value[:2] in ("0x", "0X") else value
 
 
+_b64decode = base64.b64decode
 _fromhex = bytes.fromhex  # looked up once: `bytes.fromhex` binds a new method on every use (about 40 % of the call)
 
 
@@ -47,13 +48,19 @@ def _from_hex(text: str) -> bytes | None:
     """The bytes of an even number of hex digits after an optional `0x`, or None for anything
     else: `bytes.fromhex` skips whitespace, so its result is checked to account for every
     character (a work order id that is echoed into logs and replies must carry none). Done in
-    C: hex fields of several KiB pass through here on every order."""
-    digits = text[2:] if text[:2] in ("0x", "0X") else text
+    C: hex fields of several KiB pass through here on every order. Text without `0x`, the usual
+    case, is decoded at the first try (`x` is not a hex digit)."""
     try:
-        raw = _fromhex(digits)
+        raw = _fromhex(text)
     except ValueError:
-        return None
-    return raw if 2 * len(raw) == len(digits) else None
+        if text[:2] not in ("0x", "0X"):
+            return None
+        try:
+            raw = _fromhex(text[2:])
+        except ValueError:
+            return None
+        return raw if 2 * len(raw) == len(text) - 2 else None
+    return raw if 2 * len(raw) == len(text) else None
 
 
 def is_hex(value: str) -> bool:
@@ -73,13 +80,21 @@ def decode_hex(value: Any, field: str, *, work_order_id: str | None = None) -> b
     return raw
 
 
+def _from_base64(text: str) -> bytes | None:
+    """The bytes of standard base64 text as `base64.b64decode(validate=True)` reads it, or None."""
+    try:
+        return _b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def decode_base64(value: Any, field: str, *, work_order_id: str | None = None) -> bytes:
     if not isinstance(value, str):
         raise InvalidParameterError(f"{field} must be a base64 string", work_order_id=work_order_id)
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidParameterError(f"{field} is not valid base64", work_order_id=work_order_id) from None
+    raw = _from_base64(value)
+    if raw is None:
+        raise InvalidParameterError(f"{field} is not valid base64", work_order_id=work_order_id)
+    return raw
 
 
 def _optional_str(params: Mapping[str, Any], field: str, where: str, wo_id: str | None) -> str:
@@ -139,9 +154,18 @@ def check_nonce(value: Any, *, work_order_id: str | None = None) -> str:
     return str(value)  # `0x` and exactly MAX_ID_DIGITS digits
 
 
-@dataclass(frozen=True)
+_ITEM_TEXTS = ("encryptedDataEncryptionKey", "data", "dataHash", "iv")
+
+
+def _where(field: str, index: int) -> str:
+    return f"{field}[index {index}]."
+
+
+@dataclass(slots=True)
 class DataItem:
-    """One inData/outData item (§6.5), its binary fields decoded, its text kept for hashing."""
+    """One inData/outData item (§6.5), its binary fields decoded, its text kept for hashing.
+    Not frozen (a frozen one sets each field through `object.__setattr__`, and one or more are
+    made per order); nothing changes it after `parse`."""
 
     index: int
     mode: ItemMode
@@ -155,44 +179,50 @@ class DataItem:
     def parse(
         cls, raw: Any, field: str, *, work_order_id: str | None = None, require_data: bool = True
     ) -> DataItem:
-        if not isinstance(raw, Mapping):
+        """Check one item's shape and decode its fields, in one pass over them: the error
+        message (code 2 or 6) is only built for a field that fails."""
+        if type(raw) is not dict and not isinstance(raw, Mapping):
             raise InvalidParameterError(f"{field} must be an object", work_order_id=work_order_id)
-        index = raw.get("index")
+        get = raw.get
+        index = get("index")
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise InvalidParameterError(
                 f"{field}.index must be a non-negative integer", work_order_id=work_order_id
             )
-        where = f"{field}[index {index}]."
-        ekey = _optional_str(raw, "encryptedDataEncryptionKey", where, work_order_id)
+        ekey, data_text, hash_text, iv_text = get("encryptedDataEncryptionKey"), get("data"), get("dataHash"), get("iv")
+        if not (type(ekey) is str and type(data_text) is str and type(hash_text) is str and type(iv_text) is str):
+            where = _where(field, index)  # null or absent is "", anything but text is refused
+            ekey, data_text, hash_text, iv_text = (_optional_str(raw, name, where, work_order_id) for name in _ITEM_TEXTS)
+        wrapped = None
         if ekey in SESSION_KEY_MARKERS:
-            mode, wrapped = ItemMode.SESSION_KEY, None
+            mode = ItemMode.SESSION_KEY
         elif ekey == PLAINTEXT_MARKER:
-            mode, wrapped = ItemMode.PLAINTEXT, None
+            mode = ItemMode.PLAINTEXT
         else:
             mode = ItemMode.DATA_KEY
-            wrapped = decode_hex(ekey, where + "encryptedDataEncryptionKey", work_order_id=work_order_id)
+            wrapped = _from_hex(ekey)
             if not wrapped:
-                raise InvalidParameterError(
-                    f"{where}encryptedDataEncryptionKey is empty", work_order_id=work_order_id
-                )
-        data_text = _optional_str(raw, "data", where, work_order_id)
+                where = _where(field, index)
+                decode_hex(ekey, where + "encryptedDataEncryptionKey", work_order_id=work_order_id)  # not hex: raises
+                raise InvalidParameterError(f"{where}encryptedDataEncryptionKey is empty", work_order_id=work_order_id)
         if require_data and "data" not in raw:
-            raise InvalidParameterError(f"{where}data is required", work_order_id=work_order_id)
-        data = decode_base64(data_text, where + "data", work_order_id=work_order_id)
-        hash_text = _optional_str(raw, "dataHash", where, work_order_id)
-        data_hash = decode_hex(hash_text, where + "dataHash", work_order_id=work_order_id) if hash_text else None
-        if data_hash is not None and len(data_hash) != 32:
+            raise InvalidParameterError(f"{_where(field, index)}data is required", work_order_id=work_order_id)
+        data = _from_base64(data_text)
+        if data is None:
+            raise InvalidParameterError(f"{_where(field, index)}data is not valid base64", work_order_id=work_order_id)
+        data_hash = _from_hex(hash_text) if hash_text else None
+        if hash_text and (data_hash is None or len(data_hash) != 32):
+            where = _where(field, index)
+            decode_hex(hash_text, where + "dataHash", work_order_id=work_order_id)  # not hex: raises
             raise InvalidParameterError(
                 f"{where}dataHash must be a SHA-256 digest (64 hex digits)", work_order_id=work_order_id
             )
-        iv_text = _optional_str(raw, "iv", where, work_order_id)
-        iv = decode_hex(iv_text, where + "iv", work_order_id=work_order_id) if iv_text else None
-        if iv is not None and len(iv) != GCM_IV_BYTES:
+        iv = _from_hex(iv_text) if iv_text else None
+        if iv_text and (iv is None or len(iv) != GCM_IV_BYTES):
+            where = _where(field, index)
+            decode_hex(iv_text, where + "iv", work_order_id=work_order_id)  # not hex: raises
             raise InvalidParameterError(f"{where}iv must be 12 bytes", work_order_id=work_order_id)
-        return cls(
-            index=index, mode=mode, data=data, data_hash=data_hash, iv=iv, wrapped_key=wrapped,
-            text=ItemText(index, hash_text, data_text, ekey, iv_text),
-        )
+        return cls(index, mode, data, data_hash, iv, wrapped, ItemText(index, hash_text, data_text, ekey, iv_text))
 
 
 def _parse_items(raw: Any, field: str, wo_id: str | None, *, required: bool) -> tuple[DataItem, ...]:
@@ -254,9 +284,10 @@ def _requester_signature(params: Mapping[str, Any], wo_id: str) -> tuple[bytes |
         raise InvalidParameterError("verifyingKey is not a PEM secp256k1 public key", work_order_id=wo_id) from None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WorkOrderRequest:
-    """A WorkOrderSubmit request whose shape has been checked (no key has been used yet)."""
+    """A WorkOrderSubmit request whose shape has been checked (no key has been used yet). Not
+    frozen, for the same reason as `DataItem`: fourteen fields set one call each, per order."""
 
     work_order_id: str
     worker_id: str
@@ -276,34 +307,60 @@ class WorkOrderRequest:
     @classmethod
     def parse(cls, request: Any) -> WorkOrderRequest:
         """Check a decoded WorkOrderSubmit JSON-RPC request; raise code 2 or 6 on a fault."""
-        if not isinstance(request, Mapping):
+        if type(request) is not dict and not isinstance(request, Mapping):
             raise InvalidParameterError("the work order must be a JSON object (a WorkOrderSubmit request)")
         method = request.get("method")
         if method is not None and method != "WorkOrderSubmit":
             raise InvalidParameterError("the inner request's method must be WorkOrderSubmit")
         params = request.get("params")
-        if not isinstance(params, Mapping):
+        if type(params) is not dict and not isinstance(params, Mapping):
             raise InvalidParameterError("WorkOrderSubmit params must be an object")
-        work_order_id = check_id(params.get("workOrderId"), "workOrderId")
+        # Each check is one test on the usual value; anything else goes to the helper that says
+        # what is wrong with it (and raises), so the messages live in one place.
+        get = params.get
+        work_order_id = get("workOrderId")
+        if not (type(work_order_id) is str and len(work_order_id) <= MAX_ID_DIGITS and _HEX_ID(work_order_id)):
+            work_order_id = check_id(work_order_id, "workOrderId")
         wo_id = work_order_id  # from here on, errors name the (valid hex) work order
-        worker_id = check_id(params.get("workerId"), "workerId", work_order_id=wo_id)
-        requester_id = check_id(params.get("requesterId"), "requesterId", work_order_id=wo_id)
-        requester_nonce = check_nonce(params.get("requesterNonce"), work_order_id=wo_id)
+        worker_id, requester_id = get("workerId"), get("requesterId")
+        if not (type(worker_id) is str and len(worker_id) <= MAX_ID_DIGITS and _HEX_ID(worker_id)):
+            worker_id = check_id(worker_id, "workerId", work_order_id=wo_id)
+        if not (type(requester_id) is str and len(requester_id) <= MAX_ID_DIGITS and _HEX_ID(requester_id)):
+            requester_id = check_id(requester_id, "requesterId", work_order_id=wo_id)
+        requester_nonce = check_nonce(get("requesterNonce"), work_order_id=wo_id)
 
-        _check_mode(params, "payloadFormat", SUPPORTED_PAYLOAD_FORMAT, wo_id)
-        _check_mode(params, "dataEncryptionAlgorithm", SUPPORTED_DATA_ALGORITHM, wo_id)
-        timeout = params.get("responseTimeoutMSecs")
+        if get("payloadFormat", SUPPORTED_PAYLOAD_FORMAT) != SUPPORTED_PAYLOAD_FORMAT:
+            _check_mode(params, "payloadFormat", SUPPORTED_PAYLOAD_FORMAT, wo_id)
+        if get("dataEncryptionAlgorithm", SUPPORTED_DATA_ALGORITHM) != SUPPORTED_DATA_ALGORITHM:
+            _check_mode(params, "dataEncryptionAlgorithm", SUPPORTED_DATA_ALGORITHM, wo_id)
+        timeout = get("responseTimeoutMSecs")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0):
             raise InvalidParameterError("responseTimeoutMSecs must be a non-negative integer", work_order_id=wo_id)
         raw_workload, workload_id = _workload(params, wo_id)
-        session_key = _required_hex(params, "encryptedSessionKey", wo_id)
-        iv_text = _optional_str(params, "sessionKeyIv", "", wo_id)
-        session_key_iv = decode_hex(iv_text, "sessionKeyIv", work_order_id=wo_id) if iv_text else None
-        if session_key_iv is not None and len(session_key_iv) != GCM_IV_BYTES:
-            raise InvalidParameterError("sessionKeyIv must be 12 bytes (24 hex digits)", work_order_id=wo_id)
-        request_hash = _required_hex(params, "encryptedRequestHash", wo_id)
-        signature, verifying_key = _requester_signature(params, wo_id)
-        _optional_str(params, "workerEncryptionKey", "", wo_id)
+        text = get("encryptedSessionKey")
+        session_key = _from_hex(text) if type(text) is str else None
+        if not session_key:
+            session_key = _required_hex(params, "encryptedSessionKey", wo_id)
+        iv_text = get("sessionKeyIv")
+        session_key_iv = None
+        if iv_text is not None and iv_text != "":  # null or "": none (Avalon's prefixed IVs)
+            session_key_iv = _from_hex(iv_text) if type(iv_text) is str else None
+            if session_key_iv is None or len(session_key_iv) != GCM_IV_BYTES:
+                decode_hex(_optional_str(params, "sessionKeyIv", "", wo_id), "sessionKeyIv", work_order_id=wo_id)
+                raise InvalidParameterError("sessionKeyIv must be 12 bytes (24 hex digits)", work_order_id=wo_id)
+        text = get("encryptedRequestHash")
+        request_hash = _from_hex(text) if type(text) is str else None
+        if not request_hash:
+            request_hash = _required_hex(params, "encryptedRequestHash", wo_id)
+        signature: bytes | None = None
+        verifying_key: VerifyingKey | None = None
+        text, pem = get("requesterSignature"), get("verifyingKey")
+        if (text is not None and text != "") or (pem is not None and type(pem) is not str):
+            signature, verifying_key = _requester_signature(params, wo_id)
+        text = get("workerEncryptionKey")
+        if text is not None and type(text) is not str:
+            _optional_str(params, "workerEncryptionKey", "", wo_id)  # raises
+        out_data = get("outData")
 
         return cls(
             work_order_id=work_order_id,
@@ -312,8 +369,8 @@ class WorkOrderRequest:
             requester_nonce=requester_nonce,
             workload_id_text=raw_workload,
             workload_id=workload_id,
-            in_data=_parse_items(params.get("inData"), "inData", wo_id, required=True),
-            out_data=_parse_items(params.get("outData"), "outData", wo_id, required=False),
+            in_data=_parse_items(get("inData"), "inData", wo_id, required=True),
+            out_data=() if out_data is None else _parse_items(out_data, "outData", wo_id, required=False),
             encrypted_session_key=session_key,
             session_key_iv=session_key_iv,
             encrypted_request_hash=request_hash,

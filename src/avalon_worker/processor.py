@@ -30,9 +30,10 @@ SealFunction = Callable[[OpenedWorkOrder, Sequence[bytes], WorkerKeys], WorkOrde
 SIGNUP_PARAMS = 'signup params must be null or {"nonce": "<hex, 1 to 64 bytes>"}'
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
-    """A reply frame and what happened, for logs and metrics (never payloads)."""
+    """A reply frame and what happened, for logs and metrics (never payloads). Not frozen: one
+    is made per order, and a frozen one costs a call per field."""
 
     reply: bytes
     method: str
