@@ -284,6 +284,49 @@ def _requester_signature(params: Mapping[str, Any], wo_id: str) -> tuple[bytes |
         raise InvalidParameterError("verifyingKey is not a PEM secp256k1 public key", work_order_id=wo_id) from None
 
 
+def _is_plain_id(value: Any) -> bool:
+    """The usual id: text of at most MAX_ID_DIGITS hex digits (`check_id` judges the rest)."""
+    return type(value) is str and len(value) <= MAX_ID_DIGITS and _HEX_ID(value) is not None
+
+
+def _ids(params: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """workOrderId, workerId, requesterId and requesterNonce, each by the id rule (code 2).
+    Each check is one test on the usual value; anything else goes to the helper that says what
+    is wrong with it (and raises), so the messages live in one place."""
+    get = params.get
+    work_order_id: Any = get("workOrderId")
+    worker_id: Any = get("workerId")
+    requester_id: Any = get("requesterId")
+    if not _is_plain_id(work_order_id):
+        work_order_id = check_id(work_order_id, "workOrderId")
+    if not _is_plain_id(worker_id):
+        worker_id = check_id(worker_id, "workerId", work_order_id=work_order_id)
+    if not _is_plain_id(requester_id):
+        requester_id = check_id(requester_id, "requesterId", work_order_id=work_order_id)
+    return work_order_id, worker_id, requester_id, check_nonce(get("requesterNonce"), work_order_id=work_order_id)
+
+
+def _session_fields(params: Mapping[str, Any], wo_id: str) -> tuple[bytes, bytes | None, bytes]:
+    """encryptedSessionKey, sessionKeyIv (None when null or "") and encryptedRequestHash, decoded."""
+    get = params.get
+    text = get("encryptedSessionKey")
+    session_key = _from_hex(text) if type(text) is str else None
+    if not session_key:
+        session_key = _required_hex(params, "encryptedSessionKey", wo_id)
+    iv_text = get("sessionKeyIv")
+    session_key_iv = None
+    if iv_text is not None and iv_text != "":  # null or "": none (Avalon's prefixed IVs)
+        session_key_iv = _from_hex(iv_text) if type(iv_text) is str else None
+        if session_key_iv is None or len(session_key_iv) != GCM_IV_BYTES:
+            decode_hex(_optional_str(params, "sessionKeyIv", "", wo_id), "sessionKeyIv", work_order_id=wo_id)
+            raise InvalidParameterError("sessionKeyIv must be 12 bytes (24 hex digits)", work_order_id=wo_id)
+    text = get("encryptedRequestHash")
+    request_hash = _from_hex(text) if type(text) is str else None
+    if not request_hash:
+        request_hash = _required_hex(params, "encryptedRequestHash", wo_id)
+    return session_key, session_key_iv, request_hash
+
+
 @dataclass(slots=True)
 class WorkOrderRequest:
     """A WorkOrderSubmit request whose shape has been checked (no key has been used yet). Not
@@ -315,20 +358,9 @@ class WorkOrderRequest:
         params = request.get("params")
         if type(params) is not dict and not isinstance(params, Mapping):
             raise InvalidParameterError("WorkOrderSubmit params must be an object")
-        # Each check is one test on the usual value; anything else goes to the helper that says
-        # what is wrong with it (and raises), so the messages live in one place.
         get = params.get
-        work_order_id = get("workOrderId")
-        if not (type(work_order_id) is str and len(work_order_id) <= MAX_ID_DIGITS and _HEX_ID(work_order_id)):
-            work_order_id = check_id(work_order_id, "workOrderId")
+        work_order_id, worker_id, requester_id, requester_nonce = _ids(params)
         wo_id = work_order_id  # from here on, errors name the (valid hex) work order
-        worker_id, requester_id = get("workerId"), get("requesterId")
-        if not (type(worker_id) is str and len(worker_id) <= MAX_ID_DIGITS and _HEX_ID(worker_id)):
-            worker_id = check_id(worker_id, "workerId", work_order_id=wo_id)
-        if not (type(requester_id) is str and len(requester_id) <= MAX_ID_DIGITS and _HEX_ID(requester_id)):
-            requester_id = check_id(requester_id, "requesterId", work_order_id=wo_id)
-        requester_nonce = check_nonce(get("requesterNonce"), work_order_id=wo_id)
-
         if get("payloadFormat", SUPPORTED_PAYLOAD_FORMAT) != SUPPORTED_PAYLOAD_FORMAT:
             _check_mode(params, "payloadFormat", SUPPORTED_PAYLOAD_FORMAT, wo_id)
         if get("dataEncryptionAlgorithm", SUPPORTED_DATA_ALGORITHM) != SUPPORTED_DATA_ALGORITHM:
@@ -337,21 +369,7 @@ class WorkOrderRequest:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0):
             raise InvalidParameterError("responseTimeoutMSecs must be a non-negative integer", work_order_id=wo_id)
         raw_workload, workload_id = _workload(params, wo_id)
-        text = get("encryptedSessionKey")
-        session_key = _from_hex(text) if type(text) is str else None
-        if not session_key:
-            session_key = _required_hex(params, "encryptedSessionKey", wo_id)
-        iv_text = get("sessionKeyIv")
-        session_key_iv = None
-        if iv_text is not None and iv_text != "":  # null or "": none (Avalon's prefixed IVs)
-            session_key_iv = _from_hex(iv_text) if type(iv_text) is str else None
-            if session_key_iv is None or len(session_key_iv) != GCM_IV_BYTES:
-                decode_hex(_optional_str(params, "sessionKeyIv", "", wo_id), "sessionKeyIv", work_order_id=wo_id)
-                raise InvalidParameterError("sessionKeyIv must be 12 bytes (24 hex digits)", work_order_id=wo_id)
-        text = get("encryptedRequestHash")
-        request_hash = _from_hex(text) if type(text) is str else None
-        if not request_hash:
-            request_hash = _required_hex(params, "encryptedRequestHash", wo_id)
+        session_key, session_key_iv, request_hash = _session_fields(params, wo_id)
         signature: bytes | None = None
         verifying_key: VerifyingKey | None = None
         text, pem = get("requesterSignature"), get("verifyingKey")
