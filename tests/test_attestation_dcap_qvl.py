@@ -435,6 +435,9 @@ def _accepted(raw: bytes, collateral: dict) -> VerificationReport | None:
 
 
 @settings(max_examples=150, deadline=None)
+# "-----END CERTIFICATE-----" of the root made "-----END BERTIFICATE-----": the damaged block was
+# skipped and the chain read without it (ending at the pinned root) while dcap-qvl refuses the quote.
+@example(flips=[(4918, 0)])
 @given(st.lists(st.tuples(st.integers(0, len(REAL_TDX_QUOTE) - 1), st.integers(0, 7)), min_size=1, max_size=4))
 def test_bit_flips_in_the_real_tdx_quote_never_raise_nor_pass_altered(flips: list[tuple[int, int]]) -> None:
     raw = bytearray(REAL_TDX_QUOTE)

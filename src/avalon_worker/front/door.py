@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 READY_PREFIX = "listener on "
 PUMP_READY_PREFIX = "pulling orders for worker "
-STORE_FILE = "work-orders.sqlite3"
 PARENT_CHECK_S = 0.5
 
 

@@ -271,9 +271,15 @@ class CertificationData:
     data: bytes = field(repr=False)
 
     def pem_certificates(self) -> list[bytes]:
-        """The PEM blocks of a type-5 chain, in quote order (leaf, intermediate CA, root)."""
+        """The PEM blocks of a type-5 chain, in quote order (leaf, intermediate CA, root).
+
+        Raises `ValueError` if the data holds anything else (white space between the blocks and
+        NUL padding after them aside): a damaged block is not skipped and the chain read without it.
+        """
         if self.cert_type != CERT_TYPE_PCK_CHAIN:
             return []
+        if _PEM_CERT.sub(b"", self.data).rstrip(b"\x00").strip():
+            raise ValueError("the quote's certification data holds something other than PEM certificates")
         return _PEM_CERT.findall(self.data)
 
 
