@@ -20,13 +20,19 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/avalon-worker demo
 
+# Tests run in parallel (pytest-xdist): most slow tests wait on worker processes, a database or a
+# timeout, so more test processes than cores pay (measured in docs/performance.md). TEST_PROCESSES=0
+# runs them in this process, one after another (for a debugger, or to read one failure's output).
+TEST_PROCESSES ?= 4
+CHECK_PROCESSES ?= 2
+
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES)
 
 # The inner loop while working: everything but the tests marked slow (worker processes, PostgreSQL,
 # Docker, Gramine, long property runs); well under 30 s. CI runs `make test`, the whole suite.
 check: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -m 'not slow'
+	$(BIN)/python -m pytest -q -m 'not slow' -n $(CHECK_PROCESSES)
 
 # Exact versions: a new linter release must not turn CI red without a change here.
 lint: $(BIN)/.installed
