@@ -84,14 +84,27 @@ def parse_properties(data: bytes) -> dict[bytes, bytes]:
     return found
 
 
+# The header of every short frame, made once: a reply is three frames (routing tag, delimiter,
+# body), each of which would otherwise make its header in a call of its own.
+_SHORT_HEADERS = (tuple(bytes([0, size]) for size in range(256)), tuple(bytes([MORE, size]) for size in range(256)))
+
+
 def message_buffers(parts: list[bytes | bytearray | memoryview]) -> list[bytes | bytearray | memoryview]:
     """The buffers that send one multipart message: frame headers and the parts themselves
     (a large part is not copied)."""
     buffers: list[bytes | bytearray | memoryview] = []
-    last = len(parts) - 1
-    for i, part in enumerate(parts):
-        buffers.append(frame_header(len(part), more=i < last))
-        buffers.append(part)
+    if not parts:
+        return buffers
+    append = buffers.append
+    more = _SHORT_HEADERS[1]
+    for part in parts[:-1]:
+        size = len(part)
+        append(more[size] if size < 256 else frame_header(size, more=True))
+        append(part)
+    part = parts[-1]
+    size = len(part)
+    append(_SHORT_HEADERS[0][size] if size < 256 else frame_header(size))
+    append(part)
     return buffers
 
 
