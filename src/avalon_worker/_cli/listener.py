@@ -18,7 +18,7 @@ from ..front.door import bind_listen
 from ..front.listener import ListenerConfig
 from ..front.service import serve_listener
 from ..store import POSTGRES_SCHEMES, StoreError, describe_store, open_store
-from .console import configure_logging
+from .console import configure_logging, report
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
         store = open_store(args.store, max_pending=args.max_pending, max_pending_bytes=64 * args.max_request_bytes)
     except StoreError as exc:
         sock.close()
-        print(f"avalon-worker: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     logger.info("store %s", describe_store(args.store))
     config = ListenerConfig(max_body_bytes=args.max_request_bytes, stale_after_s=args.stale_after_s,
                             body_budget_bytes=limits.body_budget_bytes)

@@ -14,9 +14,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .. import defaults
 from ..errors import Error
 from . import parser as command_line
-from .console import report
+from .console import UsageError, report
 from .options import parse_with_config
 
 EXIT_CLOSED_PIPE = 128 + 13  # what a shell shows for `cat` killed by SIGPIPE
@@ -47,6 +48,8 @@ def wo_processor_main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the command `args` were parsed for: its module's `run(args)`."""
     try:
+        if getattr(args, command_line.NEEDS_STORE, False) and not args.store:
+            raise UsageError(f"no work-order store: give --store LOCATION, or set {defaults.STORE_ENV}")
         module = importlib.import_module(f"{__package__}.{getattr(args, command_line.RUNS)}")
         return int(module.run(args))
     except Error as exc:

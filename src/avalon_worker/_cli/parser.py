@@ -27,6 +27,7 @@ from .options import (
 )
 
 RUNS = "command_module"  # the destination that holds the chosen command's module
+NEEDS_STORE = "needs_store"  # set for the commands that cannot run without --store
 
 SERVE_DESCRIPTION = (
     "Run the worker: serve EEA Trusted Compute v1.1 work orders on a ZMQ endpoint (the wire protocol of "
@@ -158,12 +159,13 @@ def add_pending_ttl_argument(parser: argparse.ArgumentParser) -> None:
 def add_store_argument(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """`--store LOCATION`, defaulting to `$AVALON_WORKER_STORE` (where a URL with a password
     is better kept than on a command line, which every user of the host can read)."""
-    default = os.environ.get(defaults.STORE_ENV) or None
     parser.add_argument(
-        "--store", default=default, required=required and default is None,
+        "--store", default=os.environ.get(defaults.STORE_ENV) or None,
         help=f"the work-order store: a SQLite file or postgresql://user@host:port/database "
         f"(default ${defaults.STORE_ENV}; the password may come from PGPASSWORD or ~/.pgpass)",
     )
+    if required:  # checked once parsed (`main.run`), so that the message can name the variable
+        parser.set_defaults(**{NEEDS_STORE: True})
 
 
 # requester commands ---------------------------------------------------------------------------

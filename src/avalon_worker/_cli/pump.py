@@ -28,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(serve_front_door(config))
-    except (StoreError, OSError, TimeoutError, ValueError) as exc:
+    except StoreError as exc:
+        print(f"avalon-worker: the pump cannot run: {exc.diagnostics()}", file=sys.stderr)
+        return exc.exit_status
+    except (OSError, TimeoutError, ValueError) as exc:
         print(f"avalon-worker: the pump cannot run: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -2,15 +2,16 @@
 
 Workers and listeners migrate the store they open at start; this command lets an operator do it
 first (for instance as a deployment's init step), with its own credentials. Exit status 0 when
-the schema is current, 2 when the store cannot be opened or is newer than this program.
+the schema is current, 1 when the store cannot be reached, 2 when no retry can make it usable
+(a database that does not exist, credentials refused, a schema newer than this program).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..store import POSTGRES_SCHEMES, StoreError
+from .console import report
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
             opened.close()
             before, where = opened.found_version, location
     except StoreError as exc:
-        print(f"avalon-worker: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     if before == SCHEMA_VERSION:
         print(f"the work-order store {where} is at schema version {SCHEMA_VERSION}; nothing to do")
     else:

@@ -21,6 +21,7 @@ from .base import (
     Store,
     StoreError,
     StoreRefused,
+    StoreSetupError,
     SubmitOutcome,
     WorkerRecord,
     canonical_id,
@@ -42,6 +43,7 @@ __all__ = [
     "ReceiptUpdate",
     "Store",
     "StoreError",
+    "StoreSetupError",
     "StoreRefused",
     "SubmitOutcome",
     "WorkerRecord",
@@ -83,7 +85,7 @@ def open_store(
         text = text[len("sqlite://"):]
     elif "://" in text:
         scheme = text.split("://", 1)[0]
-        raise StoreError(f"unsupported store {scheme}://…; use a SQLite file path or a postgresql:// URL")
+        raise StoreSetupError(f"unsupported store {scheme}://…; use a SQLite file path or a postgresql:// URL")
     from .sqlite import SQLiteStore
 
     return SQLiteStore(text, max_pending=max_pending, max_pending_bytes=max_pending_bytes)

@@ -47,7 +47,16 @@ from ..errors import Error
 
 
 class StoreError(Error):
-    """The store cannot be opened or used (a message a person can act on)."""
+    """The store cannot be opened or used (a message a person can act on); exit status 1: it
+    could not be reached, or failed."""
+
+
+class StoreSetupError(StoreError):
+    """A store that no retry can make usable: a location of the wrong kind, a database that
+    does not exist, credentials the server refuses, a schema newer than this program; exit
+    status 2, as any set-up error."""
+
+    exit_status = 2
 
 
 class StoreRefused(StoreError):

@@ -57,6 +57,7 @@ from .base import (
     ReceiptUpdate,
     StoreError,
     StoreRefused,
+    StoreSetupError,
     SubmitOutcome,
     WorkerRecord,
     expired_outcome,
@@ -67,7 +68,7 @@ try:
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise StoreError(
+    raise StoreSetupError(
         "the PostgreSQL store needs psycopg 3 and psycopg-pool: pip install 'avalon-worker[postgres]'"
     ) from exc
 
@@ -166,6 +167,22 @@ def is_transient(exc: BaseException) -> bool:
         return False
     state = getattr(exc, "sqlstate", None)
     return state is None or state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+
+
+# What the server says at connection time when no retry can help (libpq gives no SQLSTATE there).
+_FOR_GOOD = ("does not exist", "authentication failed", "no pg_hba.conf entry", "no password supplied",
+             "password is required")
+
+
+def _refused_for_good(reason: str) -> bool:
+    """Whether a failed connection's message says the server answered and refused (a missing
+    database or role, a wrong password), not that it could not be reached."""
+    return "FATAL:" in reason and any(fragment in reason for fragment in _FOR_GOOD)
+
+
+def _server_says(reason: str) -> str:
+    """The server's own words in a libpq connection error ("database "x" does not exist")."""
+    return reason.split("FATAL:", 1)[1].strip()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -334,6 +351,10 @@ class PostgresStore:
                 return
             except psycopg.OperationalError as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if _refused_for_good(reason):
+                    raise StoreSetupError(f"the PostgreSQL store {self.where} refused this client: {_server_says(reason)}",
+                                          hint="check the URL's database and user, pg_hba.conf, and the password "
+                                          "(PGPASSWORD or ~/.pgpass)") from None
                 if time.monotonic() + delay >= deadline:
                     raise StoreError(
                         f"cannot connect to the PostgreSQL store {self.where} within {self.reconnect_s:g} s ({reason}); "
@@ -392,7 +413,7 @@ class PostgresStore:
             row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
             found = int(row[0]) if row and row[0] is not None else 0
             if found > SCHEMA_VERSION:
-                raise StoreError(
+                raise StoreSetupError(
                     f"the PostgreSQL store {self.where} has schema version {found}, newer than this avalon-worker "
                     f"understands ({SCHEMA_VERSION}); upgrade avalon-worker"
                 )

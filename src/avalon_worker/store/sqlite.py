@@ -41,6 +41,7 @@ from .base import (
     ReceiptUpdate,
     StoreError,
     StoreRefused,
+    StoreSetupError,
     SubmitOutcome,
     WorkerRecord,
     expired_outcome,
@@ -161,7 +162,7 @@ class SQLiteStore:
             ):
                 self._pending[worker_id] = [count, size]
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the work-order store {target}: {exc}") from None
+            raise StoreSetupError(f"cannot open the work-order store {target}: {exc}") from None
 
     def _migrate(self) -> int:
         """Bring the schema to `SCHEMA_VERSION`, in one transaction; return the version found."""
@@ -171,7 +172,7 @@ class SQLiteStore:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             found = int(row[0]) if row is not None else 0
             if found > SCHEMA_VERSION:
-                raise StoreError(
+                raise StoreSetupError(
                     f"the work-order store {self.path} has schema version {found}, newer than this "
                     f"avalon-worker understands ({SCHEMA_VERSION}); upgrade avalon-worker"
                 )
