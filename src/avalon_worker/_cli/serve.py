@@ -80,12 +80,13 @@ def run(args: argparse.Namespace) -> int:
     if args.print_code_measurement:
         print(json.dumps(_code_event(args, registry).as_json(), indent=2, sort_keys=True))
         return 0
-    attestation = select_provider(args.attestation, args.attestation_root, tsm_report_dir=args.tsm_report_dir)
     _check_bind(args.bind)
     # Bound now and kept: a port in use is reported before an identity is made, and requests
     # wait in its backlog while the front door is started (again).
     http_socket = bind_listen(args.listen_http) if args.listen_http else None
     try:
+        # After the usage checks: its notice (e.g. "attestation: none") is no news to a command that stops.
+        attestation = select_provider(args.attestation, args.attestation_root, tsm_report_dir=args.tsm_report_dir)
         return _serve(args, config, registry, attestation, http_socket)
     finally:
         if http_socket is not None:

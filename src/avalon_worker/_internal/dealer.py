@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from .zmtp import PeerStream, ProtocolError, message_buffers
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 PEERS = frozenset({b"ROUTER", b"REP"})
 RETRY_FIRST_S = 0.1
+QUIET_LOSS_S = 2.0  # a lost connection back within this long is logged once it is back
 RETRY_MAX_S = 2.0
 
 
@@ -138,7 +140,9 @@ class DealerConnection:
 
     async def _reconnect(self) -> None:
         pause = RETRY_FIRST_S
-        logger.warning("lost the connection to the worker at %s; connecting again", self.endpoint)
+        # Said only once the loss has lasted QUIET_LOSS_S: at a clean stop the worker closes its
+        # endpoint a moment before it stops us, and that is no news.
+        lost, said = time.monotonic(), False
         try:
             while not self._closed:
                 await asyncio.sleep(pause)
@@ -146,8 +150,12 @@ class DealerConnection:
                     self._protocol = await asyncio.wait_for(self._open(), 10.0)
                 except (OSError, asyncio.TimeoutError, ProtocolError):
                     pause = min(pause * 2, RETRY_MAX_S)
+                    if not said and time.monotonic() - lost >= QUIET_LOSS_S and not self._closed:
+                        logger.warning("lost the connection to the worker at %s; connecting again", self.endpoint)
+                        said = True
                     continue
-                logger.info("connected to the worker at %s again", self.endpoint)
+                logger.info("connected to the worker at %s again%s", self.endpoint,
+                            "" if said else f" (the connection was lost for {time.monotonic() - lost:.1f} s)")
                 self.on_reconnect()
                 return
         finally:

@@ -108,6 +108,7 @@ async def serve_listener(store: Store, sock: socket.socket, config: ListenerConf
         if close is not None:
             await close()
         executor.shutdown()
+        logger.info("listener stopped")
 
 
 # the front-door process ----------------------------------------------------------------------------
@@ -160,6 +161,7 @@ async def serve_front_door(config: FrontConfig, parent_pid: int | None = None, s
             await close()
         executor.submit(store.close).result()
         executor.shutdown()
+        logger.info("the %s stopped", "listener and pump" if config.listen else "pump")
 
 
 async def _watch_parent(parent_pid: int | None, stop_event: asyncio.Event) -> None:

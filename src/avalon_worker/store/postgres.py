@@ -229,6 +229,7 @@ class _Notifications:
             return list(self._subscribers)
 
     def _run(self) -> None:
+        lost = False
         while not self._stop.is_set():
             try:
                 # TCP keepalives: a connection that died without a word (a cut network) is
@@ -240,13 +241,17 @@ class _Notifications:
                     connection.execute(f"LISTEN {ORDERS_CHANNEL}")
                     connection.execute(f"LISTEN {RESULTS_CHANNEL}")
                     self.connected.set()
+                    if lost:
+                        logger.info("store notifications: connected again")
+                        lost = False
                     self._deliver_all_changed()
                     while not self._stop.is_set():
                         for note in connection.notifies(timeout=0.5):
                             self._deliver(note.channel, note.payload)
             except psycopg.Error as exc:
-                if not self._stop.is_set():
+                if not self._stop.is_set() and not lost:
                     logger.warning("store notifications lost their connection (%s); reconnecting", type(exc).__name__)
+                    lost = True
             finally:
                 self.connected.clear()
             self._stop.wait(self._retry_s)
@@ -385,11 +390,15 @@ class PostgresStore:
             try:
                 with self._pool.connection(timeout=max(0.1, deadline - time.monotonic())) as connection:
                     if not transaction:
-                        return work(connection, retrying)
-                    with connection.transaction():
-                        if not durable:
-                            connection.execute("SET LOCAL synchronous_commit TO off")
-                        return work(connection, retrying)
+                        done = work(connection, retrying)
+                    else:
+                        with connection.transaction():
+                            if not durable:
+                                connection.execute("SET LOCAL synchronous_commit TO off")
+                            done = work(connection, retrying)
+                if retrying:
+                    logger.info("the PostgreSQL store %s is back", self.where)
+                return done
             except (psycopg.Error, PoolTimeout) as exc:
                 if not is_transient(exc):
                     raise StoreRefused(f"the PostgreSQL store {self.where} refused an operation: {_first_line(exc)}") from None
