@@ -256,8 +256,10 @@ def test_the_requester_updates_until_the_worker_completes(running: RunningListen
     assert last["updateCount"] == 3 and last["updateType"] == receipts.COMPLETED
     receipts.verify_worker_update(last, identity.verifying_key_pem, work_order_id=wo_id, worker_id=identity.worker_id,
                                   expected_type=receipts.COMPLETED, expected_data="ab" * 32)
+    assert receipts.update_retrieve(url, wo_id, 1 << 32)["result"] == last  # Avalon's generic client's "last"
     mine = receipts.update_retrieve(url, wo_id, receipts.LAST_UPDATE, updater_id=params["requesterId"])["result"]
     assert (mine["updateType"], mine["updateCount"]) == (300, 2)
+    assert mine["receiptVerificationKey"] == params["receiptVerificationKey"]  # named, though the requester left it out
     assert receipts.update_retrieve(url, wo_id, 1, updater_id=identity.worker_id.upper())["result"]["updateCount"] == 1
     assert receipts.retrieve(url, wo_id)["result"]["receiptCurrentStatus"] == receipts.COMPLETED
     refused = receipts.update(url, _requester_update(params, key, receipts.FAILED))["error"]
@@ -346,6 +348,7 @@ def test_the_processor_signs_its_update_only_when_asked(processor: Processor, wo
     asked = json.loads(processor.handle(pending.frame()[:-1] + b',"receiptUpdate":true}'))
     update = asked.pop("receiptUpdate")
     assert set(asked) == {"jsonrpc", "id", "result"}
+    assert update["receiptVerificationKey"] == identity.verifying_key_pem  # where Avalon's check looks for the key
     receipts.verify_worker_update(update, identity.verifying_key_pem, work_order_id=pending.request["params"]["workOrderId"],
                                   worker_id=identity.worker_id, expected_type=receipts.COMPLETED,
                                   expected_data=response_hash(asked["result"]).hex())

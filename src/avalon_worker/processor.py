@@ -79,7 +79,8 @@ class Processor:
         self._clock = clock
         self.order_log = order_log  # the per-order line's cheap writer; else it goes through logging
         self._signup = jsonio.dumps(signup(None))
-        self._updater_id = identity.worker_id  # the worker's id in its receipt updates
+        self._updater_id = identity.worker_id  # the worker's id and key in its receipt updates
+        self._verifying_key = identity.verifying_key_pem
 
     def handle(self, frame: bytes | bytearray) -> bytes:
         """Answer one request frame."""
@@ -174,7 +175,7 @@ class Processor:
             status, detail = "error 1", f" (internal {type(exc).__name__})"
             update = (receipt.FAILED, str(int(ErrorCode.UNKNOWN_ERROR))) if with_receipt_update else None
         if update is not None and work_order_id is not None:
-            signed = receipt.worker_update(self.identity, work_order_id, self._updater_id, *update)
+            signed = receipt.worker_update(self.identity, self._verifying_key, work_order_id, self._updater_id, *update)
             reply = jsonrpc.with_member(reply, "receiptUpdate", signed)
         elapsed_ms = (self._clock() - started) * 1000
         if self.order_log is not None:

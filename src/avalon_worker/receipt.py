@@ -9,7 +9,7 @@ SHA-256 digest of a UTF-8 text, signed as is (ECDSA secp256k1, DER, base64);
 - an update: workOrderId + str(updateType) + updateData.
 
 The worker adds one update when it has answered an order (`worker_update`): updaterId its
-worker id, updateType 1 (completed: a synchronous worker sends nothing more) with the hex
+worker id, receiptVerificationKey its key, updateType 1 (completed: a synchronous worker sends nothing more) with the hex
 response hash of its result, or 3 (failed) with the error code as decimal text; signed with the
 worker's signing key, whose PEM `WorkerRetrieve` publishes as verificationKey.
 """
@@ -29,6 +29,7 @@ ANY_STATUS = 255
 APPLICATION_TYPES = 256  # update types from here on are the application's, not a status
 SIGNATURE_RULES = "SHA-256/SECP256K1"
 LAST_UPDATE = 0xFFFFFFFF  # updateIndex of the last update
+AVALONS_LAST_UPDATE = 1 << 32  # what Avalon's listener and generic client take for it instead
 
 
 class _Signer(Protocol):
@@ -57,8 +58,11 @@ def signature_verifies(pem: str, signature_b64: str, digest: bytes) -> bool:
     return True
 
 
-def worker_update(signer: _Signer, work_order_id: str, worker_id: str, update_type: int, update_data: str) -> dict[str, Any]:
-    """The worker's update to the receipt of the order `work_order_id` (as the requester sent it)."""
+def worker_update(signer: _Signer, verification_key: str, work_order_id: str, worker_id: str, update_type: int,
+                  update_data: str) -> dict[str, Any]:
+    """The worker's update to the receipt of the order `work_order_id` (as the requester sent it),
+    naming the key that checks it (`verification_key`, the PEM the worker publishes), where
+    Avalon's `verify_update_receipt_signature` looks for it."""
     signature = signer.sign_digest(update_digest(work_order_id, update_type, update_data))
     return {
         "workOrderId": work_order_id,
@@ -67,5 +71,6 @@ def worker_update(signer: _Signer, work_order_id: str, worker_id: str, update_ty
         "updateData": update_data,
         "updateSignature": base64.b64encode(signature).decode("ascii"),
         "signatureRules": SIGNATURE_RULES,
+        "receiptVerificationKey": verification_key,
     }
 

@@ -16,8 +16,10 @@ what it should have done where it breaks (the signatures `receipt.py` describes)
   completed and processed carry the worker's response hash and come from the worker alone (3).
   No update after a completed one; after processed, no pending, failed or rejected (Avalon's
   rules); at most `MAX_UPDATES` over this API.
-- UpdateRetrieve counts updates from 1 (0xFFFFFFFF: the last), among the updaterId's if one is
-  given; LookUp pages by `PAGE_SIZE` in creation order, lookupTag "" on the last page; its
+- UpdateRetrieve counts updates from 1 (0xFFFFFFFF: the last, as is 2**32, which Avalon's
+  listener and generic client use instead), among the updaterId's if one is given; every
+  update it answers names the key that checks it (receiptVerificationKey), as Avalon's
+  `verify_update_receipt_signature` needs; LookUp pages by `PAGE_SIZE` in creation order, lookupTag "" on the last page; its
   receiptStatus (255: any) may be an integer, or hex text as Avalon's schema has it, or come as
   Avalon's SDK sends it, named requestCreateStatus.
 """
@@ -199,7 +201,9 @@ def new_update(call: Call, kept: Receipt | None) -> tuple[ReceiptUpdate, int]:
     if not receipt.signature_verifies(created["receiptVerificationKey"], signature, digest):
         raise _refuse(call, "updateSignature does not verify: sign SHA-256 of workOrderId + updateType + updateData "
                       "with the key the receipt was created with", ErrorCode.INVALID_SIGNATURE)
-    params = {name: call.params[name] for name in _UPDATE_PARAMS if name in call.params}
+    # With the key that checks it, where Avalon's verify_update_receipt_signature looks for it.
+    params = {**{name: call.params[name] for name in _UPDATE_PARAMS if name in call.params},
+              "receiptVerificationKey": created["receiptVerificationKey"]}
     return ReceiptUpdate(updater, update_type, jsonio.dumps(params)), len(kept.updates)
 
 
@@ -245,7 +249,7 @@ def update_retrieve_reply(call: Call, kept: Receipt | None) -> bytes:
     updates = [u for u in kept.updates if updater is None or u.updater_id == updater]
     if not updates:
         raise _refuse(call, "the receipt has no updates" + (" from this updaterId" if updater else ""))
-    if index == receipt.LAST_UPDATE:
+    if index in (receipt.LAST_UPDATE, receipt.AVALONS_LAST_UPDATE):
         index = len(updates)
     if not 1 <= index <= len(updates):
         raise _refuse(call, f"updateIndex must be from 1 to {len(updates)} (or {receipt.LAST_UPDATE:#x} for the last)")
