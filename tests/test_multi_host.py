@@ -13,8 +13,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ecdsa
 import psycopg
 import pytest
+import receipt_requester as receipts
 import sdk_requester as sdk
 from test_listener_end_to_end import HttpWorker, expected_output, sample_orders
 
@@ -22,6 +24,7 @@ from avalon_worker.front.door import PUMP_READY_PREFIX
 from avalon_worker.front.door import READY_PREFIX as LISTENER_READY_PREFIX
 
 from conftest import MISBEHAVING_REGISTRY, launch_worker, run_cli, start_postgres
+from independent_requester import request_hash, response_hash
 from postgres_server import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -234,6 +237,25 @@ def test_a_listener_started_after_results_were_stored_returns_them(deployment: D
     for order, answer, text in zip(orders, answers, texts, strict=True):
         assert sdk.get_result(later.url, order.work_order_id)["result"] == answer["result"]
         assert sdk.open_result(worker, order, answer) == [f"Hello {text}".encode()]
+
+
+def test_a_receipt_created_on_one_listener_is_seen_on_another_with_the_worker_hosts_update(deployment: Deployment) -> None:
+    alpha = deployment.worker_host("alpha")
+    first, second = deployment.listener(), deployment.listener()
+    worker = sdk.retrieve(first.url, alpha.worker_id)
+    before = submit_pending(first.url, worker, "python-hello", "before")  # its receipt is created after it ends
+    answer = sdk.get_result(first.url, before.work_order_id, poll_s=POLL_S)
+    key = ecdsa.SigningKey.generate(curve=ecdsa.SECP256k1)
+    params = receipts.create_params(before.params, request_hash(before.params), key)
+    assert receipts.create(first.url, params)["error"]["code"] == 0
+    assert receipts.create(second.url, params)["error"]["code"] == 2  # once, whichever listener is asked
+    kept = receipts.retrieve(second.url, before.work_order_id)["result"]
+    assert {name: kept[name] for name in params} == params and kept["receiptCurrentStatus"] == receipts.COMPLETED
+    update = receipts.update_retrieve(second.url, before.work_order_id)["result"]
+    receipts.verify_worker_update(update, worker.verification_key, work_order_id=before.work_order_id,
+                                  worker_id=worker.worker_id, expected_type=receipts.COMPLETED,
+                                  expected_data=response_hash(answer["result"]).hex())
+    assert receipts.lookup_all(first.url, requesterId=before.params["requesterId"]) == ([before.work_order_id], 1)
 
 
 @pytest.fixture(scope="module")
