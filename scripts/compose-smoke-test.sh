@@ -88,8 +88,8 @@ set -e
 log "up finished in $(( $(date +%s) - t0 )) s with status $up_status"
 
 # 5. verdict ----------------------------------------------------------------------------------
-# Client rows look like "test-send-work-order_1  | python-fib  10  3.2  verified  Fibonacci number at position 10 = 55".
-verified_rows="$(grep -E '^test-send-work-order[^|]*\|' "$workdir/up.log" | grep -cE '\|\s+python-\S+\s+.*\sverified\s' || true)"
+# Client rows look like "test-send-work-order_1  | 006db586…91fdb  python-fib  10  3.2  verified  Fibonacci number at position 10 = 55".
+verified_rows="$(grep -E '^test-send-work-order[^|]*\|' "$workdir/up.log" | grep -cE '\|\s+[0-9a-fA-F]{16,}\s+python-\S+\s+.*\sverified\s' || true)"
 summary_ok=0
 grep -qE "\| ${EXPECTED_ORDERS} of ${EXPECTED_ORDERS} work orders verified" "$workdir/up.log" && summary_ok=1
 if [ "$up_status" -eq 0 ] && [ "$verified_rows" -eq "$EXPECTED_ORDERS" ] && [ "$summary_ok" = 1 ]; then
