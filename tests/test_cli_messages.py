@@ -287,7 +287,7 @@ def test_rsa_bits_for_an_existing_identity_says_the_key_is_kept(tmp_path: Path) 
     (["--worker-id", "not-hex"], "--worker-id must be a hex id"),
     (["--worker-id", "ab" * 129], "--worker-id must be a hex id of at most 256 digits"),
     (["--listen-http", "127.0.0.1"], "--listen-http needs HOST:PORT"),
-    (["--workers", "0", "--timeout-s", "5"], "--timeout-s need worker processes"),
+    (["--workers", "0", "--timeout-s", "5"], "--timeout-s needs worker processes"),
     (["--workloads", "no-such-registry.json"], "no-such-registry.json"),
 ])
 def test_a_mistyped_option_on_the_first_start_leaves_no_keys_behind(tmp_path: Path, extra: list[str], message: str) -> None:

@@ -253,3 +253,60 @@ def test_a_taken_port_in_the_file_leaves_no_identity_behind(tmp_path: Path) -> N
         done = run_cli("serve", "--config", str(config), "--state-dir", str(tmp_path / "s"))
     assert done.returncode == 2 and "Address already in use" in done.stderr
     assert not (tmp_path / "s").exists()
+
+
+# relative paths, one serve per state directory, config, did-you-mean ---------------------------------
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    config = write(folder / "worker.toml", 'state_dir = "state"\nworkloads = "../w/workloads.json"\n'
+                   'store = "orders.sqlite3"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-m", "avalon_worker", "config", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert f'state_dir = "{folder / "state"}"' in lines
+    assert f'workloads = "{tmp_path / "w" / "workloads.json"}"' in lines
+    assert f'store = "{folder / "orders.sqlite3"}"' in lines
+    overridden = subprocess.run([sys.executable, "-m", "avalon_worker", "config", "--config", str(config),
+                                 "--state-dir", "here"], capture_output=True, text=True, timeout=60, cwd=elsewhere)
+    assert 'state_dir = "here"' in overridden.stdout.splitlines(), "the command line's paths are the shell's"
+
+
+def test_config_prints_without_print() -> None:
+    done = run_cli("config", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert "workers = 2" in done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("argv,suggestion", [
+    (["serve", "--wokers", "2"], "--wokers: did you mean --workers?"),
+    (["serve", "--state-dri", "x"], "--state-dri: did you mean --state-dir?"),
+    (["run-orders", "--endpont=tcp://127.0.0.1:1", "f.json"], "--endpont: did you mean --endpoint?"),
+    (["listener", "--listen-htp", "127.0.0.1:0"], "--listen-htp: did you mean --listen-http?"),
+])
+def test_a_mistyped_option_gets_a_did_you_mean(argv: list[str], suggestion: str) -> None:
+    done = run_cli(*argv)
+    assert done.returncode == 2
+    assert f"({suggestion})" in done.stderr, done.stderr
+
+
+def test_a_second_serve_on_one_state_dir_names_the_first(tmp_path: Path) -> None:
+    from conftest import launch_worker
+
+    first = launch_worker(tmp_path / "s")
+    try:
+        second = run_cli("serve", "--state-dir", str(tmp_path / "s"), "--bind", "tcp://127.0.0.1:*", "--attestation", "none")
+        assert second.returncode == 2
+        [line, hint] = second.stderr.splitlines()
+        assert line == (f"avalon-worker: the state directory {tmp_path / 's'} is in use by process {first.process.pid} "
+                        "(another avalon-worker serve): one worker per identity")
+        assert "--state-dir of its own" in hint
+    finally:
+        first.stop()
+    third = launch_worker(tmp_path / "s")  # the lock went with the first
+    third.stop()

@@ -109,8 +109,12 @@ class TestConfig:
     @pytest.mark.parametrize("option, kwargs", [("--timeout-s", {"timeout_s": 5.0}), ("--memory-limit-mb", {"memory_limit_bytes": 1 << 20}),
                                                 ("--pin-cpus", {"pin_cpus": True}), ("--spare-workers", {"spares": 2})])
     def test_options_that_need_processes_are_refused_in_process(self, option: str, kwargs: dict) -> None:
-        with pytest.raises(ValueError, match=f"{option} need worker processes"):
+        with pytest.raises(ValueError, match=f"^{option} needs worker processes"):
             PoolConfig(workers=0, **kwargs)
+
+    def test_several_such_options_are_named_together(self) -> None:
+        with pytest.raises(ValueError, match="^--timeout-s and --pin-cpus need worker processes"):
+            PoolConfig(workers=0, timeout_s=5.0, pin_cpus=True)
 
     def test_queue_limit_and_prefetch_hold_in_process(self) -> None:
         PoolConfig(workers=0, queue_limit=3, prefetch=False)

@@ -178,6 +178,39 @@ def _private_directory(folder: Path) -> None:
         ) from None
 
 
+LOCK_FILE = "serve.lock"
+
+
+def lock_state_dir(state_dir: str | Path) -> int | None:
+    """Take the state directory for this process: one `serve` per identity. Returns the lock's
+    descriptor, held (and kept by the processes it forks) until the process ends; raises
+    `IdentityError` naming the process that holds it. A file system without locks (some
+    enclave mounts) is served unlocked: None."""
+    import fcntl
+
+    folder = Path(state_dir)
+    _private_directory(folder)
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise IdentityError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise IdentityError(f"the state directory {folder} is in use by process {holder} (another avalon-worker "
+                            "serve): one worker per identity",
+                            hint="stop that one first, or give this one a --state-dir of its own") from None
+    except OSError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
+
+
 def load_or_create(state_dir: str | Path, rsa_bits: int = defaults.RSA_BITS) -> tuple[Identity, bool]:
     """The identity kept in `state_dir`, created there if the directory holds none.
 

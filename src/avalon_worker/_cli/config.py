@@ -1,4 +1,4 @@
-"""`avalon-worker config --print`: the configuration `serve` would run with, as TOML."""
+"""`avalon-worker config` (`--print` optional): the configuration `serve` would run with, as TOML."""
 
 from __future__ import annotations
 

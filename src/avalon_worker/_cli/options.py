@@ -11,19 +11,58 @@ types and choices as the command line's: the parser is the one list of options.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import SetupError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Keys of a configuration file that name files or directories: relative ones are relative to
+# the file, wherever the command is started from (a relative state_dir that followed the working
+# directory would make a new identity).
+PATH_KEYS = ("state_dir", "workloads", "store")
 CONFIG_OPTION = "--config"
 _NOT_CONFIGURABLE = ("help", "config", "print_code_measurement")  # the last: a one-off action
+
+
+class Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` that answers a mistyped option with the option it resembles
+    (`--wokers` → did you mean --workers?), among the chosen command's options."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's error, and the option a word that is none resembles (whichever error the
+        unknown word caused: unrecognized, or a required option missing)."""
+        options = self._options_of_chosen_command()
+        for word in getattr(self, "_argv", []):
+            name = word.split("=", 1)[0]
+            if not name.startswith("--") or any(option.startswith(name) for option in options):
+                continue
+            close = difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+            if close:
+                message += f" ({name}: did you mean {close[0]}?)"
+                break
+        super().error(message)
+
+    def _options_of_chosen_command(self) -> list[str]:
+        parser: argparse.ArgumentParser = self
+        for word in getattr(self, "_argv", []):
+            commands = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+            if commands and word in commands[0].choices:
+                parser = commands[0].choices[word]
+        return [option for action in parser._actions for option in action.option_strings
+                if option.startswith("--") and action.help is not argparse.SUPPRESS]
 
 
 class ConfigError(SetupError):
@@ -171,6 +210,10 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
         if dest in values:
             raise ConfigError(f"{path}: {dest!r} is given twice (once with dashes, once with underscores)")
         values[dest] = _checked(f"{path}: {key}", value, action)
+    for dest in PATH_KEYS:
+        value = values.get(dest)
+        if isinstance(value, str) and "://" not in value and not os.path.isabs(os.path.expanduser(value)):
+            values[dest] = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), value))
     return values
 
 

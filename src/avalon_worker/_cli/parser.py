@@ -19,6 +19,7 @@ from .options import (
     POSITIVE_COUNT,
     SECONDS,
     SECONDS_OR_OFF,
+    Parser,
     add_config_argument,
     add_log_level_argument,
     endpoint_argument,
@@ -350,7 +351,7 @@ def _add_pump_command(commands: Any) -> None:
 
 def build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
     """The `avalon-worker` parser, and its `serve` and `config` parsers (they take `--config`)."""
-    parser = argparse.ArgumentParser(prog="avalon-worker", description="EEA Trusted Compute v1.1 worker and requester tools")
+    parser = Parser(prog="avalon-worker", description="EEA Trusted Compute v1.1 worker and requester tools")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -360,8 +361,8 @@ def build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.
 
     config = commands.add_parser("config", help="print the effective configuration of `serve` as TOML",
                                  description=CONFIG_DESCRIPTION)
-    config.add_argument("--print", action="store_true", required=True,
-                        help="print it (with the serve options given here applied)")
+    config.add_argument("--print", action="store_true",
+                        help="print it, with the serve options given here applied (what `config` does anyway)")
     add_server_arguments(config)
     config.set_defaults(**{RUNS: "config"})
 
@@ -379,7 +380,7 @@ def build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.
 
 def build_wo_processor() -> argparse.ArgumentParser:
     """The original worker's command: `wo-processor --bind URL --workload FILE` (`serve`'s options)."""
-    parser = argparse.ArgumentParser(prog="wo-processor", description="Run the work-order processor (avalon-worker serve)")
+    parser = Parser(prog="wo-processor", description="Run the work-order processor (avalon-worker serve)")
     add_server_arguments(parser)
     parser.set_defaults(**{RUNS: "serve"})
     return parser

@@ -26,7 +26,7 @@ from ..attestation.providers import select_provider
 from ..core import insecure_seal_result_reusing_session_iv, seal_result
 from ..front import http_guard
 from ..front.door import FrontConfig, FrontDoor, bind_listen, split_listen
-from ..identity import disable_core_dumps, load_or_create
+from ..identity import disable_core_dumps, load_or_create, lock_state_dir
 from ..models import MAX_ID_DIGITS, is_id
 from ..pool import Pool, PoolConfig, StopFlag
 from ..processor import Processor
@@ -85,17 +85,22 @@ def run(args: argparse.Namespace) -> int:
     # wait in its backlog while the front door is started (again).
     http_socket = bind_listen(args.listen_http) if args.listen_http else None
     try:
+        # One serve per identity: an existing state directory is taken now, before anything is said
+        # or bound; a new one once it is made (`_serve`). Held until this process ends.
+        locked = os.path.isdir(args.state_dir) and lock_state_dir(args.state_dir) is not None
         # After the usage checks: its notice (e.g. "attestation: none") is no news to a command that stops.
         attestation = select_provider(args.attestation, args.attestation_root, tsm_report_dir=args.tsm_report_dir)
-        return _serve(args, config, registry, attestation, http_socket)
+        return _serve(args, config, registry, attestation, http_socket, locked)
     finally:
         if http_socket is not None:
             http_socket.close()
 
 
 def _serve(args: argparse.Namespace, config: PoolConfig, registry: WorkloadRegistry, attestation: Any,
-           http_socket: socket.socket | None) -> int:
+           http_socket: socket.socket | None, locked: bool) -> int:
     metrics = _start_metrics(args)
+    if not locked:
+        lock_state_dir(args.state_dir)
     identity, created = load_or_create(args.state_dir, args.rsa_bits or defaults.RSA_BITS)
     logger.info(
         "%s identity %s (RSA-%d) in %s", "created" if created else "loaded", identity.worker_id[:16],

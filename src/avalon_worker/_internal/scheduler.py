@@ -85,7 +85,8 @@ class PoolConfig:
             given = [name for name, value in (("--timeout-s", self.timeout_s), ("--memory-limit-mb", self.memory_limit_bytes),
                                               ("--pin-cpus", self.pin_cpus), ("--spare-workers", self.spares)) if value]
             if given:
-                raise ValueError(f"{', '.join(given)} need worker processes: with --workers 0 orders run in the "
+                raise ValueError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} worker processes: "
+                                 "with --workers 0 orders run in the "
                                  "supervisor itself, which cannot be stopped, limited or pinned per order")
 
 
