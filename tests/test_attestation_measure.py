@@ -101,6 +101,8 @@ class TestMeasurement:
             "bind": "tcp://*:7777", "state_dir": "/var/lib/avalon", "log_level": "INFO", "metrics_port": 9100,
         }
         configuration = measured_configuration(options)
+        assert configuration["debug_workloads"] is None  # not given: not measured as on
+        assert measured_configuration({**options, "debug_workloads": True})["debug_workloads"] is True
         assert configuration["in_process"] is True and configuration["http_listener"] is True
         assert configuration["shared_store"] is True
         text = json.dumps(configuration)

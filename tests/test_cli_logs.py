@@ -82,3 +82,55 @@ def test_a_listener_says_when_the_database_is_back_and_when_it_stops(tmp_path: P
         assert log.read_text().splitlines()[-1].endswith("listener stopped"), log.read_text()
     finally:
         server.remove()
+
+
+# a workload that raises: its author's ways to see why --------------------------------------------
+
+
+def run_boom(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Serve (at DEBUG), send one order to the raising workload, stop; the reply and the log."""
+    from conftest import MISBEHAVING_REGISTRY, run_cli
+
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(serve(tmp_path / "s", "--bind", "tcp://127.0.0.1:*", "--attestation", "none",
+                                         "--workers", "1", "--workloads", MISBEHAVING_REGISTRY, "--log-level", "DEBUG",
+                                         *extra), stdout=subprocess.PIPE, stderr=stderr, text=True)
+        assert process.stdout is not None
+        endpoint = process.stdout.readline().removeprefix(READY_PREFIX).strip()
+        try:
+            done = run_cli("submit", "--endpoint", endpoint, "--workload", "boom", "the-secret-input")
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    return done, log.read_text()
+
+
+def test_a_raising_workload_shows_only_its_exception_type_by_default(tmp_path: Path) -> None:
+    done, log = run_boom(tmp_path)
+    assert done.returncode == 1 and "error 1: workload 'boom' raised ValueError" in done.stderr
+    assert "the-secret-input" not in done.stderr + log and "Traceback" not in log
+
+
+def test_debug_workloads_logs_the_message_and_traceback_and_warns_at_start(tmp_path: Path) -> None:
+    done, log = run_boom(tmp_path, "--debug-workloads")
+    assert done.returncode == 1 and "the-secret-input" not in done.stderr, "the reply stays as it was"
+    assert "--debug-workloads: a workload that raises is logged with its message and traceback" in log
+    assert "workload 'boom' raised; its message and traceback may hold the order's data" in log
+    assert "Traceback (most recent call last)" in log and "ValueError: cannot parse 'the-secret-input'" in log
+
+
+def test_run_workload_runs_one_without_a_worker(tmp_path: Path) -> None:
+    from conftest import MISBEHAVING_REGISTRY, run_cli
+
+    assert run_cli("run-workload", "python-hello", "World").stdout == "Hello World\n"
+    data = tmp_path / "in.txt"
+    data.write_text("b")
+    echoed = run_cli("run-workload", "--workloads", MISBEHAVING_REGISTRY, "echo-result", "a", "--input-file", str(data))
+    assert echoed.stdout == "ab\n"
+    failed = run_cli("run-workload", "--workloads", MISBEHAVING_REGISTRY, "boom", "x")
+    assert failed.returncode == 1
+    assert "ValueError: cannot parse 'x'" in failed.stderr and "misbehaving.py" in failed.stderr
+    assert failed.stderr.splitlines()[-1] == "avalon-worker: workload 'boom' raised ValueError"
+    unknown = run_cli("run-workload", "no-such")
+    assert unknown.returncode == 2 and "no workload 'no-such' in the built-in registry" in unknown.stderr

@@ -310,3 +310,9 @@ def test_a_second_serve_on_one_state_dir_names_the_first(tmp_path: Path) -> None
         first.stop()
     third = launch_worker(tmp_path / "s")  # the lock went with the first
     third.stop()
+
+
+def test_the_table_says_how_to_install_what_metrics_need() -> None:
+    row = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `--metrics-port"))
+    assert "pip install '.[metrics]'" in row and "pip install 'avalon-worker[metrics]'" in row

@@ -21,7 +21,8 @@ class PrometheusMetrics(PoolMetrics):
             from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
         except ImportError:
             raise MetricsUnavailable(
-                "--metrics-port needs prometheus-client: pip install 'avalon-worker[metrics]'"
+                "--metrics-port needs prometheus-client: pip install 'avalon-worker[metrics]' (in a checkout: "
+                "pip install '.[metrics]')"
             ) from None
         self.registry = CollectorRegistry()
         self._orders = Counter(

@@ -121,6 +121,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse a work order whose workOrderId was served in the last N seconds, across all "
                         "worker processes (error 2; default 0: off, every verified order is served)")
     add_log_level_argument(parser)
+    parser.add_argument("--debug-workloads", action="store_true",
+                        help="log the exception and traceback of a workload that raises (for its author: the message "
+                        "may hold the order's data; default: only its type, in the reply and the log)")
     parser.add_argument("--listen-http", metavar="HOST:PORT",
                         help="also serve Avalon's listener API (JSON-RPC over HTTP) here, backed by a store in the state directory "
                         "(default: off)")
@@ -280,6 +283,17 @@ def _add_requester_commands(commands: Any) -> None:
     p.add_argument("work_order_id", metavar="ID",
                    help="the work order's id (or its first digits), as submit --json and run-orders show it")
     p.set_defaults(**{RUNS: "result"})
+
+    p = commands.add_parser("run-workload", help="run a workload here on plain inputs, without a worker (for its author)")
+    p.add_argument("workload", metavar="NAME", help="the workload's id in the registry, e.g. python-hello")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="input items (UTF-8 text), one per INPUT, in index order")
+    p.add_argument("--input-file", action="append", metavar="FILE",
+                   help="one more input item: the bytes of FILE (- reads standard input); repeatable")
+    p.add_argument("--workloads", metavar="FILE",
+                   help="workloads.json registry, as serve --workloads (default: built-in workloads)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where a workload that keeps files keeps them (default: a temporary directory)")
+    p.set_defaults(**{RUNS: "run_workload"})
 
     p = commands.add_parser("run-orders", help="run every work order in a test_work_orders.json file")
     add_client_arguments(p, every_worker=True)

@@ -26,7 +26,7 @@ from ..attestation.providers import select_provider
 from ..core import insecure_seal_result_reusing_session_iv, seal_result
 from ..front import http_guard
 from ..front.door import FrontConfig, FrontDoor, bind_listen, split_listen
-from ..identity import disable_core_dumps, load_or_create, lock_state_dir
+from ..identity import Identity, disable_core_dumps, load_or_create, lock_state_dir
 from ..models import MAX_ID_DIGITS, is_id
 from ..pool import Pool, PoolConfig, StopFlag
 from ..processor import Processor
@@ -99,18 +99,12 @@ def run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, config: PoolConfig, registry: WorkloadRegistry, attestation: Any,
            http_socket: socket.socket | None, locked: bool) -> int:
     metrics = _start_metrics(args)
-    if not locked:
-        lock_state_dir(args.state_dir)
-    identity, created = load_or_create(args.state_dir, args.rsa_bits or defaults.RSA_BITS)
-    logger.info(
-        "%s identity %s (RSA-%d) in %s", "created" if created else "loaded", identity.worker_id[:16],
-        identity.rsa_bits, args.state_dir,
-    )
-    if not created and args.rsa_bits and args.rsa_bits != identity.rsa_bits:
-        logger.warning("--rsa-bits %d ignored: the identity in %s keeps its RSA-%d key (a new key needs a new "
-                       "--state-dir, and requesters must fetch the new signup)", args.rsa_bits, args.state_dir,
-                       identity.rsa_bits)
+    identity = _identity(args, locked)
     logger.info("workloads: %s", ", ".join(registry.names()))
+    if args.debug_workloads:
+        registry.debug = True
+        logger.warning("--debug-workloads: a workload that raises is logged with its message and traceback, which "
+                       "may hold the orders' plaintext; for testing only")
     rtmr = None
     if attestation.kind == "tdx":  # once, before any process forks
         event = _code_event(args, registry)
@@ -150,6 +144,23 @@ def _serve(args: argparse.Namespace, config: PoolConfig, registry: WorkloadRegis
     if stop.forced:  # a second signal: what was in flight was answered with an error
         return 128 + stop.forced_by if stop.forced_by else 1
     return 0
+
+
+def _identity(args: argparse.Namespace, locked: bool) -> Identity:
+    """The worker's identity from --state-dir (made there on the first start), the directory
+    taken first if `run` could not take it yet."""
+    if not locked:
+        lock_state_dir(args.state_dir)
+    identity, created = load_or_create(args.state_dir, args.rsa_bits or defaults.RSA_BITS)
+    logger.info(
+        "%s identity %s (RSA-%d) in %s", "created" if created else "loaded", identity.worker_id[:16],
+        identity.rsa_bits, args.state_dir,
+    )
+    if not created and args.rsa_bits and args.rsa_bits != identity.rsa_bits:
+        logger.warning("--rsa-bits %d ignored: the identity in %s keeps its RSA-%d key (a new key needs a new "
+                       "--state-dir, and requesters must fetch the new signup)", args.rsa_bits, args.state_dir,
+                       identity.rsa_bits)
+    return identity
 
 
 def _code_event(args: argparse.Namespace, registry: WorkloadRegistry) -> measure.CodeEvent:

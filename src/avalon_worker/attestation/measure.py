@@ -51,6 +51,7 @@ MEASURED_SETTINGS = (
     "memory_limit_mb",
     "worker_id",
     "replay_window_s",
+    "debug_workloads",  # a raising workload's message, which may quote plaintext, is logged
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,8 @@ from typing import Any, Protocol
 
 from ..errors import SetupError, WorkloadError
 from .base import LegacyWorkload, Workload, WorkloadFailure
+
+logger = logging.getLogger("avalon_worker.workload")
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
@@ -99,6 +102,9 @@ class WorkloadRegistry:
 
     def __init__(self, workloads: Mapping[str, Workload | LegacyWorkload]) -> None:
         self._workloads = dict(workloads)
+        # Log a raising workload's exception and traceback (`serve --debug-workloads`): for its
+        # author, never by default, as the message may quote the order's plaintext.
+        self.debug = False
 
     @classmethod
     def from_mapping(cls, entries: Any, source: str = "workloads", data_root: Path | None = None) -> WorkloadRegistry:
@@ -158,6 +164,9 @@ class WorkloadRegistry:
         except MemoryError:
             raise WorkloadError(f"workload {workload_id!r} ran out of memory") from None
         except Exception as exc:
+            if self.debug:
+                logger.error("workload %r raised; its message and traceback may hold the order's data",
+                             workload_id, exc_info=exc)
             raise WorkloadError(f"workload {workload_id!r} raised {type(exc).__name__}") from None
         if isinstance(result, (bytes, bytearray, memoryview)):
             return [bytes(result)]
