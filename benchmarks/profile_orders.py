@@ -69,6 +69,8 @@ def profile(scenario: throughput.Scenario, seconds: float, top: int, save: str |
         lines = [f"## {scenario.name}: {orders} orders, {result['rate']:.0f} orders/s under the profiler"]
         for role in ("worker", "supervisor"):
             for path in sorted(glob.glob(f"{out}/{role}-*.prof")):
+                if not pstats.Stats(path).total_calls:  # type: ignore[attr-defined]  # a forked helper, never profiled
+                    continue
                 lines += [f"{role} process:", *_rows(path, orders, top)]
                 if save:
                     os.makedirs(save, exist_ok=True)
