@@ -315,3 +315,25 @@ def test_a_pending_order_in_run_orders_is_shown_as_pending_with_what_to_do(both:
     assert f"1 still pending: read each later with avalon-worker result --listener {both.url} ID" in done.stderr
     later = both.cli("result", record["workOrderId"])
     assert later.stdout == "slept 3\n", later.stderr
+
+
+# 9. the README's curl lines, as written ------------------------------------------------------------
+
+
+def test_the_readmes_curl_examples_work(both: Both) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in readme.splitlines() if line.startswith("curl -s http://127.0.0.1:1947/")]
+    assert [json.loads(line.split(" -d ")[1].strip("'"))["method"] for line in lines] == \
+        ["WorkerLookUp", "WorkerRetrieve", "WorkOrderGetResult"]
+    done = both.cli("submit", "--listener", both.url, "--json", "--workload", "python-hello", "curl")
+    order = json.loads(done.stdout)
+    answers = []
+    for line in lines:
+        line = (line.replace("http://127.0.0.1:1947/", both.url).replace("WORKER_ID", order["workerId"])
+                .replace("WORK_ORDER_ID", order["workOrderId"]))
+        ran = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=30)
+        assert ran.returncode == 0, ran.stderr
+        answers.append(json.loads(ran.stdout))
+    assert answers[0]["result"]["ids"] == [order["workerId"]]
+    assert answers[1]["result"]["details"]["workerTypeData"]["encryptionKey"]
+    assert answers[2]["result"]["workOrderId"] == order["workOrderId"] and answers[2]["result"]["outData"]

@@ -47,6 +47,51 @@ CONFIG_DESCRIPTION = (
 )
 
 
+# Each command's --help ends with these (tests/test_cli_help.py parses every one of them).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "serve": ("avalon-worker serve --bind 'tcp://*:7777' --state-dir ./state",
+              "avalon-worker serve --config worker.toml --workers 4",
+              "avalon-worker serve --state-dir ./state --listen-http 127.0.0.1:1947"),
+    "config": ("avalon-worker config --config worker.toml",
+               "avalon-worker config --workers 4 > worker.toml"),
+    "signup": ("avalon-worker signup --endpoint tcp://127.0.0.1:7777 > signup.json",
+               "avalon-worker signup --listener http://127.0.0.1:1947/"),
+    "submit": ("avalon-worker submit --endpoint tcp://127.0.0.1:7777 --workload python-hello World",
+               "avalon-worker submit --listener http://127.0.0.1:1947/ --workload echo-result --input-file big.txt",
+               "cat data.bin | avalon-worker submit --workload echo-result --input-file - --json"),
+    "result": ("avalon-worker result --listener http://127.0.0.1:1947/ 3f2a9c01",),
+    "run-workload": ("avalon-worker run-workload python-hello World",
+                     "avalon-worker run-workload --workloads ./workloads.json my-workload --input-file in.txt"),
+    "run-orders": ("avalon-worker run-orders --endpoint tcp://127.0.0.1:7777 tests/test_work_orders.json",
+                   "avalon-worker run-orders --listener http://127.0.0.1:1947/ --json orders.json | jq .result",
+                   "avalon-worker run-orders --endpoint tcp://worker:7777 --policy policy.json orders.json"),
+    "verify": ("avalon-worker verify --print-policy-template --tee tdx > policy.json",
+               "avalon-worker verify --endpoint tcp://worker:7777 --policy policy.json --collateral collateral.json",
+               "avalon-worker verify --evidence quote.bin --policy policy.json --at 2025-06-20 --json"),
+    "store": ("avalon-worker store migrate --store postgresql://avalon@db.example:5432/avalon",),
+    "listener": ("AVALON_WORKER_STORE=postgresql://avalon@db:5432/avalon avalon-worker listener --listen-http 0.0.0.0:1947",),
+    "pump": ("avalon-worker pump --store postgresql://avalon@db:5432/avalon --endpoint tcp://127.0.0.1:7777",),
+    "demo": ("avalon-worker demo",),
+    "completion": ("avalon-worker completion bash > ~/.local/share/bash-completion/completions/avalon-worker",
+                   "avalon-worker completion zsh > ~/.zfunc/_avalon-worker   # with fpath+=(~/.zfunc) in .zshrc"),
+}
+
+
+class HelpWithExamples(argparse.HelpFormatter):
+    """argparse's help, with the examples epilog kept line by line (descriptions still wrap)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return text
+        return super()._fill_text(text, width, indent)
+
+
+def _add_examples(commands: Any) -> None:
+    for name, command in commands.choices.items():
+        command.formatter_class = HelpWithExamples
+        command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
 def default_state_dir() -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "avalon-worker")
@@ -389,6 +434,13 @@ def build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.
                             description=DEMO_DESCRIPTION)
     p.add_argument("--timeout-s", type=SECONDS, default=defaults.CLIENT_TIMEOUT_S, help=argparse.SUPPRESS)
     p.set_defaults(**{RUNS: "demo"})
+
+    p = commands.add_parser("completion", help="print a shell completion script for avalon-worker (bash or zsh)",
+                            description="Print a completion script for bash or zsh, made from this program's own "
+                            "commands and options.")
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(**{RUNS: "completion"})
+    _add_examples(commands)
     return parser, serve, config
 
 
