@@ -51,7 +51,7 @@ def decode(data: bytes | bytearray | memoryview | str, what: str) -> Any:
             except UnicodeDecodeError:
                 raise InvalidParameterError(f"{what} is not UTF-8 text") from None
         raise InvalidParameterError(f"{what} is not valid JSON (or is nested too deeply)") from None
-    if _inexact_id(message):
+    if type(message) is dict and type(message.get("id")) is float and _inexact_id(message):
         message = jsonio.loads_exact(data)
     return message
 
@@ -73,6 +73,8 @@ def reply_id(message: Mapping[str, Any], fallback: Any = None) -> Any:
     if "id" not in message:
         return fallback
     value = message["id"]
+    if type(value) is int or type(value) is str:  # the usual ids, without a call
+        return value
     if not is_valid_id(value):
         raise InvalidParameterError(f"{ID_RULE}, not {_json_type(value)}")
     return value
