@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import socket
 import stat
@@ -337,3 +338,84 @@ def test_the_readmes_curl_examples_work(both: Both) -> None:
     assert answers[0]["result"]["ids"] == [order["workerId"]]
     assert answers[1]["result"]["details"]["workerTypeData"]["encryptionKey"]
     assert answers[2]["result"]["workOrderId"] == order["workOrderId"] and answers[2]["result"]["outData"]
+
+
+# every command's error paths: exit 0, 1 or 2, and one line saying why --------------------------------
+
+NOTHING_HERE = "{nothing}"  # a free port: nothing listens
+
+# (argv, exit status, a fragment of the last line of stderr, or of stdout for exit 0)
+ERROR_PATHS = [
+    (["serve", "--workers", "-1"], 2, "argument --workers: must be >= 0, not -1"),
+    (["serve", "--bind", "udp://127.0.0.1:7777", "--state-dir", "{tmp}/s"], 2, "cannot serve on"),
+    (["serve", "--wokers", "2"], 2, "did you mean --workers?"),
+    (["config", "--config", "{tmp}/missing.toml"], 2, "cannot read"),
+    (["config", "--workers", "3"], 0, "workers = 3"),
+    (["completion", "fish"], 2, "invalid choice: 'fish'"),
+    (["completion", "bash"], 0, "complete -o filenames -F _avalon_worker avalon-worker"),
+    (["run-workload", "no-such", "x"], 2, "no workload 'no-such' in the built-in registry"),
+    (["run-workload", "--workloads", MISBEHAVING_REGISTRY, "boom", "x"], 1, "workload 'boom' raised ValueError"),
+    (["run-workload", "python-hello", "x"], 0, "Hello x"),
+    (["verify", "--endpoint", "{endpoint}", "--policy", "{tmp}/missing.json"], 2, "missing.json"),
+    (["verify", "--endpoint", "tcp://127.0.0.1:" + NOTHING_HERE, "--timeout-s", "1", "--policy", "{policy}"], 1,
+     "no worker at tcp://127.0.0.1:"),
+    (["store", "migrate"], 2, "no work-order store: give --store LOCATION, or set AVALON_WORKER_STORE"),
+    (["store", "migrate", "--store", "{tmp}"], 0, "schema version"),
+    (["store", "migrate", "--store", "/proc/no/such/dir/x.sqlite3"], 2, "cannot open the work-order store"),
+    (["listener", "--store", "{tmp}/x.sqlite3", "--listen-http", "127.0.0.1:0"], 2,
+     "a listener of its own needs a store that worker hosts share"),
+    (["pump", "--endpoint", "{endpoint}"], 2, "no work-order store"),
+    (["result", "abcdef"], 2, "no keys kept for work order abcdef"),
+    (["result", "not-hex"], 2, "'not-hex' is not a work-order id"),
+    (["result", "--endpoint", "{endpoint}", "abcdef"], 2, "a result is read from a listener"),
+]
+for transport in TRANSPORTS:
+    where = ["--endpoint", "{endpoint}"] if transport == "zmq" else ["--listener", "{url}"]
+    dead = (["--endpoint", "tcp://127.0.0.1:" + NOTHING_HERE] if transport == "zmq"
+            else ["--listener", "http://127.0.0.1:" + NOTHING_HERE + "/"])
+    wrong = ["--endpoint", "http://127.0.0.1:1/"] if transport == "zmq" else ["--listener", "tcp://127.0.0.1:1"]
+    nobody = "no worker at" if transport == "zmq" else "no listener at"
+    ERROR_PATHS += [
+        (["signup", *where], 0, '"verifying_key"'),
+        (["signup", *wrong], 2, "argument --"),
+        (["signup", *dead, "--timeout-s", "1"], 1, nobody),
+        (["submit", *where, "--workload", "python-hello", "x"], 0, "Hello x"),
+        (["submit", *where, "--workload", "no-such", "x"], 1, "error 2: workload 'no-such' is not registered"),
+        (["submit", *where, "--workload", "python-hello"], 2, "give the work order's inputs"),
+        (["submit", *wrong, "--workload", "python-hello", "x"], 2, "argument --"),
+        (["submit", *dead, "--timeout-s", "1", "--workload", "python-hello", "x"], 1, nobody),
+        (["run-orders", *where, "{sample}"], 0, "9 of 9 work orders verified"),
+        (["run-orders", *where, "{tmp}/missing.json"], 2, "cannot read"),
+        (["run-orders", *where, "{failing}"], 1, "0 of 1 work orders verified"),
+        (["run-orders", *wrong, "{sample}"], 2, "argument --"),
+        (["run-orders", *dead, "--timeout-s", "1", "{sample}"], 1, nobody),
+        (["result", *wrong, "abcdef"], 2, "argument --"),
+    ]
+
+
+@pytest.mark.parametrize("argv,status,fragment", ERROR_PATHS, ids=[" ".join(case[0])[:60] for case in ERROR_PATHS])
+def test_every_command_exits_0_1_or_2_with_one_line(both: Both, tmp_path: Path, argv: list[str], status: int,
+                                                    fragment: str) -> None:
+    failing = tmp_path / "failing.json"
+    failing.write_text(json.dumps({"workOrders": [{"workloadId": "no-such", "params": "x"}]}))
+    policy = tmp_path / "policy.json"
+    template = both.cli("verify", "--print-policy-template").stdout
+    policy.write_text(re.sub(r"REPLACE-[A-Za-z0-9-]+", "0" * 64, template))
+    values = {"endpoint": both.endpoint, "url": both.url, "tmp": str(tmp_path), "sample": SAMPLE,
+              "failing": str(failing), "policy": str(policy), "nothing": str(free_port())}
+    done = both.cli(*[part.format(**values) for part in argv])
+    assert done.returncode == status, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr or argv[0] == "run-workload", done.stderr  # its traceback is the point
+    if status == 0:
+        assert fragment in done.stdout, done.stdout
+        return
+    said = [line for line in done.stderr.splitlines() if line.startswith("avalon-worker")]
+    if argv[0] == "run-orders" and status == 1 and "{failing}" in argv:  # the table says which failed, and why
+        assert fragment in done.stdout and "FAILED" in done.stdout
+        said.append("")
+    else:
+        assert fragment in said[-1], done.stderr
+    # Besides the one line, only notices: "cannot connect ... yet; retrying", said at once while
+    # it waits, and run-orders' "worker ID through URL" (stdout is the table).
+    for line in said[:-1]:
+        assert "yet (nothing listening?); retrying for up to" in line or " through http://" in line, done.stderr
