@@ -1,4 +1,5 @@
-"""Parsed, validated work-order requests (EEA TC 1.1 §6.1, §6.5), as frozen typed models.
+"""Parsed, validated work-order requests (EEA TC 1.1 §6.1, §6.5), as typed models that nothing
+changes once they are built (slotted, not frozen: a frozen one costs a call per field per order).
 
 Parsing checks only shape: types, encodings and supported modes. Any fault here raises
 `InvalidParameterError` (code 2) or `UnsupportedModeError` (code 6), before any key is used.
