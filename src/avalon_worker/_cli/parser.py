@@ -241,12 +241,14 @@ def add_policy_arguments(parser: argparse.ArgumentParser, *, required: bool = Fa
     """Add ``--policy``, ``--collateral`` and the insecure test roots (for submit/run-orders too)."""
     parser.add_argument("--policy", metavar="FILE", required=required,
                         help="JSON attestation policy, a section per TEE the worker may run on "
-                        "(`avalon-worker verify --print-policy-template --tee sgx|tdx|snp` prints one to start from)")
+                        "(`avalon-worker verify --print-policy-template --tee sgx|tdx|snp` prints one to start from; "
+                        "the format: docs/attestation.md, \"The policy file\")")
     parser.add_argument(
         "--collateral",
         metavar="FILE",
         help="SGX and TDX: Intel's JSON collateral (TCB info, QE identity, CRLs), to check revocation and TCB "
-        "status offline; SNP: a PEM bundle with the VCEK or VLEK, ASK or ASVK, ARK and any CRLs",
+        "status offline; SNP: a PEM bundle with the VCEK or VLEK, ASK or ASVK, ARK and any CRLs (the formats: "
+        "docs/attestation.md, \"Collateral\")",
     )
     parser.add_argument(
         "--insecure-root-ca",
