@@ -18,6 +18,8 @@ for `--rounds` rounds (the figures are the median round's):
   SQLite file like the listener's, one order at a time, timed per operation.
 
 Run by hand: `python benchmarks/http_listener.py` (`--write FILE` saves the Markdown too).
+`--baseline REF` also starts both HTTP paths from a worktree of a git ref and runs them in
+every round, alternating with this tree's: before and after, under the same load.
 The machine is shared and small: compare the ratios measured in one run.
 """
 
@@ -53,16 +55,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from postgres_server import PostgresServer, PostgresUnavailable  # noqa: E402 (the tests' throwaway server)
 
 
-def start_worker(state_dir: str, workers: int, bits: int = 2048) -> tuple[subprocess.Popen[str], str, str]:
+def start_worker(state_dir: str, workers: int, bits: int = 2048, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, str]:
     command = [sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir,
                "--rsa-bits", str(bits), "--workers", str(workers), "--attestation", "none", "--log-level", "ERROR",
                "--listen-http", "127.0.0.1:0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
     endpoint, url = read_ready(process, READY_PREFIX)
     return process, endpoint, url
 
 
-def start_postgres_path(state_dir: str, workers: int, store_url: str, bits: int = 2048) -> tuple[list[subprocess.Popen[str]], str, dict[str, list[int]]]:
+def start_postgres_path(state_dir: str, workers: int, store_url: str, bits: int = 2048,
+                        env: dict[str, str] | None = None) -> tuple[list[subprocess.Popen[str]], str, dict[str, list[int]]]:
     """A worker host pulling from `store_url` and a stateless listener: the processes, the
     listener's URL and the processes by role."""
     from avalon_worker.front.door import PUMP_READY_PREFIX
@@ -70,7 +73,7 @@ def start_postgres_path(state_dir: str, workers: int, store_url: str, bits: int 
 
     def start(command: list[str], prefix: str) -> tuple[subprocess.Popen[str], str]:
         process = subprocess.Popen([sys.executable, "-m", "avalon_worker", *command], stdout=subprocess.PIPE, text=True,
-                                   start_new_session=True)
+                                   start_new_session=True, env=env)
         assert process.stdout is not None
         while not (line := process.stdout.readline()).startswith(prefix):
             if not line:
@@ -264,7 +267,7 @@ def pg_signup_of(url: str, worker_id: str) -> dict[str, str]:
 def pg_lines(runs: list[dict[str, float]], direct: dict[str, float], concurrency: int) -> list[str]:
     if not runs:
         return ["", "HTTP through PostgreSQL: not measured (no PostgreSQL here)"]
-    pg = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
+    pg = median(runs)
     return [
         "",
         "| path | orders/s | p50 ms | p99 ms | CPU µs/order: supervisor + workers + pump + listener + PostgreSQL + load generator |",
@@ -273,14 +276,91 @@ def pg_lines(runs: list[dict[str, float]], direct: dict[str, float], concurrency
         f"| {pg['rate']:.0f} | {pg['p50']:.2f} | {pg['p99']:.2f} | {pg['supervisor_us']:.0f} + {pg['workers_us']:.0f} "
         f"+ {pg['pump_us']:.0f} + {pg['listener_us']:.0f} + {pg['postgres_us']:.0f} + {pg['clients_us']:.0f} |",
         "",
-        f"HTTP through PostgreSQL / direct: {pg['rate'] / direct['rate']:.2f} (goal ≥ 0.4)",
+        f"HTTP through PostgreSQL / direct: {pg['rate'] / direct['rate']:.2f} (goal ≥ 0.45)",
     ]
+
+
+# deployments: this tree, and a baseline git ref beside it ----------------------------------------
+
+
+class Deployment:
+    """The worker behind its front door (SQLite) and, with a PostgreSQL server, a worker host
+    pulling from it behind a stateless listener; all started from the code that `env`'s
+    PYTHONPATH names (None: this tree)."""
+
+    def __init__(self, name: str, state: str, args: argparse.Namespace, server: PostgresServer | None,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.server = server
+        self.processes: list[subprocess.Popen[str]] = []
+        process, self.endpoint, self.url = start_worker(state, args.workers, args.rsa_bits, env)
+        self.processes.append(process)
+        children = throughput._children(process.pid)
+        front = [pid for pid in children if b"avalon_worker._cli.front_door" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        workers = [pid for pid in children if pid not in front]
+        self.pids = [process.pid, *workers]  # what throughput.drive accounts: supervisor, then workers
+        self.roles = {"supervisor": [process.pid], "workers": workers, "front": front}
+        with WorkerClient(self.endpoint) as client:
+            self.signup = dict(client.worker().signup)
+        self.pg_url = ""
+        if server is not None:
+            database = server.create_database(f"bench_{name}") if name != "now" else server.url()
+            pg_processes, self.pg_url, self.pg_roles = start_postgres_path(f"{state}/pg", args.workers, database,
+                                                                           args.rsa_bits, env)
+            self.processes += pg_processes
+            with urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - our own listener on loopback
+                    self.pg_url, b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":{}}')) as answer:
+                [pg_worker] = json.loads(answer.read())["result"]["ids"]
+            self.pg_signup = pg_signup_of(self.pg_url, pg_worker)
+        self.http_runs: list[dict[str, float]] = []
+        self.pg_runs: list[dict[str, float]] = []
+
+    def round(self, args: argparse.Namespace) -> None:
+        self.http_runs.append(drive_http(self.url, self.signup, args.seconds, args.concurrency, self.roles))
+        if self.server is not None:
+            self.pg_roles["postgres"] = postgres_processes(self.server)  # its backends come and go
+            self.pg_runs.append(drive_http(self.pg_url, self.pg_signup, args.seconds, args.concurrency, self.pg_roles))
+
+    def stop(self) -> None:
+        for stopping in self.processes:
+            os.killpg(stopping.pid, signal.SIGTERM)
+            stopping.wait(60)
+
+
+def baseline_tree(ref: str, directory: str) -> str:
+    """A worktree of `ref` in `directory` (git worktree, detached); its `src` for PYTHONPATH."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "--quiet", directory, ref], check=True)
+    return str(Path(directory) / "src")
+
+
+def median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
+
+
+def baseline_lines(now: Deployment, base: Deployment, ref: str, direct: dict[str, float]) -> list[str]:
+    """The front door's figures now and at `ref`, measured in the same rounds, and their ratios."""
+    http, old = median(now.http_runs), median(base.http_runs)
+    lines = [
+        "", f"Before (`{ref}`) and now, alternating in the same rounds:", "",
+        "| path | orders/s before | orders/s now | CPU µs/order before | CPU µs/order now | now / before |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| HTTP, SQLite: front door | {old['rate']:.0f} | {http['rate']:.0f} | {old['front_us']:.0f} "
+        f"| {http['front_us']:.0f} | {http['front_us'] / old['front_us']:.2f} |",
+    ]
+    if now.pg_runs and base.pg_runs:
+        pg, pg_old = median(now.pg_runs), median(base.pg_runs)
+        for role in ("pump", "listener", "postgres"):
+            lines.append(f"| HTTP through PostgreSQL: {role} | {pg_old['rate']:.0f} | {pg['rate']:.0f} "
+                         f"| {pg_old[f'{role}_us']:.0f} | {pg[f'{role}_us']:.0f} | {pg[f'{role}_us'] / pg_old[f'{role}_us']:.2f} |")
+    lines += ["", f"HTTP / direct: before {old['rate'] / direct['rate']:.2f}, now {http['rate'] / direct['rate']:.2f}"]
+    return lines
 
 
 # main --------------------------------------------------------------------------------------------
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per path and round")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="worker processes")
@@ -288,57 +368,50 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the median round's")
     parser.add_argument("--rsa-bits", type=int, default=2048, choices=(2048, 3072),
                         help="the workers' key (default 2048; the worker's own default is 3072)")
+    parser.add_argument("--baseline", metavar="REF", help="also run the HTTP paths of this git ref (a worktree of it, "
+                        "in a temporary directory), alternating with this tree's in every round")
     parser.add_argument("--write", metavar="FILE", help="also write the results as Markdown to FILE")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    hello = throughput.scenarios(quick=True)[0]
-    assert hello.fresh_keys
-    load = throughput.Load(clients=1, connections=4, depth=4, seconds=args.seconds, pin_cpus=False)
-    direct_runs, http_runs, pg_runs = [], [], []
-    server: PostgresServer | None = None
-    pg_processes: list[subprocess.Popen[str]] = []
+
+def start_postgres() -> PostgresServer | None:
     try:
         server = PostgresServer(fsync=True)
         server.start()
     except PostgresUnavailable as exc:
         print(f"HTTP through PostgreSQL skipped: {exc}", file=sys.stderr)
-        server = None
+        return None
+    return server
+
+
+def main() -> int:
+    args = parse_args()
+    hello = throughput.scenarios(quick=True)[0]
+    assert hello.fresh_keys
+    load = throughput.Load(clients=1, connections=4, depth=4, seconds=args.seconds, pin_cpus=False)
+    direct_runs = []
+    server = start_postgres()
+    deployments: list[Deployment] = []
     with tempfile.TemporaryDirectory() as state:
         try:
-            process, endpoint, url = start_worker(state, args.workers, args.rsa_bits)
-        except BaseException:
-            if server is not None:
-                server.remove()
-            raise
-        try:
-            if server is not None:
-                pg_processes, pg_url, pg_roles = start_postgres_path(f"{state}/pg", args.workers, server.url(), args.rsa_bits)
-                pg_roles["postgres"] = postgres_processes(server)
-                with urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - our own listener on loopback
-                        pg_url, b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":{}}')) as answer:
-                    [pg_worker] = json.loads(answer.read())["result"]["ids"]
-                pg_signup = pg_signup_of(pg_url, pg_worker)
-            children = throughput._children(process.pid)
-            front = [pid for pid in children if b"avalon_worker._cli.front_door" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-            workers = [pid for pid in children if pid not in front]
-            pids = [process.pid, *workers]  # what throughput.drive accounts: supervisor, then workers
-            roles = {"supervisor": [process.pid], "workers": workers, "front": front}
-            with WorkerClient(endpoint) as client:
-                signup = dict(client.worker().signup)
+            now = Deployment("now", f"{state}/now", args, server)
+            deployments.append(now)
+            if args.baseline:
+                env = {**os.environ, "PYTHONPATH": baseline_tree(args.baseline, f"{state}/baseline-tree")}
+                deployments.append(Deployment("baseline", f"{state}/baseline", args, server, env))
             for _ in range(args.rounds):
-                direct_runs.append(throughput.drive(endpoint, hello, load, pids))
-                http_runs.append(drive_http(url, signup, args.seconds, args.concurrency, roles))
-                if server is not None:
-                    pg_roles["postgres"] = postgres_processes(server)  # its backends come and go
-                    pg_runs.append(drive_http(pg_url, pg_signup, args.seconds, args.concurrency, pg_roles))
+                direct_runs.append(throughput.drive(now.endpoint, hello, load, now.pids))
+                for deployment in deployments:
+                    deployment.round(args)
         finally:
-            for stopping in [process, *pg_processes]:
-                os.killpg(stopping.pid, signal.SIGTERM)
-                stopping.wait(60)
+            for deployment in deployments:
+                deployment.stop()
             if server is not None:
                 server.remove()
-    direct = sorted(direct_runs, key=lambda r: r["rate"])[len(direct_runs) // 2]
-    http = sorted(http_runs, key=lambda r: r["rate"])[len(http_runs) // 2]
+            if args.baseline:
+                subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "worktree", "remove", "--force",
+                                f"{state}/baseline-tree"], check=False)
+    direct, http = median(direct_runs), median(now.http_runs)
     single, batched = store_costs(batch=1), store_costs(orders=3200, batch=32)
 
     lines = [
@@ -356,8 +429,9 @@ def main() -> int:
         f"| {http['p50']:.2f} | {http['p99']:.2f} | {http['supervisor_us']:.0f} + {http['workers_us']:.0f} "
         f"+ {http['front_us']:.0f} + {http['clients_us']:.0f} |",
         "",
-        f"HTTP / direct: {http['rate'] / direct['rate']:.2f} (goal ≥ 0.5)",
-        *pg_lines(pg_runs, direct, args.concurrency),
+        f"HTTP / direct: {http['rate'] / direct['rate']:.2f} (goal ≥ 0.6)",
+        *pg_lines(now.pg_runs, direct, args.concurrency),
+        *(baseline_lines(now, deployments[1], args.baseline, direct) if args.baseline else []),
         "",
         "SQLite store alone, ms per order (median): one order per call, and 32 per call as under load:",
         "",

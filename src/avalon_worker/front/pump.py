@@ -125,17 +125,23 @@ class Pump:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pump until `stop` is set, then wait briefly for answers and give back the rest."""
+        stopper = asyncio.ensure_future(self._wake_on(stop))
         try:
             while not stop.is_set():
                 action = self.core.next_action(self.clock(), self._dealer.connected)
                 if isinstance(action, Wait):
                     self._work.clear()  # the core has seen every event so far
-                    await self._sleep(action.until - self.clock(), stop)
+                    await self._sleep(action.until - self.clock())
                 else:
                     await self._do(action)
         finally:
+            stopper.cancel()
             await self._drain()
             self._dealer.close()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._work.set()
 
     async def _do(self, action: Send | StoreCall) -> None:
         if isinstance(action, Send):
@@ -151,18 +157,16 @@ class Pump:
         if stored:
             self.on_done(stored)
 
-    async def _sleep(self, seconds: float, stop: asyncio.Event | None) -> None:
+    async def _sleep(self, seconds: float) -> None:
+        """Until `seconds` have passed or an event came (`_work`): one timer, no task."""
         if seconds <= 0:
             return
-        waits = [asyncio.ensure_future(self._work.wait())]
-        if stop is not None:
-            waits.append(asyncio.ensure_future(stop.wait()))
+        timer = None if seconds == float("inf") else asyncio.get_running_loop().call_later(seconds, self._work.set)
         try:
-            await asyncio.wait(waits, timeout=None if seconds == float("inf") else seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await self._work.wait()
         finally:
-            for waiter in waits:
-                waiter.cancel()
+            if timer is not None:
+                timer.cancel()
 
     async def _drain(self) -> None:
         """On stop: store what is answered within `DRAIN_GRACE_S`, give the rest back to the queue."""
@@ -174,7 +178,7 @@ class Pump:
                 await self._do(action)
             elif self.core.in_flight and time.monotonic() < deadline:
                 self._work.clear()
-                await self._sleep(min(deadline - time.monotonic(), action.until - self.clock()), None)
+                await self._sleep(min(deadline - time.monotonic(), action.until - self.clock()))
             else:
                 break
         self.core.give_back()
