@@ -308,6 +308,33 @@ def test_expire_ends_the_orders_of_a_silent_worker(store: SQLiteStore, caplog: p
     assert "1 work orders waited 40 s" in caplog.text
 
 
+def test_answers_hold_back_neither_the_orders_handed_over_nor_a_lease_that_is_due(h: Harness) -> None:
+    """Under load answers come all the time: the orders waiting for the worker go out first,
+    and after each batch of outcomes a due lease goes before the next batch."""
+    h.submit(1, 2, 3, 4)
+    h.until_wait()
+    handoff = Handoff(WORKER, OWNER, 9.0, 2)
+    more = [NewOrder(oid(n), WORKER, request(n)) for n in (5, 6)]
+    h.core.take(handoff.taken(more, h.store.submit(more, h.now, handoff), h.now))
+    for tag in sorted(h.sent)[:2]:
+        h.core.answered(tag, result(h.sent.pop(tag)))
+    send = h.core.next_action(h.now, True)
+    assert isinstance(send, Send) and len(send.messages) == 2  # before the outcomes are stored
+    h.sent.update(send.messages)
+    complete = h.core.next_action(h.now, True)
+    assert isinstance(complete, Complete)
+    first = sorted(h.sent)[0]
+    h.core.answered(first, result(h.sent.pop(first)))  # while the outcomes are being stored
+    h.submit(7)
+    h.core.wake()
+    h.stored += h.core.finished(complete, complete.run(h.store), h.now)
+    lease = h.step()
+    assert isinstance(lease, Lease) and lease.limit == 1
+    assert isinstance(h.step(), Send)
+    assert isinstance(h.step(), Complete)
+    assert sorted(item.work_order_id for item in h.stored) == [oid(1), oid(2), oid(3)]
+
+
 def test_a_store_failure_keeps_the_outcomes_pauses_the_store_and_tries_them_first(h: Harness) -> None:
     h.submit(1, 2)
     h.until_wait()

@@ -11,10 +11,13 @@ tests drive it with a fake clock, no store and no worker.
 Rules:
 - At most one store call is out at a time (the store has one writer); the shell reports its
   end with `finished` or `failed` before asking for the next action.
-- Outcomes come first: they are stored before anything is leased, so that an order whose
-  outcome is waiting is never leased (and run) again. Then orders are given back (busy, lost
-  with their connection, stuck); then orders are sent and leased; then leases renewed, the
-  heartbeat sent, results purged and orders of silent workers expired, each when due.
+- Orders handed over (or leased) are sent as soon as the worker has room: that needs no store.
+  Of store calls, outcomes come first, so that outcomes kept while the store was away are
+  stored before anything is leased (an order whose outcome is waiting is not leased and run
+  again); answers that arrive while outcomes are being stored wait for one lease, if one is
+  due, as the worker would otherwise wait for them. Then orders are given back (busy, lost
+  with their connection, stuck); then leased; then leases renewed, the heartbeat sent, results
+  purged and orders of silent workers expired, each when due.
 - Up to `max_in_flight` orders are in flight. Orders handed over by the listener are sent
   before the store is asked for more; a lease that fills the room is followed at once by
   another, else the next waits for a wake-up or `poll_s`.
@@ -269,6 +272,7 @@ class PumpCore:
         self._backoff_until = 0.0
         self._store_paused_until = 0.0
         self._out: StoreCall | None = None
+        self._lease_turn = False  # a lease (if due) goes before the next outcomes
         self._next_tag = 0
 
     # events ---------------------------------------------------------------------------------------
@@ -342,6 +346,7 @@ class PumpCore:
         """`call` raised `exc` (a `StoreError`)."""
         assert call is self._out, "a store call failed that the core did not ask for"
         self._out = None
+        self._lease_turn = False  # what failed to be stored goes first when the store is back
         if isinstance(call, Complete) and isinstance(exc, StoreRefused):
             self._refused(call.completions, exc)
             return
@@ -375,12 +380,11 @@ class PumpCore:
     def next_action(self, now: float, connected: bool) -> Action:
         """The one thing to do now (see the module's rules)."""
         assert self._out is None, "the last store call has not been reported"
-        store_ready = now >= self._store_paused_until
-        action: Send | StoreCall | None = self._to_store(now) if store_ready else None
-        if action is None:
-            action = self._to_send(now, connected, store_ready)
-        if action is None and store_ready and not self.stopping:
-            action = self._upkeep(now)
+        action: Send | StoreCall | None = self._send_ready(now, connected)
+        if action is None and now >= self._store_paused_until:
+            turn, self._lease_turn = self._lease_turn, False
+            action = ((self._lease(now, connected) if turn else None) or self._to_store(now)
+                      or self._lease(now, connected) or (None if self.stopping else self._upkeep(now)))
         if action is None:
             return Wait(self._until(now, connected))
         if not isinstance(action, Send):
@@ -388,9 +392,10 @@ class PumpCore:
         return action
 
     def _to_store(self, now: float) -> StoreCall | None:
-        if self.refused:
-            return Complete(self.refused.popleft(), now)
-        if self.unsaved:
+        if self.refused or self.unsaved:
+            self._lease_turn = True  # answers that come meanwhile wait for one lease (if one is due)
+            if self.refused:
+                return Complete(self.refused.popleft(), now)
             batch, self.unsaved = self.unsaved, []
             return Complete(batch, now)
         if self.to_release:
@@ -404,17 +409,20 @@ class PumpCore:
             return 0
         return self.config.max_in_flight - len(self.in_flight)
 
-    def _to_send(self, now: float, connected: bool, store_ready: bool) -> Send | Lease | None:
+    def _send_ready(self, now: float, connected: bool) -> Send | None:
+        """The orders handed over (or leased), as many as the worker has room for."""
         room = self._room(connected)
-        if room <= 0 or now < self._backoff_until:
+        if room <= 0 or now < self._backoff_until or not self.ready:
             return None
-        if self.ready:
-            return self._send([self.ready.popleft() for _ in range(min(room, len(self.ready)))], now)
-        if store_ready and (self._wake or now >= self._timers.poll):
-            self._wake = False
-            self._timers.poll = now + self.config.poll_s  # unless the lease fills the room (`_send_later`)
-            return Lease(self.worker_id, self.owner, room, self.config.lease_s, now)
-        return None
+        return self._send([self.ready.popleft() for _ in range(min(room, len(self.ready)))], now)
+
+    def _lease(self, now: float, connected: bool) -> Lease | None:
+        room = self._room(connected)
+        if room <= 0 or now < self._backoff_until or not (self._wake or now >= self._timers.poll):
+            return None
+        self._wake = False
+        self._timers.poll = now + self.config.poll_s  # unless the lease fills the room (`_send_later`)
+        return Lease(self.worker_id, self.owner, room, self.config.lease_s, now)
 
     def _send_later(self, call: Lease, leased: list[LeasedOrder], now: float) -> None:
         """Leased orders are sent by the next action; a full batch means more may be waiting:
