@@ -56,3 +56,15 @@ def test_an_unreachable_database_is_exit_1_after_retrying() -> None:
     assert done.returncode == 1, done.stderr
     assert "is not reachable yet" in done.stderr and "retrying" in done.stderr  # said at once
     assert "cannot connect to the PostgreSQL store" in done.stderr.splitlines()[-1]
+
+
+def test_serve_with_an_unreachable_store_exits_1_and_one_that_refuses_exits_2(server: PostgresServer,
+                                                                             tmp_path: object) -> None:
+    common = ["serve", "--bind", "tcp://127.0.0.1:*", "--attestation", "none", "--workers", "1", "--rsa-bits", "2048",
+              "--log-level", "ERROR"]
+    refused = cli(*common, "--state-dir", f"{tmp_path}/a", "--store", server.url("no_such_database"))
+    assert refused.returncode == 2, refused.stderr
+    assert 'database "no_such_database" does not exist' in refused.stderr.splitlines()[-1]
+    away = cli(*common, "--state-dir", f"{tmp_path}/b", "--store", f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    assert away.returncode == 1, away.stderr
+    assert "cannot connect to the PostgreSQL store" in away.stderr.splitlines()[-1]

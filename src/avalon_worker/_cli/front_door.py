@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.status_fd < 0:
             print(f"avalon-worker: the HTTP front door cannot serve: {exc}", file=sys.stderr)
         say("failed", str(exc))
-        return 2
+        # A store that could not be reached is 1, as for every command; anything else is set-up.
+        return exc.exit_status if isinstance(exc, StoreError) else 2
     return 0
 
 

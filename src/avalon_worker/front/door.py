@@ -239,12 +239,12 @@ class FrontDoor:
         os.close(self._status)
         self._status = -1
         self.process = None
-        self._stopped(self._reason() or f"it {describe_returncode(code)}", now)
+        self._stopped(self._reason() or f"it {describe_returncode(code)}", now, code)
 
-    def _stopped(self, reason: str, now: float) -> None:
+    def _stopped(self, reason: str, now: float, code: int | None = None) -> None:
         again = self.policy.stopped(self._started, self._served, now)
         if again is None:
-            self._give_up(reason)
+            self._give_up(reason, code)
             return
         logger.warning("the HTTP front door stopped (%s); starting it again in %.1f s", reason, again - now)
         self._restart_at = again
@@ -274,11 +274,13 @@ class FrontDoor:
                 return line[len("failed\t"):]
         return ""
 
-    def _give_up(self, reason: str) -> None:
+    def _give_up(self, reason: str, code: int | None = None) -> None:
         if self.policy.served:
             self.failure = FrontDoorError(
                 f"the HTTP front door stopped and could not be started again "
                 f"({self.policy.failed_starts} attempts): {reason}")
+        elif code == 1:  # it could not reach its store: not a set-up error
+            self.failure = FrontDoorError(f"the HTTP front door cannot serve: {reason}")
         else:
             self.failure = FrontDoorSetupError(f"the HTTP front door cannot serve: {reason}")
         self.on_failure()
