@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -129,3 +130,22 @@ def test_an_unreadable_state_file_fails_to_start(tmp_path: Path) -> None:
     done = run_cli("serve", "--state-dir", str(tmp_path), "--bind", "tcp://127.0.0.1:*")
     assert done.returncode == 2
     assert "cannot read" in done.stderr
+
+
+def test_a_state_dir_that_takes_no_lock_is_served_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    # Some enclave file systems refuse flock (ENOLCK); this machine's do not, so the refusal is made here.
+    import errno
+    import fcntl
+
+    from avalon_worker.identity import lock_state_dir
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING, logger="avalon_worker.identity"):
+        assert lock_state_dir(tmp_path / "s") is None
+    [record] = caplog.records
+    assert record.getMessage() == (f"the state directory {tmp_path / 's'} takes no lock (No locks available): "
+                                   "nothing stops a second serve on it; run one serve per state directory")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import logging
 import os
 import resource
 import stat
@@ -24,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from . import crypto, defaults
 from .crypto import SigningKey
 from .errors import SetupError
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "identity.json"
 STATE_VERSION = 1
@@ -203,8 +206,10 @@ def lock_state_dir(state_dir: str | Path) -> int | None:
         raise IdentityError(f"the state directory {folder} is in use by process {holder} (another avalon-worker "
                             "serve): one worker per identity",
                             hint="stop that one first, or give this one a --state-dir of its own") from None
-    except OSError:
+    except OSError as exc:
         os.close(fd)
+        logger.warning("the state directory %s takes no lock (%s): nothing stops a second serve on it; "
+                       "run one serve per state directory", folder, exc.strerror or exc)
         return None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)

@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         # One serve per identity: an existing state directory is taken now, before anything is said
         # or bound; a new one once it is made (`_serve`). Held until this process ends.
-        locked = os.path.isdir(args.state_dir) and lock_state_dir(args.state_dir) is not None
+        locked = os.path.isdir(args.state_dir)
+        if locked:
+            lock_state_dir(args.state_dir)
         # After the usage checks: its notice (e.g. "attestation: none") is no news to a command that stops.
         attestation = select_provider(args.attestation, args.attestation_root, tsm_report_dir=args.tsm_report_dir)
         return _serve(args, config, registry, attestation, http_socket, locked)
