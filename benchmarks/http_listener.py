@@ -197,6 +197,17 @@ def _http_client(url: str, signup: dict, count: int, concurrency: int, seconds: 
     results.put((len(latencies), elapsed, latencies, ok, cpu))
 
 
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each of `pids` still running."""
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = throughput._cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
 def drive_http(url: str, signup: dict, seconds: float, concurrency: int, pids: dict[str, list[int]]) -> dict[str, float]:
     ctx = multiprocessing.get_context("spawn")
     ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
@@ -204,10 +215,13 @@ def drive_http(url: str, signup: dict, seconds: float, concurrency: int, pids: d
     process = ctx.Process(target=_http_client, args=(url, signup, count, concurrency, seconds, ready, start, results))
     process.start()
     ready.get(timeout=600)
-    before = {role: sum(throughput._cpu_seconds(pid) for pid in group) for role, group in pids.items()}
+    before = {role: _cpu_by_pid(group) for role, group in pids.items()}
     start.set()
     done, elapsed, latencies, ok, client_cpu = results.get(timeout=600)
-    cpu = {role: sum(throughput._cpu_seconds(pid) for pid in group) - before[role] for role, group in pids.items()}
+    cpu = {}
+    for role, group in pids.items():  # a process gone meanwhile (a database backend) counts for neither
+        after = _cpu_by_pid(group)
+        cpu[role] = sum(seconds - before[role][pid] for pid, seconds in after.items() if pid in before[role])
     process.join()
     if not ok:
         raise SystemExit("HTTP: the last result did not verify")
