@@ -141,7 +141,7 @@ class TestTheListenerUsesTheSameRule:
     def test_submit_accepts_demo_pys_odd_0x_id_and_stores_it_canonical(self) -> None:
         call = _call("WorkOrderSubmit", workOrderId="0x1ABCD", workerId="0x" + self.WORKER.upper(), requesterId="0x123",
                      requesterNonce="ab" * 16)
-        item = listener_api.submission(call, {self.WORKER}, 1 << 20, 5.0)
+        item = listener_api.submission(call, listener_api.submit_ids(call), {self.WORKER}, 1 << 20, 5.0)
         assert (item.order.work_order_id, item.order.worker_id, item.work_order_id) == ("1abcd", self.WORKER, "0x1ABCD")
 
     def test_get_result_accepts_an_odd_id(self) -> None:
@@ -151,7 +151,7 @@ class TestTheListenerUsesTheSameRule:
     def test_submit_refuses_what_the_worker_would_refuse(self, bad: Any) -> None:
         call = _call("WorkOrderSubmit", workOrderId=bad, workerId=self.WORKER, requesterId="12", requesterNonce="ab")
         with pytest.raises(listener_api.CallError) as raised:
-            listener_api.submission(call, {self.WORKER}, 1 << 20, 5.0)
+            listener_api.submission(call, listener_api.submit_ids(call), {self.WORKER}, 1 << 20, 5.0)
         assert raised.value.code == 2 and "workOrderId" in raised.value.message
 
     def test_worker_retrieve_with_an_odd_id_is_unknown_not_malformed(self) -> None:

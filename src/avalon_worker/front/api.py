@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import jsonio, jsonrpc
 from ..errors import ErrorCode, InvalidParameterError, WorkOrderError
@@ -215,35 +215,43 @@ def wrapped_size(body: bytes) -> int:
     return len(body) + body.count(b'"') + body.count(b"\\") + body.count(b"\n") + WRAP_OVERHEAD_BYTES
 
 
-def submit_ids(call: Call) -> tuple[str, str]:
-    """The canonical workOrderId and workerId of a WorkOrderSubmit call, once its four ids
-    (those two, requesterId and requesterNonce) pass the worker's id rule: nothing with an id
-    the worker would refuse is kept or looked up."""
+class SubmitIds(NamedTuple):
+    """The canonical ids of a WorkOrderSubmit call (lower case, no 0x)."""
+
+    work_order_id: str
+    worker_id: str
+    requester_id: str
+
+
+def submit_ids(call: Call) -> SubmitIds:
+    """The canonical ids of a WorkOrderSubmit call, once its four ids (workOrderId, workerId,
+    requesterId and requesterNonce) pass the worker's id rule: nothing with an id the worker
+    would refuse is kept or looked up."""
     work_order_id = id_param(call, "workOrderId")
     shown_id = call.params["workOrderId"]
     worker_id = id_param(call, "workerId", shown_id)
-    id_param(call, "requesterId", shown_id)
+    requester_id = id_param(call, "requesterId", shown_id)
     try:
         check_nonce(call.params.get("requesterNonce"))
     except InvalidParameterError as exc:
         raise CallError(ErrorCode.INVALID_PARAMETER, f"{call.method}: {exc.message}", call.reply_id, shown_id) from None
-    return work_order_id, worker_id
+    return SubmitIds(work_order_id, worker_id, requester_id)
 
 
-def submission(call: Call, known_workers: Container[str], max_request_bytes: int, max_wait_s: float) -> Submission:
-    """Check a WorkOrderSubmit call just enough to keep it: its ids (`submit_ids`), its worker
-    and its size. The worker checks everything else when it runs the order, and its error
+def submission(call: Call, ids: SubmitIds, known_workers: Container[str], max_request_bytes: int,
+               max_wait_s: float) -> Submission:
+    """Check a WorkOrderSubmit call whose `ids` passed (`submit_ids`) just enough to keep it: its
+    worker and its size. The worker checks everything else when it runs the order, and its error
     becomes the order's result."""
-    work_order_id, worker_id = submit_ids(call)
+    work_order_id, worker_id, requester_id = ids
     shown_id: str = call.params["workOrderId"]
-    requester_id = canonical_id(call.params["requesterId"])
-    request_hash = submitted_request_hash(call.params)  # for the order's receipt, if one is made
     if worker_id not in known_workers:
         raise CallError(ErrorCode.INVALID_PARAMETER, "workerId names no worker registered here; "
                         "find the ids with WorkerLookUp", call.reply_id, shown_id)
     if wrapped_size(call.body) > max_request_bytes:
         raise CallError(ErrorCode.INVALID_PARAMETER, f"the work order is larger than this worker accepts "
                         f"({max_request_bytes} bytes); send less input", call.reply_id, shown_id)
+    request_hash = submitted_request_hash(call.params)  # for the order's receipt, if one is made
     timeout_ms = call.params.get("responseTimeoutMSecs")
     if isinstance(timeout_ms, int) and not isinstance(timeout_ms, bool) and timeout_ms > 0:
         order = NewOrder(work_order_id, worker_id, _without_time_limit(call), requester_id, request_hash)

@@ -275,10 +275,10 @@ class Listener:
         return receipts.updated_reply(call, await self._store(self.store.add_receipt_update, key, update, seen))
 
     async def _submit(self, call: api.Call) -> bytes:
-        _, worker_id = api.submit_ids(call)
-        if worker_id not in self._known_workers and await self._store(self.store.worker, worker_id) is not None:
-            self._known_workers.add(worker_id)
-        item = api.submission(call, self._known_workers, self.config.max_body_bytes, self.config.max_wait_s)
+        ids = api.submit_ids(call)
+        if ids.worker_id not in self._known_workers and await self._store(self.store.worker, ids.worker_id) is not None:
+            self._known_workers.add(ids.worker_id)
+        item = api.submission(call, ids, self._known_workers, self.config.max_body_bytes, self.config.max_wait_s)
         loop = asyncio.get_running_loop()
         key = item.order.work_order_id
         waiter: asyncio.Future[Completion | None] | None = None
