@@ -9,6 +9,7 @@ speak ZMQ, or a worker that took the order and did not answer in time.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -28,7 +29,7 @@ from .requester import (
     open_result,
 )
 
-__all__ = ["DEFAULT_TIMEOUT_S", "BadEndpoint", "WorkerClient", "WorkerUnavailable", "check_endpoint"]
+__all__ = ["DEFAULT_TIMEOUT_S", "BadEndpoint", "OrderClient", "WorkerClient", "WorkerUnavailable", "check_endpoint"]
 
 DEFAULT_TIMEOUT_S = defaults.CLIENT_TIMEOUT_S  # how long each call waits for its reply
 ENDPOINT_FORMS = "tcp://HOST:PORT or ipc://PATH"
@@ -100,7 +101,66 @@ class _Link:
         self.monitor.close(linger=0)
 
 
-class WorkerClient:
+class OrderClient(ABC):
+    """What the clients of both transports share: a work order prepared for the worker, then
+    completed (sent, and its result verified and decrypted). `WorkerClient` speaks to a worker's
+    ZMQ endpoint, `front.listener_client.ListenerClient` to the HTTP listener in front of it."""
+
+    timeout_s: float
+    _next_id: int
+
+    @abstractmethod
+    def worker(self) -> WorkerInfo:
+        """The worker's signup, fetched once and verified."""
+
+    @abstractmethod
+    def complete(self, pending: PendingWorkOrder) -> list[bytes]:
+        """Send `pending` and return its verified, decrypted outputs."""
+
+    def _response_time_s(self) -> float:
+        """The order's responseTimeoutMSecs, in seconds: a little less than this client's timeout
+        (`order_time_limit_s`), so that the worker's own answer says that the limit was reached
+        while the client still waits."""
+        return order_time_limit_s(self.timeout_s)
+
+    def _request_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def prepare(
+        self,
+        workload_id: str,
+        inputs: Sequence[bytes | InputSpec],
+        *,
+        requester_key: SigningKey | None = None,
+        output_modes: Sequence[ItemModeName] | None = None,
+        include_data_hash: bool = True,
+    ) -> PendingWorkOrder:
+        """A work order for this worker, not sent yet (its id and the keys to open its result).
+
+        `include_data_hash=False` sends no input `dataHash` (see `requester.build_work_order`).
+        """
+        return build_work_order(
+            self.worker(), workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
+            include_data_hash=include_data_hash, request_id=self._request_id(),
+            response_timeout_ms=int(self._response_time_s() * 1000),
+        )
+
+    def submit(
+        self,
+        workload_id: str,
+        inputs: Sequence[bytes | InputSpec],
+        *,
+        requester_key: SigningKey | None = None,
+        output_modes: Sequence[ItemModeName] | None = None,
+        include_data_hash: bool = True,
+    ) -> list[bytes]:
+        """Run a work order and return its verified, decrypted outputs (`prepare`, then `complete`)."""
+        return self.complete(self.prepare(workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
+                                          include_data_hash=include_data_hash))
+
+
+class WorkerClient(OrderClient):
     """A connection to one worker endpoint (a REQ socket, recreated after a timeout)."""
 
     def __init__(
@@ -201,10 +261,6 @@ class WorkerClient:
         self.close()
         raise WorkerUnavailable(message)
 
-    def _request_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
-
     def signup(self, nonce: bytes | None = None) -> dict[str, Any]:
         """The worker's raw signup document (unverified)."""
         params = {"nonce": nonce.hex()} if nonce is not None else None
@@ -224,28 +280,6 @@ class WorkerClient:
             self._worker = WorkerInfo.from_signup(self.signup())
         return self._worker
 
-    def prepare(
-        self,
-        workload_id: str,
-        inputs: Sequence[bytes | InputSpec],
-        *,
-        requester_key: SigningKey | None = None,
-        output_modes: Sequence[ItemModeName] | None = None,
-        include_data_hash: bool = True,
-    ) -> PendingWorkOrder:
-        """A work order for this worker, not sent yet (its id and the keys to open its result).
-
-        `include_data_hash=False` sends no input `dataHash` (see `requester.build_work_order`).
-        The request asks the worker to answer a little before this client's timeout (its
-        `responseTimeoutMSecs`, see `order_time_limit_s`), so that the worker's own answer says
-        that the limit was reached while the client still waits.
-        """
-        return build_work_order(
-            self.worker(), workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
-            include_data_hash=include_data_hash, request_id=self._request_id(),
-            response_timeout_ms=int(order_time_limit_s(self.timeout_s) * 1000),
-        )
-
     def complete(self, pending: PendingWorkOrder) -> list[bytes]:
         """Send `pending` and return its verified, decrypted outputs.
 
@@ -262,16 +296,3 @@ class WorkerClient:
                 exc.hint = (f"this client asked the worker to answer within {order_time_limit_s(self.timeout_s):g} s; "
                             "raise --timeout-s to give it longer")
             raise
-
-    def submit(
-        self,
-        workload_id: str,
-        inputs: Sequence[bytes | InputSpec],
-        *,
-        requester_key: SigningKey | None = None,
-        output_modes: Sequence[ItemModeName] | None = None,
-        include_data_hash: bool = True,
-    ) -> list[bytes]:
-        """Run a work order and return its verified, decrypted outputs (`prepare`, then `complete`)."""
-        return self.complete(self.prepare(workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
-                                          include_data_hash=include_data_hash))

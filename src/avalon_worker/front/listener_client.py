@@ -15,19 +15,15 @@ import http.client
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from .. import defaults, jsonio
-from ..client import DEFAULT_TIMEOUT_S, WorkerUnavailable, order_time_limit_s
-from ..crypto import SigningKey
+from ..client import DEFAULT_TIMEOUT_S, OrderClient, WorkerUnavailable, order_time_limit_s
 from ..requester import (
-    InputSpec,
-    ItemModeName,
     PendingWorkOrder,
     WorkerInfo,
     WorkOrderFailed,
-    build_work_order,
     open_result,
 )
 
@@ -45,7 +41,7 @@ class StillPending(WorkOrderFailed):
         self.work_order_id = work_order_id
 
 
-class ListenerClient:
+class ListenerClient(OrderClient):
     """One worker (`worker_id`) behind the listener at `url`; `timeout_s` bounds each HTTP call
     and the wait for a pending result. `on_wait` is told, once, when nothing listens yet and
     the client keeps trying (up to `timeout_s`). `worker`: its keys, if known already (an order's
@@ -73,8 +69,7 @@ class ListenerClient:
 
     def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One JSON-RPC call; the decoded answer (a result or an error object)."""
-        self._next_id += 1
-        return self.post(jsonio.dumps({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}))
+        return self.post(jsonio.dumps({"jsonrpc": "2.0", "id": self._request_id(), "method": method, "params": params}))
 
     def post(self, body: bytes) -> dict[str, Any]:
         """POST `body`; while the connection is refused, try again until the timeout."""
@@ -145,24 +140,10 @@ class ListenerClient:
             self._worker = WorkerInfo.from_signup(signup)
         return self._worker
 
-    def prepare(
-        self,
-        workload_id: str,
-        inputs: Sequence[bytes | InputSpec],
-        *,
-        requester_key: SigningKey | None = None,
-        output_modes: Sequence[ItemModeName] | None = None,
-        include_data_hash: bool = True,
-    ) -> PendingWorkOrder:
-        """A work order for this worker, not sent yet (its id and the keys to open its result)."""
-        self._next_id += 1
-        # The listener may answer with the result itself if it is ready within
-        # responseTimeoutMSecs, saving a poll; it answers before this client's call times out.
-        return build_work_order(
-            self.worker(), workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
-            include_data_hash=include_data_hash, request_id=self._next_id,
-            response_timeout_ms=int(min(order_time_limit_s(self.timeout_s), defaults.SUBMIT_WAIT_S) * 1000),
-        )
+    def _response_time_s(self) -> float:
+        """The listener may answer with the result itself if it is ready within
+        responseTimeoutMSecs, saving a poll; it answers before this client's call times out."""
+        return min(order_time_limit_s(self.timeout_s), defaults.SUBMIT_WAIT_S)
 
     def complete(self, pending: PendingWorkOrder) -> list[bytes]:
         """Send `pending` and return its verified, decrypted outputs, waiting up to the timeout
@@ -183,19 +164,6 @@ class ListenerClient:
             time.sleep(self.poll_s)
             reply = self.call("WorkOrderGetResult", {"workOrderId": pending.work_order_id})
         return open_result(pending, reply, self.worker())
-
-    def submit(
-        self,
-        workload_id: str,
-        inputs: Sequence[bytes | InputSpec],
-        *,
-        requester_key: SigningKey | None = None,
-        output_modes: Sequence[ItemModeName] | None = None,
-        include_data_hash: bool = True,
-    ) -> list[bytes]:
-        """Run a work order and return its verified, decrypted outputs (as `WorkerClient.submit`)."""
-        return self.complete(self.prepare(workload_id, inputs, requester_key=requester_key, output_modes=output_modes,
-                                          include_data_hash=include_data_hash))
 
 
 def _not_http(url: str) -> WorkerUnavailable:
