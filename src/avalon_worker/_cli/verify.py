@@ -23,7 +23,7 @@ from cryptography import x509
 
 from .. import defaults
 from ..attestation.errors import AttestationError, AttestationFailed, QuoteParseError, SignupFetchError
-from ..attestation.verifier.collateral import MAX_COLLATERAL_SIZE, Collateral
+from ..attestation.verifier.collateral import CERTIFICATE_CONTENT_ERRORS, MAX_COLLATERAL_SIZE, Collateral
 from ..attestation.verifier.policy import Policy, load_policy
 from ..attestation.verifier.policy_template import template_for
 from ..attestation.verifier.report import VerificationReport
@@ -97,7 +97,7 @@ def _load_root(path: str | None) -> x509.Certificate | None:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except (ValueError, x509.InvalidVersion) as exc:
+    except CERTIFICATE_CONTENT_ERRORS as exc:
         raise SetupError(f"cannot load root CA {path}: {exc}") from None
 
 
@@ -110,7 +110,7 @@ def _load_amd_roots(path: str | None) -> list[x509.Certificate] | None:
         if b"-----BEGIN" in data:
             return list(x509.load_pem_x509_certificates(data))
         return [x509.load_der_x509_certificate(data)]
-    except (ValueError, x509.InvalidVersion) as exc:
+    except CERTIFICATE_CONTENT_ERRORS as exc:
         raise SetupError(f"cannot load AMD root {path}: {exc}") from None
 
 

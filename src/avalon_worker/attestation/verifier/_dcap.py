@@ -36,7 +36,7 @@ from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 from ..errors import AttestationError, CollateralError
 from ._pck import PckExtension, parse_pck_extension
 from ._quote import BODY_TYPE_TD10, CERT_TYPE_PCK_CHAIN, DcapQuote, EcdsaSignatureData, TdReport, TdxQuote
-from .collateral import Collateral
+from .collateral import CERTIFICATE_CONTENT_ERRORS, Collateral
 from .report import (
     STEP_CHAIN,
     STEP_QE_BINDING,
@@ -51,16 +51,6 @@ from .report import (
 )
 
 MAX_CHAIN_DEPTH = 2  # intermediates between leaf and root: Intel's chains have one CA
-# What parsing attacker-supplied certificate content can raise (cryptography parses lazily, so
-# a corrupt field surfaces when it is first read). Every one of them fails the step it hits.
-CERTIFICATE_CONTENT_ERRORS = (
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.DuplicateExtension,
-    x509.InvalidVersion,
-    x509.UnsupportedGeneralNameType,
-)
 
 # What a TCB level in TCB info may say (QVL's VALID_TCB_INFO_STATUSES).
 _TCB_INFO_STATUSES = frozenset(

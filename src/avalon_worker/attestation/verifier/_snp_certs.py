@@ -34,6 +34,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from ..errors import CollateralError
 from ._snp_report import REPORT_SIZE, SnpParseError
+from .collateral import CERTIFICATE_CONTENT_ERRORS
 
 # GHCB specification 56421 ("SNP Extended Guest Request"), the certificate table's GUIDs.
 GUID_VCEK = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")
@@ -214,12 +215,12 @@ def load_snp_collateral(
                     continue
                 certs.append(load_amd_certificate(der))
                 continue
-            except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
+            except CERTIFICATE_CONTENT_ERRORS:
                 if label == "":
                     try:
                         crls.append(x509.load_der_x509_crl(der))
                         continue
-                    except (ValueError, x509.InvalidVersion):
+                    except CERTIFICATE_CONTENT_ERRORS:
                         pass
                 raise CollateralError(f"SNP collateral {where} is not a readable certificate or CRL") from None
         raise CollateralError(f"SNP collateral {where} is a {label}, not a CERTIFICATE or X509 CRL")

@@ -27,8 +27,21 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from ..errors import CollateralError
+
+# What parsing attacker-supplied certificate or CRL content can raise (cryptography parses lazily,
+# so a corrupt field surfaces when it is first read; InvalidVersion is no ValueError). Every
+# loader and step of the verifier treats each of them as malformed input, never lets one out.
+CERTIFICATE_CONTENT_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.InvalidVersion,
+    x509.UnsupportedGeneralNameType,
+)
 
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 _REQUIRED = (
@@ -130,7 +143,7 @@ def _chain(data: dict[str, Any], key: str) -> tuple[x509.Certificate, ...]:
         raise CollateralError(f"collateral {key} holds no PEM certificate")
     try:
         return tuple(x509.load_pem_x509_certificate(b.encode("ascii")) for b in blocks)
-    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
+    except CERTIFICATE_CONTENT_ERRORS as exc:
         raise CollateralError(f"collateral {key} has a malformed certificate") from exc
 
 
@@ -140,5 +153,5 @@ def _crl(data: dict[str, Any], key: str) -> x509.CertificateRevocationList:
         if value.startswith("-----BEGIN"):
             return x509.load_pem_x509_crl(value.encode("ascii"))
         return x509.load_der_x509_crl(bytes.fromhex(value))
-    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
+    except CERTIFICATE_CONTENT_ERRORS as exc:
         raise CollateralError(f"collateral {key} is not a DER (hex) or PEM CRL") from exc

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -56,6 +56,7 @@ from ._snp_report import (
     SnpReport,
     parse_snp_report,
 )
+from .collateral import CERTIFICATE_CONTENT_ERRORS
 from .report import STEP_REPORT_DATA, Step, StepStatus, failed, not_checked, passed
 
 __all__ = [
@@ -108,7 +109,6 @@ _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 _LEAF_NAMES = {"SEV-VCEK": "VCEK", "SEV-VLEK": "VLEK"}
 _SIGNING_KEY_NAMES = {SIGNING_KEY_VCEK: "VCEK", SIGNING_KEY_VLEK: "VLEK"}
 # What reading an attacker-supplied certificate can raise (cryptography parses lazily).
-_CERT_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.InvalidVersion)
 TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
 
 
@@ -122,7 +122,7 @@ class _Fail(AttestationError):
 def _cn(cert: x509.Certificate) -> str:
     try:
         attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    except _CERT_ERRORS:
+    except CERTIFICATE_CONTENT_ERRORS:
         return ""
     value = attrs[0].value if attrs else ""
     return value if isinstance(value, str) else ""
@@ -141,7 +141,7 @@ def _pss_signed(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
             return False
         candidates = signed_tbs_candidates(cert)
         signature = cert.signature
-    except _CERT_ERRORS:
+    except CERTIFICATE_CONTENT_ERRORS:
         return False
     if not isinstance(key, rsa.RSAPublicKey):
         return False
@@ -157,7 +157,7 @@ def _pss_signed(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, *_CERT_ERRORS):
+    except (x509.ExtensionNotFound, *CERTIFICATE_CONTENT_ERRORS):
         return False
 
 
@@ -270,7 +270,7 @@ def _chain_step(
         chain = _build_chain(report, certs, trusted_arks, now)
     except _Fail as exc:
         return failed(STEP_SNP_CHAIN, exc.message)
-    except _CERT_ERRORS as exc:
+    except CERTIFICATE_CONTENT_ERRORS as exc:
         return failed(STEP_SNP_CHAIN, f"a certificate cannot be read ({type(exc).__name__})")
     out.append(chain)
     root = "pinned AMD root" if chain.pinned else "test root given in place of AMD's (INSECURE)"
@@ -283,7 +283,7 @@ def _crl_signed_by(crl: x509.CertificateRevocationList, ark: x509.Certificate) -
         if crl.signature_algorithm_oid != x509.SignatureAlgorithmOID.RSASSA_PSS or not isinstance(key, rsa.RSAPublicKey):
             return False
         key.verify(crl.signature, crl.tbs_certlist_bytes, _PSS, hashes.SHA384())
-    except (InvalidSignature, *_CERT_ERRORS):
+    except (InvalidSignature, *CERTIFICATE_CONTENT_ERRORS):
         return False
     return True
 
@@ -309,7 +309,7 @@ def _revocation_step(
             serial = serial_number(cert)
             if crl.get_revoked_certificate_by_serial_number(serial) is not None:
                 return failed(STEP_SNP_REVOCATION, f"{_cn(cert)} (serial {serial:#x}) is revoked")
-    except _CERT_ERRORS as exc:
+    except CERTIFICATE_CONTENT_ERRORS as exc:
         return failed(STEP_SNP_REVOCATION, f"the CRL cannot be read ({type(exc).__name__})")
     return passed(STEP_SNP_REVOCATION, f"{_cn(chain.signer)} checked against {_cn(chain.ark)}'s CRL")
 
@@ -320,7 +320,7 @@ def _revocation_step(
 def _report_signature_ok(report: SnpReport, leaf: x509.Certificate) -> bool:
     try:
         key = leaf.public_key()
-    except _CERT_ERRORS:
+    except CERTIFICATE_CONTENT_ERRORS:
         return False
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         return False
@@ -363,7 +363,7 @@ def _endorsement(chain: _Chain | None) -> Endorsement | str:
         return "no verified VCEK/VLEK"
     try:
         return read_endorsement(chain.leaf)
-    except (UnicodeDecodeError, *_CERT_ERRORS) as exc:
+    except (UnicodeDecodeError, *CERTIFICATE_CONTENT_ERRORS) as exc:
         return f"the {chain.kind}'s AMD extensions cannot be read: {exc}"
 
 
@@ -785,7 +785,7 @@ def verify_snp_evidence(
     found: list[_Chain] = []
     try:
         every = _unique([*carried, *certificates])
-    except _CERT_ERRORS:
+    except CERTIFICATE_CONTENT_ERRORS:
         every = list(certificates)
     steps.append(_chain_step(report, every, trusted_arks, now, found))
     chain = found[0] if found else None
