@@ -238,7 +238,7 @@ def test_a_forked_worker_process_carries_no_requester_verifier_or_http_code(tmp_
     assert {"avalon_worker.processor", "avalon_worker._cli.serve", "avalon_worker.front.door"} <= loaded
     assert {name for name in loaded if name.startswith(NOT_FOR_SERVING)} == set()
     # The front door's own process has the listener; the processes it fronts do not.
-    assert {"avalon_worker.front.service", "avalon_worker.front.listener", "aiohttp", "zmq"} & loaded == set()
+    assert {"avalon_worker.front.service", "avalon_worker.front.listener", "httptools", "zmq"} & loaded == set()
 
 
 @pytest.mark.slow

@@ -27,6 +27,8 @@ from avalon_worker.signup import signup_document
 from avalon_worker.store import Completion, Handoff, LeasedOrder, OrderState, canonical_id
 from avalon_worker.store.sqlite import SQLiteStore
 
+from http_peer import closed_within
+
 BODY_TIMEOUT_S = 0.5
 MAX_BODY = 64 * 1024
 
@@ -455,7 +457,7 @@ class TestBadHttp:
 
 
 class TestConnectionLimits:
-    """The guard around aiohttp's server: a time limit for headers and for idleness, a cap on
+    """The HTTP server's bounds: a time limit for headers and for idleness, a cap on
     connections, and one budget for the bodies held at once (module `http_guard`)."""
 
     LIMITS = HttpLimits(max_connections=4, header_timeout_s=0.5, idle_timeout_s=1.0)
@@ -471,19 +473,6 @@ class TestConnectionLimits:
         server.stop()
         store.close()
 
-    @staticmethod
-    def closed_within(sock: socket.socket, seconds: float) -> bool:
-        """Whether the server closes `sock` within `seconds` (whatever it sends first is read)."""
-        sock.settimeout(seconds)
-        try:
-            while sock.recv(65536):
-                pass
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
-        return True
-
     def test_headers_that_trickle_in_are_cut_off_at_the_header_timeout(self, guarded: RunningListener) -> None:
         with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as sock:
             sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
@@ -495,12 +484,12 @@ class TestConnectionLimits:
             except OSError:
                 pass  # closed by the server
             assert time.monotonic() - started < 5, "the trickling headers were never cut off"
-            assert self.closed_within(sock, 5)
+            assert closed_within(sock, 5)
         assert_still_serving(guarded)
 
     def test_a_connection_that_says_nothing_is_closed_after_the_idle_timeout(self, guarded: RunningListener) -> None:
         with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as sock:
-            assert self.closed_within(sock, 5)
+            assert closed_within(sock, 5)
         assert_still_serving(guarded)
 
     def test_a_kept_alive_connection_is_closed_once_idle_after_its_answer(self, guarded: RunningListener) -> None:
@@ -508,15 +497,15 @@ class TestConnectionLimits:
         with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as sock:
             sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
-            assert self.closed_within(sock, 5)
+            assert closed_within(sock, 5)
 
     def test_at_the_cap_the_longest_idle_connection_makes_room(self, guarded: RunningListener) -> None:
         idle = [socket.create_connection(("127.0.0.1", guarded.port), timeout=5) for _ in range(4)]
         try:
             time.sleep(0.2)  # all four accepted
             assert_still_serving(guarded)  # a fifth connection, served
-            assert self.closed_within(idle[0], 0.5)
-            assert not self.closed_within(idle[3], 0.1)
+            assert closed_within(idle[0], 0.5)
+            assert not closed_within(idle[3], 0.1)
         finally:
             for sock in idle:
                 sock.close()

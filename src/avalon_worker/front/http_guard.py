@@ -1,19 +1,11 @@
-"""The HTTP front door's bounds on connections and request bodies, around aiohttp's server.
+"""The HTTP front door's bounds (`HttpLimits`) and the budget of request bodies held at once.
 
-aiohttp bounds each request on its own: header line and field sizes, a body limit per request
-(`client_max_size`), a per-connection read buffer with flow control, and an idle timeout between
-requests (`keepalive_timeout`). It has no time limit for the headers of a request (a slowloris
-client that sends a header line now and then is held for ever), no limit on the number of
-connections, and no bound on the request bodies held across all connections at once. Those
-three are here:
+`http_server` keeps them per connection (header and idle timeouts, the connection cap); here:
 
-- `ConnectionGuard.wrap` puts each connection's aiohttp protocol behind a thin protocol of ours
-  (`_Guarded`) that counts connections and keeps two timers: a request's headers must be complete
-  within `header_timeout_s` of its first byte, and a connection with no request must not stay
-  idle for longer than `idle_timeout_s` (from its start, or its last answer). At `max_connections`
-  a new connection makes the longest-idle one without a request in progress close (one still
-  sending its headers counts as idle), or, when every connection has a request in progress, is
-  answered 503 and closed.
+- `HttpLimits`: a request's headers must be complete within `header_timeout_s` of its first
+  byte, a connection with no request must not stay idle for longer than `idle_timeout_s` (from
+  its start, or its last answer), and at most `max_connections` are open (within what the
+  descriptor limit leaves).
 - `BodyBudget` bounds the bytes of request bodies held at once across all connections: a body
   still arriving that does not fit is refused at once (the listener answers BUSY and closes the
   connection) rather than buffered; a body already received whole always fits. When the bodies
@@ -22,9 +14,6 @@ three are here:
   `malloc_trim`, as the ZMQ endpoint does), and `map_large_buffers` (called once in a process that serves HTTP) has glibc
   give every buffer of 1 MiB or more its own mapping, returned to the system when it is freed:
   a burst of large uploads leaves the process near the size it had before.
-
-The listener tells the guard where each request starts and ends (`request_started`,
-`request_finished`); the rest of the HTTP handling stays aiohttp's.
 """
 
 from __future__ import annotations
@@ -35,10 +24,8 @@ import ctypes
 import gc
 import logging
 import resource
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from .. import defaults
 from .._internal.router import give_back_memory
@@ -51,8 +38,6 @@ TRIM_AFTER_BYTES = 1 << 20
 TRIM_DELAY_S = 1.0  # after the budget empties: the connections that held the bodies close meanwhile
 MMAP_THRESHOLD_BYTES = 1 << 20
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-              b"Content-Length: %d\r\n\r\n%s")
 
 
 @dataclass(frozen=True)
@@ -135,136 +120,3 @@ class BodyBudget:
             if self._peak >= TRIM_AFTER_BYTES:
                 self._trim()
             self._peak = 0
-
-
-class ConnectionGuard:
-    """Counts, times and caps the connections of one HTTP server (see the module docstring)."""
-
-    def __init__(self, limits: HttpLimits, refusal: bytes) -> None:
-        self.limits = limits
-        self.cap = limits.connection_cap()
-        self._refusal = OVERLOADED % (len(refusal), refusal)
-        self._open: dict[Any, _Guarded] = {}  # by transport
-        self._idle: OrderedDict[_Guarded, None] = OrderedDict()  # no request in progress, longest idle first
-        self.refused = 0
-        self.timed_out = 0
-
-    @property
-    def connections(self) -> int:
-        return len(self._open)
-
-    def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-        """A protocol factory for `loop.create_server` that guards `factory`'s protocols."""
-        return lambda: _Guarded(self, factory())
-
-    def request_started(self, transport: Any) -> None:
-        """The listener has a request from this connection (its headers are complete)."""
-        guarded = self._open.get(transport)
-        if guarded is not None:
-            guarded.busy = True
-            guarded.cancel_timer()
-            self._idle.pop(guarded, None)
-
-    def request_finished(self, transport: Any) -> None:
-        """The listener has answered it: the connection is idle until its next request."""
-        guarded = self._open.get(transport)
-        if guarded is not None:
-            guarded.busy = False
-            self._idle.pop(guarded, None)
-            self._idle[guarded] = None
-            guarded.start_timer(self.limits.idle_timeout_s, "idle")
-
-    def _admit(self, guarded: _Guarded) -> bool:
-        if len(self._open) >= self.cap:
-            if not self._idle:
-                self.refused += 1
-                return False
-            oldest = next(iter(self._idle))
-            oldest.close("to make room for a new connection")
-        return True
-
-    def _opened(self, guarded: _Guarded) -> None:
-        self._open[guarded.transport] = guarded
-        self._idle[guarded] = None
-        guarded.start_timer(self.limits.idle_timeout_s, "idle")
-
-    def _closed(self, guarded: _Guarded) -> None:
-        if self._open.get(guarded.transport) is guarded:
-            del self._open[guarded.transport]
-        self._idle.pop(guarded, None)
-
-
-class _Guarded(asyncio.Protocol):
-    """One connection: aiohttp's protocol (`inner`) behind the guard's count and timers."""
-
-    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
-        self.guard = guard
-        self.inner = inner
-        self.transport: Any = None
-        self.busy = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._waiting_for = ""
-        self._closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        if not self.guard._admit(self):
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(self.guard._refusal)
-            transport.close()
-            self._closed = True
-            return
-        self.guard._opened(self)
-        self.inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self._closed:
-            return
-        if not self.busy and self._waiting_for != "headers":
-            # The first bytes of a request: its headers must be complete in time, whatever trickles.
-            self.start_timer(self.guard.limits.header_timeout_s, "headers")
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return None if self._closed else self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        if not self._closed:
-            self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if not self._closed:
-            self.inner.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.cancel_timer()
-        if self._closed and self.guard._open.get(self.transport) is not self:
-            return  # refused: aiohttp never saw it
-        self._closed = True
-        self.guard._closed(self)
-        self.inner.connection_lost(exc)
-
-    def start_timer(self, seconds: float, waiting_for: str) -> None:
-        self.cancel_timer()
-        self._waiting_for = waiting_for
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired)
-
-    def cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._waiting_for = ""
-
-    def _expired(self) -> None:
-        self._timer = None
-        self.guard.timed_out += 1
-        reason = "its request's headers did not arrive" if self._waiting_for == "headers" else "it was idle"
-        timeout = self.guard.limits.header_timeout_s if self._waiting_for == "headers" else self.guard.limits.idle_timeout_s
-        self.close(f"{reason} within {timeout:g} s")
-
-    def close(self, why: str) -> None:
-        logger.debug("closing an HTTP connection: %s", why)
-        self.cancel_timer()
-        self.guard._idle.pop(self, None)
-        if self.transport is not None:
-            self.transport.abort()

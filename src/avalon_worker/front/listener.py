@@ -1,12 +1,11 @@
-"""The HTTP listener: Avalon's JSON-RPC listener API (`listener_api`) over HTTP, on aiohttp.
+"""The HTTP listener: Avalon's JSON-RPC listener API (`api`, `receipts`) over HTTP (`http_server`).
 
 Every answer is HTTP 200 with `Content-Type: application/json` and a JSON-RPC body, whatever
-went wrong; a request that breaks HTTP itself is answered by aiohttp's parser (400) or its
-connection is closed. Bodies are bounded (`max_body_bytes`, checked from Content-Length before
-anything is read, and while reading a chunked body), must arrive within `body_timeout_s`, and
-together within one budget (`http_guard.BodyBudget`): a body still arriving that does not fit is
-answered BUSY (8) at once. `serve_on` serves it behind `http_guard.ConnectionGuard` (header and
-idle timeouts, a connection cap).
+went wrong; a request that breaks HTTP itself is answered 400 and its connection closed. Bodies
+are bounded (`max_body_bytes`, checked from Content-Length before anything is read, and while
+reading a chunked body), must arrive within `body_timeout_s`, and together within one budget
+(`http_guard.BodyBudget`): a body still arriving that does not fit is answered BUSY (8) at once.
+`http_server` words none of these answers itself: `Listener.refusal` does.
 
 Submits are committed in batches: while one commit runs on the store's thread, the next calls
 gather, so one fsync covers many orders. A submit whose order finishes within the call (its
@@ -27,10 +26,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from aiohttp import web
-
 from .. import defaults
-from ..errors import Error, ErrorCode
+from ..errors import ErrorCode
 from ..store import (
     Completion,
     Handoff,
@@ -43,17 +40,12 @@ from ..store import (
     SubmitOutcome,
 )
 from . import api, receipts
-from .http_guard import BACKLOG, BodyBudget, ConnectionGuard, HttpLimits
+from .http_guard import BodyBudget, HttpLimits
+from .http_server import Refusal, serve_http
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-JSON = "application/json"
-
-
-
-class _OverBudget(Error):
-    """A body still arriving does not fit in the budget of bodies held at once."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +70,6 @@ class LocalPump(Protocol):
     def wake(self) -> None: ...
 
 
-def _reply(body: bytes, *, close: bool = False) -> web.Response:
-    response = web.Response(body=body, status=200, content_type=JSON)
-    if close:
-        response.force_close()
-    return response
-
-
 @dataclass
 class Listener:
     """The request handler; `app()` mounts it at every path, for POST and everything else."""
@@ -104,27 +89,12 @@ class Listener:
         self._recent: OrderedDict[str, tuple[Completion, float]] = OrderedDict()
         budget = self.config.body_budget_bytes or HttpLimits().budget_for(self.config.max_body_bytes)
         self.budget = BodyBudget(budget)
-        self.guard: ConnectionGuard | None = None
-
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body_bytes)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
 
     async def serve_on(self, sock: socket.socket, limits: HttpLimits) -> Callable[[], Awaitable[None]]:
         """Serve HTTP on the bound, listening `sock` within `limits`; return what stops it."""
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, keepalive_timeout=limits.idle_timeout_s)
-        await runner.setup()
-        assert runner.server is not None
         busy = api.CallError(ErrorCode.BUSY, "the listener has as many connections as it serves; try again later")
-        self.guard = ConnectionGuard(limits, busy.reply())
-        server = await asyncio.get_running_loop().create_server(self.guard.wrap(runner.server), sock=sock, backlog=BACKLOG)
-
-        async def close() -> None:
-            server.close()
-            await runner.cleanup()
-
-        return close
+        return await serve_http(sock, self, limits, max_body_bytes=self.config.max_body_bytes,
+                                body_timeout_s=self.config.body_timeout_s, budget=self.budget, overloaded=busy.reply())
 
     async def _store(self, method: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, method, *args)
@@ -156,90 +126,40 @@ class Listener:
         if keys:
             self.order_done(await self._store(self.store.finished, keys))
 
-    async def handle(self, request: web.Request) -> web.Response:
-        guard = self.guard
-        if guard is not None:
-            guard.request_started(request.transport)
-        held = [0]  # bytes of this request's body in the budget
-        try:
-            return await self._answer(request, held)
-        finally:
-            self.budget.give_back(held[0])
-            if guard is not None:
-                guard.request_finished(request.transport)
+    def answer(self, body: bytes) -> Awaitable[tuple[bytes, bool]]:
+        """The JSON answer to a POST's `body`, and whether the connection closes after it."""
+        return self._answer(body)
 
-    async def _answer(self, request: web.Request, held: list[int]) -> web.Response:
+    async def _answer(self, body: bytes) -> tuple[bytes, bool]:
         try:
-            if request.method != "POST":
-                raise api.CallError(ErrorCode.INVALID_PARAMETER, "send JSON-RPC requests with HTTP POST")
-            body = await self._read_body(request, held)
-            if body is None:
-                return _reply(api.CallError(ErrorCode.INVALID_PARAMETER, f"the request body is larger than "
-                              f"{self.config.max_body_bytes} bytes").reply(), close=True)
-            return _reply(await self._dispatch(api.parse_call(body)))
-        except _OverBudget:
-            return _reply(api.CallError(ErrorCode.BUSY, "the listener is receiving as many large requests as it "
-                          "holds at once; try again later").reply(), close=True)
-        except ConnectionError:  # the requester left before its body arrived: nobody to answer
-            logger.debug("a requester closed its connection while sending its request")
-            return _reply(b"", close=True)
+            return await self._dispatch(api.parse_call(body)), False
         except api.CallError as exc:
-            return _reply(exc.reply(), close=request.method != "POST")
+            return exc.reply(), False
         except StoreRefused as exc:
             logger.warning("%s", exc)  # the store's words, which may name it: for the operator only
-            return _reply(api.CallError(ErrorCode.INVALID_PARAMETER, "the work-order store refused this request "
-                          "(the operator's log says why); change it before sending it again").reply())
+            return api.CallError(ErrorCode.INVALID_PARAMETER, "the work-order store refused this request "
+                                 "(the operator's log says why); change it before sending it again").reply(), False
         except StoreError as exc:
             logger.error("%s", exc)
-            return _reply(api.CallError(ErrorCode.BUSY, "the work-order store is not available right now; "
-                          "try again later").reply())
-        except asyncio.TimeoutError:
-            message = f"the request body did not arrive within {self.config.body_timeout_s:g} s"
-            return _reply(api.CallError(ErrorCode.INVALID_PARAMETER, message).reply(), close=True)
+            return api.CallError(ErrorCode.BUSY, "the work-order store is not available right now; "
+                                 "try again later").reply(), False
         except Exception:
-            logger.exception("the listener failed on a %s request", request.method)
-            return _reply(api.CallError(ErrorCode.UNKNOWN_ERROR, "the listener failed on this request; "
-                          "try again, and tell the operator if it persists").reply(), close=True)
+            logger.exception("the listener failed on a request")
+            return api.CallError(ErrorCode.UNKNOWN_ERROR, "the listener failed on this request; "
+                                 "try again, and tell the operator if it persists").reply(), True
 
-    async def _read_body(self, request: web.Request, held: list[int]) -> bytes | None:
-        """The whole body, or None if it is over the limit; TimeoutError if it is too slow,
-        `_OverBudget` if it is still arriving and does not fit in the budget. What it holds of
-        the budget is added to `held[0]`."""
-        limit = self.config.max_body_bytes
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            return None
-        content = request.content
-        if content.is_eof():  # the usual case: the whole body came with the headers; no timer needed
-            body = content.read_nowait()
-            self.budget.take(len(body), received=True)
-            held[0] += len(body)
-            return body if len(body) <= limit else None
-        if declared is not None:  # the whole body's room, before any of it is read
-            if not self.budget.take(declared):
-                raise _OverBudget
-            held[0] += declared
-
-        async def read() -> bytes | None:
-            chunks: list[bytes] = []
-            size = 0
-            try:
-                while True:
-                    chunk = await request.content.readany()
-                    if not chunk:
-                        return b"".join(chunks)
-                    size += len(chunk)
-                    if size > limit:
-                        return None
-                    if declared is None:  # chunked: room as it comes
-                        if not self.budget.take(len(chunk)):
-                            raise _OverBudget
-                        held[0] += len(chunk)
-                    chunks.append(chunk)
-            finally:
-                chunks.clear()  # at once, even if an exception's traceback keeps this frame
-
-        return await asyncio.wait_for(read(), self.config.body_timeout_s)
+    def refusal(self, why: Refusal) -> bytes:
+        """The JSON answer to a request the HTTP server refuses before its body is read whole."""
+        if why is Refusal.NOT_POST:
+            return api.CallError(ErrorCode.INVALID_PARAMETER, "send JSON-RPC requests with HTTP POST").reply()
+        if why is Refusal.TOO_LARGE:
+            return api.CallError(ErrorCode.INVALID_PARAMETER,
+                                 f"the request body is larger than {self.config.max_body_bytes} bytes").reply()
+        if why is Refusal.OVER_BUDGET:
+            return api.CallError(ErrorCode.BUSY, "the listener is receiving as many large requests as it "
+                                 "holds at once; try again later").reply()
+        return api.CallError(ErrorCode.INVALID_PARAMETER,
+                             f"the request body did not arrive within {self.config.body_timeout_s:g} s").reply()
 
     async def _dispatch(self, call: api.Call) -> bytes:
         now = self.clock()
