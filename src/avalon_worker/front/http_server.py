@@ -94,10 +94,14 @@ def response(status: int, body: bytes, *, close: bool, keep_alive_header: bool =
 
 
 class ConnectionTable:
-    """The open connections of one server: counted, capped, the idle ones in order of idleness."""
+    """The open connections of one server: counted, capped, the idle ones in order of idleness,
+    and their deadlines checked every `tick_s` (a timer per connection and request would be
+    made and cancelled four times an order; a deadline is one assignment)."""
 
-    def __init__(self, limits: HttpLimits, overloaded: bytes) -> None:
+    def __init__(self, limits: HttpLimits, overloaded: bytes, tick_s: float = 1.0) -> None:
         self.limits = limits
+        self.tick_s = tick_s
+        self._ticking: asyncio.TimerHandle | None = None
         self.cap = limits.connection_cap()
         self.overloaded = response(503, overloaded, close=True)
         self.open: set[HttpConnection] = set()
@@ -129,6 +133,21 @@ class ConnectionTable:
         self.open.discard(connection)
         self._idle.pop(connection, None)
 
+    def start(self) -> None:
+        """Check the connections' deadlines every `tick_s` from now on (on the running loop)."""
+        self._ticking = asyncio.get_running_loop().call_later(self.tick_s, self._tick)
+
+    def stop(self) -> None:
+        if self._ticking is not None:
+            self._ticking.cancel()
+            self._ticking = None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for connection in [c for c in self.open if c.deadline and c.deadline <= now]:
+            connection.expired()
+        self.start()
+
 
 class _Stop(Error):
     """Raised in a parser callback to stop parsing: the connection has been refused or closed."""
@@ -149,10 +168,13 @@ class HttpConnection(asyncio.Protocol):
         # (body or refusal, keep alive, HTTP/1.0, budget held), in the order the requests came
         self._queue: deque[tuple[bytes | Refusal, bool, bool, int]] = deque()
         self._answering: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # time.monotonic() by which the connection must have moved on; 0: none
+        self._waiting_s = 0.0
+        self._waiting_for = ""
         self._stopped = False  # no more requests are read from this connection
         self._begun = 0  # requests begun
         self._write_paused = False
+        self._reading_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._reset()
 
@@ -183,7 +205,7 @@ class HttpConnection(asyncio.Protocol):
             self._stopped = True
             return
         self.table.opened(self)
-        self._start_timer(self.table.limits.idle_timeout_s, "it was idle")
+        self._set_deadline(self.table.limits.idle_timeout_s, "it was idle")
 
     def data_received(self, data: bytes) -> None:
         if self._stopped:
@@ -222,7 +244,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stopped = True
-        self._cancel_timer()
+        self._clear_deadline()
         self.table.closed(self)
         self.budget.give_back(self._held)
         self._held = 0
@@ -237,7 +259,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._begun += 1
         self._in_head = True
-        self._start_timer(self.table.limits.header_timeout_s, "its request's headers did not arrive")
+        self._set_deadline(self.table.limits.header_timeout_s, "its request's headers did not arrive")
 
     def on_url(self, url: bytes) -> None:
         self._head_size += len(url)
@@ -245,22 +267,25 @@ class HttpConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields += 1
         self._head_size += len(name) + len(value) + 4
+        if self._fields > MAX_HEADER_FIELDS or self._head_size > MAX_HEAD_BYTES:
+            self._head_too_large()
+        size = len(name)
+        if size == 14 and name.lower() == b"content-length":
+            self._declared = int(value)  # llhttp has checked that it is digits, and the only one
+        elif size == 6 and name.lower() == b"expect":
+            self._continue = value.lower() == b"100-continue"
+
+    def _head_too_large(self) -> None:
         if self._fields > MAX_HEADER_FIELDS:
             self._fail(431, b"the request has more than %d header fields" % MAX_HEADER_FIELDS)
-            raise _Stop
-        if self._head_size > MAX_HEAD_BYTES:
+        else:
             self._fail(431, b"the request's head is larger than %d bytes" % MAX_HEAD_BYTES)
-            raise _Stop
-        lowered = name.lower()
-        if lowered == b"content-length":
-            self._declared = int(value)  # llhttp has checked that it is digits, and the only one
-        elif lowered == b"expect":
-            self._continue = value.lower() == b"100-continue"
+        raise _Stop
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._in_body = True
-        self._cancel_timer()
+        self._clear_deadline()
         self.table.busy(self)
         if self._parser.get_method() != b"POST":
             self._refuse(Refusal.NOT_POST)
@@ -285,7 +310,7 @@ class HttpConnection(asyncio.Protocol):
             self.budget.take(len(body), received=True)
             self._held += len(body)
         keep_alive = self._parser.should_keep_alive()
-        self._cancel_timer()
+        self._clear_deadline()
         self._queue.append((body, keep_alive, self._parser.get_http_version() == "1.0", self._held))
         self._reset()
         if not keep_alive:
@@ -303,11 +328,11 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(Refusal.OVER_BUDGET, stop=False)
             return
         self._held += room
-        self._start_timer(self.body_timeout_s, "")
+        self._set_deadline(self.body_timeout_s, "")
 
     def _refuse(self, why: Refusal, *, stop: bool = True) -> None:
         """Answer this request with the app's refusal (after those before it) and close."""
-        self._cancel_timer()
+        self._clear_deadline()
         self._queue.append((why, False, False, self._held))
         self._held = 0
         self._chunks = []
@@ -319,7 +344,7 @@ class HttpConnection(asyncio.Protocol):
     def _fail(self, status: int, text: bytes) -> None:
         """Bad HTTP: say so in plain text and close, without waiting for the answers before it."""
         self._stopped = True
-        self._cancel_timer()
+        self._clear_deadline()
         self.budget.give_back(self._held)
         self._held = 0
         self._write(response(status, text, close=True, content_type=b"text/plain; charset=utf-8"))
@@ -360,7 +385,7 @@ class HttpConnection(asyncio.Protocol):
             self._drop_queue()
         if not self._stopped and not self._in_head and not self._in_body:
             self.table.idle(self)
-            self._start_timer(self.table.limits.idle_timeout_s, "it was idle")
+            self._set_deadline(self.table.limits.idle_timeout_s, "it was idle")
         elif self._stopped and self.transport is not None and not self.transport.is_closing():
             self.transport.close()  # the peer has sent its last request and has its answers
 
@@ -371,40 +396,41 @@ class HttpConnection(asyncio.Protocol):
                 self.budget.give_back(self._queue.popleft()[3])
 
     def _sync_reading(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        if self._write_paused or len(self._queue) >= MAX_PIPELINED:
-            self.transport.pause_reading()
-        else:
-            self.transport.resume_reading()
+        """Read while the peer takes its answers and not too many requests wait for theirs."""
+        pause = self._write_paused or len(self._queue) >= MAX_PIPELINED
+        if pause != self._reading_paused and self.transport is not None and not self.transport.is_closing():
+            self._reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def _start_timer(self, seconds: float, why: str) -> None:
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired, seconds, why)
+    def _set_deadline(self, seconds: float, why: str) -> None:
+        self.deadline = time.monotonic() + seconds
+        self._waiting_s, self._waiting_for = seconds, why
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _clear_deadline(self) -> None:
+        self.deadline = 0.0
 
-    def _expired(self, seconds: float, why: str) -> None:
-        self._timer = None
-        if not why:  # the body's time limit: answered, in order
+    def expired(self) -> None:
+        """Its deadline passed (`ConnectionTable` checks)."""
+        self.deadline = 0.0
+        if not self._waiting_for:  # the body's time limit: answered, in order
             self._refuse(Refusal.TOO_SLOW, stop=False)
             return
         self.table.timed_out += 1
-        self.abort(f"{why} within {seconds:g} s")
+        self.abort(f"{self._waiting_for} within {self._waiting_s:g} s")
 
     def abort(self, why: str, *, graceful: bool = False) -> None:
         """Close the connection (after what was written, if `graceful`)."""
         if why:
             logger.debug("closing an HTTP connection: %s", why)
         self._stopped = True
-        self._cancel_timer()
+        self._clear_deadline()
         self.table.closed(self)
         if self.transport is not None:
             if graceful:
@@ -417,7 +443,9 @@ async def serve_http(sock: socket.socket, app: HttpApp, limits: HttpLimits, *, m
                      body_timeout_s: float, budget: BodyBudget, overloaded: bytes) -> Callable[[], Awaitable[None]]:
     """Serve `app` on the bound, listening socket `sock`; return what stops it (and closes every
     connection)."""
-    table = ConnectionTable(limits, overloaded)
+    shortest = min(limits.header_timeout_s, limits.idle_timeout_s, body_timeout_s)
+    table = ConnectionTable(limits, overloaded, tick_s=min(1.0, max(0.05, shortest / 4)))
+    table.start()
 
     def connection() -> HttpConnection:
         return HttpConnection(app, table, budget, max_body_bytes, body_timeout_s)
@@ -425,6 +453,7 @@ async def serve_http(sock: socket.socket, app: HttpApp, limits: HttpLimits, *, m
     server = await asyncio.get_running_loop().create_server(connection, sock=sock, backlog=BACKLOG)
 
     async def close() -> None:
+        table.stop()
         server.close()
         for open_connection in list(table.open):
             open_connection.abort("the listener stops")
