@@ -138,7 +138,9 @@ def inspect_request(frame: bytes | memoryview) -> tuple[Any, str | None, str, in
     """(reply id, workOrderId, workload, responseTimeoutMSecs) of a request frame, as far as they
     can be read: what the supervisor needs to answer for a request its worker did not answer."""
     reply_to: Any = None
-    work_order_id, workload, timeout_ms = None, "-", None
+    work_order_id: str | None = None
+    workload = "-"
+    timeout_ms: int | None = None
     try:
         outer = decode(frame, "request")
         if not isinstance(outer, dict):
