@@ -8,7 +8,8 @@ between them, so that start-up, key generation and shut-down cancel out:
   (4 connections × 4 orders in flight) for exactly N orders, then stopped; the supervisor's and
   the worker process's instructions each;
 - `handle`: `Processor.handle` in this process (run again under callgrind) over N pre-built frames.
-Whichever `avalon_worker` this interpreter imports is measured (pure or compiled: it says which).
+Whichever `avalon_worker` this interpreter imports is measured (it prints where from: a tree's `src`
+put first on PYTHONPATH measures that tree).
 
 Run by hand (needs valgrind; minutes, callgrind runs code some fifty times slower):
 `python benchmarks/instructions.py [--what serve|handle|both] [--orders 100,500]`.
@@ -39,10 +40,10 @@ HELLO = throughput.Scenario("hello 5 B, reused key", "python-hello", b"World", F
 
 
 def build() -> str:
-    """Which build of avalon_worker runs here: compiled if its models module is an extension."""
-    from avalon_worker import models
+    """Where the avalon_worker measured here is imported from."""
+    import avalon_worker
 
-    return "compiled (mypyc)" if models.__file__.endswith(".so") else "pure Python"
+    return os.path.dirname(avalon_worker.__file__)
 
 
 def _callgrind(out_dir: str) -> list[str]:
