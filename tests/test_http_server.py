@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from avalon_worker.front.door import bind_listen
 from avalon_worker.front.http_guard import BodyBudget, HttpLimits
@@ -31,7 +34,11 @@ class EchoApp:
         self.answered = 0
 
     async def _answer(self, body: bytes) -> tuple[bytes, bool]:
-        request = json.loads(body)
+        try:  # an app answers every body, as the listener does
+            request = json.loads(body)
+            request["n"]
+        except (ValueError, TypeError, KeyError):
+            return b'{"bad": true}', False
         await asyncio.sleep(request.get("sleep", 0))
         self.answered += 1
         return json.dumps({"n": request["n"]}).encode(), bool(request.get("close"))
@@ -271,3 +278,69 @@ def test_a_body_too_slow_is_refused_in_its_turn_and_closed_within() -> None:
         assert server.budget.held == 0
     finally:
         server.stop()
+
+
+_BODIES = st.lists(st.builds(lambda n, pad: json.dumps({"n": n, "pad": pad}).encode(),
+                             st.integers(0, 10**6), st.text(max_size=300)), min_size=1, max_size=6)
+
+
+def _framed(body: bytes, chunked: bool, name_case: int) -> bytes:
+    length = b"Content-Length", b"content-length", b"CONTENT-LENGTH"
+    if not chunked:
+        return b"POST / HTTP/1.1\r\nHost: x\r\n%s: %d\r\n\r\n%s" % (length[name_case], len(body), body)
+    half = len(body) // 2
+    pieces = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in (body[:half], body[half:]) if piece)
+    return b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s0\r\n\r\n" % pieces
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bodies=_BODIES, chunked=st.lists(st.booleans(), min_size=6, max_size=6), name_case=st.integers(0, 2),
+       cuts=st.lists(st.integers(1, 4000), max_size=8))
+def test_any_split_of_pipelined_requests_gets_the_same_answers_in_order(
+        served: Served, bodies: list[bytes], chunked: list[bool], name_case: int, cuts: list[int]) -> None:
+    """However the bytes of pipelined requests (by length or chunked) are cut into reads, each
+    request is answered once, whole, in order, and the budget is back to nothing."""
+    stream = b"".join(_framed(body, chunked[i], name_case) for i, body in enumerate(bodies))
+    points = sorted({cut % len(stream) for cut in cuts} - {0})
+    pieces = [stream[start:end] for start, end in zip([0, *points], [*points, len(stream)])]
+    with served.connect() as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.002)  # most pieces arrive as reads of their own
+        answers = read_responses(sock, len(bodies))
+    assert [json.loads(body) for _, body in answers] == [{"n": json.loads(body)["n"]} for body in bodies]
+    deadline = time.monotonic() + 5
+    while served.budget.held and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert served.budget.held == 0
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_mangled_request_is_answered_or_refused_and_the_server_serves_on(
+        served: Served, data: st.DataObject, caplog: pytest.LogCaptureFixture) -> None:
+    """Bytes of a valid request with some changed, cut or repeated: whatever the server answers,
+    it raises nothing (no failure logged), holds no budget afterwards and serves the next
+    connection."""
+    request = bytearray(post(b'{"n": 5}') + post(b'{"n": 6}'))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(request) - 1))
+        action = data.draw(st.sampled_from(["flip", "cut", "repeat"]))
+        if action == "flip":
+            request[at] = data.draw(st.integers(0, 255))
+        elif action == "cut":
+            del request[at:at + data.draw(st.integers(1, 20))]
+        else:
+            request[at:at] = request[at:at + data.draw(st.integers(1, 20))]
+    with caplog.at_level(logging.WARNING), served.connect() as sock:
+        sock.sendall(bytes(request))
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(5)
+        response = read_until_closed(sock)
+    assert response == b"" or response.startswith(b"HTTP/1.1 ")
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    with served.connect() as sock:
+        sock.sendall(post(b'{"n": 1}'))
+        assert json.loads(read_responses(sock, 1)[0][1]) == {"n": 1}
+    assert served.budget.held == 0
