@@ -257,6 +257,8 @@ class HttpConnection(asyncio.Protocol):
     # httptools' callbacks
 
     def on_message_begin(self) -> None:
+        if self._stopped:  # after a request that closes the connection, in the same read
+            raise _Stop
         self._begun += 1
         self._in_head = True
         self._set_deadline(self.table.limits.header_timeout_s, "its request's headers did not arrive")
