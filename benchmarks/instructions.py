@@ -7,12 +7,17 @@ between them, so that start-up, key generation and shut-down cancel out:
   `valgrind --tool=callgrind --trace-children=yes`, driven by `throughput.py`'s load generator
   (4 connections × 4 orders in flight) for exactly N orders, then stopped; the supervisor's and
   the worker process's instructions each;
-- `handle`: `Processor.handle` in this process (run again under callgrind) over N pre-built frames.
+- `handle`: `Processor.handle` in this process (run again under callgrind) over N pre-built frames;
+- `front`: a real `serve --workers 1 --listen-http` under callgrind, driven by `http_listener.py`'s
+  HTTP load generator (8 keep-alive connections, each order a WorkOrderSubmit that waits for its
+  result, then a WorkOrderGetResult, as Avalon's SDK does; a fresh session key per order) for
+  exactly N orders: the front-door process's instructions (HTTP server, listener, pump, SQLite
+  store and its thread).
 Whichever `avalon_worker` this interpreter imports is measured (it prints where from: a tree's `src`
 put first on PYTHONPATH measures that tree).
 
 Run by hand (needs valgrind; minutes, callgrind runs code some fifty times slower):
-`python benchmarks/instructions.py [--what serve|handle|both] [--orders 100,500]`.
+`python benchmarks/instructions.py [--what serve|handle|front|all] [--orders 100,500]`.
 """
 
 from __future__ import annotations
@@ -91,6 +96,40 @@ def serve_run(state: str, orders: int) -> tuple[int, int]:
     return supervisor, workers[0]
 
 
+def front_run(state: str, orders: int) -> int:
+    """The front-door process's instructions in one `serve --listen-http` run of `orders` orders."""
+    import http_listener
+
+    from avalon_worker._cli.demo import read_ready
+    from avalon_worker.client import WorkerClient
+
+    with tempfile.TemporaryDirectory() as out:
+        command = [*_callgrind(out), sys.executable, "-m", "avalon_worker", "serve", "--bind", "tcp://127.0.0.1:*",
+                   "--state-dir", state, *SERVE, "--listen-http", "127.0.0.1:0"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        try:
+            endpoint, url = read_ready(process)
+            with WorkerClient(endpoint) as client:
+                signup = dict(client.worker().signup)
+            ctx = multiprocessing.get_context("spawn")
+            ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+            driver = ctx.Process(target=http_listener._http_client, args=(url, signup, orders, 8, 10_000.0, ready, start, results))
+            driver.start()
+            ready.get(timeout=600)
+            start.set()
+            count, _, _, ok, _ = results.get(timeout=3600)
+            driver.join()
+            if count != orders or not ok:
+                raise SystemExit(f"{orders} orders sent over HTTP, {count} answered (verified: {ok})")
+        finally:
+            process.terminate()
+            process.wait(timeout=600)
+        fronts = [total for command, total in _totals(out).values() if "front_door" in command]
+    if len(fronts) != 1:
+        raise SystemExit(f"expected one front-door process under callgrind, found {len(fronts)}")
+    return fronts[0]
+
+
 def handle_run(state: str, orders: int) -> int:
     """Instructions of this script, run again under callgrind, handling `orders` frames in process."""
     with tempfile.TemporaryDirectory() as out:
@@ -120,7 +159,7 @@ def child(orders: int, state: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--what", choices=("serve", "handle", "both"), default="both")
+    parser.add_argument("--what", choices=("serve", "handle", "front", "all"), default="all")
     parser.add_argument("--orders", default="100,500", help="the two order counts, LOW,HIGH")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -132,13 +171,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as state:
         # one RSA-2048 identity for every run: key generation's cost is random and would not cancel
         load_or_create(state, 2048)
-        if args.what in ("serve", "both"):
+        if args.what in ("serve", "all"):
             (s_low, w_low), (s_high, w_high) = serve_run(state, low), serve_run(state, high)
             print(f"serve --workers 1: supervisor {(s_high - s_low) / (high - low):,.0f} instructions/order, "
                   f"worker process {(w_high - w_low) / (high - low):,.0f}", flush=True)
-        if args.what in ("handle", "both"):
+        if args.what in ("handle", "all"):
             in_low, in_high = handle_run(state, low), handle_run(state, high)
             print(f"Processor.handle in process: {(in_high - in_low) / (high - low):,.0f} instructions/order")
+        if args.what in ("front", "all"):
+            f_low, f_high = front_run(state, low), front_run(state, high)
+            print(f"serve --workers 1 --listen-http: front door {(f_high - f_low) / (high - low):,.0f} instructions/order "
+                  "(HTTP submit + get-result, fresh session keys)")
     return 0
 
 
