@@ -168,6 +168,7 @@ class HttpConnection(asyncio.Protocol):
         # (body or refusal, keep alive, HTTP/1.0, budget held), in the order the requests came
         self._queue: deque[tuple[bytes | Refusal, bool, bool, int]] = deque()
         self._answering: asyncio.Task[None] | None = None
+        self._more: asyncio.Future[None] | None = None  # what the answering task waits on between requests
         self.deadline = 0.0  # time.monotonic() by which the connection must have moved on; 0: none
         self._waiting_s = 0.0
         self._waiting_for = ""
@@ -230,7 +231,9 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self._stopped = True
-        return True if self._answering is not None else None  # half-closed: the answers still go out
+        if self._more is not None and not self._more.done():
+            self._more.set_result(None)
+        return True if self._queue else None  # half-closed: the answers still go out
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -251,8 +254,9 @@ class HttpConnection(asyncio.Protocol):
         self._chunks = []
         if self._answering is None:
             self._drop_queue()
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        for waiting in (self._drained, self._more):
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
 
     # httptools' callbacks
 
@@ -353,43 +357,64 @@ class HttpConnection(asyncio.Protocol):
         self.abort(f"bad HTTP ({status})", graceful=True)
 
     def _answer_queue(self) -> None:
+        """Have the connection's answering task answer what is queued: started with the first
+        request, it waits between requests rather than ending (a task is dearer than a wake-up)."""
         if self._answering is None:
             self._answering = asyncio.get_running_loop().create_task(self._answer_all())
+        elif self._more is not None and not self._more.done():
+            self._more.set_result(None)
         self._sync_reading()
 
     async def _answer_all(self) -> None:
         try:
-            while self._queue and self.transport is not None and not self.transport.is_closing():
-                request, keep_alive, http10, held = self._queue[0]
-                try:
-                    if isinstance(request, Refusal):
-                        body, close = self.app.refusal(request), True
-                    else:
-                        body, close = await self.app.answer(request)
-                except Exception:  # the app answers every request; this is a bug, not a request's fault
-                    logger.exception("the HTTP app failed to answer a request; its connection is closed")
-                    self.abort("the app failed")
+            while await self._next_request():
+                if not await self._answer_first():
                     break
-                finally:
-                    self._queue.popleft()
-                    self.budget.give_back(held)
-                close = close or not keep_alive
-                self._write(response(200, body, close=close, keep_alive_header=http10 and not close))
-                if close:
-                    self.abort("", graceful=True)
-                    break
-                self._sync_reading()
-                if self._write_paused and not self.transport.is_closing():
-                    self._drained = asyncio.get_running_loop().create_future()
-                    await self._drained
         finally:
             self._answering = None
             self._drop_queue()
-        if not self._stopped and not self._in_head and not self._in_body:
-            self.table.idle(self)
-            self._set_deadline(self.table.limits.idle_timeout_s, "it was idle")
-        elif self._stopped and self.transport is not None and not self.transport.is_closing():
+        if self._stopped and self.transport is not None and not self.transport.is_closing():
             self.transport.close()  # the peer has sent its last request and has its answers
+
+    async def _next_request(self) -> bool:
+        """Wait for a request to answer; False once none will come (the connection is closing,
+        or the peer has sent its last)."""
+        while not self._queue:
+            if self._stopped or self.transport is None or self.transport.is_closing():
+                return False
+            if not self._in_head and not self._in_body:
+                self.table.idle(self)
+                self._set_deadline(self.table.limits.idle_timeout_s, "it was idle")
+            self._more = asyncio.get_running_loop().create_future()
+            await self._more
+        return self.transport is not None and not self.transport.is_closing()
+
+    async def _answer_first(self) -> bool:
+        """Answer the first request queued; False if the connection closes after it."""
+        assert self.transport is not None
+        request, keep_alive, http10, held = self._queue[0]
+        try:
+            if isinstance(request, Refusal):
+                body, close = self.app.refusal(request), True
+            else:
+                body, close = await self.app.answer(request)
+        except Exception:  # the app answers every request; this is a bug, not a request's fault
+            logger.exception("the HTTP app failed to answer a request; its connection is closed")
+            self.abort("the app failed")
+            return False
+        finally:
+            self._queue.popleft()
+            self.budget.give_back(held)
+        close = close or not keep_alive
+        self._write(response(200, body, close=close, keep_alive_header=http10 and not close))
+        if close:
+            self.abort("", graceful=True)
+            return False
+        self._sync_reading()
+        if self._write_paused and not self.transport.is_closing():
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        return True
 
     def _drop_queue(self) -> None:
         """Give back what the requests not answered hold (the connection is gone)."""
