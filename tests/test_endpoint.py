@@ -26,6 +26,7 @@ from avalon_worker._internal.router import FRAMES_PER_TURN, EndpointError, Outbo
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 
 from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker
+from raw_peer import closed_within
 
 pytestmark = pytest.mark.slow
 
@@ -54,19 +55,6 @@ def hello(running: RunningWorker, info: WorkerInfo, sock: zmq.Socket | None = No
 def raw_connection(running: RunningWorker) -> socket.socket:
     host, port = running.endpoint.removeprefix("tcp://").rsplit(":", 1)
     return socket.create_connection((host, int(port)), timeout=10)
-
-
-def closed_by_server(sock: socket.socket, timeout_s: float = 10) -> bool:
-    """Read until the server closes the connection (True) or the time runs out (False)."""
-    sock.settimeout(timeout_s)
-    try:
-        while sock.recv(65536):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
-    return True
 
 
 # real libzmq peers -------------------------------------------------------------------------------
@@ -165,7 +153,7 @@ def test_hostile_bytes_close_that_connection_and_nothing_else(served, data: byte
     running, info = served
     with raw_connection(running) as sock:
         sock.sendall(data)
-        assert closed_by_server(sock)
+        assert closed_within(sock, 10)
     hello(running, info)
 
 
@@ -178,7 +166,7 @@ def test_a_replacement_process_does_not_keep_dropped_connections_open(served) ->
         pending = build_work_order(info, "exit", [b"3"])
         assert "was replaced" in json.loads(running.request(pending.frame()))["error"]["message"]
         idle_client.sendall(zmtp.frame(b"before READY", command=True))  # malformed: dropped now
-        assert closed_by_server(idle_client, timeout_s=5)
+        assert closed_within(idle_client, 5)
     hello(running, info)
 
 
@@ -209,7 +197,7 @@ def test_a_client_that_never_reads_its_replies_is_dropped(served) -> None:
         except (ConnectionResetError, BrokenPipeError):
             pass
         time.sleep(0.5)
-        assert closed_by_server(sock, timeout_s=30)
+        assert closed_within(sock, 30)
     hello(running, info)
 
 
@@ -275,7 +263,7 @@ def test_a_peer_that_pings_and_never_reads_is_dropped(served) -> None:
                 sock.sendall(burst)
         except (ConnectionResetError, BrokenPipeError, TimeoutError):
             pass
-        assert closed_by_server(sock, timeout_s=20)
+        assert closed_within(sock, 20)
     assert rss_mib(running.process.pid) < 300
     hello(running, info)
 
@@ -453,7 +441,7 @@ def test_a_connection_that_never_finishes_its_handshake_is_closed() -> None:
         due = router.next_due()
         assert due is not None and due > time.monotonic() + 20  # libzmq's 30 s handshake interval
         router.tick(due)
-        assert closed_by_server(silent, timeout_s=5)
+        assert closed_within(silent, 5)
         assert len(router.peers) == 1  # the peer that finished its handshake stays
 
 

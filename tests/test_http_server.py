@@ -21,7 +21,7 @@ from avalon_worker.front.door import bind_listen
 from avalon_worker.front.http_guard import BodyBudget, HttpLimits
 from avalon_worker.front.http_server import MAX_HEAD_BYTES, MAX_HEADER_FIELDS, MAX_PIPELINED, Refusal, serve_http
 
-from http_peer import closed_within, read_until_closed
+from raw_peer import closed_within, read_until_closed
 
 MAX_BODY = 4096
 
@@ -33,7 +33,7 @@ class EchoApp:
     def __init__(self) -> None:
         self.answered = 0
 
-    async def _answer(self, body: bytes) -> tuple[bytes, bool]:
+    async def answer(self, body: bytes) -> tuple[bytes, bool]:
         try:  # an app answers every body, as the listener does
             request = json.loads(body)
             request["n"]
@@ -42,9 +42,6 @@ class EchoApp:
         await asyncio.sleep(request.get("sleep", 0))
         self.answered += 1
         return json.dumps({"n": request["n"]}).encode(), bool(request.get("close"))
-
-    def answer(self, body: bytes) -> Awaitable[tuple[bytes, bool]]:
-        return self._answer(body)
 
     def refusal(self, why: Refusal) -> bytes:
         return json.dumps({"refused": why.value}).encode()
@@ -98,7 +95,7 @@ def post(body: bytes, *, headers: bytes = b"", version: bytes = b"1.1") -> bytes
 def read_responses(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
     """`count` whole responses (head, body) from `sock`, by their Content-Length."""
     data = b""
-    responses = []
+    responses: list[tuple[bytes, bytes]] = []
     while len(responses) < count:
         head_end = data.find(b"\r\n\r\n")
         if head_end >= 0:

@@ -27,7 +27,7 @@ from avalon_worker.signup import signup_document
 from avalon_worker.store import Completion, Handoff, LeasedOrder, OrderState, canonical_id
 from avalon_worker.store.sqlite import SQLiteStore
 
-from http_peer import closed_within
+from raw_peer import closed_within
 
 BODY_TIMEOUT_S = 0.5
 MAX_BODY = 64 * 1024

@@ -1,5 +1,5 @@
-"""A raw HTTP peer's helpers for the tests of the HTTP server and the listener: what the server
-sends back, read off a plain socket."""
+"""A raw socket peer's helpers for the tests of the servers (the ZMQ endpoint, the HTTP server,
+the listener): what the server sends back, read off a plain socket."""
 
 from __future__ import annotations
 
