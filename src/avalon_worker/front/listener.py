@@ -126,11 +126,8 @@ class Listener:
         if keys:
             self.order_done(await self._store(self.store.finished, keys))
 
-    def answer(self, body: bytes) -> Awaitable[tuple[bytes, bool]]:
+    async def answer(self, body: bytes) -> tuple[bytes, bool]:
         """The JSON answer to a POST's `body`, and whether the connection closes after it."""
-        return self._answer(body)
-
-    async def _answer(self, body: bytes) -> tuple[bytes, bool]:
         try:
             return await self._dispatch(api.parse_call(body)), False
         except api.CallError as exc:
