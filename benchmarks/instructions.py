@@ -31,6 +31,8 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -69,22 +71,28 @@ def _totals(out_dir: str) -> dict[int, tuple[str, int]]:
     return found
 
 
+def _drive(start_method: str, load_generator: Callable[..., None], args: tuple[Any, ...], orders: int) -> None:
+    """Run `load_generator(*args, ready, start, results)` (throughput.py's and http_listener.py's
+    load generators share that form) in a process of its own for exactly `orders` orders."""
+    ctx = multiprocessing.get_context(start_method)
+    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    driver = ctx.Process(target=load_generator, args=(*args, ready, start, results))
+    driver.start()
+    ready.get(timeout=600)
+    start.set()
+    count, *_, ok, _ = results.get(timeout=3600)  # both put (count, …, verified, client CPU)
+    driver.join()
+    if count != orders or not ok:
+        raise SystemExit(f"{orders} orders sent, {count} answered (verified: {ok})")
+
+
 def serve_run(state: str, orders: int) -> tuple[int, int]:
     """(supervisor, worker process) instructions of one `serve` run that handled `orders` orders."""
     load = throughput.Load(clients=1, connections=4, depth=4, seconds=10_000.0, pin_cpus=False)
     with tempfile.TemporaryDirectory() as out:
         process, endpoint = start_worker_process(state, SERVE, timeout_s=600, launcher=[*_callgrind(out), sys.executable])
         try:
-            ctx = multiprocessing.get_context("fork")
-            ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-            client = ctx.Process(target=throughput._client, args=(endpoint, load, HELLO, orders, ready, start, results))
-            client.start()
-            ready.get(timeout=600)
-            start.set()
-            count, *_, ok, _ = results.get(timeout=3600)
-            client.join()
-            if count != orders or not ok:
-                raise SystemExit(f"{orders} orders sent, {count} answered (verified: {ok})")
+            _drive("fork", throughput._client, (endpoint, load, HELLO, orders), orders)
         finally:
             process.terminate()
             process.wait(timeout=600)
@@ -111,16 +119,7 @@ def front_run(state: str, orders: int) -> int:
             endpoint, url = read_ready(process)
             with WorkerClient(endpoint) as client:
                 signup = dict(client.worker().signup)
-            ctx = multiprocessing.get_context("spawn")
-            ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-            driver = ctx.Process(target=http_listener._http_client, args=(url, signup, orders, 8, 10_000.0, ready, start, results))
-            driver.start()
-            ready.get(timeout=600)
-            start.set()
-            count, _, _, ok, _ = results.get(timeout=3600)
-            driver.join()
-            if count != orders or not ok:
-                raise SystemExit(f"{orders} orders sent over HTTP, {count} answered (verified: {ok})")
+            _drive("spawn", http_listener._http_client, (url, signup, orders, 8, 10_000.0), orders)
         finally:
             process.terminate()
             process.wait(timeout=600)
