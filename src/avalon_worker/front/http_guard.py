@@ -22,15 +22,12 @@ import argparse
 import asyncio
 import ctypes
 import gc
-import logging
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import defaults
 from .._internal.router import give_back_memory
-
-logger = logging.getLogger(__name__)
 
 BACKLOG = 1024  # connections the kernel holds before they are served, also while a front door starts again
 FD_RESERVE = 64  # descriptors kept for the store, the worker connection, logs
