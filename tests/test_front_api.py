@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from avalon_worker import jsonio
-from avalon_worker.front.api import WRAP_OVERHEAD_BYTES, wrapped_size
+from avalon_worker.front.api import WRAP_OVERHEAD_BYTES, fits_wrapped, wrapped_size
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -22,3 +22,9 @@ def test_the_bound_holds_and_is_exact_for_any_json_body(value: object, indent: o
     body = text.encode("utf-8")
     carried = jsonio.dumps(text)  # the body as a JSON string, as the frame to the worker holds it
     assert wrapped_size(body) - WRAP_OVERHEAD_BYTES == len(carried) - 2
+
+
+@given(body=_JSON.map(lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8")), slack=st.integers(-64, 64))
+def test_fits_wrapped_agrees_with_the_exact_size_at_every_limit(body: bytes, slack: int) -> None:
+    limit = max(0, wrapped_size(body) + slack)
+    assert fits_wrapped(body, limit) == (wrapped_size(body) <= limit)

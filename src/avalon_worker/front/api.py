@@ -217,6 +217,13 @@ def wrapped_size(body: bytes) -> int:
     return 2 * len(body) - len(body.translate(None, b'"\\\n\r\t')) + WRAP_OVERHEAD_BYTES
 
 
+def fits_wrapped(body: bytes, max_request_bytes: int) -> bool:
+    """Whether the ProcessWorkOrder frame carrying `body` stays within `max_request_bytes`.
+    Escaping at most doubles a body, so only one within a factor of two of the limit is
+    counted byte by byte (`wrapped_size`)."""
+    return 2 * len(body) + WRAP_OVERHEAD_BYTES <= max_request_bytes or wrapped_size(body) <= max_request_bytes
+
+
 class SubmitIds(NamedTuple):
     """The canonical ids of a WorkOrderSubmit call (lower case, no 0x)."""
 
@@ -250,9 +257,7 @@ def submission(call: Call, ids: SubmitIds, known_workers: Container[str], max_re
     if worker_id not in known_workers:
         raise CallError(ErrorCode.INVALID_PARAMETER, "workerId names no worker registered here; "
                         "find the ids with WorkerLookUp", call.reply_id, shown_id)
-    body_size = len(call.body)
-    # Escaping at most doubles a body: only one near the limit is counted byte by byte.
-    if 2 * body_size + WRAP_OVERHEAD_BYTES > max_request_bytes and wrapped_size(call.body) > max_request_bytes:
+    if not fits_wrapped(call.body, max_request_bytes):
         raise CallError(ErrorCode.INVALID_PARAMETER, f"the work order is larger than this worker accepts "
                         f"({max_request_bytes} bytes); send less input", call.reply_id, shown_id)
     request_hash = submitted_request_hash(call.params)  # for the order's receipt, if one is made
