@@ -276,10 +276,10 @@ class SQLiteStore:
         def work(db: sqlite3.Connection) -> list[LeasedOrder]:
             rows = db.execute(
                 "UPDATE orders SET state = ?, lease_owner = ?, lease_expires = ?, attempts = attempts + 1 "
-                "WHERE work_order_id IN (SELECT work_order_id FROM orders WHERE worker_id = ? "
-                "AND (state = ? OR (state = ? AND lease_expires <= ?)) ORDER BY submitted LIMIT ?) "
+                "WHERE work_order_id IN (SELECT work_order_id FROM orders WHERE worker_id = ? AND state < 2 "  # the queue's index
+                "AND (state = ? OR lease_expires <= ?) ORDER BY submitted LIMIT ?) "
                 "RETURNING work_order_id, request, attempts, submitted",
-                (LEASED, owner, expires, worker_id, PENDING, LEASED, now, limit),
+                (LEASED, owner, expires, worker_id, PENDING, now, limit),
             ).fetchall()
             rows.sort(key=lambda row: row[3])
             return [LeasedOrder(row[0], bytes(row[1]), row[2], expires) for row in rows]
