@@ -368,7 +368,7 @@ class TestGetResult:
             order = order_for(identity, responseTimeoutMSecs=0)
             sdk.submit(server.url, order)
             server.done(Completion(canonical_id(order.work_order_id), b'{"outData":[]}', False))
-            assert store.purge(0.0, time.time() + 1) == 1
+            assert store.purge(0.0, time.time() + 1, 10) == 1
             answer = sdk.call(server.url, "WorkOrderGetResult", {"workOrderId": order.work_order_id}, 1)
             assert answer["error"]["code"] == 2
         finally:

@@ -23,6 +23,7 @@ from avalon_worker.front.pump_core import (
     Lease,
     PumpConfig,
     PumpCore,
+    Purge,
     Release,
     Renew,
     Send,
@@ -445,6 +446,32 @@ def test_a_purge_is_said_in_the_log(store: SQLiteStore, caplog: pytest.LogCaptur
     h.until_wait()
     assert h.kinds()[-2:] == ["Purge", "Expire"] and h.state(1) is None
     assert "deleted 1 work-order results older than 0 s" in caplog.text
+
+
+def test_a_long_purge_goes_slice_by_slice_between_the_orders_and_is_said_once(
+        store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
+    """Results past their time are deleted a slice per store call, each slice after the order
+    work that is due (a purge never holds the store for long), and the log says the total once."""
+    h = Harness(store, PumpConfig(result_ttl_s=0.0, purge_every_s=60.0, pending_ttl_s=3600.0, purge_slice=2,
+                                  max_in_flight=8))
+    h.submit(*range(1, 6))
+    h.until_wait()
+    h.answer_all()
+    h.until_wait()
+    caplog.set_level("INFO")
+    h.now = T0 + 60.0
+    h.calls.clear()
+    while not isinstance(action := h.step(), Purge):
+        assert not isinstance(action, Wait)
+    assert action.limit == 2 and h.kinds().count("Purge") == 1
+    h.submit(6)  # an order arrives while the first slice is deleted
+    h.core.wake()
+    h.until_wait()
+    kinds = h.kinds()
+    assert kinds.count("Purge") == 3 and kinds.index("Lease") < kinds.index("Purge", 1)  # the order before the next slice
+    assert [h.state(n) for n in range(1, 6)] == [None] * 5
+    assert caplog.text.count("deleted 5 work-order results older than 0 s") == 1
+    assert "deleted 2 " not in caplog.text
 
 
 def test_replies_are_read_as_the_worker_writes_them() -> None:

@@ -248,10 +248,20 @@ class TestRetention:
         store.submit([order(1), order(2), order(3)], T0)
         store.complete([Completion(order(1).work_order_id, b"{}", False)], T0)
         store.complete([Completion(order(2).work_order_id, b"{}", False)], T0 + 50)
-        assert store.purge(100, T0 + 120) == 1
+        assert store.purge(100, T0 + 120, 10) == 1
         assert store.status(order(1).work_order_id) is None
         assert store.status(order(2).work_order_id) is not None
         assert store.status(order(3).work_order_id) is not None  # pending orders are never purged
+
+    def test_purge_deletes_at_most_its_limit_oldest_first(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        store.submit([order(n) for n in range(1, 6)], T0)
+        for n in (3, 1, 5, 2, 4):
+            store.complete([Completion(order(n).work_order_id, b"{}", False)], T0 + n * 10)
+        assert store.purge(0, T0 + 100, 2) == 2
+        assert [store.status(order(n).work_order_id) is None for n in range(1, 6)] == [True, True, False, False, False]
+        assert store.purge(0, T0 + 100, 2) == 2
+        assert store.purge(0, T0 + 100, 2) == 1
 
 
 class TestExpiry:
@@ -394,7 +404,7 @@ def test_the_pumps_recurring_statements_read_the_queue_not_the_results_kept(tmp_
             store.complete([Completion(order(n).work_order_id, b"x" * 1000, False) for n in range(kept)], T0 + 1)
             store.submit([order(10**6 + n) for n in range(3)], T0 + 2)
             costs.append((_steps(store, store.lease, WORKER, "pump", 2, 30, T0 + 3),
-                          _steps(store, store.expire, 60, T0 + 3), _steps(store, store.purge, 3600, T0 + 3)))
+                          _steps(store, store.expire, 60, T0 + 3), _steps(store, store.purge, 3600, T0 + 3, 1000)))
             assert [o.work_order_id for o in store.lease(WORKER, "pump", 5, 30, T0 + 3)] == [order(10**6 + 2).work_order_id]
         finally:
             store.close()

@@ -160,8 +160,8 @@ class TestRetention:
             store.create_receipt(new_receipt(n), T0)
         store.complete([done(1, update(1)), done(2, update(1))], T0)
         store.complete([], T0)
-        assert store.purge(100, T0 + 50) == 0
-        assert store.purge(10, T0 + 50) == 2
+        assert store.purge(100, T0 + 50, 10) == 0
+        assert store.purge(10, T0 + 50, 10) == 2
         assert store.receipt(f"{1:064x}") is None and store.lookup_receipts(ReceiptQuery(), 0, 10).total == 0
         assert store.submit([order(1)], T0 + 60) == [SubmitOutcome.ACCEPTED]  # the id is free again
         assert store.create_receipt(new_receipt(1), T0 + 60) is ReceiptOutcome.CREATED

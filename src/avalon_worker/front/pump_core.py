@@ -60,6 +60,7 @@ class PumpConfig:
     poll_s: float = 0.5  # how often to look for orders when nothing wakes the pump
     heartbeat_s: float = defaults.HEARTBEAT_S
     purge_every_s: float = 60.0  # also how often orders of workers gone silent are expired (at most)
+    purge_slice: int = 1000  # results deleted per store call: a purge never holds the store for long
     result_ttl_s: float = defaults.RESULT_TTL_S
     pending_ttl_s: float = defaults.PENDING_TTL_S
     stuck_after_s: float = 300.0  # an order unanswered this long is given back (the pool answers long before)
@@ -208,11 +209,14 @@ class Heartbeat:
 
 @dataclass(frozen=True)
 class Purge:
+    """Delete one slice of the results past their retention; a full slice means there may be more."""
+
     result_ttl_s: float
     now: float
+    limit: int
 
     def run(self, store: Store) -> int:
-        return store.purge(self.result_ttl_s, self.now)
+        return store.purge(self.result_ttl_s, self.now, self.limit)
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,7 @@ class PumpCore:
         self._out: StoreCall | None = None
         self._lease_turn = False  # a lease (if due) goes before the next outcomes
         self._next_tag = 0
+        self._purged = 0  # results deleted by the slices of the purge under way
 
     # events ---------------------------------------------------------------------------------------
 
@@ -335,8 +340,13 @@ class PumpCore:
         elif isinstance(call, Release) and call.busy:
             self._backoff_until = now + self.config.busy_backoff_s
         elif isinstance(call, Purge):
-            if result:
-                logger.info("deleted %d work-order results older than %.0f s", result, self.config.result_ttl_s)
+            self._purged += result
+            if result >= call.limit:  # more past their time: the next slice after what else is due
+                self._timers.purge = now
+                return []
+            if self._purged:
+                logger.info("deleted %d work-order results older than %.0f s", self._purged, self.config.result_ttl_s)
+            self._purged = 0
             self._timers.expire = now
         elif isinstance(call, Expire):
             said_expired(result, self.config.pending_ttl_s)
@@ -458,7 +468,7 @@ class PumpCore:
             return Heartbeat(self.worker_id, now)
         if now >= timers.purge:
             timers.purge = now + expiry_interval(self.config.purge_every_s, self.config.pending_ttl_s)
-            return Purge(self.config.result_ttl_s, now)
+            return Purge(self.config.result_ttl_s, now, self.config.purge_slice)
         if now >= timers.expire:
             timers.expire = float("inf")
             return Expire(self.config.pending_ttl_s, now)

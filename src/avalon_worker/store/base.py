@@ -286,8 +286,9 @@ class Store(Protocol):
     def workers(self) -> list[WorkerRecord]:
         ...
 
-    def purge(self, result_ttl_s: float, now: float) -> int:
-        """Delete outcomes completed more than `result_ttl_s` ago; return how many."""
+    def purge(self, result_ttl_s: float, now: float, limit: int) -> int:
+        """Delete outcomes completed more than `result_ttl_s` ago, at most `limit` of them (the
+        oldest), in one short transaction; return how many (`limit`: there may be more)."""
         ...
 
     def expire(self, pending_ttl_s: float, now: float) -> int:

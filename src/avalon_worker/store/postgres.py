@@ -680,10 +680,11 @@ class PostgresStore:
         )
         return [Completion(row[0], bytes(row[1]), bool(row[2])) for row in rows]
 
-    def purge(self, result_ttl_s: float, now: float) -> int:
+    def purge(self, result_ttl_s: float, now: float, limit: int) -> int:
         count: int = self._run(
             lambda c, _: c.execute(
-                "DELETE FROM work_orders WHERE state = %s AND completed < %s", (DONE, now - result_ttl_s)
+                "DELETE FROM work_orders WHERE work_order_id IN (SELECT work_order_id FROM work_orders "
+                "WHERE state = 2 AND completed < %s ORDER BY completed LIMIT %s)", (now - result_ttl_s, limit)
             ).rowcount,
             durable=False,
         )

@@ -366,10 +366,11 @@ class SQLiteStore:
                 ]
         return found
 
-    def purge(self, result_ttl_s: float, now: float) -> int:
+    def purge(self, result_ttl_s: float, now: float, limit: int) -> int:
         count: int = self._write(
             lambda db: db.execute(
-                "DELETE FROM orders WHERE state = ? AND completed < ?", (DONE, now - result_ttl_s)
+                "DELETE FROM orders WHERE rowid IN (SELECT rowid FROM orders WHERE state = 2 AND completed < ? "
+                "ORDER BY completed LIMIT ?)", (now - result_ttl_s, limit)
             ).rowcount,
             durable=False,
         )
