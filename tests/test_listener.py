@@ -22,6 +22,7 @@ from avalon_worker._internal.scheduler import scan_timeout_ms
 from avalon_worker.front.door import bind_listen
 from avalon_worker.front.http_guard import HttpLimits
 from avalon_worker.front.listener import Listener, ListenerConfig
+from avalon_worker.front.store_calls import StoreCalls
 from avalon_worker.identity import Identity
 from avalon_worker.signup import signup_document
 from avalon_worker.store import Completion, Handoff, LeasedOrder, OrderState, canonical_id
@@ -51,13 +52,16 @@ class _TestPump:
 
 
 class RunningListener:
-    """A `Listener` served on 127.0.0.1 from a thread of its own, as the front door serves it."""
+    """A `Listener` served on 127.0.0.1 from a thread of its own, as the front door serves it:
+    its store called on its event loop, or with `store_thread`, on a thread of its own (which a
+    test can hold, so that submits gather behind it)."""
 
-    def __init__(self, store: SQLiteStore, config: ListenerConfig, limits: HttpLimits | None = None) -> None:
+    def __init__(self, store: SQLiteStore, config: ListenerConfig, limits: HttpLimits | None = None,
+                 *, store_thread: bool = False) -> None:
         self.store = store
-        self.executor = ThreadPoolExecutor(max_workers=1)
+        self.executor = ThreadPoolExecutor(max_workers=1) if store_thread else None
         self.submitted = threading.Event()
-        self.listener = Listener(store, self.executor, config, pump=_TestPump(self.submitted))
+        self.listener = Listener(store, StoreCalls(self.executor), config, pump=_TestPump(self.submitted))
         self.loop = asyncio.new_event_loop()
         sock = bind_listen("127.0.0.1:0")
         self.port = sock.getsockname()[1]
@@ -82,7 +86,8 @@ class RunningListener:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(30)
-        self.executor.shutdown()
+        if self.executor is not None:
+            self.executor.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +95,25 @@ def registered(identity: Identity) -> dict[str, Any]:
     return signup_document(identity)
 
 
-@pytest.fixture()
-def running(tmp_path: Path, identity: Identity, registered: dict[str, Any]) -> Iterator[RunningListener]:
+def _running(tmp_path: Path, identity: Identity, registered: dict[str, Any], store_thread: bool) -> Iterator[RunningListener]:
     store = SQLiteStore(tmp_path, max_pending=5)
     store.register_worker(identity.worker_id, registered, time.time())
-    server = RunningListener(store, ListenerConfig(max_body_bytes=MAX_BODY, body_timeout_s=BODY_TIMEOUT_S, max_wait_s=5.0))
+    server = RunningListener(store, ListenerConfig(max_body_bytes=MAX_BODY, body_timeout_s=BODY_TIMEOUT_S, max_wait_s=5.0),
+                             store_thread=store_thread)
     yield server
     server.stop()
     store.close()
+
+
+@pytest.fixture()
+def running(tmp_path: Path, identity: Identity, registered: dict[str, Any]) -> Iterator[RunningListener]:
+    yield from _running(tmp_path, identity, registered, store_thread=False)
+
+
+@pytest.fixture()
+def running_on_thread(tmp_path: Path, identity: Identity, registered: dict[str, Any]) -> Iterator[RunningListener]:
+    """The listener with its store called on a thread of its own, which a test can hold."""
+    yield from _running(tmp_path, identity, registered, store_thread=True)
 
 
 def raw_http(port: int, data: bytes, *, read_timeout_s: float = 10.0, pause_s: float = 0.0, more: bytes = b"") -> bytes:
@@ -304,13 +320,16 @@ class TestSubmit:
 
 
 class TestStoreFailures:
-    def test_an_order_the_store_refuses_fails_alone_and_its_batch_is_kept(self, running: RunningListener, identity: Identity) -> None:
+    def test_an_order_the_store_refuses_fails_alone_and_its_batch_is_kept(
+            self, running_on_thread: RunningListener, identity: Identity) -> None:
         """The store's one writer is held while five submits arrive, so that they are committed
         as one batch; SQLite then refuses the one order larger than its length limit (here
         lowered, as a stand-in for any data a store cannot keep): that order alone is refused,
         the other four are kept."""
+        running = running_on_thread
         running.store._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
         held = threading.Event()
+        assert running.executor is not None
         running.executor.submit(held.wait, 30)
         orders = [order_for(identity, responseTimeoutMSecs=0) for _ in range(5)]
         orders[2].params["padding"] = "x" * 30_000

@@ -18,6 +18,7 @@ import pytest
 from avalon_worker import jsonio
 from avalon_worker.front.pump import Pump
 from avalon_worker.front.pump_core import PumpConfig
+from avalon_worker.front.store_calls import StoreCalls
 from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_order, open_result
 from avalon_worker.store import NewOrder, OrderState, canonical_id
 from avalon_worker.store.postgres import PostgresStore
@@ -48,7 +49,7 @@ class RunningPump:
 
     async def _run(self) -> None:
         self.stop_event = asyncio.Event()
-        self.pump = Pump(self.store, self.endpoint, self.executor, self.config)
+        self.pump = Pump(self.store, self.endpoint, StoreCalls(self.executor), self.config)
         await self.pump.register()
         self.registered.set()
         await self.pump.run(self.stop_event)

@@ -7,8 +7,9 @@ reading a chunked body), must arrive within `body_timeout_s`, and together withi
 (`http_guard.BodyBudget`): a body still arriving that does not fit is answered BUSY (8) at once.
 `http_server` words none of these answers itself: `Listener.refusal` does.
 
-Submits are committed in batches: while one commit runs on the store's thread, the next calls
-gather, so one fsync covers many orders. A submit whose order finishes within the call (its
+Submits are committed in batches: the calls that arrive while one commit runs (on the store's
+thread, or, for the embedded store, on the event loop itself: `store_calls`) gather for the
+next, so one fsync covers many orders. A submit whose order finishes within the call (its
 `responseTimeoutMSecs`, at most `max_wait_s`) is answered with the result; otherwise with
 "pending" (5), once the order is committed. That wait is the call's, not the order's: the order
 is kept without it and runs under the worker operator's time limit (`listener_api.submission`).
@@ -22,7 +23,6 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -42,6 +42,7 @@ from ..store import (
 from . import api, receipts
 from .http_guard import BodyBudget, HttpLimits
 from .http_server import Refusal, serve_http
+from .store_calls import StoreCalls
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Listener:
     """The request handler; `app()` mounts it at every path, for POST and everything else."""
 
     store: Store
-    executor: Executor
+    calls: StoreCalls  # where the store's methods run
     config: ListenerConfig = field(default_factory=ListenerConfig)
     pump: LocalPump | None = None  # the pump in this process, if any
     clock: Callable[[], float] = time.time
@@ -97,7 +98,7 @@ class Listener:
                                 body_timeout_s=self.config.body_timeout_s, budget=self.budget, overloaded=busy.reply())
 
     async def _store(self, method: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, method, *args)
+        return await self.calls(method, *args)
 
     def order_done(self, completions: Sequence[Completion]) -> None:
         """Outcomes just stored by the pump: answer the submits waiting for them, and remember

@@ -25,13 +25,13 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from .. import jsonio
 from .._internal.dealer import DealerConnection
 from ..store import Completion, Handoff, LeasedOrder, Store, StoreError
 from .pump_core import SIGNUP_TAG, PumpConfig, PumpCore, Send, StoreCall, Wait, said_expired, worker_id_of
+from .store_calls import StoreCalls
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ SIGNUP_FRAME = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup","params"
 DRAIN_GRACE_S = 2.0  # on stop, how long answers to the orders in flight are waited for
 
 
-async def expire_pending(store: Store, executor: Executor, pending_ttl_s: float, now: float) -> int:
-    """`store.expire` on `executor`, said in the log."""
-    expired = await asyncio.get_running_loop().run_in_executor(executor, store.expire, pending_ttl_s, now)
+async def expire_pending(store: Store, calls: StoreCalls, pending_ttl_s: float, now: float) -> int:
+    """`store.expire` through `calls`, said in the log."""
+    expired = await calls(store.expire, pending_ttl_s, now)
     said_expired(expired, pending_ttl_s)
     return expired
 
@@ -50,13 +50,14 @@ async def expire_pending(store: Store, executor: Executor, pending_ttl_s: float,
 class Pump:
     """Moves one worker's orders from `store` to its endpoint and outcomes back.
 
-    Store calls run on `executor` (one thread: the store's single writer). `on_done` is told of
+    Store calls run through `calls` (`store_calls`: on the loop for SQLite, else on one thread,
+    the store's single writer in this process). `on_done` is told of
     every outcome stored, so that a listener in the same process can answer a waiting submit.
     """
 
     store: Store
     endpoint: str
-    executor: Executor
+    calls: StoreCalls
     config: PumpConfig = field(default_factory=PumpConfig)
     on_done: Callable[[Sequence[Completion]], None] = lambda completions: None
     clock: Callable[[], float] = time.time
@@ -106,8 +107,7 @@ class Pump:
             raise TimeoutError(f"the worker at {self.endpoint} did not answer ProcessWorkerSignup") from None
         signup = jsonio.loads(frame)
         self.core.worker_id = worker_id_of(signup)
-        await asyncio.get_running_loop().run_in_executor(
-            self.executor, self.store.register_worker, self.core.worker_id, signup, self.clock())
+        await self.calls(self.store.register_worker, self.core.worker_id, signup, self.clock())
         return self.core.worker_id
 
     def _on_message(self, parts: list[bytes]) -> None:
@@ -149,7 +149,7 @@ class Pump:
                 self.core.connection_lost()  # the connection dropped just now
             return
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self.executor, action.run, self.store)
+            result = await self.calls(action.run, self.store)
         except StoreError as exc:
             self.core.failed(action, exc, self.clock())
             return

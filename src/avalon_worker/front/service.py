@@ -19,7 +19,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 
 from .. import defaults
 from ..store import Store, StoreError, describe_store, open_store
@@ -28,6 +27,7 @@ from .http_guard import HttpLimits
 from .listener import Listener, ListenerConfig
 from .pump import Pump, expire_pending
 from .pump_core import PumpConfig, expiry_interval
+from .store_calls import StoreCalls
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +71,12 @@ def follow_store(
     return unsubscribe
 
 
-async def expire_every(store: Store, executor: Executor, pending_ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+async def expire_every(store: Store, calls: StoreCalls, pending_ttl_s: float, clock: Callable[[], float] = time.time) -> None:
     """Expire the orders of workers gone silent for `pending_ttl_s`, now and then, for ever (a
     task to cancel): with no worker host left to do it, the listeners do."""
     while True:
         try:
-            await expire_pending(store, executor, pending_ttl_s, clock())
+            await expire_pending(store, calls, pending_ttl_s, clock())
         except StoreError as exc:
             logger.error("could not expire old pending orders: %s", exc)
         await asyncio.sleep(expiry_interval(PURGE_EVERY_S, pending_ttl_s))
@@ -90,11 +90,11 @@ async def serve_listener(store: Store, sock: socket.socket, config: ListenerConf
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="store")
-    listener = Listener(store, executor, config)
+    calls = StoreCalls.for_store(store, STORE_THREADS)
+    listener = Listener(store, calls, config)
     unfollow = follow_store(store, loop, listener=listener)
     close = None
-    expiring = asyncio.create_task(expire_every(store, executor, pending_ttl_s))
+    expiring = asyncio.create_task(expire_every(store, calls, pending_ttl_s))
     try:
         close = await listener.serve_on(sock, limits)
         bound = sock.getsockname()
@@ -107,7 +107,7 @@ async def serve_listener(store: Store, sock: socket.socket, config: ListenerConf
             unfollow()
         if close is not None:
             await close()
-        executor.shutdown()
+        calls.close()
         logger.info("listener stopped")
 
 
@@ -123,18 +123,18 @@ async def serve_front_door(config: FrontConfig, parent_pid: int | None = None, s
     """Run the pump (and the HTTP listener on `sock`, if `config.listen`) until a signal, or
     until `parent_pid` is no longer our parent. `ready` is told the line that says it serves."""
     store = open_store(config.store, max_pending=config.max_pending, max_pending_bytes=64 * config.max_request_bytes)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")  # the store's one writer
+    calls = StoreCalls.for_store(store, threads=1)  # one thread at most: the store's one writer
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_event.set)
-    pump = Pump(store, config.endpoint, executor, PumpConfig(
+    pump = Pump(store, config.endpoint, calls, PumpConfig(
         lease_s=config.lease_s, max_in_flight=config.max_in_flight, result_ttl_s=config.result_ttl_s,
         heartbeat_s=config.heartbeat_s, pending_ttl_s=config.pending_ttl_s,
     ))
     listener_config = ListenerConfig(max_body_bytes=config.max_request_bytes, result_ttl_s=config.result_ttl_s,
                                      stale_after_s=config.stale_after_s, body_budget_bytes=config.limits.body_budget_bytes)
-    listener = Listener(store, executor, listener_config, pump=pump)
+    listener = Listener(store, calls, listener_config, pump=pump)
     pump.on_done = listener.order_done
     unfollow = close = None
     try:
@@ -159,8 +159,8 @@ async def serve_front_door(config: FrontConfig, parent_pid: int | None = None, s
             unfollow()
         if close is not None:
             await close()
-        executor.submit(store.close).result()
-        executor.shutdown()
+        await calls(store.close)
+        calls.close()
         logger.info("the %s stopped", "listener and pump" if config.listen else "pump")
 
 

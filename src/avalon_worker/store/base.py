@@ -243,6 +243,10 @@ class ReceiptPage:
 class Store(Protocol):
     """A durable work-order store (see the module docstring for the rules)."""
 
+    # A file of this process (short local calls, made on the event loop's thread), or a server
+    # across the network (calls made from threads): `front.store_calls`.
+    in_process: bool
+
     def submit(self, orders: Sequence[NewOrder], now: float, handoff: Handoff | None = None) -> list[SubmitOutcome]:
         """Keep new orders as pending, in one transaction; one outcome per order, in order. With
         `handoff`, the orders `handoff.taken` names are committed leased to its owner instead."""

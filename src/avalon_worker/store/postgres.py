@@ -304,6 +304,8 @@ def _append_updates(connection: psycopg.Connection[Any], updates: dict[str, Rece
 class PostgresStore:
     """`Store` in a PostgreSQL database given by a `postgresql://` URL (libpq's form)."""
 
+    in_process = False
+
     def __init__(
         self,
         url: str,

@@ -135,6 +135,8 @@ def _append_update(db: sqlite3.Connection, work_order_id: str, update: ReceiptUp
 class SQLiteStore:
     """`Store` in a SQLite file; `path` is the file, or a directory to put `FILE_NAME` in."""
 
+    in_process = True
+
     def __init__(
         self,
         path: str | Path,
