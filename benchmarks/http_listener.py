@@ -13,7 +13,12 @@ for `--rounds` rounds (the figures are the median round's):
   second worker of the same size started with `serve --store postgresql://…` (it pulls its
   orders), on a PostgreSQL server started here from Debian's binaries (fsync on), as two hosts
   of a multi-host deployment would run, only on one machine (skipped, saying why, without
-  PostgreSQL); CPU per order of the pump, the listener and PostgreSQL's processes is counted;
+  PostgreSQL); CPU per order of the pump, the listener and PostgreSQL's processes is counted.
+  Each deployment's PostgreSQL path first runs one untimed round, after which its database is
+  vacuumed and analyzed, as autovacuum does once a busy table is a minute old: the rounds
+  measure a table in its steady state, not the plans PostgreSQL made while the table was empty
+  (for its first minute, a complete's plan scanned the whole table: 345 against 182 µs of
+  statement time per order, one run);
 - the store alone: the per-order sequence (submit and commit, lease, complete, read) on a
   SQLite file like the listener's, one order at a time, timed per operation.
 
@@ -328,6 +333,10 @@ class Deployment:
             self.pg_signup = pg_signup_of(self.pg_url, pg_worker)
         self.http_runs: list[dict[str, float]] = []
         self.pg_runs: list[dict[str, float]] = []
+        if server is not None:  # the untimed round, then what autovacuum does in the first minute
+            self.pg_roles["postgres"] = postgres_processes(server)
+            drive_http(self.pg_url, self.pg_signup, 2.0, args.concurrency, self.pg_roles)
+            server.execute(["VACUUM ANALYZE"], f"bench_{name}" if name != "now" else "postgres")
 
     def round(self, args: argparse.Namespace) -> None:
         self.http_runs.append(drive_http(self.url, self.signup, args.seconds, args.concurrency, self.roles))
@@ -352,21 +361,33 @@ def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
 
 
+def _paired(runs: list[dict[str, float]], old_runs: list[dict[str, float]], key: str) -> float:
+    """The median of each round's own ratio now / before (the two codes ran side by side in it)."""
+    return statistics.median(run[key] / old[key] for run, old in zip(runs, old_runs, strict=True))
+
+
 def baseline_lines(now: Deployment, base: Deployment, ref: str, direct: dict[str, float]) -> list[str]:
-    """The front door's figures now and at `ref`, measured in the same rounds, and their ratios."""
+    """The front door's figures now and at `ref`, measured in the same rounds, and their ratios
+    (the median of the rounds' own ratios: steadier on a shared machine than a ratio of medians)."""
     http, old = median(now.http_runs), median(base.http_runs)
     lines = [
-        "", f"Before (`{ref}`) and now, alternating in the same rounds:", "",
-        "| path | orders/s before | orders/s now | CPU µs/order before | CPU µs/order now | now / before |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| HTTP, SQLite: front door | {old['rate']:.0f} | {http['rate']:.0f} | {old['front_us']:.0f} "
-        f"| {http['front_us']:.0f} | {http['front_us'] / old['front_us']:.2f} |",
+        "", f"Before (`{ref}`) and now, alternating in the same rounds (medians; the ratios are the "
+        "median of each round's own):", "",
+        "| path | orders/s before → now | p50 ms before → now | p99 ms before → now | CPU µs/order before → now "
+        "| CPU now / before | orders/s now / before |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| HTTP, SQLite: front door | {old['rate']:.0f} → {http['rate']:.0f} | {old['p50']:.1f} → {http['p50']:.1f} "
+        f"| {old['p99']:.1f} → {http['p99']:.1f} | {old['front_us']:.0f} → {http['front_us']:.0f} "
+        f"| {_paired(now.http_runs, base.http_runs, 'front_us'):.2f} | {_paired(now.http_runs, base.http_runs, 'rate'):.2f} |",
     ]
     if now.pg_runs and base.pg_runs:
         pg, pg_old = median(now.pg_runs), median(base.pg_runs)
         for role in ("pump", "listener", "postgres"):
-            lines.append(f"| HTTP through PostgreSQL: {role} | {pg_old['rate']:.0f} | {pg['rate']:.0f} "
-                         f"| {pg_old[f'{role}_us']:.0f} | {pg[f'{role}_us']:.0f} | {pg[f'{role}_us'] / pg_old[f'{role}_us']:.2f} |")
+            lines.append(
+                f"| HTTP through PostgreSQL: {role} | {pg_old['rate']:.0f} → {pg['rate']:.0f} "
+                f"| {pg_old['p50']:.1f} → {pg['p50']:.1f} | {pg_old['p99']:.1f} → {pg['p99']:.1f} "
+                f"| {pg_old[f'{role}_us']:.0f} → {pg[f'{role}_us']:.0f} "
+                f"| {_paired(now.pg_runs, base.pg_runs, f'{role}_us'):.2f} | {_paired(now.pg_runs, base.pg_runs, 'rate'):.2f} |")
     lines += ["", f"HTTP / direct: before {old['rate'] / direct['rate']:.2f}, now {http['rate'] / direct['rate']:.2f}"]
     return lines
 
