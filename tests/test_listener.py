@@ -319,6 +319,30 @@ class TestSubmit:
         assert all(running.store.status(o.work_order_id) is not None for o in orders)
 
 
+    def test_submits_that_arrive_during_a_commit_are_committed_together(
+            self, running: RunningListener, identity: Identity) -> None:
+        """The store is called on the event loop, which waits while a commit runs (here held on
+        the store's lock); the four submits that arrive meanwhile are read together after it and
+        committed in one batch, not one commit each."""
+        batches: list[int] = []
+        submit = running.store.submit
+
+        def counted(orders: Sequence[Any], *args: Any) -> Any:
+            batches.append(len(orders))
+            return submit(orders, *args)
+
+        running.store.submit = counted  # type: ignore[method-assign, assignment]  # the real store, its batch sizes counted
+        orders = [order_for(identity, responseTimeoutMSecs=0) for _ in range(5)]
+        with ThreadPoolExecutor(5) as pool, running.store._lock:
+            first = pool.submit(sdk.submit, running.url, orders[0])
+            time.sleep(0.3)  # the first commit now waits for the lock, and the loop with it
+            rest = [pool.submit(sdk.submit, running.url, o) for o in orders[1:]]
+            time.sleep(0.3)
+        answers = [first.result(), *(answer.result() for answer in rest)]
+        assert [a["error"]["code"] for a in answers] == [5] * 5
+        assert batches[0] == 1 and sum(batches) == 5 and len(batches) <= 2, batches
+
+
 class TestStoreFailures:
     def test_an_order_the_store_refuses_fails_alone_and_its_batch_is_kept(
             self, running_on_thread: RunningListener, identity: Identity) -> None:
