@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import re
 import shutil
 import socket
@@ -67,9 +68,17 @@ def _plain(name: str) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1 now, below Linux's ephemeral range (32768 and up), where the
+    ports that other tests' sockets are given (bound to port 0, or connecting) never land."""
+    for _ in range(100):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port on 127.0.0.1 between 20000 and 32000")
 
 
 class PostgresServer:
@@ -83,6 +92,7 @@ class PostgresServer:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = free_port()
+        self._started = False  # once it has started, its port is in its clients' URLs
         self.fsync = fsync
         try:
             if self.account is not None:
@@ -118,7 +128,7 @@ class PostgresServer:
             raise PostgresUnavailable(f"{program} failed ({result.returncode}): {(result.stderr or result.stdout)[-2000:]}")
         return result
 
-    def start(self) -> None:
+    def start(self, retries: int = 3) -> None:
         """Start (or start again, on the same port and data) and wait until it accepts connections."""
         options = [
             f"-p {self.port}",
@@ -131,8 +141,13 @@ class PostgresServer:
             "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", " ".join(options),
             check=False,
         )
+        if result.returncode != 0 and not self._started and "Address already in use" in self.log_tail() and retries:
+            self.port = free_port()  # taken between our look and the server's bind: another port, as no client has ours
+            self.start(retries - 1)
+            return
         if result.returncode != 0:
             raise PostgresUnavailable(f"the server did not start: {self.log_tail()}")
+        self._started = True
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: `fast` (roll back sessions, checkpoint) or `immediate` (as a crash)."""
