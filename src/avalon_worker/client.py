@@ -8,6 +8,7 @@ speak ZMQ, or a worker that took the order and did not answer in time.
 
 from __future__ import annotations
 
+import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ __all__ = ["DEFAULT_TIMEOUT_S", "BadEndpoint", "OrderClient", "WorkerClient", "W
 
 DEFAULT_TIMEOUT_S = defaults.CLIENT_TIMEOUT_S  # how long each call waits for its reply
 ENDPOINT_FORMS = "tcp://HOST:PORT or ipc://PATH"
+_monitors = itertools.count()  # numbers the socket monitors' inproc addresses
 _MONITORED = (
     zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -76,7 +78,10 @@ class _Link:
     """What a socket monitor has said about the connection so far."""
 
     def __init__(self, sock: zmq.Socket[bytes]) -> None:
-        self.monitor = sock.get_monitor_socket(_MONITORED)
+        # An address of its own: pyzmq's default names the socket's descriptor, which a socket
+        # made after this one is closed may reuse while libzmq has not yet let the old name go
+        # (it does so on its own thread): "Address already in use".
+        self.monitor = sock.get_monitor_socket(_MONITORED, addr=f"inproc://avalon-client-monitor-{next(_monitors)}")
         self.connected = False  # a TCP (or IPC) connection is up
         self.handshaken = False  # ... and the peer completed the ZMTP handshake
         self.refused = False  # a connection attempt failed (refused, unreachable, unresolvable)
