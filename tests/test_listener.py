@@ -335,9 +335,9 @@ class TestSubmit:
         orders = [order_for(identity, responseTimeoutMSecs=0) for _ in range(5)]
         with ThreadPoolExecutor(5) as pool, running.store._lock:
             first = pool.submit(sdk.submit, running.url, orders[0])
-            time.sleep(0.3)  # the first commit now waits for the lock, and the loop with it
+            time.sleep(0.2)  # the first commit now waits for the lock, and the loop with it
             rest = [pool.submit(sdk.submit, running.url, o) for o in orders[1:]]
-            time.sleep(0.3)
+            time.sleep(0.2)
         answers = [first.result(), *(answer.result() for answer in rest)]
         assert [a["error"]["code"] for a in answers] == [5] * 5
         assert batches[0] == 1 and sum(batches) == 5 and len(batches) <= 2, batches

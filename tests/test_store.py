@@ -393,11 +393,11 @@ def _steps(store: SQLiteStore, call: Callable[..., object], *args: object) -> in
 
 
 def test_the_pumps_recurring_statements_read_the_queue_not_the_results_kept(tmp_path: Path) -> None:
-    """A lease, an expiry pass and a purge cost the same beside 20 kept outcomes as beside 4,000:
+    """A lease, an expiry pass and a purge cost the same beside 20 kept outcomes as beside 2,000:
     they read the pending orders' index, never every order the store keeps (a lease that scanned
     the whole table once took a tenth of the front door's CPU, and grew with the retention)."""
     costs = []
-    for kept in (20, 4000):
+    for kept in (20, 2000):
         store = SQLiteStore(tmp_path / str(kept), max_pending=10**6)
         try:
             store.submit([order(n, size=2000) for n in range(kept)], T0)
@@ -409,7 +409,7 @@ def test_the_pumps_recurring_statements_read_the_queue_not_the_results_kept(tmp_
         finally:
             store.close()
     small, large = costs
-    assert all(b <= a + 2 for a, b in zip(small, large)), f"steps (thousands) beside 20 and 4,000 kept outcomes: {costs}"
+    assert all(b <= a + 2 for a, b in zip(small, large)), f"steps (thousands) beside 20 and 2,000 kept outcomes: {costs}"
 
 
 def test_every_accepted_order_survives_kill_9(tmp_path: Path) -> None:
