@@ -12,7 +12,7 @@ thread, or, for the embedded store, on the event loop itself: `store_calls`) gat
 next, so one fsync covers many orders. A submit whose order finishes within the call (its
 `responseTimeoutMSecs`, at most `max_wait_s`) is answered with the result; otherwise with
 "pending" (5), once the order is committed. That wait is the call's, not the order's: the order
-is kept without it and runs under the worker operator's time limit (`listener_api.submission`).
+is kept without it and runs under the worker operator's time limit (`api.submission`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 from .. import defaults
 from ..errors import ErrorCode
@@ -45,8 +45,6 @@ from .http_server import Refusal, serve_http
 from .store_calls import StoreCalls
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class LocalPump(Protocol):
 
 @dataclass
 class Listener:
-    """The request handler; `app()` mounts it at every path, for POST and everything else."""
+    """The app `http_server` serves (`serve_on`): answers every POST body, and words its refusals."""
 
     store: Store
     calls: StoreCalls  # where the store's methods run
@@ -97,9 +95,6 @@ class Listener:
         return await serve_http(sock, self, limits, max_body_bytes=self.config.max_body_bytes,
                                 body_timeout_s=self.config.body_timeout_s, budget=self.budget, overloaded=busy.reply())
 
-    async def _store(self, method: Callable[..., T], *args: Any) -> T:
-        return await self.calls(method, *args)
-
     def order_done(self, completions: Sequence[Completion]) -> None:
         """Outcomes just stored by the pump: answer the submits waiting for them, and remember
         the outcomes for the GetResult that Avalon's SDK sends next."""
@@ -117,7 +112,7 @@ class Listener:
         remembered = self._recent.get(work_order_id)
         if remembered is not None and self.clock() - remembered[1] < self.config.result_ttl_s:
             return OrderStatus(OrderState.DONE, remembered[0].outcome, remembered[0].is_error)
-        return await self._store(self.store.status, work_order_id)
+        return await self.calls(self.store.status, work_order_id)
 
     async def outcomes_stored(self, worker_id: str | None) -> None:
         """Outcomes of `worker_id`'s orders stored by a pump in another process (None: of any
@@ -125,7 +120,7 @@ class Listener:
         them."""
         keys = [key for key, worker in self._waiting_on.items() if worker_id in (None, worker)]
         if keys:
-            self.order_done(await self._store(self.store.finished, keys))
+            self.order_done(await self.calls(self.store.finished, keys))
 
     async def answer(self, body: bytes) -> tuple[bytes, bool]:
         """The JSON answer to a POST's `body`, and whether the connection closes after it."""
@@ -169,32 +164,32 @@ class Listener:
         if call.method == "WorkOrderSubmit":
             return await self._submit(call)
         if call.method == "WorkerLookUp":
-            records = await self._store(self.store.workers)
+            records = await self.calls(self.store.workers)
             return api.worker_lookup(call, records, now, self.config.stale_after_s)
-        record = await self._store(self.store.worker, api.retrieve_id(call))
+        record = await self.calls(self.store.worker, api.retrieve_id(call))
         return api.worker_retrieve(call, record, now, self.config.stale_after_s)
 
     async def _receipt(self, call: api.Call, now: float) -> bytes:
         """The receipt methods: checked by `receipts`, kept in the store."""
         if call.method == receipts.CREATE:
-            outcome = await self._store(self.store.create_receipt, receipts.new_receipt(call), now)
+            outcome = await self.calls(self.store.create_receipt, receipts.new_receipt(call), now)
             return receipts.created_reply(call, outcome)
         if call.method in (receipts.LOOKUP, receipts.LOOKUP_NEXT):
             query, after = receipts.lookup_query(call)
-            page = await self._store(self.store.lookup_receipts, query, after, receipts.PAGE_SIZE)
+            page = await self.calls(self.store.lookup_receipts, query, after, receipts.PAGE_SIZE)
             return receipts.lookup_reply(call, page)
         key = receipts.receipt_id(call)
-        kept = await self._store(self.store.receipt, key)
+        kept = await self.calls(self.store.receipt, key)
         if call.method == receipts.RETRIEVE:
             return receipts.retrieve_reply(call, kept)
         if call.method == receipts.UPDATE_RETRIEVE:
             return receipts.update_retrieve_reply(call, kept)
         update, seen = receipts.new_update(call, kept)
-        return receipts.updated_reply(call, await self._store(self.store.add_receipt_update, key, update, seen))
+        return receipts.updated_reply(call, await self.calls(self.store.add_receipt_update, key, update, seen))
 
     async def _submit(self, call: api.Call) -> bytes:
         ids = api.submit_ids(call)
-        if ids.worker_id not in self._known_workers and await self._store(self.store.worker, ids.worker_id) is not None:
+        if ids.worker_id not in self._known_workers and await self.calls(self.store.worker, ids.worker_id) is not None:
             self._known_workers.add(ids.worker_id)
         item = api.submission(call, ids, self._known_workers, self.config.max_body_bytes, self.config.max_wait_s)
         loop = asyncio.get_running_loop()
@@ -245,7 +240,7 @@ class Listener:
                 handoff = self.pump.handoff() if self.pump is not None else None
                 now = self.clock()
                 try:
-                    outcomes = await self._store(self.store.submit, orders, now, handoff)
+                    outcomes = await self.calls(self.store.submit, orders, now, handoff)
                 except StoreRefused as exc:
                     if len(batch) > 1:
                         await self._submit_one_by_one(batch)
@@ -272,7 +267,7 @@ class Listener:
         it refuses fail (as rare as a store that refuses what the listener has checked)."""
         for item, future in batch:
             try:
-                [outcome] = await self._store(self.store.submit, [item.order], self.clock(), None)
+                [outcome] = await self.calls(self.store.submit, [item.order], self.clock(), None)
             except Exception as exc:
                 future.set_exception(exc)
             else:
