@@ -434,15 +434,21 @@ def test_a_store_call_must_be_reported_before_the_next_action(h: Harness) -> Non
         h.core.finished(Heartbeat(WORKER, h.now), None, h.now)
 
 
-def test_a_purge_is_said_in_the_log(store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness(store, PumpConfig(result_ttl_s=0.0, purge_every_s=60.0, pending_ttl_s=3600.0))
-    h.submit(1)
+def _done_and_due_for_purge(h: Harness, caplog: pytest.LogCaptureFixture, *numbers: int) -> None:
+    """Run orders `numbers` to their outcomes, then move to the first purge (with no retention,
+    every outcome is due), logging at INFO and with no store call counted yet."""
+    h.submit(*numbers)
     h.until_wait()
     h.answer_all()
     h.until_wait()
     caplog.set_level("INFO")
     h.now = T0 + 60.0
     h.calls.clear()
+
+
+def test_a_purge_is_said_in_the_log(store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(store, PumpConfig(result_ttl_s=0.0, purge_every_s=60.0, pending_ttl_s=3600.0))
+    _done_and_due_for_purge(h, caplog, 1)
     h.until_wait()
     assert h.kinds()[-2:] == ["Purge", "Expire"] and h.state(1) is None
     assert "deleted 1 work-order results older than 0 s" in caplog.text
@@ -454,13 +460,7 @@ def test_a_long_purge_goes_slice_by_slice_between_the_orders_and_is_said_once(
     work that is due (a purge never holds the store for long), and the log says the total once."""
     h = Harness(store, PumpConfig(result_ttl_s=0.0, purge_every_s=60.0, pending_ttl_s=3600.0, purge_slice=2,
                                   max_in_flight=8))
-    h.submit(*range(1, 6))
-    h.until_wait()
-    h.answer_all()
-    h.until_wait()
-    caplog.set_level("INFO")
-    h.now = T0 + 60.0
-    h.calls.clear()
+    _done_and_due_for_purge(h, caplog, *range(1, 6))
     while not isinstance(action := h.step(), Purge):
         assert not isinstance(action, Wait)
     assert action.limit == 2 and h.kinds().count("Purge") == 1
