@@ -10,6 +10,7 @@ import pytest
 
 from avalon_worker import crypto
 from avalon_worker.core import insecure_seal_result_reusing_session_iv, open_work_order, seal_result
+from avalon_worker.errors import IntegrityError
 from avalon_worker.identity import Identity
 from avalon_worker.models import WorkOrderRequest
 from avalon_worker.processor import Processor
@@ -215,3 +216,34 @@ def test_inputs_without_data_hash_are_served_and_carry_no_digest_of_the_plaintex
     assert [item["dataHash"] for item in pending.request["params"]["inData"]] == ["", ""]
     assert crypto.sha256(secret).hex() not in pending.frame().decode()
     assert open_result(pending, roundtrip(processor, pending), worker_info) == [b"yes!"]
+
+
+def _tamper_second_input(pending) -> None:
+    item = pending.request["params"]["inData"][1]
+    item["dataHash"] = crypto.sha256(b"something else").hex()
+
+
+def _tamper_output_key(pending) -> None:
+    item = pending.request["params"]["outData"][1]
+    item["encryptedDataEncryptionKey"] = "00" * 300
+
+
+@pytest.mark.parametrize(("tamper", "step"), [
+    (lambda pending: pending.request["params"].update(encryptedSessionKey="00" * 256), "session key"),
+    (lambda pending: pending.request["params"].update(requesterNonce="00" * 16), "request hash"),
+    (_tamper_second_input, "inData[1]"),
+    (_tamper_output_key, "outData[1] data key"),
+])
+def test_an_integrity_failure_names_the_check_that_failed(identity: Identity, worker_info: WorkerInfo, tamper, step: str) -> None:
+    """The step goes to the worker's log only (the reply's message is always the same)."""
+    pending = build_work_order(worker_info, "echo-result", [b"a", b"b"], output_modes=["session-key", "data-key"])
+    tamper(pending)
+    request = WorkOrderRequest.parse(pending.request)
+    if step in ("inData[1]", "outData[1] data key"):  # keep the request hash right: only the item is wrong
+        digest = request.request_hash()
+        iv = bytes.fromhex(pending.request["params"]["sessionKeyIv"])
+        pending.request["params"]["encryptedRequestHash"] = crypto.aes_gcm_encrypt(pending.session_key, iv, digest).hex()
+        request = WorkOrderRequest.parse(pending.request)
+    with pytest.raises(IntegrityError) as raised:
+        open_work_order(request, identity)
+    assert raised.value.step == step

@@ -99,38 +99,41 @@ def open_work_order(request: WorkOrderRequest, keys: WorkerKeys) -> OpenedWorkOr
     Every failure raises `IntegrityError` (code 4) with one fixed message; its `step` says
     which check failed, for the worker's log only.
     """
-    wo_id = request.work_order_id
     step = "session key"
+    item: DataItem | None = None  # the item being opened: its step is named only if it fails
     try:
         session_key = keys.decrypt_session_key(request.encrypted_session_key)
         if len(session_key) != crypto.AES_KEY_BYTES:
             raise CryptoError("session key is not 32 bytes")
         step = "request hash"
-        if request.session_key_iv is None:
+        session_iv = request.session_key_iv
+        if session_iv is None:
             sent_hash = crypto.aes_gcm_decrypt_prefixed(session_key, request.encrypted_request_hash)
         else:
-            sent_hash = crypto.aes_gcm_decrypt(session_key, request.session_key_iv, request.encrypted_request_hash)
+            sent_hash = crypto.aes_gcm_decrypt(session_key, session_iv, request.encrypted_request_hash)
         digest = request.request_hash()
         if not crypto.digests_equal(sent_hash, digest):
             raise CryptoError("request hash mismatch")
         if request.requester_signature is not None and request.requester_verifying_key is not None:
             step = "requester signature"
             request.requester_verifying_key.verify_digest(request.requester_signature, digest)
+        step = "inData"
         inputs = []
         for item in request.in_data:
-            step = f"inData[{item.index}]"
-            plaintext = _decrypt_item(item, session_key, request.session_key_iv, keys)
+            plaintext = _decrypt_item(item, session_key, session_iv, keys)
             if item.data_hash is not None and not crypto.digests_equal(crypto.sha256(plaintext), item.data_hash):
                 raise CryptoError("dataHash mismatch")
             inputs.append(InputItem(item.index, plaintext))
-        output_keys = []
+        step, item = "outData", None
+        output_keys: list[bytes | None] = []
         for item in request.out_data:
-            step = f"outData[{item.index}] data key"
             output_keys.append(
                 _unwrap_data_key(item.wrapped_key, session_key, keys) if item.wrapped_key is not None else None
             )
     except CryptoError:
-        raise IntegrityError(step, work_order_id=wo_id) from None
+        if item is not None:
+            step = f"{step}[{item.index}]" + (" data key" if step == "outData" else "")
+        raise IntegrityError(step, work_order_id=request.work_order_id) from None
     return OpenedWorkOrder(request, session_key, tuple(inputs), tuple(output_keys))
 
 
