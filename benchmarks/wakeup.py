@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""What a worker process pays to wake the supervisor: its CPU per reused-key hello, with the reader
+of its replies asleep and with that reader spinning.
+
+A worker process's loop (`_internal/child.run`, the real `Processor`, an RSA-2048 identity) is
+forked on one end of a socket pair, as `serve` does; this process plays the supervisor on the
+other end, keeping `--depth` orders in flight and reading replies either by blocking in `poll`
+(as the supervisor's epoll does: the process sleeps between replies) or by spinning on a
+non-blocking `recv` (it never sleeps). The worker process's CPU per order (from /proc) differs by
+what the kernel does, in the sender's time, to wake a sleeping reader on another core; a trivial
+`process` (a fixed reply, no cryptography) shows the loop's own cost. Rounds alternate the modes.
+
+Run by hand: `python benchmarks/wakeup.py [--orders 6000] [--rounds 3] [--depth 4]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import socket
+import statistics
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from throughput import _cpu_seconds
+
+from avalon_worker._internal import child
+from avalon_worker._internal.framing import ORDER, REPLY, Reader, encode, send_all
+from avalon_worker.identity import load_or_create
+from avalon_worker.processor import Outcome, Processor
+from avalon_worker.requester import Session, WorkerInfo, build_work_order
+from avalon_worker.signup import signup_function
+from avalon_worker.workload.registry import WorkloadRegistry
+
+MAX_PAYLOAD = 1 << 20
+
+
+def _processor(state: str) -> tuple[Processor, bytes]:
+    identity, _ = load_or_create(state, 2048)
+    processor = Processor(identity, WorkloadRegistry.builtin(), signup_function(identity))
+    info = WorkerInfo.from_signup(json.loads(processor.handle(b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup"}')))
+    return processor, build_work_order(info, "python-hello", [b"World"], session=Session.new(info)).frame()
+
+
+def one_run(process: Callable[[bytes | bytearray], Any], frame: bytes, orders: int, depth: int, spin: bool) -> float:
+    """The forked worker process's CPU µs per order over `orders` orders."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        try:
+            child.run(theirs, process, None, MAX_PAYLOAD)
+        finally:
+            os._exit(0)
+    theirs.close()
+    reader = Reader(MAX_PAYLOAD)
+    sent = answered = 0
+    start = _cpu_seconds(pid)
+    while answered < orders:
+        while sent < orders and sent - answered < depth:
+            sent += 1
+            send_all(ours, encode(ORDER, sent, frame))
+        if spin:
+            try:
+                messages = reader.read(ours, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+        else:
+            select.select([ours], [], [])
+            messages = reader.read(ours)
+        assert messages is not None, "the worker process went away"
+        answered += sum(1 for kind, _, _ in messages if kind == REPLY)
+    used = _cpu_seconds(pid) - start
+    ours.close()
+    os.waitpid(pid, 0)
+    return used / orders * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--depth", type=int, default=4, help="orders in flight to the worker process")
+    args = parser.parse_args()
+    logging.disable(logging.INFO)
+    with tempfile.TemporaryDirectory() as state:
+        processor, frame = _processor(state)
+    fixed = Outcome(b'{"jsonrpc":"2.0","id":1,"result":{}}', "ProcessWorkOrder")
+    kinds: dict[str, Callable[[bytes | bytearray], Any]] = {
+        "reused-key hello": processor.process, "trivial (fixed reply)": lambda _frame: fixed}
+    results: dict[tuple[str, bool], list[float]] = {(kind, spin): [] for kind in kinds for spin in (False, True)}
+    for _ in range(args.rounds):
+        for (kind, spin), runs in results.items():
+            runs.append(one_run(kinds[kind], frame, args.orders, args.depth, spin))
+    print(f"worker process CPU µs per order, median of {args.rounds} rounds of {args.orders} orders, {args.depth} in flight")
+    print("| process | reader asleep | reader spinning | asleep − spinning |\n|---|---:|---:|---:|")
+    for kind in kinds:
+        asleep, spinning = (statistics.median(results[kind, spin]) for spin in (False, True))
+        print(f"| {kind} | {asleep:.1f} | {spinning:.1f} | {asleep - spinning:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
