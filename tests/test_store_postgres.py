@@ -23,7 +23,7 @@ from avalon_worker.store import (
     SubmitOutcome,
     open_store,
 )
-from avalon_worker.store.postgres import PENDING, SCHEMA_VERSION, PostgresStore, describe
+from avalon_worker.store.postgres import NOT_DURABLE, PENDING, SCHEMA_VERSION, PostgresStore, describe
 
 from conftest import start_postgres
 from postgres_server import PostgresServer, free_port
@@ -181,6 +181,33 @@ class TestSharing:
         finally:
             for store in [feeder, *pumps]:
                 store.close()
+
+
+class TestCommits:
+    def test_a_statement_joining_not_durable_commits_without_the_flush_and_leaves_the_session_as_it_was(
+        self, postgres_url: str
+    ) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as connection:  # as the store's pool connects
+            inside = connection.execute(f"SELECT current_setting('synchronous_commit') FROM {NOT_DURABLE}").fetchone()
+            after = connection.execute("SELECT current_setting('synchronous_commit')").fetchone()
+        assert inside == ("off",)
+        assert after == ("on",)  # the next statement, an outcome's commit, waits for the flush again
+
+    def test_leases_renewals_releases_and_heartbeats_leave_the_pooled_connections_durable(self, postgres_url: str) -> None:
+        store = PostgresStore(postgres_url, pool_size=2)
+        try:
+            store.submit([order(n) for n in range(4)], T0)
+            leased = store.lease(WORKER, "pump", 4, 30, T0)
+            assert store.renew("pump", [leased[0].work_order_id], 30, T0 + 1) == 1
+            assert store.release("pump", [leased[1].work_order_id]) == 1
+            store.register_worker(WORKER, {"workerId": WORKER}, T0)
+            store.heartbeat(WORKER, T0 + 2)
+            assert store.purge(0.0, T0 + 3, 10) == 0
+            settings = {store._run(lambda c, _: c.execute("SHOW synchronous_commit").fetchone(), transaction=False)
+                        for _ in range(4)}
+            assert settings == {("on",)}
+        finally:
+            store.close()
 
 
 class TestNotifications:
