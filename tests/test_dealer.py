@@ -110,6 +110,7 @@ def test_a_libzmq_rep_socket_answers_it_too(tmp_path: Path) -> None:
         echo.context.term()
 
 
+@pytest.mark.slow  # a second of heartbeats
 def test_heartbeat_pings_are_answered_and_the_connection_stays() -> None:
     pinging = Echo(zmq.ROUTER, HEARTBEAT_IVL=50, HEARTBEAT_TIMEOUT=300)
     try:

@@ -530,11 +530,13 @@ class TestConnectionLimits:
             assert closed_within(sock, 5)
         assert_still_serving(guarded)
 
+    @pytest.mark.slow  # waits out the idle timeout
     def test_a_connection_that_says_nothing_is_closed_after_the_idle_timeout(self, guarded: RunningListener) -> None:
         with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as sock:
             assert closed_within(sock, 5)
         assert_still_serving(guarded)
 
+    @pytest.mark.slow  # waits out the idle timeout
     def test_a_kept_alive_connection_is_closed_once_idle_after_its_answer(self, guarded: RunningListener) -> None:
         body = b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":{}}'
         with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as sock:
