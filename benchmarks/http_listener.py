@@ -18,7 +18,9 @@ for `--rounds` rounds (the figures are the median round's):
   vacuumed and analyzed, as autovacuum does once a busy table is a minute old: the rounds
   measure a table in its steady state, not the plans PostgreSQL made while the table was empty
   (for its first minute, a complete's plan scanned the whole table: 345 against 182 µs of
-  statement time per order, one run);
+  statement time per order, one run). Where the server has `pg_stat_statements` (Debian's
+  package does), the statements each deployment's database ran in the timed rounds are counted:
+  statements per order and statement time per order, steadier than CPU on a shared machine;
 - the store alone: the per-order sequence (submit and commit, lease, complete, read) on a
   SQLite file like the listener's, one order at a time, timed per operation.
 
@@ -322,8 +324,10 @@ class Deployment:
         with WorkerClient(self.endpoint) as client:
             self.signup = dict(client.worker().signup)
         self.pg_url = ""
+        self.database = ""
         if server is not None:
-            database = server.create_database(f"bench_{name}") if name != "now" else server.url()
+            self.database = f"bench_{name}" if name != "now" else "postgres"
+            database = server.create_database(self.database) if name != "now" else server.url()
             pg_processes, self.pg_url, self.pg_roles = start_postgres_path(f"{state}/pg", args.workers, database,
                                                                            args.rsa_bits, env)
             self.processes += pg_processes
@@ -336,7 +340,7 @@ class Deployment:
         if server is not None:  # the untimed round, then what autovacuum does in the first minute
             self.pg_roles["postgres"] = postgres_processes(server)
             drive_http(self.pg_url, self.pg_signup, 2.0, args.concurrency, self.pg_roles)
-            server.execute(["VACUUM ANALYZE"], f"bench_{name}" if name != "now" else "postgres")
+            server.execute(["VACUUM ANALYZE"], self.database)
 
     def round(self, args: argparse.Namespace) -> None:
         self.http_runs.append(drive_http(self.url, self.signup, args.seconds, args.concurrency, self.roles))
@@ -410,13 +414,63 @@ def parse_args() -> argparse.Namespace:
 
 
 def start_postgres() -> PostgresServer | None:
+    """The PostgreSQL server of the run, counting statements with pg_stat_statements where its
+    library is installed."""
     try:
         server = PostgresServer(fsync=True)
+        if server.has_library("pg_stat_statements"):
+            server.settings = ("shared_preload_libraries=pg_stat_statements",)
         server.start()
+        if server.settings:
+            server.execute(["CREATE EXTENSION pg_stat_statements"])
     except PostgresUnavailable as exc:
         print(f"HTTP through PostgreSQL skipped: {exc}", file=sys.stderr)
         return None
     return server
+
+
+Counted = dict[str, list[tuple[str, int, float]]]
+
+
+def statements_per_database(server: PostgresServer, reset: bool = False) -> Counted:
+    """{database: [(statement, calls, statement time in ms)]} since the last reset, as
+    pg_stat_statements counts them (BEGIN and COMMIT included); with `reset`, start counting again."""
+    if not server.settings:
+        return {}
+    import psycopg
+
+    with psycopg.connect(server.url(), autocommit=True) as connection:
+        if reset:
+            connection.execute("SELECT pg_stat_statements_reset()")
+            return {}
+        rows = connection.execute(
+            "SELECT d.datname, s.query, s.calls, s.total_exec_time FROM pg_stat_statements s "
+            "JOIN pg_database d ON d.oid = s.dbid ORDER BY s.total_exec_time DESC"
+        ).fetchall()
+    counted: Counted = {}
+    for name, query, calls, ms in rows:
+        counted.setdefault(name, []).append((" ".join(query.split()), int(calls), float(ms)))
+    return counted
+
+
+def statement_lines(deployments: list[Deployment], counted: Counted, top: int = 6) -> list[str]:
+    """Statements and statement time per order of each deployment's PostgreSQL path over the timed
+    rounds, and the statements that took most of it."""
+    lines = []
+    for deployment in deployments:
+        orders = sum(run["orders"] for run in deployment.pg_runs)
+        statements = counted.get(deployment.database)
+        if not statements or not orders:
+            continue
+        calls, ms = sum(row[1] for row in statements), sum(row[2] for row in statements)
+        lines += ["", f"{deployment.name}: {calls / orders:.2f} statements per order, {ms * 1000 / orders:.0f} µs of "
+                  f"statement time per order ({orders} orders); the {top} that took most:", "",
+                  "| statement | per order | µs per order |", "|---|---:|---:|"]
+        lines += [f"| `{query[:90]}{'…' if len(query) > 90 else ''}` | {n / orders:.3f} | {t * 1000 / orders:.0f} |"
+                  for query, n, t in statements[:top]]
+    if not lines:
+        return []
+    return ["", "PostgreSQL's statements (pg_stat_statements, the timed rounds; BEGIN and COMMIT count):", *lines]
 
 
 def main() -> int:
@@ -434,10 +488,13 @@ def main() -> int:
             if args.baseline:
                 env = {**os.environ, "PYTHONPATH": baseline_tree(args.baseline, f"{state}/baseline-tree")}
                 deployments.append(Deployment("baseline", f"{state}/baseline", args, server, env))
+            if server is not None:
+                statements_per_database(server, reset=True)
             for _ in range(args.rounds):
                 direct_runs.append(throughput.drive(now.endpoint, hello, load, now.pids))
                 for deployment in deployments:
                     deployment.round(args)
+            counted = statements_per_database(server) if server is not None else {}
         finally:
             for deployment in deployments:
                 deployment.stop()
@@ -467,6 +524,7 @@ def main() -> int:
         f"HTTP / direct: {http['rate'] / direct['rate']:.2f} (goal ≥ 0.6)",
         *pg_lines(now.pg_runs, direct, args.concurrency),
         *(baseline_lines(now, deployments[1], args.baseline, direct) if args.baseline else []),
+        *statement_lines(deployments, counted),
         "",
         "SQLite store alone, ms per order (median): one order per call, and 32 per call as under load:",
         "",

@@ -85,8 +85,9 @@ class PostgresServer:
     """One PostgreSQL cluster in a temporary directory. `fsync` off (the default) keeps the tests
     fast; a crash of the server process loses nothing either way, only a power cut would."""
 
-    def __init__(self, *, fsync: bool = False) -> None:
+    def __init__(self, *, fsync: bool = False, settings: Sequence[str] = ()) -> None:
         self.bindir = find_bindir()
+        self.settings = tuple(settings)  # more `name=value` server settings (`-c`), e.g. for a benchmark
         self.account = _account()
         self.root = Path(tempfile.mkdtemp(prefix="avalon-pg-"))
         self.data = self.root / "data"
@@ -104,6 +105,11 @@ class PostgresServer:
         except BaseException:
             self.remove()
             raise
+
+    def has_library(self, name: str) -> bool:
+        """Whether the server can load the shared library `name` (a contrib module, e.g.
+        `pg_stat_statements`, packaged with Debian's server)."""
+        return (self.bindir.parent / "lib" / f"{name}.so").is_file()
 
     @property
     def user(self) -> str:
@@ -136,6 +142,7 @@ class PostgresServer:
             "-c unix_socket_directories=''",
             f"-c fsync={'on' if self.fsync else 'off'}",
             "-c max_connections=200",
+            *(f"-c {setting}" for setting in self.settings),
         ]
         result = self._run(
             "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", " ".join(options),
