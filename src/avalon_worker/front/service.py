@@ -31,7 +31,10 @@ from .store_calls import StoreCalls
 
 logger = logging.getLogger(__name__)
 
-STORE_THREADS = 4  # store calls at once: GetResult reads run beside the batched submits
+# Store calls at once on a store across the network (PostgreSQL): a commit of batched submits
+# beside a read, or the pump's lease beside its complete. Two cost less CPU per order than four
+# (the threads' GIL hand-offs; docs/performance.md) and than one (the pump's calls wait in line).
+STORE_THREADS = 2
 PURGE_EVERY_S = 60.0
 
 
