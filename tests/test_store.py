@@ -213,6 +213,18 @@ class TestComplete:
         status = store.status(order(1).work_order_id)
         assert status is not None and status.is_error and status.outcome == b'{"code":4}'
 
+    def test_requests_and_outcomes_of_any_bytes_come_back_exactly(self, make_store: StoreFactory) -> None:
+        store = make_store()
+        every_byte = bytes(range(256)) * 8  # NUL, backslashes, quotes, braces: what an array's text form escapes
+        orders = [NewOrder(f"{n:064x}", WORKER, every_byte[n:] + b"\\" * n) for n in range(3)]
+        store.submit(orders, T0)
+        leased = store.lease(WORKER, "pump", 3, 30, T0)
+        assert [item.request for item in leased] == [o.request for o in orders]
+        outcomes = [Completion(o.work_order_id, every_byte[::-1][n:] + b"{}\x00", n == 1) for n, o in enumerate(orders)]
+        assert store.complete(outcomes, T0) == [True, True, True]
+        finished = {item.work_order_id: item for item in store.finished([o.work_order_id for o in orders])}
+        assert finished == {item.work_order_id: item for item in outcomes}
+
     def test_unknown_order_is_not_stored(self, make_store: StoreFactory) -> None:
         store = make_store()
         assert store.complete([Completion("cd" * 32, b"{}", False)], T0) == [False]

@@ -289,7 +289,7 @@ def _append_updates(connection: psycopg.Connection[Any], updates: dict[str, Rece
     rows = connection.execute(
         "UPDATE receipts r SET update_count = r.update_count + 1, "
         "status = CASE WHEN v.kind < %s THEN v.kind ELSE r.status END "
-        "FROM unnest(%s::text[], %s::integer[]) AS v(id, kind) "
+        "FROM unnest(%b::text[], %b::integer[]) AS v(id, kind) "
         "WHERE r.work_order_id = v.id AND (%s::integer IS NULL OR r.update_count = %s::integer) "
         "RETURNING r.work_order_id, r.update_count",
         (APPLICATION_TYPES, ids, [updates[key].update_type for key in ids], seen, seen),
@@ -298,7 +298,7 @@ def _append_updates(connection: psycopg.Connection[Any], updates: dict[str, Rece
         chosen = [updates[row[0]] for row in rows]
         connection.execute(
             "INSERT INTO receipt_updates (work_order_id, idx, updater_id, update_type, params) "
-            "SELECT * FROM unnest(%s::text[], %s::integer[], %s::text[], %s::integer[], %s::bytea[])",
+            "SELECT * FROM unnest(%b::text[], %b::integer[], %b::text[], %b::integer[], %b::bytea[])",
             ([row[0] for row in rows], [row[1] for row in rows], [u.updater_id for u in chosen],
              [u.update_type for u in chosen], [u.params for u in chosen]),
         )
@@ -455,7 +455,7 @@ class PostgresStore:
             ids = [order.work_order_id for order in orders]
             # In sorted order, so that two submits never wait on each other's locks in a cycle.
             connection.execute(
-                "SELECT pg_advisory_xact_lock(%s::int, hashtext(worker)) FROM unnest(%s::text[]) AS w(worker)",
+                "SELECT pg_advisory_xact_lock(%s::int, hashtext(worker)) FROM unnest(%b::text[]) AS w(worker)",
                 (_QUEUE_LOCK_CLASS, workers),
             )
             # What admission reads, in one round trip: each worker's queue (count and bytes), then
@@ -464,9 +464,9 @@ class PostgresStore:
             found: dict[str, tuple[str, float, int]] = {}
             for worker, wo_id, count, submitted, size in connection.execute(
                 "SELECT worker_id, NULL, count(*), NULL::double precision, coalesce(sum(request_bytes), 0)::bigint "
-                "FROM work_orders WHERE worker_id = ANY(%(workers)s) AND state < 2 GROUP BY worker_id "
+                "FROM work_orders WHERE worker_id = ANY(%(workers)b::text[]) AND state < 2 GROUP BY worker_id "
                 "UNION ALL SELECT worker_id, work_order_id, NULL, submitted, request_bytes FROM work_orders "
-                "WHERE work_order_id = ANY(%(ids)s)",
+                "WHERE work_order_id = ANY(%(ids)b::text[])",
                 {"workers": workers, "ids": ids},
             ):
                 if wo_id is None:
@@ -512,8 +512,8 @@ class PostgresStore:
                 "SELECT id, worker, CASE WHEN handed THEN %(leased)s ELSE %(pending)s END, request, "
                 "octet_length(request), %(now)s, CASE WHEN handed THEN %(owner)s END, "
                 "CASE WHEN handed THEN %(expires)s::double precision END, CASE WHEN handed THEN 1 ELSE 0 END, "
-                "requester, hash FROM unnest(%(ids)s::text[], %(workers)s::text[], %(requests)s::bytea[], "
-                "%(handed)s::boolean[], %(requesters)s::text[], %(hashes)s::bytea[]) "
+                "requester, hash FROM unnest(%(ids)b::text[], %(workers)b::text[], %(requests)b::bytea[], "
+                "%(handed)b::boolean[], %(requesters)b::text[], %(hashes)b::bytea[]) "
                 "AS v(id, worker, request, handed, requester, hash) "
                 "ON CONFLICT (work_order_id) DO NOTHING RETURNING work_order_id, worker_id, state) "
                 "SELECT work_order_id, CASE WHEN state = %(pending)s THEN pg_notify(%(channel)s, worker_id) END "
@@ -539,7 +539,7 @@ class PostgresStore:
         if missing:
             connection.execute(
                 "UPDATE work_orders SET state = %s, lease_owner = %s, lease_expires = %s, attempts = 1 "
-                "WHERE work_order_id = ANY(%s)",
+                "WHERE work_order_id = ANY(%b::text[])",
                 (LEASED, handoff.owner, now + handoff.lease_s, missing),
             )
 
@@ -591,12 +591,12 @@ class PostgresStore:
         def work(connection: psycopg.Connection[Any], retrying: bool) -> int:
             rows = connection.execute(
                 f"UPDATE work_orders SET {assignments} FROM {NOT_DURABLE} WHERE state = %s AND lease_owner = %s "
-                "AND work_order_id = ANY(%s) RETURNING worker_id",
+                "AND work_order_id = ANY(%b::text[]) RETURNING worker_id",
                 (*values, LEASED, owner, ids),
             ).fetchall()
             if wake and rows:
                 connection.execute(
-                    "SELECT pg_notify(%s, worker) FROM unnest(%s::text[]) AS w(worker)",
+                    "SELECT pg_notify(%s, worker) FROM unnest(%b::text[]) AS w(worker)",
                     (ORDERS_CHANNEL, sorted({row[0] for row in rows})),
                 )
             return len(rows)
@@ -618,7 +618,7 @@ class PostgresStore:
                 for row in connection.execute(
                     "UPDATE work_orders o SET state = %s, outcome = v.outcome, is_error = v.is_error, completed = %s, "
                     "request = '', lease_owner = NULL, lease_expires = NULL, receipt_update = v.receipt_update "
-                    "FROM unnest(%s::text[], %s::bytea[], %s::boolean[], %s::bytea[]) AS v(id, outcome, is_error, "
+                    "FROM unnest(%b::text[], %b::bytea[], %b::boolean[], %b::bytea[]) AS v(id, outcome, is_error, "
                     "receipt_update) WHERE o.work_order_id = v.id AND o.state < %s RETURNING o.work_order_id, o.worker_id",
                     (DONE, now, [i.work_order_id for i in items], [i.outcome for i in items],
                      [i.is_error for i in items], [i.receipt_update.params if i.receipt_update else None for i in items],
@@ -632,7 +632,7 @@ class PostgresStore:
                 stored |= {
                     row[0]: row[1]
                     for row in connection.execute(
-                        "SELECT work_order_id, worker_id FROM work_orders WHERE work_order_id = ANY(%s) AND state = %s "
+                        "SELECT work_order_id, worker_id FROM work_orders WHERE work_order_id = ANY(%b::text[]) AND state = %s "
                         "AND completed = %s",
                         ([i.work_order_id for i in items if i.work_order_id not in stored], DONE, now),
                     )
@@ -656,7 +656,7 @@ class PostgresStore:
         outcome."""
         try:
             with self._pool.connection(timeout=1.0) as connection:
-                connection.execute("SELECT pg_notify(%s, w) FROM unnest(%s::text[]) AS t(w)", (channel, sorted(worker_ids)))
+                connection.execute("SELECT pg_notify(%s, w) FROM unnest(%b::text[]) AS t(w)", (channel, sorted(worker_ids)))
         except (psycopg.Error, PoolTimeout) as exc:
             logger.warning("outcomes were stored but not announced on the PostgreSQL store %s (%s); waiting "
                            "submits answer pending and their requesters poll", self.where, _first_line(exc))
@@ -680,7 +680,7 @@ class PostgresStore:
             return []
         rows = self._run(
             lambda c, _: c.execute(
-                "SELECT work_order_id, outcome, is_error FROM work_orders WHERE work_order_id = ANY(%s) AND state = %s",
+                "SELECT work_order_id, outcome, is_error FROM work_orders WHERE work_order_id = ANY(%b::text[]) AND state = %s",
                 (ids, DONE),
             ).fetchall(),
             transaction=False,
