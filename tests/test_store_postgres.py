@@ -262,6 +262,38 @@ class TestNotifications:
             listener.close()
             pump.close()
 
+    def test_a_process_listens_only_on_the_channels_it_hears_and_a_later_subscriber_adds_its_own(
+            self, postgres_url: str) -> None:
+        from avalon_worker.store.postgres import ORDERS_CHANNEL, RESULTS_CHANNEL
+
+        store, other = PostgresStore(postgres_url), PostgresStore(postgres_url)
+        orders_connected, results_connected, got_results = threading.Event(), threading.Event(), threading.Event()
+        unsubscribe = store.subscribe(on_orders=lambda worker_id: orders_connected.set() if worker_id is None else None)
+        try:
+            assert orders_connected.wait(WAIT_S)
+            assert store._notifications is not None and store._notifications._listening == {ORDERS_CHANNEL}
+            heard: list[str] = []
+
+            def on_results(worker_id: str | None) -> None:
+                if worker_id is None:
+                    results_connected.set()
+                else:
+                    heard.append(worker_id)
+                    got_results.set()
+
+            unsubscribe_results = store.subscribe(on_results=on_results)
+            assert results_connected.wait(WAIT_S), "the new subscriber was not told to look (its channel is new)"
+            assert store._notifications._listening == {ORDERS_CHANNEL, RESULTS_CHANNEL}
+            other.submit([order(1)], T0)
+            assert len(other.lease(WORKER, "pump", 10, 30, T0)) == 1
+            assert other.complete([Completion(order(1).work_order_id, b"{}", False)], T0) == [True]
+            assert got_results.wait(WAIT_S) and heard == [WORKER]
+            unsubscribe_results()
+        finally:
+            unsubscribe()
+            store.close()
+            other.close()
+
     def test_an_outcome_for_an_id_longer_than_a_notice_is_stored_with_its_batch_and_announced(
             self, postgres_url: str) -> None:
         """A notice carries at most 8,000 bytes; an outcome is announced by its worker id, so no

@@ -199,17 +199,27 @@ class _Subscriber:
         self.on_orders = on_orders
         self.on_results = on_results
 
+    @property
+    def channels(self) -> set[str]:
+        """The channels this subscriber hears."""
+        return {channel for channel, callback in ((ORDERS_CHANNEL, self.on_orders), (RESULTS_CHANNEL, self.on_results))
+                if callback is not None}
+
 
 class _Notifications:
-    """One connection that LISTENs on both channels in a thread and calls the subscribers.
+    """One connection that LISTENs, in a thread, on the channels its subscribers hear, and calls
+    them: a process that only pumps is not woken by every stored outcome, nor a listener by
+    every submit.
 
     After every (re)connect each subscriber is called with None: notifications sent while no one
-    listened are gone, so anything may have changed."""
+    listened are gone, so anything may have changed. So is a subscriber whose channel the
+    connection then starts to LISTEN on."""
 
     def __init__(self, url: str, retry_s: float = 1.0) -> None:
         self._url = url
         self._retry_s = retry_s
         self._subscribers: list[_Subscriber] = []
+        self._listening: set[str] = set()  # on the current connection; read and written in the thread
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.connected = threading.Event()
@@ -242,8 +252,8 @@ class _Notifications:
                     self._url, autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=10,
                     keepalives_interval=5, keepalives_count=3,
                 ) as connection:
-                    connection.execute(f"LISTEN {ORDERS_CHANNEL}")
-                    connection.execute(f"LISTEN {RESULTS_CHANNEL}")
+                    self._listening = set()
+                    self._listen(connection)
                     self.connected.set()
                     if lost:
                         logger.info("store notifications: connected again")
@@ -252,6 +262,8 @@ class _Notifications:
                     while not self._stop.is_set():
                         for note in connection.notifies(timeout=0.5):
                             self._deliver(note.channel, note.payload)
+                        if self._listen(connection):  # a subscriber added since hears a new channel
+                            self._deliver_all_changed()
             except psycopg.Error as exc:
                 if not self._stop.is_set() and not lost:
                     logger.warning("store notifications lost their connection (%s); reconnecting", type(exc).__name__)
@@ -259,6 +271,15 @@ class _Notifications:
             finally:
                 self.connected.clear()
             self._stop.wait(self._retry_s)
+
+    def _listen(self, connection: psycopg.Connection[Any]) -> bool:
+        """LISTEN on the channels the subscribers hear that the connection does not yet; whether
+        there were any."""
+        new = set().union(*(subscriber.channels for subscriber in self._each())) - self._listening
+        for channel in sorted(new):
+            connection.execute(f"LISTEN {channel}")
+            self._listening.add(channel)
+        return bool(new)
 
     def _deliver_all_changed(self) -> None:
         for subscriber in self._each():
