@@ -8,9 +8,12 @@ other end, keeping `--depth` orders in flight and reading replies either by bloc
 (as the supervisor's epoll does: the process sleeps between replies) or by spinning on a
 non-blocking `recv` (it never sleeps). The worker process's CPU per order (from /proc) differs by
 what the kernel does, in the sender's time, to wake a sleeping reader on another core; a trivial
-`process` (a fixed reply, no cryptography) shows the loop's own cost. Rounds alternate the modes.
+`process` (a fixed reply, no cryptography) shows the loop's own cost. A third row holds each reply
+until `--batch` of them are ready and sends them in one `sendmsg` (as a worker process that
+answered several orders at once would: here without any bound, to measure only what fewer
+wake-ups would save). Rounds alternate the modes.
 
-Run by hand: `python benchmarks/wakeup.py [--orders 6000] [--rounds 3] [--depth 4]`.
+Run by hand: `python benchmarks/wakeup.py [--orders 6000] [--rounds 3] [--depth 4] [--batch 2]`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import select
 import socket
 import statistics
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from throughput import _cpu_seconds
@@ -46,13 +49,29 @@ def _processor(state: str) -> tuple[Processor, bytes]:
     return processor, build_work_order(info, "python-hello", [b"World"], session=Session.new(info)).frame()
 
 
-def one_run(process: Callable[[bytes | bytearray], Any], frame: bytes, orders: int, depth: int, spin: bool) -> float:
-    """The forked worker process's CPU µs per order over `orders` orders."""
+def _send_in_batches(batch: int) -> Callable[[socket.socket, Sequence[Any]], None]:
+    """A `send_all` that holds messages until `batch` of them are ready, then sends them in one call."""
+    held: list[Any] = []
+
+    def send(sock: socket.socket, buffers: Sequence[Any]) -> None:
+        held.extend(buffers)
+        if len(held) >= batch * len(buffers):
+            send_all(sock, held)
+            held.clear()
+
+    return send
+
+
+def one_run(process: Callable[[bytes | bytearray], Any], frame: bytes, orders: int, depth: int, spin: bool,
+            batch: int = 1) -> float:
+    """The forked worker process's CPU µs per order over `orders` orders (a multiple of `batch`)."""
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
         ours.close()
         try:
+            if batch > 1:
+                child.send_all = _send_in_batches(batch)  # type: ignore[attr-defined]
             child.run(theirs, process, None, MAX_PAYLOAD)
         finally:
             os._exit(0)
@@ -85,6 +104,7 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--depth", type=int, default=4, help="orders in flight to the worker process")
+    parser.add_argument("--batch", type=int, default=2, help="replies per sendmsg in the batched row")
     args = parser.parse_args()
     logging.disable(logging.INFO)
     with tempfile.TemporaryDirectory() as state:
@@ -92,13 +112,18 @@ def main() -> int:
     fixed = Outcome(b'{"jsonrpc":"2.0","id":1,"result":{}}', "ProcessWorkOrder")
     kinds: dict[str, Callable[[bytes | bytearray], Any]] = {
         "reused-key hello": processor.process, "trivial (fixed reply)": lambda _frame: fixed}
-    results: dict[tuple[str, bool], list[float]] = {(kind, spin): [] for kind in kinds for spin in (False, True)}
+    orders = args.orders - args.orders % args.batch
+    batched = f"reused-key hello, replies {args.batch} per sendmsg"
+    results: dict[tuple[str, bool], list[float]] = {(kind, spin): [] for kind in [*kinds, batched] for spin in (False, True)}
     for _ in range(args.rounds):
         for (kind, spin), runs in results.items():
-            runs.append(one_run(kinds[kind], frame, args.orders, args.depth, spin))
-    print(f"worker process CPU µs per order, median of {args.rounds} rounds of {args.orders} orders, {args.depth} in flight")
+            if kind == batched:
+                runs.append(one_run(processor.process, frame, orders, args.depth, spin, args.batch))
+            else:
+                runs.append(one_run(kinds[kind], frame, orders, args.depth, spin))
+    print(f"worker process CPU µs per order, median of {args.rounds} rounds of {orders} orders, {args.depth} in flight")
     print("| process | reader asleep | reader spinning | asleep − spinning |\n|---|---:|---:|---:|")
-    for kind in kinds:
+    for kind in [*kinds, batched]:
         asleep, spinning = (statistics.median(results[kind, spin]) for spin in (False, True))
         print(f"| {kind} | {asleep:.1f} | {spinning:.1f} | {asleep - spinning:.1f} |")
     return 0
