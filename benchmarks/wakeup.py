@@ -106,6 +106,8 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=4, help="orders in flight to the worker process")
     parser.add_argument("--batch", type=int, default=2, help="replies per sendmsg in the batched row")
     args = parser.parse_args()
+    if not 1 <= args.batch <= args.depth:
+        parser.error("--batch must be between 1 and --depth: the worker process holds replies until it has that many")
     logging.disable(logging.INFO)
     with tempfile.TemporaryDirectory() as state:
         processor, frame = _processor(state)
