@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -79,6 +80,15 @@ class RunningWorker:
 def launch_worker(state_dir: Path, extra: Sequence[str] = ()) -> RunningWorker:
     process, endpoint = start_worker_process(str(state_dir), ["--rsa-bits", "2048", "--attestation", "none", *extra])
     return RunningWorker(process, endpoint, state_dir)
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 30.0, every_s: float = 0.01) -> None:
+    """Wait until `condition()` holds, looking every `every_s`; fail naming `what` if it has not
+    within `timeout_s` (a bound never reached when the code works)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what} after {timeout_s:g} s"
+        time.sleep(every_s)
 
 
 def errors_in_threads(target: Callable[[int], None], count: int) -> list[BaseException]:

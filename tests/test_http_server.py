@@ -21,6 +21,7 @@ from avalon_worker.front.door import bind_listen
 from avalon_worker.front.http_guard import BodyBudget, HttpLimits
 from avalon_worker.front.http_server import MAX_HEAD_BYTES, MAX_HEADER_FIELDS, MAX_PIPELINED, Refusal, serve_http
 
+from conftest import wait_for
 from raw_peer import closed_within, read_until_closed
 
 MAX_BODY = 4096
@@ -240,19 +241,9 @@ def test_a_peer_that_reads_no_answers_stops_being_read(served: Served) -> None:
 def test_a_peer_that_leaves_mid_answer_gives_its_bodies_back_to_the_budget(served: Served) -> None:
     with served.connect() as sock:
         sock.sendall(b"".join(post(json.dumps({"n": n, "sleep": 0.2}).encode()) for n in range(3)))
-        assert wait_for(lambda: served.budget.held > 0)  # read, and the first answer under way
+        wait_for(lambda: served.budget.held > 0, "the bodies read, the first answer under way", 5)
     # the first answer finishes after the peer left; the others are dropped
-    assert wait_for(lambda: served.budget.held == 0)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    """Whether `condition` came true within `timeout_s` (looked at every 10 ms)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    wait_for(lambda: served.budget.held == 0, "the bodies given back to the budget", 5)
 
 
 def test_a_body_still_arriving_holds_its_declared_room_until_answered() -> None:

@@ -23,7 +23,7 @@ from test_listener_end_to_end import HttpWorker, expected_output, sample_orders
 from avalon_worker.front.door import PUMP_READY_PREFIX
 from avalon_worker.front.door import READY_PREFIX as LISTENER_READY_PREFIX
 
-from conftest import MISBEHAVING_REGISTRY, launch_worker, run_cli, start_postgres
+from conftest import MISBEHAVING_REGISTRY, launch_worker, run_cli, start_postgres, wait_for
 from independent_requester import request_hash, response_hash
 from postgres_server import PostgresServer
 
@@ -114,13 +114,6 @@ def order_rows(store_url: str) -> dict[str, tuple[str, int, int]]:
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
-def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting for {what} after {WAIT_S} s"
-        time.sleep(0.05)
-
-
 def submit_pending(url: str, worker: sdk.Worker, workload: str, text: str) -> sdk.SdkOrder:
     """An order submitted without waiting for its result; the listener answered "pending"."""
     order = sdk.build(worker, workload, [text], response_timeout_ms=None)
@@ -162,7 +155,7 @@ def wait_until_off_line(listener_url: str, worker_id: str) -> None:
     def off_line() -> bool:
         return worker_id not in sdk.lookup(listener_url) and sdk.retrieve(listener_url, worker_id).status != 1
 
-    wait_for(off_line, f"worker {worker_id[:16]} to be shown off-line")
+    wait_for(off_line, f"worker {worker_id[:16]} to be shown off-line", WAIT_S, 0.05)
 
 
 def test_a_worker_host_killed_mid_order_finishes_every_order_once_it_returns(deployment: Deployment) -> None:
@@ -173,7 +166,8 @@ def test_a_worker_host_killed_mid_order_finishes_every_order_once_it_returns(dep
     worker_b = sdk.retrieve(listener.url, beta.worker_id)
     orders = [(submit_pending(listener.url, worker_a, "sleep", "2"), b"slept 2") for _ in range(2)]
     orders += [(submit_pending(listener.url, worker_a, "python-hello", f"n{n}"), f"Hello n{n}".encode()) for n in range(4)]
-    wait_for(lambda: any(state == 1 for _, state, _ in order_rows(deployment.store_url).values()), "an order leased")
+    wait_for(lambda: any(state == 1 for _, state, _ in order_rows(deployment.store_url).values()), "an order leased",
+             WAIT_S, 0.05)
     alpha.kill_all()
     wait_until_off_line(listener.url, alpha.worker_id)
     assert sdk.retrieve(listener.url, beta.worker_id).status == 1
@@ -187,7 +181,7 @@ def test_a_worker_host_killed_mid_order_finishes_every_order_once_it_returns(dep
         assert sdk.call(listener.url, "WorkOrderGetResult", {"workOrderId": order.work_order_id})["error"]["code"] == 5
     back = deployment.worker_host("alpha", with_sleep)
     assert back.worker_id == alpha.worker_id  # the same identity, from the same state directory
-    wait_for(lambda: sdk.retrieve(listener.url, alpha.worker_id).status == 1, "the worker shown active again")
+    wait_for(lambda: sdk.retrieve(listener.url, alpha.worker_id).status == 1, "the worker shown active again", WAIT_S, 0.05)
     for order, expected in orders:
         answer = sdk.get_result(listener.url, order.work_order_id, poll_s=POLL_S)
         assert sdk.open_result(worker_a, order, answer) == [expected]
@@ -298,7 +292,7 @@ def test_the_database_restarted_under_load_loses_nothing_accepted(server_to_rest
         threads = [threading.Thread(target=requester, args=(n,)) for n in range(2)]
         for thread in threads:
             thread.start()
-        wait_for(lambda: len(accepted) >= 20, "orders accepted before the restart")
+        wait_for(lambda: len(accepted) >= 20, "orders accepted before the restart", WAIT_S, 0.05)
         server_to_restart.stop("immediate")  # as a crash: no checkpoint, sessions cut
         time.sleep(1)
         server_to_restart.start()
@@ -355,7 +349,7 @@ def test_a_pump_gives_back_at_once_what_a_restarted_worker_never_answered(deploy
         worker = sdk.retrieve(listener.url, pump.worker_id)
         marker = tmp_path / "running"
         order = submit_pending(listener.url, worker, "mark-then-sleep", f"{marker} 1")
-        wait_for(marker.exists, "the order to start")
+        wait_for(marker.exists, "the order to start", WAIT_S, 0.05)
         first.process.kill()
         first.process.wait()
         second = launch_worker(state, options)  # the same identity on the same endpoint
