@@ -100,7 +100,7 @@ def open_work_order(request: WorkOrderRequest, keys: WorkerKeys) -> OpenedWorkOr
     which check failed, for the worker's log only.
     """
     step = "session key"
-    item: DataItem | None = None  # the item being opened: its step is named only if it fails
+    item: DataItem | None = None  # the item being opened: `step` names it ({}) only if it fails
     try:
         session_key = keys.decrypt_session_key(request.encrypted_session_key)
         if len(session_key) != crypto.AES_KEY_BYTES:
@@ -117,23 +117,22 @@ def open_work_order(request: WorkOrderRequest, keys: WorkerKeys) -> OpenedWorkOr
         if request.requester_signature is not None and request.requester_verifying_key is not None:
             step = "requester signature"
             request.requester_verifying_key.verify_digest(request.requester_signature, digest)
-        step = "inData"
+        step = "inData[{}]"
         inputs = []
         for item in request.in_data:
             plaintext = _decrypt_item(item, session_key, session_iv, keys)
             if item.data_hash is not None and not crypto.digests_equal(crypto.sha256(plaintext), item.data_hash):
                 raise CryptoError("dataHash mismatch")
             inputs.append(InputItem(item.index, plaintext))
-        step, item = "outData", None
+        step, item = "outData[{}] data key", None
         output_keys: list[bytes | None] = []
         for item in request.out_data:
             output_keys.append(
                 _unwrap_data_key(item.wrapped_key, session_key, keys) if item.wrapped_key is not None else None
             )
     except CryptoError:
-        if item is not None:
-            step = f"{step}[{item.index}]" + (" data key" if step == "outData" else "")
-        raise IntegrityError(step, work_order_id=request.work_order_id) from None
+        raise IntegrityError(step.format(item.index) if item is not None else step,
+                             work_order_id=request.work_order_id) from None
     return OpenedWorkOrder(request, session_key, tuple(inputs), tuple(output_keys))
 
 
