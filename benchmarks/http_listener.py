@@ -492,8 +492,7 @@ def main() -> int:
                 statements_per_database(server, reset=True)
             for index in range(args.rounds):
                 direct_runs.append(throughput.drive(now.endpoint, hello, load, now.pids))
-                # which code runs first alternates: the run right after the direct one read ~10 %
-                # dearer when the same code ran on both sides
+                # which code runs first alternates, so that neither always follows the direct run
                 for deployment in deployments if index % 2 == 0 else deployments[::-1]:
                     deployment.round(args)
             counted = statements_per_database(server) if server is not None else {}

@@ -112,22 +112,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as state:
         processor, frame = _processor(state)
     fixed = Outcome(b'{"jsonrpc":"2.0","id":1,"result":{}}', "ProcessWorkOrder")
-    kinds: dict[str, Callable[[bytes | bytearray], Any]] = {
-        "reused-key hello": processor.process, "trivial (fixed reply)": lambda _frame: fixed}
     orders = args.orders - args.orders % args.batch
-    batched = f"reused-key hello, replies {args.batch} per sendmsg"
-    results: dict[tuple[str, bool], list[float]] = {(kind, spin): [] for kind in [*kinds, batched] for spin in (False, True)}
+    rows: list[tuple[str, Callable[[bytes | bytearray], Any], int]] = [  # (name, process, replies per call)
+        ("reused-key hello", processor.process, 1),
+        ("trivial (fixed reply)", lambda _frame: fixed, 1),
+        (f"reused-key hello, replies {args.batch} per sendmsg", processor.process, args.batch),
+    ]
+    results: dict[tuple[str, bool], list[float]] = {(name, spin): [] for name, _, _ in rows for spin in (False, True)}
     for _ in range(args.rounds):
-        for (kind, spin), runs in results.items():
-            if kind == batched:
-                runs.append(one_run(processor.process, frame, orders, args.depth, spin, args.batch))
-            else:
-                runs.append(one_run(kinds[kind], frame, orders, args.depth, spin))
+        for name, process, batch in rows:
+            for spin in (False, True):
+                results[name, spin].append(one_run(process, frame, orders, args.depth, spin, batch))
     print(f"worker process CPU µs per order, median of {args.rounds} rounds of {orders} orders, {args.depth} in flight")
     print("| process | reader asleep | reader spinning | asleep − spinning |\n|---|---:|---:|---:|")
-    for kind in [*kinds, batched]:
-        asleep, spinning = (statistics.median(results[kind, spin]) for spin in (False, True))
-        print(f"| {kind} | {asleep:.1f} | {spinning:.1f} | {asleep - spinning:.1f} |")
+    for name, _, _ in rows:
+        asleep, spinning = (statistics.median(results[name, spin]) for spin in (False, True))
+        print(f"| {name} | {asleep:.1f} | {spinning:.1f} | {asleep - spinning:.1f} |")
     return 0
 
 
