@@ -23,7 +23,15 @@ from avalon_worker.store import (
     SubmitOutcome,
     open_store,
 )
-from avalon_worker.store.postgres import NOT_DURABLE, PENDING, SCHEMA_VERSION, PostgresStore, describe
+from avalon_worker.store.postgres import (
+    NOT_DURABLE,
+    ORDERS_CHANNEL,
+    PENDING,
+    RESULTS_CHANNEL,
+    SCHEMA_VERSION,
+    PostgresStore,
+    describe,
+)
 
 from conftest import start_postgres
 from postgres_server import PostgresServer, free_port
@@ -264,8 +272,6 @@ class TestNotifications:
 
     def test_a_process_listens_only_on_the_channels_it_hears_and_a_later_subscriber_adds_its_own(
             self, postgres_url: str) -> None:
-        from avalon_worker.store.postgres import ORDERS_CHANNEL, RESULTS_CHANNEL
-
         store, other = PostgresStore(postgres_url), PostgresStore(postgres_url)
         orders_connected, results_connected, got_results = threading.Event(), threading.Event(), threading.Event()
         unsubscribe = store.subscribe(on_orders=lambda worker_id: orders_connected.set() if worker_id is None else None)
