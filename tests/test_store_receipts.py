@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -29,6 +30,8 @@ from avalon_worker.store import (
 )
 from avalon_worker.store import postgres as pg
 from avalon_worker.store import sqlite as lite
+
+from conftest import wait_for
 
 make_store = test_store.make_store  # the fixture: every backend
 REQUESTER = "c" * 64
@@ -224,7 +227,7 @@ def test_store_migrate_brings_a_version_1_postgresql_store_to_receipts(postgres_
                            (f"{1:064x}", WORKER, T0, b'{"a":1}', T0))
         connection.execute("INSERT INTO work_orders (work_order_id, worker_id, state, request, request_bytes, submitted) "
                            "VALUES (%s, %s, 0, 'x', 1, %s)", (f"{2:064x}", WORKER, T0))
-    assert "migrated from schema version 1 to 2" in _store_migrate(postgres_url)
+    assert f"migrated from schema version 1 to {pg.SCHEMA_VERSION}" in _store_migrate(postgres_url)
     store = open_store(postgres_url)
     try:
         _works_after_migration(store)
@@ -266,3 +269,36 @@ def test_receipts_and_outcomes_from_different_hosts_at_once_each_get_the_workers
     finally:
         for store in (listener, pump, other_listener):
             store.close()
+
+
+def _waiting_for_a_lock(url: str, statement: str) -> bool:
+    """Whether a session runs a statement starting with `statement` and waits for a lock."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND starts_with(query, %s)", (statement,)).fetchone()
+    return bool(row and row[0])
+
+
+@pytest.mark.slow
+def test_a_receipt_committed_while_its_outcome_waits_for_the_order_gets_the_workers_update(postgres_url: str) -> None:
+    """The interleaving the random one above may miss: `create_receipt` holds the order and
+    commits its receipt while the outcome's update waits for that order. The receipts' update
+    that follows must see the receipt (in one statement with the outcome's, it would not)."""
+    listener, pump = open_store(postgres_url), open_store(postgres_url)
+    try:
+        listener.submit([order(1)], T0)
+        with ThreadPoolExecutor(2) as pool, psycopg.connect(postgres_url) as blocker:
+            blocker.execute("LOCK TABLE receipts IN SHARE MODE")  # the receipt's insert waits, the order held
+            created = pool.submit(listener.create_receipt, new_receipt(1), T0)
+            wait_for(lambda: _waiting_for_a_lock(postgres_url, "INSERT INTO receipts"), "the receipt's insert to wait")
+            completed = pool.submit(pump.complete, [done(1, update(1))], T0)
+            wait_for(lambda: _waiting_for_a_lock(postgres_url, "SELECT * FROM complete_work_orders"),
+                     "the outcome to wait for the order")
+            blocker.rollback()
+            assert created.result(timeout=30) is ReceiptOutcome.CREATED
+            assert completed.result(timeout=30) == [True]
+        kept = listener.receipt(f"{1:064x}")
+        assert kept is not None and kept.updates == (update(1),) and kept.status == 1
+    finally:
+        listener.close()
+        pump.close()

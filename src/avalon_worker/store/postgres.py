@@ -147,6 +147,40 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (work_order_id, idx)
     );
     """,
+    # One call stores a batch of outcomes and appends the worker's updates to their receipts: one
+    # round trip where a transaction took four. The receipts' statement must see a receipt created
+    # while the outcomes' statement waited for that order's row (`create_receipt` holds it FOR
+    # SHARE): a VOLATILE function's every statement takes a fresh snapshot, where one statement
+    # of two CTEs would share the first's and miss it (a test in tests/test_store_receipts.py holds that case).
+    """
+    CREATE FUNCTION complete_work_orders(
+        ids text[], outcomes bytea[], errors boolean[], updaters text[], kinds integer[], updates bytea[],
+        done_state smallint, completed_at double precision, first_application_type integer)
+    RETURNS TABLE (stored_id text, stored_worker text) LANGUAGE plpgsql VOLATILE AS $$
+    DECLARE
+        stored text[];
+        owners text[];
+    BEGIN
+        WITH s AS (
+            UPDATE work_orders o SET state = done_state, outcome = v.outcome, is_error = v.is_error,
+                completed = completed_at, request = '', lease_owner = NULL, lease_expires = NULL,
+                receipt_update = v.params
+            FROM unnest(ids, outcomes, errors, updates) AS v(id, outcome, is_error, params)
+            WHERE o.work_order_id = v.id AND o.state < done_state
+            RETURNING o.work_order_id, o.worker_id)
+        SELECT array_agg(s.work_order_id), array_agg(s.worker_id) INTO stored, owners FROM s;
+        WITH r AS (
+            UPDATE receipts r SET update_count = r.update_count + 1,
+                status = CASE WHEN v.kind < first_application_type THEN v.kind ELSE r.status END
+            FROM unnest(ids, kinds) AS v(id, kind)
+            WHERE r.work_order_id = v.id AND v.kind IS NOT NULL AND v.id = ANY(stored)
+            RETURNING r.work_order_id, r.update_count)
+        INSERT INTO receipt_updates (work_order_id, idx, updater_id, update_type, params)
+        SELECT r.work_order_id, r.update_count, v.updater, v.kind, v.params
+        FROM r JOIN unnest(ids, updaters, kinds, updates) AS v(id, updater, kind, params) ON v.id = r.work_order_id;
+        RETURN QUERY SELECT * FROM unnest(stored, owners);
+    END $$;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -634,21 +668,17 @@ class PostgresStore:
 
         def work(connection: psycopg.Connection[Any], retrying: bool) -> dict[str, str]:
             items = list(first.values())
+            updates = [item.receipt_update for item in items]
             stored = {
                 row[0]: row[1]
                 for row in connection.execute(
-                    "UPDATE work_orders o SET state = %s, outcome = v.outcome, is_error = v.is_error, completed = %s, "
-                    "request = '', lease_owner = NULL, lease_expires = NULL, receipt_update = v.receipt_update "
-                    "FROM unnest(%b::text[], %b::bytea[], %b::boolean[], %b::bytea[]) AS v(id, outcome, is_error, "
-                    "receipt_update) WHERE o.work_order_id = v.id AND o.state < %s RETURNING o.work_order_id, o.worker_id",
-                    (DONE, now, [i.work_order_id for i in items], [i.outcome for i in items],
-                     [i.is_error for i in items], [i.receipt_update.params if i.receipt_update else None for i in items],
-                     DONE),
+                    "SELECT * FROM complete_work_orders(%b::text[], %b::bytea[], %b::boolean[], %b::text[], "
+                    "%b::integer[], %b::bytea[], %s::smallint, %s::double precision, %s::integer)",
+                    ([i.work_order_id for i in items], [i.outcome for i in items], [i.is_error for i in items],
+                     [u.updater_id if u else None for u in updates], [u.update_type if u else None for u in updates],
+                     [u.params if u else None for u in updates], DONE, now, APPLICATION_TYPES),
                 )
             }
-            updates = {key: update for key in stored if (update := first[key].receipt_update) is not None}
-            if updates:
-                _append_updates(connection, updates)
             if retrying:  # an earlier attempt of this call stored them
                 stored |= {
                     row[0]: row[1]
@@ -660,9 +690,7 @@ class PostgresStore:
                 }
             return stored
 
-        # One statement unless receipts get updates with the outcomes (those go in the same transaction).
-        with_updates = any(item.receipt_update is not None for item in first.values())
-        stored: dict[str, str] = self._run(work, transaction=with_updates)
+        stored: dict[str, str] = self._run(work, transaction=False)
         if stored:
             self._announce(RESULTS_CHANNEL, set(stored.values()))
         answered: list[bool] = []
