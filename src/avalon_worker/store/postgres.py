@@ -183,6 +183,21 @@ MIGRATIONS: tuple[str, ...] = (
         FROM r JOIN unnest(ids, updaters, kinds, updates) AS v(id, updater, kind, params) ON v.id = r.work_order_id;
         RETURN QUERY SELECT * FROM unnest(stored, owners);
     END $$;
+    -- What a submit's admission reads, after taking its queues' locks, in one round trip: each
+    -- worker's queue (count and bytes), then the orders whose ids are taken (worker, time, size).
+    -- The read is a statement after the locks', so its snapshot sees what the submits that held
+    -- them committed: the queue limits stay exact across listeners.
+    CREATE FUNCTION lock_and_read_queues(lock_class integer, workers text[], ids text[])
+    RETURNS TABLE (worker text, taken_id text, queued bigint, submitted_at double precision, queued_bytes bigint)
+    LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(lock_class, hashtext(w)) FROM unnest(workers) AS w;
+        RETURN QUERY
+            SELECT o.worker_id, NULL::text, count(*), NULL::double precision, coalesce(sum(o.request_bytes), 0)::bigint
+            FROM work_orders o WHERE o.worker_id = ANY(workers) AND o.state < 2 GROUP BY o.worker_id
+            UNION ALL SELECT o.worker_id, o.work_order_id, NULL::bigint, o.submitted, o.request_bytes::bigint
+            FROM work_orders o WHERE o.work_order_id = ANY(ids);
+    END $$;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -511,21 +526,11 @@ class PostgresStore:
         def work(connection: psycopg.Connection[Any], retrying: bool) -> list[SubmitOutcome]:
             workers = sorted({order.worker_id for order in orders})
             ids = [order.work_order_id for order in orders]
-            # In sorted order, so that two submits never wait on each other's locks in a cycle.
-            connection.execute(
-                "SELECT pg_advisory_xact_lock(%s::int, hashtext(worker)) FROM unnest(%b::text[]) AS w(worker)",
-                (_QUEUE_LOCK_CLASS, workers),
-            )
-            # What admission reads, in one round trip: each worker's queue (count and bytes), then
-            # the orders whose ids are already taken (worker, time and size).
+            # Locks in sorted order, so that two submits never wait on each other's locks in a cycle.
             queued: dict[str, tuple[int, int]] = {}
             found: dict[str, tuple[str, float, int]] = {}
             for worker, wo_id, count, submitted, size in connection.execute(
-                "SELECT worker_id, NULL, count(*), NULL::double precision, coalesce(sum(request_bytes), 0)::bigint "
-                "FROM work_orders WHERE worker_id = ANY(%(workers)b::text[]) AND state < 2 GROUP BY worker_id "
-                "UNION ALL SELECT worker_id, work_order_id, NULL, submitted, request_bytes FROM work_orders "
-                "WHERE work_order_id = ANY(%(ids)b::text[])",
-                {"workers": workers, "ids": ids},
+                "SELECT * FROM lock_and_read_queues(%s::integer, %b::text[], %b::text[])", (_QUEUE_LOCK_CLASS, workers, ids)
             ):
                 if wo_id is None:
                     queued[worker] = (count, size)
