@@ -25,7 +25,7 @@ from avalon_worker._internal import zmtp
 from avalon_worker._internal.router import FRAMES_PER_TURN, EndpointError, Outbox, Router, listen
 from avalon_worker.requester import WorkerInfo, build_work_order, open_result
 
-from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker
+from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, wait_for
 from raw_peer import closed_within
 
 pytestmark = pytest.mark.slow
@@ -312,10 +312,8 @@ def test_unfinished_messages_are_bounded_in_total_and_freed_on_close(tmp_path: P
         for thread in attackers:
             thread.join(timeout=60)
         assert peak - before < budget + PARTIAL_MARGIN_MIB, f"{before:.0f} → {peak:.0f} MiB with a budget of {budget:.0f} MiB"
-        deadline = time.monotonic() + 10
-        while rss_mib(pid) - before > PARTIAL_MARGIN_MIB and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert rss_mib(pid) - before <= PARTIAL_MARGIN_MIB, "closed connections' buffers are still held"
+        wait_for(lambda: rss_mib(pid) - before <= PARTIAL_MARGIN_MIB, "closed connections' buffers to be let go",
+                 timeout_s=10, every_s=0.05)
         hello(running, info)
     finally:
         stop.set()

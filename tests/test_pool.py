@@ -16,7 +16,7 @@ import zmq
 
 from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_order, open_result
 
-from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, reseal
+from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, reseal, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -271,9 +271,9 @@ def test_pin_cpus_gives_each_process_its_core_and_the_spare_takes_over_a_lost_on
         [spare] = [pid for pid in first if pid != active]
         assert allowed_cpus(running.process.pid) == set(cores[1:])
         assert "was replaced" in Order(running, info, "exit", b"3").reply()["error"]["message"]
-        deadline = time.monotonic() + 10
-        while (now := children(running.process.pid)) in ([], first, [spare]) and time.monotonic() < deadline:
-            time.sleep(0.01)  # the supervisor answers first, then forks a new spare
+        # the supervisor answers first, then forks a new spare
+        wait_for(lambda: children(running.process.pid) not in ([], first, [spare]), "a new spare", timeout_s=10)
+        now = children(running.process.pid)
         assert active not in now and spare in now and len(now) == 2
         assert allowed_cpus(spare) == {cores[0]}, "the spare took over the lost process's core"
         assert Order(running, info, "python-hello", b"pinned").result() == b"Hello pinned"
@@ -420,10 +420,7 @@ def test_worker_processes_die_with_a_killed_supervisor(pool) -> None:
     assert len(workers) == 3, "two worker processes and a warm spare"
     running.process.kill()
     running.process.wait(timeout=30)
-    deadline = time.monotonic() + 5
-    while running_processes(workers) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert running_processes(workers) == [], "worker processes outlived the supervisor"
+    wait_for(lambda: running_processes(workers) == [], "the worker processes to go with the supervisor", timeout_s=5)
 
 
 def test_a_workload_that_forks_into_the_worker_loop_never_answers_another_requester(pool) -> None:

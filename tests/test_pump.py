@@ -23,7 +23,7 @@ from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_ord
 from avalon_worker.store import NewOrder, OrderState, canonical_id
 from avalon_worker.store.postgres import PostgresStore
 
-from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, start_postgres
+from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, start_postgres, wait_for
 from postgres_server import PostgresServer
 
 WAIT_S = 60  # the longest a test waits for something that should happen
@@ -139,10 +139,7 @@ def test_outcomes_are_kept_while_the_store_is_away_and_no_order_runs_twice(
     running = RunningPump(store, hello_worker.endpoint, PumpConfig(lease_s=2.0, poll_s=0.1, heartbeat_s=0.5))
     try:
         orders = [submit(store, info, "sleep", "1.5") for _ in range(2)]
-        deadline = time.monotonic() + WAIT_S
-        while not all(state == 1 for state, _, _ in rows(url).values()):
-            assert time.monotonic() < deadline, "the orders were never leased"
-            time.sleep(0.02)
+        wait_for(lambda: all(state == 1 for state, _, _ in rows(url).values()), "the orders to be leased", timeout_s=WAIT_S)
         # A fast stop cuts every session but keeps the leases (committed without waiting for
         # the disk, they could be lost in a crash, and the order would then count no lease).
         server_to_stop.stop("fast")
