@@ -200,6 +200,9 @@ def _works_after_migration(store: Store) -> None:
     status = store.status(f"{1:064x}")
     assert status is not None and status.outcome == b'{"a":1}'
     assert [o.work_order_id for o in store.lease(WORKER, "pump", 10, 30, T0)] == [f"{2:064x}"]
+    assert store.complete([done(2, update(1))], T0) == [True]  # an order from before takes its outcome
+    finished = store.status(f"{2:064x}")
+    assert finished is not None and finished.outcome == b'{"outData":[]}'
     assert store.create_receipt(new_receipt(1), T0) is ReceiptOutcome.NOT_THE_ORDER
     store.submit([order(3)], T0)
     assert store.create_receipt(new_receipt(3), T0) is ReceiptOutcome.CREATED
