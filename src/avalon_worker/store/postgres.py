@@ -524,9 +524,9 @@ class PostgresStore:
             return []
 
         def work(connection: psycopg.Connection[Any], retrying: bool) -> list[SubmitOutcome]:
+            # Locked in sorted order, so that two submits never wait on each other's locks in a cycle.
             workers = sorted({order.worker_id for order in orders})
             ids = [order.work_order_id for order in orders]
-            # Locks in sorted order, so that two submits never wait on each other's locks in a cycle.
             queued: dict[str, tuple[int, int]] = {}
             found: dict[str, tuple[str, float, int]] = {}
             for worker, wo_id, count, submitted, size in connection.execute(
