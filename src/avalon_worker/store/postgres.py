@@ -151,10 +151,36 @@ MIGRATIONS: tuple[str, ...] = (
     # round trip where a transaction took four. The receipts' statement must see a receipt created
     # while the outcomes' statement waited for that order's row (`create_receipt` holds it FOR
     # SHARE): a VOLATILE function's every statement takes a fresh snapshot, where one statement
-    # of two CTEs would share the first's and miss it (a test in tests/test_store_receipts.py holds that case).
-    # Its statements keep one generic plan each (planned anew when ANALYZE changes the tables'
-    # statistics): planned for every call, they cost the server more than the round trips saved.
+    # of two CTEs would share the first's and miss it (a test in tests/test_store_receipts.py holds
+    # that case). The functions' statements keep one generic plan each (planned anew when ANALYZE
+    # changes the tables' statistics): planned for every call, they cost the server more than the
+    # round trips saved.
     """
+    -- Append each update to its order's receipt, for the orders that have one (and, with `seen`,
+    -- only if it has that many updates; `only`, only for those ids); how many were appended.
+    -- The receipt's row lock orders concurrent updates to one receipt.
+    CREATE FUNCTION append_receipt_updates(
+        ids text[], updaters text[], kinds integer[], updates bytea[], seen integer, only_ids text[],
+        first_application_type integer)
+    RETURNS integer LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+    DECLARE
+        appended integer;
+    BEGIN
+        WITH r AS (
+            UPDATE receipts r SET update_count = r.update_count + 1,
+                status = CASE WHEN v.kind < first_application_type THEN v.kind ELSE r.status END
+            FROM unnest(ids, kinds) AS v(id, kind)
+            WHERE r.work_order_id = v.id AND v.kind IS NOT NULL AND (seen IS NULL OR r.update_count = seen)
+                AND (only_ids IS NULL OR v.id = ANY(only_ids))
+            RETURNING r.work_order_id, r.update_count),
+        added AS (
+            INSERT INTO receipt_updates (work_order_id, idx, updater_id, update_type, params)
+            SELECT r.work_order_id, r.update_count, v.updater, v.kind, v.params
+            FROM r JOIN unnest(ids, updaters, kinds, updates) AS v(id, updater, kind, params) ON v.id = r.work_order_id
+            RETURNING 1)
+        SELECT count(*) INTO appended FROM added;
+        RETURN appended;
+    END $$;
     CREATE FUNCTION complete_work_orders(
         ids text[], outcomes bytea[], errors boolean[], updaters text[], kinds integer[], updates bytea[],
         done_state smallint, completed_at double precision, first_application_type integer)
@@ -172,15 +198,9 @@ MIGRATIONS: tuple[str, ...] = (
             WHERE o.work_order_id = v.id AND o.state < done_state
             RETURNING o.work_order_id, o.worker_id)
         SELECT array_agg(s.work_order_id), array_agg(s.worker_id) INTO stored, owners FROM s;
-        WITH r AS (
-            UPDATE receipts r SET update_count = r.update_count + 1,
-                status = CASE WHEN v.kind < first_application_type THEN v.kind ELSE r.status END
-            FROM unnest(ids, kinds) AS v(id, kind)
-            WHERE r.work_order_id = v.id AND v.kind IS NOT NULL AND v.id = ANY(stored)
-            RETURNING r.work_order_id, r.update_count)
-        INSERT INTO receipt_updates (work_order_id, idx, updater_id, update_type, params)
-        SELECT r.work_order_id, r.update_count, v.updater, v.kind, v.params
-        FROM r JOIN unnest(ids, updaters, kinds, updates) AS v(id, updater, kind, params) ON v.id = r.work_order_id;
+        IF stored IS NOT NULL THEN
+            PERFORM append_receipt_updates(ids, updaters, kinds, updates, NULL, stored, first_application_type);
+        END IF;
         RETURN QUERY SELECT * FROM unnest(stored, owners);
     END $$;
     -- What a submit's admission reads, after taking its queues' locks, in one round trip: each
@@ -356,26 +376,15 @@ class _Notifications:
 
 def _append_updates(connection: psycopg.Connection[Any], updates: dict[str, ReceiptUpdate], seen: int | None = None) -> bool:
     """Append each update to its order's receipt, for the orders that have one (and, with
-    `seen`, only if it has that many updates); whether any was appended. The receipt's row lock
-    orders concurrent updates to one receipt."""
+    `seen`, only if it has that many updates): `append_receipt_updates`; whether any was."""
     ids = list(updates)
-    rows = connection.execute(
-        "UPDATE receipts r SET update_count = r.update_count + 1, "
-        "status = CASE WHEN v.kind < %s THEN v.kind ELSE r.status END "
-        "FROM unnest(%b::text[], %b::integer[]) AS v(id, kind) "
-        "WHERE r.work_order_id = v.id AND (%s::integer IS NULL OR r.update_count = %s::integer) "
-        "RETURNING r.work_order_id, r.update_count",
-        (APPLICATION_TYPES, ids, [updates[key].update_type for key in ids], seen, seen),
-    ).fetchall()
-    if rows:
-        chosen = [updates[row[0]] for row in rows]
-        connection.execute(
-            "INSERT INTO receipt_updates (work_order_id, idx, updater_id, update_type, params) "
-            "SELECT * FROM unnest(%b::text[], %b::integer[], %b::text[], %b::integer[], %b::bytea[])",
-            ([row[0] for row in rows], [row[1] for row in rows], [u.updater_id for u in chosen],
-             [u.update_type for u in chosen], [u.params for u in chosen]),
-        )
-    return bool(rows)
+    chosen = [updates[key] for key in ids]
+    row = connection.execute(
+        "SELECT append_receipt_updates(%b::text[], %b::text[], %b::integer[], %b::bytea[], %s::integer, NULL, %s::integer)",
+        (ids, [u.updater_id for u in chosen], [u.update_type for u in chosen], [u.params for u in chosen], seen,
+         APPLICATION_TYPES),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 class PostgresStore:
