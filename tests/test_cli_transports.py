@@ -12,8 +12,10 @@ import re
 import shlex
 import socket
 import stat
+import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ import pytest
 
 from avalon_worker._cli.console import READY_PREFIX
 from avalon_worker._cli.demo import read_ready
+from avalon_worker.client import WorkerUnavailable
+from avalon_worker.front.listener_client import ListenerClient
 
 from conftest import MISBEHAVING_REGISTRY
 
@@ -84,6 +88,26 @@ def test_the_zmq_port_given_to_listener_is_one_line_naming_listen_http(both: Bot
     assert "Traceback" not in done.stderr
     [line] = done.stderr.splitlines()
     assert "--listen-http" in line and "ZMQ" in line
+
+
+def test_a_connection_reset_before_any_answer_names_the_zmq_endpoint_as_a_likely_cause() -> None:
+    """What a ZMQ endpoint does to an HTTP request whose rest it has not read: it closes, and the
+    close is a reset (here made so at once: SO_LINGER 0), before the client reads any answer."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def reset_the_first_connection() -> None:
+            connection, _ = server.accept()
+            connection.recv(16)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+
+        peer = threading.Thread(target=reset_the_first_connection)
+        peer.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/"
+        with pytest.raises(WorkerUnavailable) as refused:
+            ListenerClient(url, "a" * 64, timeout_s=5).call("WorkerLookUp", {})
+        peer.join(10)
+    assert "reset" in str(refused.value) and "--listen-http" in str(refused.value) and "ZMQ" in str(refused.value)
 
 
 @pytest.mark.parametrize("command", [

@@ -110,11 +110,15 @@ class ListenerClient(OrderClient):
                 raise exc.reason from None
             if isinstance(exc.reason, http.client.HTTPException):
                 raise _not_http(self.url) from None
+            if isinstance(exc.reason, ConnectionResetError):
+                raise _reset(self.url) from None
             raise WorkerUnavailable(f"no answer from the listener {self.url}: {exc.reason}") from None
         except http.client.HTTPException:
             raise _not_http(self.url) from None
         except ConnectionRefusedError:
             raise
+        except ConnectionResetError:
+            raise _reset(self.url) from None
         except OSError as exc:
             raise WorkerUnavailable(f"no answer from the listener {self.url}: {exc}") from None
 
@@ -169,6 +173,15 @@ class ListenerClient(OrderClient):
 def _not_http(url: str) -> WorkerUnavailable:
     return WorkerUnavailable(f"{url} does not answer HTTP: is it a worker's ZMQ endpoint? --listener takes the "
                              "HTTP listener, the address of `serve --listen-http` (a ZMQ endpoint goes to --endpoint)")
+
+
+def _reset(url: str) -> WorkerUnavailable:
+    """What a connection reset before any answer says: a listener that died, or a peer that
+    refused the request as not its protocol (a worker's ZMQ endpoint closes on the request's
+    first bytes, and the rest of them, unread, make its close a reset)."""
+    return WorkerUnavailable(f"no answer from the listener {url}: the connection was reset; if it is a worker's ZMQ "
+                             "endpoint, --listener takes the HTTP listener, the address of `serve --listen-http` (a ZMQ "
+                             "endpoint goes to --endpoint)")
 
 
 def _code(reply: dict[str, Any]) -> int | None:
