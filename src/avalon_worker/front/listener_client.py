@@ -170,9 +170,12 @@ class ListenerClient(OrderClient):
         return open_result(pending, reply, self.worker())
 
 
+_LISTENER_NOT_ENDPOINT = ("--listener takes the HTTP listener, the address of `serve --listen-http` (a ZMQ endpoint "
+                          "goes to --endpoint)")
+
+
 def _not_http(url: str) -> WorkerUnavailable:
-    return WorkerUnavailable(f"{url} does not answer HTTP: is it a worker's ZMQ endpoint? --listener takes the "
-                             "HTTP listener, the address of `serve --listen-http` (a ZMQ endpoint goes to --endpoint)")
+    return WorkerUnavailable(f"{url} does not answer HTTP: is it a worker's ZMQ endpoint? {_LISTENER_NOT_ENDPOINT}")
 
 
 def _reset(url: str) -> WorkerUnavailable:
@@ -180,8 +183,7 @@ def _reset(url: str) -> WorkerUnavailable:
     refused the request as not its protocol (a worker's ZMQ endpoint closes on the request's
     first bytes, and the rest of them, unread, make its close a reset)."""
     return WorkerUnavailable(f"no answer from the listener {url}: the connection was reset; if it is a worker's ZMQ "
-                             "endpoint, --listener takes the HTTP listener, the address of `serve --listen-http` (a ZMQ "
-                             "endpoint goes to --endpoint)")
+                             f"endpoint, {_LISTENER_NOT_ENDPOINT}")
 
 
 def _code(reply: dict[str, Any]) -> int | None:

@@ -157,7 +157,7 @@ MIGRATIONS: tuple[str, ...] = (
     # round trips saved.
     """
     -- Append each update to its order's receipt, for the orders that have one (and, with `seen`,
-    -- only if it has that many updates; `only`, only for those ids); how many were appended.
+    -- only if it has that many updates; with `only_ids`, only for those); how many were appended.
     -- The receipt's row lock orders concurrent updates to one receipt.
     CREATE FUNCTION append_receipt_updates(
         ids text[], updaters text[], kinds integer[], updates bytea[], seen integer, only_ids text[],
