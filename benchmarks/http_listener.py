@@ -21,6 +21,10 @@ for `--rounds` rounds (the figures are the median round's):
   statement time per order, one run). Where the server has `pg_stat_statements` (Debian's
   package does), the statements each deployment's database ran in the timed rounds are counted:
   statements per order and statement time per order, steadier than CPU on a shared machine;
+- the HTTP floor: the listener's own HTTP server answering every request with a fixed body
+  (`_http_floor.py`, no JSON, store or worker) under the same load, in every round: what the two
+  HTTP requests of an order cost before any of the listener's work; beside it, each role's CPU
+  per order and the part of it spent in the kernel (system CPU);
 - the store alone: the per-order sequence (submit and commit, lease, complete, read) on a
   SQLite file like the listener's, one order at a time, timed per operation.
 
@@ -148,9 +152,11 @@ def _post(host: str, body: bytes) -> bytes:
 
 
 def _http_client(url: str, signup: dict, count: int, concurrency: int, seconds: float,
-                 ready: multiprocessing.Queue, start: multiprocessing.Event, results: multiprocessing.Queue) -> None:
+                 ready: multiprocessing.Queue, start: multiprocessing.Event, results: multiprocessing.Queue,
+                 verify: bool = True) -> None:
     """`concurrency` connections, each with one order at a time: WorkOrderSubmit, then
-    WorkOrderGetResult (again while it answers 5, pending)."""
+    WorkOrderGetResult (again while it answers 5, pending); the last result opened and checked
+    unless not `verify` (the HTTP floor answers every order with the same body)."""
     host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
     info = WorkerInfo.from_signup(signup)
     # responseTimeoutMSecs as Avalon's SDK sends it: the submit waits for the result (up to 5 s);
@@ -198,37 +204,45 @@ def _http_client(url: str, signup: dict, count: int, concurrency: int, seconds: 
     elapsed = time.perf_counter() - began
     cpu = time.process_time() - cpu_began
     assert last is not None
-    ok = open_result(orders[last[0]], json.loads(last[1]), info) == [b"Hello World"]
+    ok = not verify or open_result(orders[last[0]], json.loads(last[1]), info) == [b"Hello World"]
     for connection in connections:
         connection.sock.close()
     results.put((len(latencies), elapsed, latencies, ok, cpu))
 
 
-def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
-    """CPU seconds of each of `pids` still running."""
+def _cpu_by_pid(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """CPU seconds, user + system and system alone, of each of `pids` still running."""
     found = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
-            found[pid] = throughput._cpu_seconds(pid)
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
+        found[pid] = ((int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick)
     return found
 
 
-def drive_http(url: str, signup: dict, seconds: float, concurrency: int, pids: dict[str, list[int]]) -> dict[str, float]:
+def drive_http(url: str, signup: dict, seconds: float, concurrency: int, pids: dict[str, list[int]],
+               verify: bool = True) -> dict[str, float]:
+    """One timed run of the HTTP load against `url`: orders/s, latencies, and each role's CPU
+    per order (`<role>_us`) and the part of it spent in the kernel (`<role>_sys_us`)."""
     ctx = multiprocessing.get_context("spawn")
     ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
     count = int(seconds * 4000) + 100
-    process = ctx.Process(target=_http_client, args=(url, signup, count, concurrency, seconds, ready, start, results))
+    process = ctx.Process(target=_http_client,
+                          args=(url, signup, count, concurrency, seconds, ready, start, results, verify))
     process.start()
     ready.get(timeout=600)
     before = {role: _cpu_by_pid(group) for role, group in pids.items()}
     start.set()
     done, elapsed, latencies, ok, client_cpu = results.get(timeout=600)
-    cpu = {}
+    cpu, system = {}, {}
     for role, group in pids.items():  # a process gone meanwhile (a database backend) counts for neither
         after = _cpu_by_pid(group)
-        cpu[role] = sum(seconds - before[role][pid] for pid, seconds in after.items() if pid in before[role])
+        cpu[role] = sum(spent[0] - before[role][pid][0] for pid, spent in after.items() if pid in before[role])
+        system[role] = sum(spent[1] - before[role][pid][1] for pid, spent in after.items() if pid in before[role])
     process.join()
     if not ok:
         raise SystemExit("HTTP: the last result did not verify")
@@ -237,6 +251,7 @@ def drive_http(url: str, signup: dict, seconds: float, concurrency: int, pids: d
                "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, "orders": done,
                "clients_us": client_cpu / done * 1e6}
     figures |= {f"{role}_us": seconds / done * 1e6 for role, seconds in cpu.items()}
+    figures |= {f"{role}_sys_us": seconds / done * 1e6 for role, seconds in system.items()}
     return figures
 
 
@@ -352,6 +367,71 @@ class Deployment:
         for stopping in self.processes:
             os.killpg(stopping.pid, signal.SIGTERM)
             stopping.wait(60)
+
+
+class HttpFloor:
+    """`_http_floor.py`: the listener's HTTP server answering every request with one real
+    result's answer, in a process of its own, driven as the front door is."""
+
+    def __init__(self, state: str, front: Deployment) -> None:
+        self.state = state
+        self.front = front
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.runs: list[dict[str, float]] = []
+
+    def _start(self, submit_wait_ms: float) -> None:
+        """Serve one real result's answer, a submit's after `submit_wait_ms`."""
+        order = build_work_order(WorkerInfo.from_signup(self.front.signup), "python-hello", [b"World"],
+                                 response_timeout_ms=6000)
+        with urllib.request.urlopen(urllib.request.Request(self.front.url, jsonio.dumps(order.request))) as answer:  # noqa: S310
+            body = answer.read()
+        Path(f"{self.state}/answer.json").write_bytes(body)
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "_http_floor.py"),
+                                         f"{self.state}/answer.json", f"{submit_wait_ms:.3f}"],
+                                        stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("READY "):
+            raise SystemExit(f"the HTTP floor's server did not start (exit {self.process.wait()})")
+        self.url = line.removeprefix("READY ").strip() + "/"
+
+    def round(self, args: argparse.Namespace) -> None:
+        """A timed run; the first starts the server, its submits answered after the front door's
+        median latency in its first round (so at about the front door's rate)."""
+        if self.process is None:
+            self._start(self.front.http_runs[0]["p50"])
+        assert self.process is not None
+        self.runs.append(drive_http(self.url, self.front.signup, args.seconds, args.concurrency,
+                                    {"floor": [self.process.pid]}, verify=False))
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(60)
+
+
+def floor_lines(floor: HttpFloor, now: Deployment) -> list[str]:
+    """The HTTP floor beside the front door's own CPU per order, and each role's part in the kernel."""
+    bare, http = median(floor.runs), median(now.http_runs)
+    lines = [
+        "",
+        "The HTTP floor: the listener's HTTP server answering every request with a fixed body (no JSON, store "
+        f"or worker; a submit after the front door's median latency), the same load: {bare['rate']:.0f} orders/s, "
+        f"{bare['floor_us']:.0f} µs of CPU per order (two requests), {bare['floor_sys_us']:.0f} of it in the kernel.",
+        "",
+        "| role | CPU µs/order | of which in the kernel | above the HTTP floor |",
+        "|---|---:|---:|---:|",
+        f"| HTTP, SQLite: front door | {http['front_us']:.0f} | {http['front_sys_us']:.0f} "
+        f"| {http['front_us'] - bare['floor_us']:.0f} |",
+    ]
+    if now.pg_runs:
+        pg = median(now.pg_runs)
+        lines += [f"| HTTP through PostgreSQL: {role} | {pg[f'{role}_us']:.0f} | {pg[f'{role}_sys_us']:.0f} "
+                  f"| {pg[f'{role}_us'] - bare['floor_us']:.0f} |" if role == "listener" else
+                  f"| HTTP through PostgreSQL: {role} | {pg[f'{role}_us']:.0f} | {pg[f'{role}_sys_us']:.0f} | – |"
+                  for role in ("pump", "listener", "postgres")]
+    return lines
 
 
 def baseline_tree(ref: str, directory: str) -> str:
@@ -481,10 +561,12 @@ def main() -> int:
     direct_runs = []
     server = start_postgres()
     deployments: list[Deployment] = []
+    floor: HttpFloor | None = None
     with tempfile.TemporaryDirectory() as state:
         try:
             now = Deployment("now", f"{state}/now", args, server)
             deployments.append(now)
+            floor = HttpFloor(state, now)
             if args.baseline:
                 env = {**os.environ, "PYTHONPATH": baseline_tree(args.baseline, f"{state}/baseline-tree")}
                 deployments.append(Deployment("baseline", f"{state}/baseline", args, server, env))
@@ -495,8 +577,11 @@ def main() -> int:
                 # which code runs first alternates, so that neither always follows the direct run
                 for deployment in deployments if index % 2 == 0 else deployments[::-1]:
                     deployment.round(args)
+                floor.round(args)
             counted = statements_per_database(server) if server is not None else {}
         finally:
+            if floor is not None:
+                floor.stop()
             for deployment in deployments:
                 deployment.stop()
             if server is not None:
@@ -524,6 +609,7 @@ def main() -> int:
         "",
         f"HTTP / direct: {http['rate'] / direct['rate']:.2f} (goal ≥ 0.6)",
         *pg_lines(now.pg_runs, direct, args.concurrency),
+        *(floor_lines(floor, now) if floor is not None else []),
         *(baseline_lines(now, deployments[1], args.baseline, direct) if args.baseline else []),
         *statement_lines(deployments, counted),
         "",
