@@ -59,9 +59,9 @@ class RunningListener:
     def __init__(self, store: SQLiteStore, config: ListenerConfig, limits: HttpLimits | None = None,
                  *, store_thread: bool = False) -> None:
         self.store = store
-        self.executor = ThreadPoolExecutor(max_workers=1) if store_thread else None
+        self.calls = StoreCalls(threads=1 if store_thread else 0)
         self.submitted = threading.Event()
-        self.listener = Listener(store, StoreCalls(self.executor), config, pump=_TestPump(self.submitted))
+        self.listener = Listener(store, self.calls, config, pump=_TestPump(self.submitted))
         self.loop = asyncio.new_event_loop()
         sock = bind_listen("127.0.0.1:0")
         self.port = sock.getsockname()[1]
@@ -86,8 +86,7 @@ class RunningListener:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(30)
-        if self.executor is not None:
-            self.executor.shutdown()
+        self.calls.close()
 
 
 @pytest.fixture(scope="module")
@@ -353,8 +352,10 @@ class TestStoreFailures:
         running = running_on_thread
         running.store._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
         held = threading.Event()
-        assert running.executor is not None
-        running.executor.submit(held.wait, 30)
+        assert running.calls.threads == 1
+        holding = threading.Event()  # the store's thread is held once this is set
+        asyncio.run_coroutine_threadsafe(running.calls(lambda: holding.set() or held.wait(30)), running.loop)
+        assert holding.wait(30)
         orders = [order_for(identity, responseTimeoutMSecs=0) for _ in range(5)]
         orders[2].params["padding"] = "x" * 30_000
         with ThreadPoolExecutor(5) as pool:

@@ -8,7 +8,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +37,7 @@ class RunningPump:
     store: PostgresStore
     endpoint: str
     config: PumpConfig
-    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
+    calls: StoreCalls = field(default_factory=lambda: StoreCalls(threads=1))
 
     def __post_init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -49,7 +48,7 @@ class RunningPump:
 
     async def _run(self) -> None:
         self.stop_event = asyncio.Event()
-        self.pump = Pump(self.store, self.endpoint, StoreCalls(self.executor), self.config)
+        self.pump = Pump(self.store, self.endpoint, self.calls, self.config)
         await self.pump.register()
         self.registered.set()
         await self.pump.run(self.stop_event)
@@ -57,7 +56,7 @@ class RunningPump:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(WAIT_S)
-        self.executor.shutdown()
+        self.calls.close()
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +103,9 @@ def test_an_outcome_the_store_refuses_ends_its_order_once_and_the_rest_of_its_ba
     running = RunningPump(store, hello_worker.endpoint, PumpConfig(lease_s=2.0, poll_s=0.1))
     try:
         held = threading.Event()
-        running.executor.submit(held.wait, WAIT_S)
+        holding = threading.Event()  # the store's thread is held once this is set
+        asyncio.run_coroutine_threadsafe(running.calls(lambda: holding.set() or held.wait(WAIT_S)), running.loop)
+        assert holding.wait(WAIT_S)
         orders = [submit(store, info, "python-hello", text) for text in ("a", "x" * 30_000, "b")]
         time.sleep(1.0)  # the pump looks for orders every 0.1 s: they are sent and answered meanwhile
         held.set()
