@@ -213,14 +213,12 @@ def _http_client(url: str, signup: dict, count: int, concurrency: int, seconds: 
 def _cpu_by_pid(pids: list[int]) -> dict[int, tuple[float, float]]:
     """CPU seconds, user + system and system alone, of each of `pids` still running."""
     found = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
+            user, system = throughput.cpu_times(pid)
         except (FileNotFoundError, ProcessLookupError):
             continue
-        found[pid] = ((int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick)
+        found[pid] = (user + system, system)
     return found
 
 

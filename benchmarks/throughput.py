@@ -220,11 +220,17 @@ def _client(endpoint: str, load: Load, scenario: Scenario, max_orders: int,
     context.term()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far, from /proc."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far, from /proc."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    return sum(cpu_times(pid))
 
 
 def _children(pid: int) -> list[int]:
