@@ -6,6 +6,8 @@ over ZMQ from a separate client process that sends pre-built requests in a close
 - throughput and p50/p99 latency per scenario (hello 5 B, echo 64 KiB and 1 MiB, fib(20)), with a
   fresh session key per order and with one reused session key;
 - the cryptographic floor: the unavoidable per-order work done in a tight loop without a server;
+- `Processor.handle` alone (`_handle_floor.py`): the worker process's own work for a reused-key hello
+  in a tight loop, set against that process's CPU per order in `serve`: what serving an order adds;
 - the ratios: worker / floor (1 process), N processes / 1 process, and 1 MiB MB/s / raw MB/s.
 
 Run by hand: `python benchmarks/throughput.py` (`--write FILE` also saves the results as Markdown,
@@ -50,6 +52,7 @@ from avalon_worker import crypto
 from avalon_worker._cli.demo import start_worker_process
 from avalon_worker.requester import PendingWorkOrder, Session, WorkerInfo, build_work_order, open_result
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 SIGNUP = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup","params":null}'
 
 
@@ -328,6 +331,16 @@ def floor_bytes(size: int = 1024 * 1024, iterations: int = 10) -> Callable[[], f
     return lambda: min(one_round() for _ in range(FLOOR_ROUNDS))
 
 
+def handle_floor(code: Code, orders: int = 2000) -> float | None:
+    """Seconds per reused-key hello through `code`'s `Processor.handle` in a tight loop, no server
+    (`_handle_floor.py`, in a process of its own running `code`), the fastest of FLOOR_ROUNDS loops;
+    None if that code cannot run it."""
+    with code.active():
+        done = subprocess.run([sys.executable, os.path.join(HERE, "_handle_floor.py"), str(orders), str(FLOOR_ROUNDS)],
+                              capture_output=True, text=True)
+    return float(done.stdout) if done.returncode == 0 else None
+
+
 # main -------------------------------------------------------------------------------------------
 
 
@@ -419,6 +432,9 @@ def one_round(args: argparse.Namespace, index: int, code: Code, timers: tuple[Ca
     progress.step(f"cryptographic floor, small order, RSA-2048: {1 / floors[0]:.0f} orders/s")
     progress.step(f"cryptographic floor, small order, RSA-3072: {1 / floors[1]:.0f} orders/s")
     progress.step(f"raw byte work, 1 MiB: {1024 * 1024 / 1e6 / floors[2]:.0f} MB/s")
+    handle = handle_floor(code)
+    progress.step(f"{code.name}: Processor.handle alone, reused-key hello: "
+                  + (f"{handle * 1e6:.0f} µs/order" if handle else "cannot run it"))
     # the INFO run right next to the ERROR run it is compared with, before it and after it in turn
     logged = run_worker(1, hellos, load, progress, log_level="INFO", code=code) if index % 2 == 0 else None
     one = run_worker(1, chosen, load, progress, code=code)
@@ -426,7 +442,7 @@ def one_round(args: argparse.Namespace, index: int, code: Code, timers: tuple[Ca
         logged = run_worker(1, hellos, load, progress, log_level="INFO", code=code)
     return (one, run_worker(args.workers, chosen, load, progress, code=code),
             run_worker(1, hellos, load, progress, bits=3072, code=code),
-            run_worker(args.workers, hellos, load, progress, bits=3072, code=code), logged), floors
+            run_worker(args.workers, hellos, load, progress, bits=3072, code=code), logged), (*floors, handle or 0.0)
 
 
 @dataclass
@@ -445,6 +461,16 @@ class Summary:
     def to_floor(self, run: int, scenario: str, which: int) -> float:
         """Each round's orders/s × its own floor (seconds per order), the median of the rounds."""
         return statistics.median(r[run][scenario]["rate"] * f[which] for r, f in zip(self.rounds, self.floors))
+
+    def serving(self) -> str:
+        """The worker process's CPU per reused-key hello (1 process) against `Processor.handle`
+        alone in the same round: what serving adds, µs (median of the rounds), and the two."""
+        pairs = [(r[0]["hello 5 B, reused key"]["workers_us"], f[3] * 1e6) for r, f in zip(self.rounds, self.floors) if f[3]]
+        if not pairs:
+            return "Processor.handle alone: this code cannot run it"
+        worker, handle = (statistics.median(side) for side in zip(*pairs))
+        added = statistics.median(w - h for w, h in pairs)
+        return f"{worker:.0f} µs in serve, {handle:.0f} µs alone: serving adds {added:.0f} µs"
 
 
 def report(args: argparse.Namespace, summary: Summary) -> list[str]:
@@ -467,6 +493,7 @@ def report(args: argparse.Namespace, summary: Summary) -> list[str]:
             f"| {b['rate'] / a['rate']:.2f} |"
         )
     hello_fresh = one["hello 5 B, fresh keys"]["rate"]
+    serving = summary.serving()
     hello_reused = one["hello 5 B, reused key"]["rate"]
     fresh_3072 = one_3072["hello 5 B, fresh keys"]["rate"]
     reused_3072 = one_3072["hello 5 B, reused key"]["rate"]
@@ -478,6 +505,8 @@ def report(args: argparse.Namespace, summary: Summary) -> list[str]:
         f"worker / floor (1 process, hello, fresh keys; each round against its own floor): "
         f"RSA-2048 {to_floor(0, 'hello 5 B, fresh keys', 0):.2f}, RSA-3072 {to_floor(2, 'hello 5 B, fresh keys', 1):.2f}",
         f"default logging (INFO), 1 process, hello, fresh keys / floor: {to_floor(4, 'hello 5 B, fresh keys', 0):.2f}",
+        f"worker process CPU per reused-key hello (1 process) against Processor.handle in a tight loop, "
+        f"no server (each round's own, fastest of {FLOOR_ROUNDS} loops; medians): {serving}",
         f"reused key / fresh keys (1 process, hello): RSA-2048 {hello_reused / hello_fresh:.2f}, "
         f"RSA-3072 {reused_3072 / fresh_3072:.2f}",
         f"{args.workers} processes / 1 process (hello, fresh keys): "
@@ -532,6 +561,8 @@ def compare(args: argparse.Namespace, this: Summary, base: Summary, base_name: s
         f"RSA-2048 {this.to_floor(0, 'hello 5 B, fresh keys', 0):.2f}, {base.to_floor(0, 'hello 5 B, fresh keys', 0):.2f}; "
         f"RSA-3072 {this.to_floor(2, 'hello 5 B, fresh keys', 1):.2f}, {base.to_floor(2, 'hello 5 B, fresh keys', 1):.2f}; "
         f"at INFO {this.to_floor(4, 'hello 5 B, fresh keys', 0):.2f}, {base.to_floor(4, 'hello 5 B, fresh keys', 0):.2f}",
+        f"worker process per reused-key hello against Processor.handle alone: this code {this.serving()}; "
+        f"baseline {base.serving()}",
     ]
     return lines
 
@@ -557,7 +588,7 @@ def main() -> int:
     chosen, hellos = scenarios(args.quick), scenarios(quick=True)
     with tempfile.TemporaryDirectory() as exported:
         codes = [THIS_CODE] + ([Code.export(args.baseline, exported)] if args.baseline else [])
-        progress = Progress(len(codes) * args.repeat * (3 + 2 * (len(chosen) + len(hellos)) + len(hellos)))
+        progress = Progress(len(codes) * args.repeat * (4 + 2 * (len(chosen) + len(hellos)) + len(hellos)))
         timers = floor_small(2048), floor_small(3072, 200), floor_bytes()
         load = Load(args.clients, args.connections, args.depth, args.seconds, args.client, not args.no_pin)
         summaries = [Summary([], []) for _ in codes]
