@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from avalon_worker.requester import Session, WorkerInfo, build_work_order, open_result
 
 from conftest import RunningWorker
@@ -60,3 +62,15 @@ def test_the_benchmark_reports_each_step_as_it_finishes(capsys) -> None:
     assert lines[0].startswith("[1/2 ") and lines[0].endswith(f"1 process(es), RSA-2048, {hello[0].name}: "
                                                                f"{results[hello[0].name]['rate']:.0f} orders/s")
     assert lines[1].startswith("[2/2 ") and lines[1].endswith("done")
+
+
+@pytest.mark.slow  # two processes, each making an RSA key
+def test_handle_alone_is_timed_under_the_code_measured(tmp_path: Path) -> None:
+    import throughput
+
+    seconds = throughput.handle_floor(throughput.THIS_CODE, orders=20)
+    assert seconds is not None and 0 < seconds < 1
+    broken = tmp_path / "src" / "avalon_worker"  # a code whose Processor cannot be imported
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    assert throughput.handle_floor(throughput.Code("broken", str(tmp_path / "src")), orders=20) is None
