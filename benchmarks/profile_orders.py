@@ -3,10 +3,13 @@
 
 Starts `avalon-worker serve --workers 1` (RSA-2048, --log-level ERROR, --pin-cpus) with a cProfile in
 the supervisor and in its worker process (`_profile/sitecustomize.py`, timing CPU time), drives it
-with `throughput.py`'s load generator for each scenario (reused-key hello, fresh-key hello), and
-prints for each process the functions that took the most CPU, per order: own time (tottime),
-time including callees (cumtime) and calls per order. The profiler's own cost inflates every
-figure (Python calls most); read shares, not absolute µs. Run by hand:
+with `throughput.py`'s load generator for each scenario (reused-key hello, fresh-key hello), the
+worker process profiled in one run and the supervisor in the next, each beside an unprofiled other
+(profiled together, each one's slowness changes what the other does: the supervisor lets replies
+gather once orders take 0.2 ms, which a profiled worker process's do), and prints for each process
+the functions that took the most CPU, per order: own time (tottime), time including callees
+(cumtime) and calls per order. The profiler's own cost inflates every figure (Python calls most);
+read shares, not absolute µs. Run by hand:
 `python benchmarks/profile_orders.py [--seconds 5] [--top 25] [--scenario reused|fresh] [--save DIR]`.
 """
 
@@ -40,7 +43,25 @@ def _rows(path: str, orders: int, top: int) -> list[str]:
     return lines
 
 
+def _profiled(endpoint: str, scenario: throughput.Scenario, load: throughput.Load, pids: list[int],
+              profiled: list[int], out: str) -> dict[str, float]:
+    """Drive `scenario` with the profilers of `profiled` on, and wait for their files."""
+    before = len(glob.glob(f"{out}/*.prof"))
+    for pid in profiled:
+        os.kill(pid, signal.SIGUSR1)
+    result = throughput.drive(endpoint, scenario, load, pids)
+    for pid in profiled:
+        os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while len(glob.glob(f"{out}/*.prof")) < before + len(profiled) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # the last file is whole
+    return result
+
+
 def profile(scenario: throughput.Scenario, seconds: float, top: int, save: str | None) -> list[str]:
+    """The worker processes profiled in one run, the supervisor in the next, each while the other
+    runs unprofiled."""
     load = throughput.Load(clients=1, connections=4, depth=4, seconds=seconds)
     options = ["--rsa-bits", "2048", "--workers", "1", "--attestation", "none", "--log-level", "ERROR", "--pin-cpus"]
     with tempfile.TemporaryDirectory() as state, tempfile.TemporaryDirectory() as out:
@@ -53,25 +74,19 @@ def profile(scenario: throughput.Scenario, seconds: float, top: int, save: str |
         try:
             pids = [process.pid, *throughput._children(process.pid)]
             throughput.drive(endpoint, scenario, throughput.Load(1, 4, 4, 1.0), pids)  # warm-up, not profiled
-            for pid in pids:
-                os.kill(pid, signal.SIGUSR1)
-            result = throughput.drive(endpoint, scenario, load, pids)
-            for pid in pids:
-                os.kill(pid, signal.SIGUSR2)
-            deadline = time.monotonic() + 30
-            while len(glob.glob(f"{out}/*.prof")) < len(pids) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(0.5)  # the last file is whole
+            results = {"worker": _profiled(endpoint, scenario, load, pids, pids[1:], out),
+                       "supervisor": _profiled(endpoint, scenario, load, pids, pids[:1], out)}
         finally:
             process.terminate()
             process.wait(timeout=60)
-        orders = int(result["orders"])
-        lines = [f"## {scenario.name}: {orders} orders, {result['rate']:.0f} orders/s under the profiler"]
-        for role in ("worker", "supervisor"):
+        lines = [f"## {scenario.name}"]
+        for role, result in results.items():
+            orders = int(result["orders"])
+            lines.append(f"{role} process, profiled alone: {orders} orders, {result['rate']:.0f} orders/s")
             for path in sorted(glob.glob(f"{out}/{role}-*.prof")):
-                if not pstats.Stats(path).total_calls:  # type: ignore[attr-defined]  # a forked helper, never profiled
+                if pstats.Stats(path).total_calls < orders:  # type: ignore[attr-defined]  # a spare, which ran no order
                     continue
-                lines += [f"{role} process:", *_rows(path, orders, top)]
+                lines += _rows(path, orders, top)
                 if save:
                     os.makedirs(save, exist_ok=True)
                     os.replace(path, os.path.join(save, f"{scenario.name.split(',')[1].strip().split()[0]}-{role}.prof"))
