@@ -8,7 +8,8 @@ process of its own, so that `--baseline` measures the baseline's `Processor`), a
 the worker process's CPU per reused-key hello in `serve`: the difference is what serving an order
 adds (the supervisor's framing, the reads and writes, the wake-ups), the ratio says how far the
 machine's speed, not the code, moved a round. Prints the fastest of `rounds` loops of `orders`
-orders, in seconds per order.
+orders, in seconds per order. `reused_key_hello` is the processor and frame that `wakeup.py` and
+`instructions.py` drive too.
 """
 
 from __future__ import annotations
@@ -28,14 +29,20 @@ from avalon_worker.workload.registry import WorkloadRegistry
 SIGNUP = b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup"}'
 
 
+def reused_key_hello(state: str) -> tuple[Processor, bytes]:
+    """A processor for the RSA-2048 identity in `state` (made there if it holds none), and a
+    python-hello request frame for it under one session key (the same frame every time)."""
+    identity, _ = load_or_create(state, rsa_bits=2048)
+    processor = Processor(identity, WorkloadRegistry.builtin(), signup_function(identity))
+    info = WorkerInfo.from_signup(json.loads(processor.handle(SIGNUP)))
+    return processor, build_work_order(info, "python-hello", [b"World"], session=Session.new(info)).frame()
+
+
 def main() -> int:
     orders, rounds = int(sys.argv[1]), int(sys.argv[2])
     logging.disable(logging.INFO)  # as `serve --log-level ERROR`, which it is compared with
     with tempfile.TemporaryDirectory() as state:
-        identity, _ = load_or_create(state, rsa_bits=2048)
-    processor = Processor(identity, WorkloadRegistry.builtin(), signup_function(identity))
-    info = WorkerInfo.from_signup(json.loads(processor.handle(SIGNUP)))
-    frame = build_work_order(info, "python-hello", [b"World"], session=Session.new(info)).frame()
+        processor, frame = reused_key_hello(state)
     processor.handle(frame)  # the session key's unwrap, once, as the worker's cache does it
 
     def one_round() -> float:

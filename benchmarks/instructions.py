@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import multiprocessing
 import os
 import re
@@ -140,18 +139,10 @@ def handle_run(state: str, orders: int) -> int:
 def child(orders: int, state: str) -> None:
     import logging
 
-    from avalon_worker.identity import load_or_create
-    from avalon_worker.processor import Processor
-    from avalon_worker.requester import Session, WorkerInfo, build_work_order
-    from avalon_worker.signup import signup_function
-    from avalon_worker.workload.registry import WorkloadRegistry
+    from _handle_floor import reused_key_hello
 
     logging.disable(logging.INFO)
-    identity, _ = load_or_create(state)
-    processor = Processor(identity, WorkloadRegistry.builtin(), signup_function(identity))
-    info = WorkerInfo.from_signup(json.loads(processor.handle(b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup"}')))
-    session = Session.new(info)
-    frame = build_work_order(info, "python-hello", [b"World"], session=session).frame()
+    processor, frame = reused_key_hello(state)
     for _ in range(orders):  # the same frame, as throughput.py sends it: no replay guard here
         processor.handle(frame)
 

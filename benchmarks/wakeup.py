@@ -23,7 +23,6 @@ Run by hand: `python benchmarks/wakeup.py [--orders 6000] [--rounds 3] [--depth 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import select
@@ -33,24 +32,14 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from _handle_floor import reused_key_hello
 from throughput import _cpu_seconds
 
 from avalon_worker._internal import child
 from avalon_worker._internal.framing import ORDER, REPLY, Reader, encode, send_all
-from avalon_worker.identity import load_or_create
-from avalon_worker.processor import Outcome, Processor
-from avalon_worker.requester import Session, WorkerInfo, build_work_order
-from avalon_worker.signup import signup_function
-from avalon_worker.workload.registry import WorkloadRegistry
+from avalon_worker.processor import Outcome
 
 MAX_PAYLOAD = 1 << 20
-
-
-def _processor(state: str) -> tuple[Processor, bytes]:
-    identity, _ = load_or_create(state, 2048)
-    processor = Processor(identity, WorkloadRegistry.builtin(), signup_function(identity))
-    info = WorkerInfo.from_signup(json.loads(processor.handle(b'{"jsonrpc":"2.0","id":1,"method":"ProcessWorkerSignup"}')))
-    return processor, build_work_order(info, "python-hello", [b"World"], session=Session.new(info)).frame()
 
 
 def _send_in_batches(batch: int) -> Callable[[socket.socket, Sequence[Any]], None]:
@@ -172,7 +161,7 @@ def main() -> int:
         parser.error("--batch must be between 1 and --depth: the worker process holds replies until it has that many")
     logging.disable(logging.INFO)
     with tempfile.TemporaryDirectory() as state:
-        processor, frame = _processor(state)
+        processor, frame = reused_key_hello(state)
     fixed = Outcome(b'{"jsonrpc":"2.0","id":1,"result":{}}', "ProcessWorkOrder")
     orders = args.orders - args.orders % args.batch
     # (name, process, replies per sendmsg or per ring, doorbell)
