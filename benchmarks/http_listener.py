@@ -425,10 +425,9 @@ def floor_lines(floor: HttpFloor, now: Deployment) -> list[str]:
     ]
     if now.pg_runs:
         pg = median(now.pg_runs)
-        lines += [f"| HTTP through PostgreSQL: {role} | {pg[f'{role}_us']:.0f} | {pg[f'{role}_sys_us']:.0f} "
-                  f"| {pg[f'{role}_us'] - bare['floor_us']:.0f} |" if role == "listener" else
-                  f"| HTTP through PostgreSQL: {role} | {pg[f'{role}_us']:.0f} | {pg[f'{role}_sys_us']:.0f} | – |"
-                  for role in ("pump", "listener", "postgres")]
+        for role in ("pump", "listener", "postgres"):  # only the listener serves HTTP
+            above = f"{pg[f'{role}_us'] - bare['floor_us']:.0f}" if role == "listener" else "–"
+            lines.append(f"| HTTP through PostgreSQL: {role} | {pg[f'{role}_us']:.0f} | {pg[f'{role}_sys_us']:.0f} | {above} |")
     return lines
 
 

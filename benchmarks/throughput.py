@@ -493,7 +493,6 @@ def report(args: argparse.Namespace, summary: Summary) -> list[str]:
             f"| {b['rate'] / a['rate']:.2f} |"
         )
     hello_fresh = one["hello 5 B, fresh keys"]["rate"]
-    serving = summary.serving()
     hello_reused = one["hello 5 B, reused key"]["rate"]
     fresh_3072 = one_3072["hello 5 B, fresh keys"]["rate"]
     reused_3072 = one_3072["hello 5 B, reused key"]["rate"]
@@ -506,7 +505,7 @@ def report(args: argparse.Namespace, summary: Summary) -> list[str]:
         f"RSA-2048 {to_floor(0, 'hello 5 B, fresh keys', 0):.2f}, RSA-3072 {to_floor(2, 'hello 5 B, fresh keys', 1):.2f}",
         f"default logging (INFO), 1 process, hello, fresh keys / floor: {to_floor(4, 'hello 5 B, fresh keys', 0):.2f}",
         f"worker process CPU per reused-key hello (1 process) against Processor.handle in a tight loop, "
-        f"no server (each round's own, fastest of {FLOOR_ROUNDS} loops; medians): {serving}",
+        f"no server (each round's own, fastest of {FLOOR_ROUNDS} loops; medians): {summary.serving()}",
         f"reused key / fresh keys (1 process, hello): RSA-2048 {hello_reused / hello_fresh:.2f}, "
         f"RSA-3072 {reused_3072 / fresh_3072:.2f}",
         f"{args.workers} processes / 1 process (hello, fresh keys): "
