@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ from hypothesis import settings
 
 from avalon_worker import crypto, hashing
 from avalon_worker._cli.demo import start_worker_process
+from avalon_worker.front.store_calls import StoreCalls
 from avalon_worker.hashing import ItemText
 from avalon_worker.identity import Identity
 from avalon_worker.processor import Processor
@@ -89,6 +91,20 @@ def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 30.0
     while not condition():
         assert time.monotonic() < deadline, f"still waiting for {what} after {timeout_s:g} s"
         time.sleep(every_s)
+
+
+def hold_store_thread(calls: StoreCalls, loop: asyncio.AbstractEventLoop, release: threading.Event,
+                      timeout_s: float = 30.0) -> None:
+    """Keep the one thread of `calls` (driven from `loop`, running in another thread) busy until
+    `release` is set; returns once the thread is held, so that the calls made next must wait."""
+    holding = threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(timeout_s)
+
+    asyncio.run_coroutine_threadsafe(calls(hold), loop)
+    assert holding.wait(timeout_s), "the store's thread never took the holding call"
 
 
 def errors_in_threads(target: Callable[[int], None], count: int) -> list[BaseException]:

@@ -28,6 +28,7 @@ from avalon_worker.signup import signup_document
 from avalon_worker.store import Completion, Handoff, LeasedOrder, OrderState, canonical_id
 from avalon_worker.store.sqlite import SQLiteStore
 
+from conftest import hold_store_thread
 from raw_peer import closed_within
 
 BODY_TIMEOUT_S = 0.5
@@ -353,9 +354,7 @@ class TestStoreFailures:
         running.store._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
         held = threading.Event()
         assert running.calls.threads == 1
-        holding = threading.Event()  # the store's thread is held once this is set
-        asyncio.run_coroutine_threadsafe(running.calls(lambda: holding.set() or held.wait(30)), running.loop)
-        assert holding.wait(30)
+        hold_store_thread(running.calls, running.loop, held, 30)
         orders = [order_for(identity, responseTimeoutMSecs=0) for _ in range(5)]
         orders[2].params["padding"] = "x" * 30_000
         with ThreadPoolExecutor(5) as pool:

@@ -22,7 +22,7 @@ from avalon_worker.requester import PendingWorkOrder, WorkerInfo, build_work_ord
 from avalon_worker.store import NewOrder, OrderState, canonical_id
 from avalon_worker.store.postgres import PostgresStore
 
-from conftest import MISBEHAVING_REGISTRY, RunningWorker, launch_worker, start_postgres, wait_for
+from conftest import MISBEHAVING_REGISTRY, RunningWorker, hold_store_thread, launch_worker, start_postgres, wait_for
 from postgres_server import PostgresServer
 
 WAIT_S = 60  # the longest a test waits for something that should happen
@@ -103,9 +103,7 @@ def test_an_outcome_the_store_refuses_ends_its_order_once_and_the_rest_of_its_ba
     running = RunningPump(store, hello_worker.endpoint, PumpConfig(lease_s=2.0, poll_s=0.1))
     try:
         held = threading.Event()
-        holding = threading.Event()  # the store's thread is held once this is set
-        asyncio.run_coroutine_threadsafe(running.calls(lambda: holding.set() or held.wait(WAIT_S)), running.loop)
-        assert holding.wait(WAIT_S)
+        hold_store_thread(running.calls, running.loop, held, WAIT_S)
         orders = [submit(store, info, "python-hello", text) for text in ("a", "x" * 30_000, "b")]
         time.sleep(1.0)  # the pump looks for orders every 0.1 s: they are sent and answered meanwhile
         held.set()
